@@ -1,0 +1,110 @@
+//! `DbExecutor`: the database's only writer, on a one-thread `SyncArbiter`.
+//!
+//! It applies a batch of writes in one `BEGIN IMMEDIATE … COMMIT`, each write in its
+//! own savepoint so one refused write does not undo its neighbours, and answers every
+//! caller only after the COMMIT returned. Batches come from [`GroupCommit`].
+//!
+//! [`GroupCommit`]: super::group_commit::GroupCommit
+
+use super::messages::{CommitBatch, SubmitWrite, WriteOp};
+use crate::db::{Conn, DbError, DbPool, DbResult};
+use actix::prelude::*;
+use diesel::Connection;
+use tokio::sync::oneshot;
+
+pub struct DbExecutor {
+    pool: DbPool,
+}
+
+impl DbExecutor {
+    pub fn new(pool: DbPool) -> Self {
+        DbExecutor { pool }
+    }
+}
+
+impl Actor for DbExecutor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<CommitBatch> for DbExecutor {
+    type Result = usize;
+
+    fn handle(&mut self, CommitBatch(ops): CommitBatch, _: &mut Self::Context) -> usize {
+        let n = ops.len();
+        let mut conn = match self.pool.get() {
+            Ok(c) => c,
+            Err(e) => {
+                // Dropping the writes drops their reply channels: every caller gets
+                // "unavailable" (503), nothing half-applied.
+                drop(ops);
+                log::error!("database writer cannot get a connection: {}", DbError::from(e));
+                return 0;
+            }
+        };
+        let mut finishers = Vec::with_capacity(n);
+        let outcome = conn.immediate_transaction::<_, DbError, _>(|c| {
+            for WriteOp(f) in ops {
+                finishers.push(f(c));
+            }
+            Ok(())
+        });
+        let err = outcome.err();
+        if let Some(e) = &err {
+            log::error!("group commit of {n} writes failed: {e}");
+        }
+        for fin in finishers {
+            fin(err.as_ref());
+        }
+        n
+    }
+}
+
+/// The handle the rest of the master uses for storage: reads on the pool, writes
+/// through the group-commit pipeline.
+#[derive(Clone)]
+pub struct Db {
+    pub pool: DbPool,
+    writer: Addr<super::group_commit::GroupCommit>,
+}
+
+impl Db {
+    pub fn new(pool: DbPool, writer: Addr<super::group_commit::GroupCommit>) -> Self {
+        Db { pool, writer }
+    }
+
+    /// Run `f` inside the next group-committed transaction; resolves after COMMIT.
+    pub async fn write<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<DbResult<T>>();
+        let op = WriteOp(Box::new(move |conn: &mut Conn| {
+            let result = conn.transaction::<T, DbError, _>(f);
+            Box::new(move |commit_error: Option<&DbError>| {
+                let answer = match commit_error {
+                    Some(e) => Err(DbError::Unavailable(e.to_string())),
+                    None => result,
+                };
+                let _ = tx.send(answer);
+            })
+        }));
+        self.writer.do_send(SubmitWrite(op));
+        rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
+    }
+
+    /// Run a read on a pool connection off the actor threads.
+    pub async fn read<T, F>(&self, f: F) -> DbResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        actix_rt::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .unwrap_or_else(|e| Err(DbError::Other(format!("read task failed: {e}"))))
+    }
+}

@@ -1,0 +1,652 @@
+//! `JobActor`: one per live job (leased, paused, retrying or timed out).
+//!
+//! It owns the job's lease (node + attempt), its latest progress, the operator's
+//! pending control request and its retry timer. Every state change is written through
+//! the group-committed writer before the actor believes it, and every worker report is
+//! fenced: only the node holding the current attempt may speak for the job.
+
+use super::db_executor::Db;
+use super::messages::*;
+use super::metrics::MetricsActor;
+use super::node_supervisor::NodeSupervisor;
+use super::scheduler::SchedulerActor;
+use crate::db::jobs::{self as db_jobs, JobChanges, JobRow};
+use crate::db::now_micros;
+use crate::domain::params::{JobSpec, parse_job_spec};
+use crate::domain::queue::{Priority, QueueName};
+use crate::domain::state::JobState;
+use crate::error::{AppError, AppResult};
+use crate::wire::{ControlAction, ControlCommand, ControlResponse, JobResult, ProgressDetail, ResultResponse};
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Largest log tail kept per job.
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
+
+/// Retry, lease and persistence policy shared by every JobActor.
+#[derive(Debug, Clone)]
+pub struct JobPolicy {
+    /// First retry waits about this long; each further retry doubles it.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// A job its worker does not list in a heartbeat this long after placement has lost its lease.
+    pub unreported_grace: Duration,
+    /// Progress is written to the database at most this often (it is in memory always).
+    pub progress_persist_every: Duration,
+    /// Extra time past the worker's own wall-clock limit before the master times a job out.
+    pub timeout_grace: Duration,
+    /// How long a canceled job waits for its worker to confirm the kill.
+    pub cancel_ack_wait: Duration,
+}
+
+impl Default for JobPolicy {
+    fn default() -> Self {
+        JobPolicy {
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(300),
+            unreported_grace: Duration::from_secs(10),
+            progress_persist_every: Duration::from_secs(5),
+            timeout_grace: Duration::from_secs(30),
+            cancel_ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Exponential backoff with ±25 % jitter: base × 2^retry, capped.
+pub fn backoff(policy: &JobPolicy, retry: i32) -> Duration {
+    let exp = policy.retry_base.saturating_mul(1u32 << retry.clamp(0, 16) as u32);
+    let capped = exp.min(policy.retry_cap);
+    capped.mul_f64(0.75 + fastrand::f64() * 0.5)
+}
+
+/// Wall-clock limit of one attempt: the job's own, else 3 × duration + 60 s, else 6 h.
+pub fn attempt_timeout(spec: Option<&JobSpec>) -> Duration {
+    match spec {
+        Some(JobSpec { timeout_seconds: Some(t), .. }) => Duration::from_secs(*t),
+        Some(JobSpec { duration_seconds: Some(d), .. }) => Duration::from_secs_f64(d * 3.0 + 60.0),
+        _ => Duration::from_secs(6 * 3600),
+    }
+}
+
+pub struct JobActor {
+    id: Uuid,
+    row: JobRow,
+    queue: QueueName,
+    priority: Priority,
+    db: Db,
+    scheduler: Addr<SchedulerActor>,
+    nodes: Addr<NodeSupervisor>,
+    metrics: Addr<MetricsActor>,
+    policy: Arc<JobPolicy>,
+    progress: Option<ProgressDetail>,
+    last_persist: Instant,
+    /// Operator request not yet acknowledged by the worker, with its time.
+    pending_control: Option<(ControlAction, Instant)>,
+    leased_at: Instant,
+    /// Time spent running (not paused) in this attempt.
+    run_time: Duration,
+    run_since: Option<Instant>,
+    timeout: Duration,
+    /// Answer a repeat of the last accepted result identically.
+    last_result: Option<(String, ResultResponse)>,
+}
+
+impl JobActor {
+    pub fn new(
+        row: JobRow,
+        db: Db,
+        scheduler: Addr<SchedulerActor>,
+        nodes: Addr<NodeSupervisor>,
+        metrics: Addr<MetricsActor>,
+        policy: Arc<JobPolicy>,
+    ) -> Self {
+        let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.parameters).unwrap_or_default();
+        let spec = parse_job_spec(&params, &row.engine).ok();
+        let timeout = attempt_timeout(spec.as_ref()) + policy.timeout_grace;
+        let running = row.state() == JobState::Processing;
+        JobActor {
+            id: row.uuid(),
+            queue: QueueName::parse(&row.queue).unwrap_or(QueueName::Default),
+            priority: Priority::parse(&row.priority).unwrap_or(Priority::Medium),
+            row,
+            db,
+            scheduler,
+            nodes,
+            metrics,
+            policy,
+            progress: None,
+            last_persist: Instant::now(),
+            pending_control: None,
+            leased_at: Instant::now(),
+            run_time: Duration::ZERO,
+            run_since: running.then(Instant::now),
+            timeout,
+            last_result: None,
+        }
+    }
+
+    fn state(&self) -> JobState {
+        self.row.state()
+    }
+
+    fn node_id(&self) -> Option<String> {
+        self.row.node_id.clone()
+    }
+
+    fn check_owner(&self, node_id: &str, attempt: Option<i32>) -> AppResult<()> {
+        if self.row.node_id.as_deref() != Some(node_id) {
+            return Err(AppError::stale_attempt(format!(
+                "node {node_id} does not hold the lease of job {}; stop it and discard its output",
+                self.id
+            )));
+        }
+        if let Some(a) = attempt {
+            if a != self.row.attempt {
+                return Err(AppError::stale_attempt(format!(
+                    "attempt {a} of job {} is stale (current attempt is {}); stop it and discard its output",
+                    self.id, self.row.attempt
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Persist `self.state() → to` and adopt the new row; emits the metrics event.
+    fn transition(
+        &mut self,
+        to: JobState,
+        changes: JobChanges,
+        reason: String,
+    ) -> impl ActorFuture<Self, Output = AppResult<()>> + use<> {
+        let from = self.state();
+        let db = self.db.clone();
+        let id = self.row.id.clone();
+        async move { db.write(move |c| db_jobs::transition(c, &id, from, to, changes, &reason)).await }
+            .into_actor(self)
+            .map(move |res, act, _| {
+                let row = res.map_err(|e| match db_jobs::conflict_state(&e) {
+                    Some(current) => AppError::InvalidTransition { current, action: "change" },
+                    None => AppError::from(e),
+                })?;
+                act.row = row;
+                act.metrics.do_send(JobStateChanged {
+                    from: Some(from),
+                    to,
+                    queue: act.queue,
+                    priority: act.priority,
+                    engine: act.row.engine.clone(),
+                });
+                Ok(())
+            })
+    }
+
+    fn release_slot(&self) {
+        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: false });
+    }
+
+    fn stop_with_release(&mut self, ctx: &mut Context<Self>) {
+        self.release_slot();
+        ctx.stop();
+    }
+
+    fn deliver(&self, action: ControlAction) {
+        if let Some(node_id) = self.node_id() {
+            self.nodes.do_send(DeliverControl {
+                node_id,
+                command: ControlCommand { job_id: self.row.id.clone(), attempt: self.row.attempt, action },
+            });
+        }
+    }
+
+    fn pause_clock(&mut self) {
+        if let Some(since) = self.run_since.take() {
+            self.run_time += since.elapsed();
+        }
+    }
+
+    /// Fail the attempt: retry after a backoff if allowed, else fail the job.
+    fn fail_or_retry(
+        &mut self,
+        error: String,
+        failure_reason: Option<String>,
+        retryable: bool,
+        extra: JobChanges,
+    ) -> impl ActorFuture<Self, Output = AppResult<ResultResponse>> + use<> {
+        self.pause_clock();
+        let can_retry = retryable && self.row.retry_count < self.row.max_retries;
+        let now = now_micros();
+        let mut changes = extra;
+        changes.error = Some(Some(error.clone()));
+        changes.failure_reason = Some(failure_reason);
+        let (to, reason) = if can_retry {
+            let wait = backoff(&self.policy, self.row.retry_count);
+            changes.retry_count = Some(self.row.retry_count + 1);
+            changes.retry_at = Some(Some(now + wait.as_micros() as i64));
+            (JobState::Retrying, format!("Retry {} of {} in {:.1}s: {error}", self.row.retry_count + 1, self.row.max_retries, wait.as_secs_f64()))
+        } else {
+            changes.completed_at = Some(Some(now));
+            (JobState::Failed, format!("Failed: {error}"))
+        };
+        let was_leased = self.state().is_leased();
+        let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
+        self.transition(to, changes, reason).map(move |res, act, ctx| {
+            res?;
+            if let Some(s) = exec.filter(|_| was_leased) {
+                act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
+            }
+            if to == JobState::Retrying {
+                act.metrics.do_send(MetricRecorded(MetricEvent::Retried));
+                // The slot is free while the job waits; the actor stays for the timer.
+                act.release_slot();
+                act.schedule_retry(ctx);
+                Ok(ResultResponse {
+                    status: "retrying".into(),
+                    job_status: to.as_str().into(),
+                    retry: Some(act.row.retry_count),
+                    max_retries: Some(act.row.max_retries),
+                })
+            } else {
+                act.stop_with_release(ctx);
+                Ok(ResultResponse { status: "success".into(), job_status: to.as_str().into(), retry: None, max_retries: None })
+            }
+        })
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        let due = self.row.retry_at.unwrap_or_else(now_micros);
+        let wait = Duration::from_micros((due - now_micros()).max(0) as u64);
+        ctx.run_later(wait, |act, ctx| act.requeue(ctx));
+    }
+
+    /// Retrying → queued: hand the job back to the scheduler's index and stop.
+    fn requeue(&mut self, ctx: &mut Context<Self>) {
+        if self.state() != JobState::Retrying {
+            return;
+        }
+        let changes = JobChanges {
+            node_id: Some(None),
+            queued_at: Some(now_micros()),
+            started_at: Some(None),
+            retry_at: Some(None),
+            progress: Some(0.0),
+            ..Default::default()
+        };
+        let fut = self.transition(JobState::Queued, changes, "Backoff elapsed; queued again".into()).map(|res, act, ctx| {
+            match res {
+                Ok(()) => {
+                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                    ctx.stop();
+                }
+                Err(e) => {
+                    log::warn!("job {}: requeue failed ({e}); trying again in 1s", act.id);
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.requeue(ctx));
+                }
+            }
+        });
+        ctx.wait(fut);
+    }
+
+    fn check_timeout(&mut self, ctx: &mut Context<Self>) {
+        if self.state() != JobState::Processing {
+            return;
+        }
+        let ran = self.run_time + self.run_since.map(|s| s.elapsed()).unwrap_or_default();
+        if ran < self.timeout {
+            return;
+        }
+        self.deliver(ControlAction::Cancel);
+        let secs = self.timeout.as_secs();
+        let fut = self
+            .transition(JobState::TimedOut, JobChanges::default(), format!("Ran past its {secs}s limit"))
+            .then(move |res, act, _| {
+                let after: Box<dyn ActorFuture<Self, Output = ()>> = match res {
+                    Ok(()) => Box::new(
+                        act.fail_or_retry(format!("timed out after {secs}s"), Some("timeout".into()), true, JobChanges::default())
+                            .map(|_, _, _| ()),
+                    ),
+                    Err(_) => Box::new(actix::fut::ready(())),
+                };
+                Box::into_pin(after)
+            });
+        ctx.wait(fut);
+    }
+}
+
+impl Actor for JobActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        match self.state() {
+            JobState::Retrying => self.schedule_retry(ctx),
+            JobState::TimedOut => {
+                // Restarted between "timed out" and its retry decision.
+                let fut = self.fail_or_retry("timed out".into(), Some("timeout".into()), true, JobChanges::default()).map(|_, _, _| ());
+                ctx.wait(fut);
+            }
+            _ => {}
+        }
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.check_timeout(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: true });
+    }
+}
+
+impl Handler<GetLiveView> for JobActor {
+    type Result = MessageResult<GetLiveView>;
+    fn handle(&mut self, _: GetLiveView, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(LiveView { state: self.state(), attempt: self.row.attempt, node_id: self.node_id(), progress: self.progress.clone() })
+    }
+}
+
+impl Handler<ReportProgress> for JobActor {
+    type Result = AppResult<ControlAction>;
+
+    fn handle(&mut self, m: ReportProgress, ctx: &mut Context<Self>) -> Self::Result {
+        self.check_owner(&m.node_id, m.attempt)?;
+        match self.state() {
+            JobState::Canceled | JobState::TimedOut => return Ok(ControlAction::Cancel),
+            s if !s.is_leased() => {
+                return Err(AppError::stale_attempt(format!("job {} is '{s}'; its lease is gone", self.id)));
+            }
+            _ => {}
+        }
+        let mut detail = m.detail;
+        detail.percent = detail.percent.clamp(0.0, 100.0);
+        // Progress never goes backwards within an attempt.
+        if let Some(prev) = &self.progress {
+            detail.percent = detail.percent.max(prev.percent);
+        }
+        self.progress = Some(detail.clone());
+        self.metrics.do_send(MetricRecorded(MetricEvent::ProgressUpdated));
+        if self.last_persist.elapsed() >= self.policy.progress_persist_every {
+            self.last_persist = Instant::now();
+            let (db, id, attempt) = (self.db.clone(), self.row.id.clone(), self.row.attempt);
+            let changes = JobChanges {
+                progress: Some(detail.percent),
+                last_activity_at: Some(Some(now_micros())),
+                ..Default::default()
+            };
+            ctx.spawn(
+                async move { db.write(move |c| db_jobs::update_in_attempt(c, &id, attempt, changes)).await }
+                    .into_actor(self)
+                    .map(|res, act, _| {
+                        if let Err(e) = res {
+                            log::warn!("job {}: progress not persisted: {e}", act.id);
+                        }
+                    }),
+            );
+        }
+        Ok(match self.state() {
+            JobState::Paused => ControlAction::Pause,
+            _ => ControlAction::Run,
+        })
+    }
+}
+
+fn bounded_logs(logs: Option<String>) -> Option<String> {
+    logs.map(|l| {
+        if l.len() <= MAX_LOG_BYTES {
+            l
+        } else {
+            let mut start = l.len() - MAX_LOG_BYTES;
+            while !l.is_char_boundary(start) {
+                start += 1;
+            }
+            format!("[… {start} bytes cut …]\n{}", &l[start..])
+        }
+    })
+}
+
+fn fingerprint(r: &JobResult) -> String {
+    format!("{}|{}|{:?}|{:?}", r.node_id, r.status, r.attempt, r.error)
+}
+
+impl Handler<ReportResult> for JobActor {
+    type Result = ResponseActFuture<Self, AppResult<ResultResponse>>;
+
+    fn handle(&mut self, ReportResult(r): ReportResult, _: &mut Context<Self>) -> Self::Result {
+        let fail = |e: AppError| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        if let Err(e) = self.check_owner(&r.node_id, r.attempt) {
+            return fail(e);
+        }
+        // A retried identical report gets the same answer.
+        if let Some((fp, resp)) = &self.last_result {
+            if *fp == fingerprint(&r) {
+                return Box::pin(actix::fut::ready(Ok(resp.clone())));
+            }
+        }
+        let state = self.state();
+        if state == JobState::Canceled {
+            // The kill raced the worker's own end: the job stays canceled.
+            let resp = ResultResponse { status: "success".into(), job_status: "canceled".into(), retry: None, max_retries: None };
+            return Box::pin(actix::fut::ready(Ok(resp)).map(|res: AppResult<ResultResponse>, act: &mut Self, ctx: &mut Context<Self>| {
+                act.stop_with_release(ctx);
+                res
+            }));
+        }
+        if !state.is_leased() {
+            return fail(AppError::stale_attempt(format!("job {} is '{state}'; this attempt's lease is gone", self.id)));
+        }
+        let fp = fingerprint(&r);
+        let metrics_json = r.metrics.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string());
+        let mut changes = JobChanges {
+            logs: Some(bounded_logs(r.logs.clone())),
+            metrics: Some(metrics_json),
+            qoe_score: Some(r.qoe_score),
+            efficiency_score: Some(r.efficiency_score),
+            energy_joules: Some(r.energy_joules),
+            vmaf_score: Some(r.vmaf_score),
+            last_activity_at: Some(Some(now_micros())),
+            ..Default::default()
+        };
+        let fut: Self::Result = match r.status.as_str() {
+            "completed" => {
+                self.pause_clock();
+                let now = now_micros();
+                changes.completed_at = Some(Some(now));
+                changes.progress = Some(100.0);
+                changes.error = Some(None);
+                let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
+                Box::pin(self.transition(JobState::Completed, changes, "Completed".into()).map(move |res, act, ctx| {
+                    res?;
+                    if let Some(s) = exec {
+                        act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
+                    }
+                    act.stop_with_release(ctx);
+                    Ok(ResultResponse { status: "success".into(), job_status: "completed".into(), retry: None, max_retries: None })
+                }))
+            }
+            "failed" | "timed_out" | "canceled" => {
+                let reason = r.failure_reason.clone().or_else(|| (r.status == "timed_out").then(|| "timeout".to_string()));
+                let permanent_reason = matches!(reason.as_deref(), Some("user_error" | "input_error" | "capability_mismatch"));
+                let retryable = r.retryable.unwrap_or(!permanent_reason) && r.status != "canceled";
+                let error = r.error.clone().filter(|e| !e.is_empty()).unwrap_or_else(|| format!("worker reported {}", r.status));
+                Box::pin(self.fail_or_retry(error, reason.or(Some("runtime_error".into())), retryable, changes))
+            }
+            other => fail(AppError::bad_request(
+                "invalid_status",
+                format!("invalid result status '{other}'; valid values: completed, failed, timed_out, canceled"),
+            )),
+        };
+        Box::pin(fut.map(move |res, act, _| {
+            if let Ok(resp) = &res {
+                act.last_result = Some((fp, resp.clone()));
+            }
+            res
+        }))
+    }
+}
+
+impl Handler<ApplyControl> for JobActor {
+    type Result = ResponseActFuture<Self, AppResult<ControlResponse>>;
+
+    fn handle(&mut self, ApplyControl(action): ApplyControl, _: &mut Context<Self>) -> Self::Result {
+        let state = self.state();
+        let invalid = |current| -> Self::Result {
+            Box::pin(actix::fut::ready(Err(AppError::InvalidTransition { current, action: action.as_str() })))
+        };
+        let id = self.row.id.clone();
+        match action {
+            UserAction::Pause if state == JobState::Processing => {
+                self.pause_clock();
+                Box::pin(self.transition(JobState::Paused, JobChanges::default(), "User requested pause".into()).map(
+                    move |res, act, _| {
+                        res?;
+                        act.pending_control = Some((ControlAction::Pause, Instant::now()));
+                        act.deliver(ControlAction::Pause);
+                        Ok(ControlResponse { job_id: id, status: "paused".into(), retry_count: None })
+                    },
+                ))
+            }
+            UserAction::Resume if state == JobState::Paused => {
+                Box::pin(self.transition(JobState::Processing, JobChanges::default(), "User requested resume".into()).map(
+                    move |res, act, _| {
+                        res?;
+                        act.run_since = Some(Instant::now());
+                        act.pending_control = Some((ControlAction::Resume, Instant::now()));
+                        act.deliver(ControlAction::Resume);
+                        Ok(ControlResponse { job_id: id, status: "resumed".into(), retry_count: None })
+                    },
+                ))
+            }
+            UserAction::Cancel if !state.is_terminal() => {
+                self.pause_clock();
+                let changes = JobChanges { completed_at: Some(Some(now_micros())), ..Default::default() };
+                Box::pin(self.transition(JobState::Canceled, changes, "User requested cancel".into()).map(
+                    move |res, act, ctx| {
+                        res?;
+                        if state.is_leased() {
+                            // Keep the slot until the worker confirms the kill (or a deadline).
+                            act.pending_control = Some((ControlAction::Cancel, Instant::now()));
+                            act.deliver(ControlAction::Cancel);
+                            ctx.run_later(act.policy.cancel_ack_wait, |act, ctx| act.stop_with_release(ctx));
+                        } else {
+                            act.stop_with_release(ctx);
+                        }
+                        Ok(ControlResponse { job_id: id, status: "canceled".into(), retry_count: None })
+                    },
+                ))
+            }
+            UserAction::Retry if matches!(state, JobState::Canceled | JobState::Failed) => {
+                let changes = JobChanges {
+                    node_id: Some(None),
+                    retry_count: Some(self.row.retry_count + 1),
+                    queued_at: Some(now_micros()),
+                    started_at: Some(None),
+                    completed_at: Some(None),
+                    error: Some(None),
+                    failure_reason: Some(None),
+                    progress: Some(0.0),
+                    ..Default::default()
+                };
+                Box::pin(self.transition(JobState::Queued, changes, "User requested retry".into()).map(move |res, act, ctx| {
+                    res?;
+                    act.release_slot();
+                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                    ctx.stop();
+                    Ok(ControlResponse { job_id: id, status: "queued".into(), retry_count: Some(act.row.retry_count) })
+                }))
+            }
+            UserAction::Retry => Box::pin(actix::fut::ready(Err(AppError::bad_request(
+                "invalid_transition",
+                format!("only failed or canceled jobs can be retried; job is '{state}'"),
+            )))),
+            _ => invalid(state),
+        }
+    }
+}
+
+impl Handler<AcknowledgeControl> for JobActor {
+    type Result = AppResult<()>;
+
+    fn handle(&mut self, m: AcknowledgeControl, ctx: &mut Context<Self>) -> Self::Result {
+        self.check_owner(&m.node_id, Some(m.attempt))?;
+        if let Some((action, at)) = self.pending_control {
+            if action == m.action {
+                let name = match action {
+                    ControlAction::Pause => "pause",
+                    ControlAction::Resume => "resume",
+                    _ => "cancel",
+                };
+                self.metrics.do_send(MetricRecorded(MetricEvent::ControlAcknowledged { action: name, seconds: at.elapsed().as_secs_f64() }));
+                self.pending_control = None;
+            }
+        }
+        if m.action == ControlAction::Cancel && self.state() == JobState::Canceled {
+            self.stop_with_release(ctx);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<LeaseLost> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, m: LeaseLost, ctx: &mut Context<Self>) {
+        let state = self.state();
+        if state == JobState::Canceled {
+            self.stop_with_release(ctx);
+            return;
+        }
+        if !state.is_leased() {
+            return;
+        }
+        self.metrics.do_send(MetricRecorded(MetricEvent::LeaseExpired));
+        let reason = if m.node_lost { "network_error" } else { "platform_error" };
+        let fut = self.fail_or_retry(m.reason, Some(reason.into()), true, JobChanges::default()).map(|res, act, _| {
+            if let Err(e) = res {
+                log::warn!("job {}: could not requeue after lease loss: {e}", act.id);
+            }
+        });
+        ctx.wait(fut);
+    }
+}
+
+impl Handler<CheckLease> for JobActor {
+    type Result = bool;
+
+    fn handle(&mut self, m: CheckLease, ctx: &mut Context<Self>) -> bool {
+        let state = self.state();
+        match m.reported_attempt {
+            Some(a) => state.is_leased() && a == self.row.attempt,
+            None => {
+                if state.is_leased() && self.leased_at.elapsed() > self.policy.unreported_grace {
+                    ctx.notify(LeaseLost { reason: "the worker no longer runs this job".into(), node_lost: false });
+                }
+                true
+            }
+        }
+    }
+}
+
+impl Handler<HandBackJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, m: HandBackJob, ctx: &mut Context<Self>) {
+        if !self.state().is_leased() {
+            return;
+        }
+        self.pause_clock();
+        let node = self.node_id();
+        let changes = JobChanges {
+            node_id: Some(None),
+            queued_at: Some(now_micros()),
+            started_at: Some(None),
+            progress: Some(0.0),
+            ..Default::default()
+        };
+        let fut = self.transition(JobState::Queued, changes, m.reason).map(move |res, act, ctx| match res {
+            Ok(()) => {
+                act.scheduler.do_send(JobActorStopped { id: act.id, node_id: node, stopping: false });
+                act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                ctx.stop();
+            }
+            Err(e) => log::warn!("job {}: hand-back failed: {e}", act.id),
+        });
+        ctx.wait(fut);
+    }
+}

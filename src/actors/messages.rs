@@ -1,0 +1,291 @@
+//! Every message the master's actors exchange. Commands are imperative, events past
+//! tense, queries `Get…`/`List…`/`Find…`.
+
+use crate::db::{Conn, DbError};
+use crate::domain::placement::{NodeCaps, Requirements};
+use crate::domain::queue::{Priority, QueueName};
+use crate::domain::state::JobState;
+use crate::error::AppResult;
+use crate::wire::{
+    ControlAction, ControlCommand, ControlResponse, Heartbeat, HeartbeatResponse, Job, JobResult, Node,
+    NodeRegistration, ProgressDetail, ResultResponse, RunningJob,
+};
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+// ----- database ---------------------------------------------------------------
+
+/// Runs inside the write transaction (in its own savepoint) and returns the closure
+/// that answers the caller once COMMIT has succeeded or failed.
+pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> Box<dyn FnOnce(Option<&DbError>) + Send> + Send>;
+
+pub struct WriteOp(pub WriteFn);
+
+/// Queue one write for the next group commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitWrite(pub WriteOp);
+
+/// Apply these writes in one transaction (DbExecutor). Returns how many were applied.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CommitBatch(pub Vec<WriteOp>);
+
+// ----- metrics ------------------------------------------------------------------
+
+/// A job entered a state (from None = newly created).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct JobStateChanged {
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub queue: QueueName,
+    pub priority: Priority,
+    pub engine: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum MetricEvent {
+    ScheduleAttempt(&'static str),
+    Retried,
+    LeaseExpired,
+    NodeLost,
+    ProgressUpdated,
+    ControlAcknowledged { action: &'static str, seconds: f64 },
+    QueueWaited(f64),
+    Executed(f64),
+    HttpServed { method: String, route: String, status: u16, seconds: f64 },
+    /// Node counts by status: available, busy, draining, offline.
+    NodesCounted([usize; 4]),
+}
+
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct MetricRecorded(pub MetricEvent);
+
+/// Encode the registry in the Prometheus text format.
+#[derive(Message)]
+#[rtype(result = "String")]
+pub struct RenderMetrics;
+
+// ----- scheduler ----------------------------------------------------------------
+
+/// A runnable job as the index holds it.
+#[derive(Debug, Clone)]
+pub struct QueuedJob {
+    pub id: Uuid,
+    pub seq: u64,
+    pub queue: QueueName,
+    pub priority: Priority,
+    pub requirements: Requirements,
+    pub enqueued_ms: u64,
+}
+
+/// Jobs became runnable (durably): index them and wake waiting workers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsQueued(pub Vec<QueuedJob>);
+
+/// A worker asks for up to `max` jobs; the reply arrives on the receiver when jobs are
+/// placed (at once if any fit), and the caller drops it when its long-poll ends.
+#[derive(Message)]
+#[rtype(result = "AppResult<oneshot::Receiver<Vec<Job>>>")]
+pub struct ClaimJobs {
+    pub node_id: String,
+    pub max: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserAction {
+    Pause,
+    Resume,
+    Cancel,
+    Retry,
+}
+
+impl UserAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserAction::Pause => "pause",
+            UserAction::Resume => "resume",
+            UserAction::Cancel => "cancel",
+            UserAction::Retry => "retry",
+        }
+    }
+}
+
+/// An operator's pause/resume/cancel/retry, routed to wherever the job lives.
+#[derive(Message)]
+#[rtype(result = "AppResult<ControlResponse>")]
+pub struct ControlJob {
+    pub id: Uuid,
+    pub action: UserAction,
+}
+
+/// The live actor of a job, if it has one.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<crate::actors::job::JobActor>>")]
+pub struct FindLiveJob(pub Uuid);
+
+/// Why a runnable job is waiting, or None if it is not in the index.
+#[derive(Message)]
+#[rtype(result = "Option<String>")]
+pub struct GetQueueReason(pub Uuid);
+
+/// A job released its node slot, and possibly its actor stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobActorStopped {
+    pub id: Uuid,
+    pub node_id: Option<String>,
+    /// false: only the slot is released (the actor lives on, e.g. to time a retry).
+    pub stopping: bool,
+}
+
+/// The node registry's view of a node changed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct NodeChanged {
+    pub node_id: String,
+    pub caps: NodeCaps,
+    pub max_slots: u32,
+    /// Takes new work: registered, online and not draining.
+    pub accepting: bool,
+    pub load: f64,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeRemoved(pub String);
+
+/// A node missed its heartbeats: every job leased to it loses its lease.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeLost(pub String);
+
+/// A heartbeat listed the jobs its worker runs; returns those it must stop.
+#[derive(Message)]
+#[rtype(result = "Vec<RunningJob>")]
+pub struct ReconcileNodeJobs {
+    pub node_id: String,
+    pub reported: Vec<RunningJob>,
+}
+
+/// Jobs each node holds, for the registry (node status, removal checks).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeJobsChanged {
+    pub node_id: String,
+    pub running: Vec<Uuid>,
+}
+
+// ----- node supervisor ------------------------------------------------------------
+
+/// Register (or re-register) a node; true = newly created.
+#[derive(Message)]
+#[rtype(result = "AppResult<(Node, bool)>")]
+pub struct RegisterNode(pub NodeRegistration);
+
+#[derive(Message)]
+#[rtype(result = "AppResult<HeartbeatResponse>")]
+pub struct RecordHeartbeat {
+    pub node_id: String,
+    pub heartbeat: Heartbeat,
+}
+
+#[derive(Message)]
+#[rtype(result = "AppResult<Node>")]
+pub struct DrainNode {
+    pub node_id: String,
+    pub drain: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "AppResult<()>")]
+pub struct RemoveNode(pub String);
+
+#[derive(Message)]
+#[rtype(result = "Vec<Node>")]
+pub struct ListNodes;
+
+#[derive(Message)]
+#[rtype(result = "Option<Node>")]
+pub struct GetNode(pub String);
+
+/// A worker's control long-poll; answered when a command for one of its jobs exists.
+#[derive(Message)]
+#[rtype(result = "AppResult<oneshot::Receiver<Vec<ControlCommand>>>")]
+pub struct PollControl(pub String);
+
+/// Queue a control command for the node running the job.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverControl {
+    pub node_id: String,
+    pub command: ControlCommand,
+}
+
+// ----- job actor --------------------------------------------------------------------
+
+#[derive(Message)]
+#[rtype(result = "AppResult<ControlAction>")]
+pub struct ReportProgress {
+    pub node_id: String,
+    pub attempt: Option<i32>,
+    pub detail: ProgressDetail,
+}
+
+#[derive(Message)]
+#[rtype(result = "AppResult<ResultResponse>")]
+pub struct ReportResult(pub JobResult);
+
+/// Apply an operator's pause/resume/cancel to a live job.
+#[derive(Message)]
+#[rtype(result = "AppResult<ControlResponse>")]
+pub struct ApplyControl(pub UserAction);
+
+#[derive(Message)]
+#[rtype(result = "AppResult<()>")]
+pub struct AcknowledgeControl {
+    pub node_id: String,
+    pub attempt: i32,
+    pub action: ControlAction,
+}
+
+/// The lease is gone (node lost, or its worker does not run the job).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseLost {
+    pub reason: String,
+    pub node_lost: bool,
+}
+
+/// A heartbeat from the lease holder: `Some(attempt)` if it reported the job.
+/// Returns false when the reported attempt is not the current lease.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CheckLease {
+    pub reported_attempt: Option<i32>,
+}
+
+/// What only the live actor knows: state, latest progress.
+#[derive(Message)]
+#[rtype(result = "LiveView")]
+pub struct GetLiveView;
+
+#[derive(Debug, Clone)]
+pub struct LiveView {
+    pub state: JobState,
+    pub attempt: i32,
+    pub node_id: Option<String>,
+    pub progress: Option<ProgressDetail>,
+}
+
+/// Give the job back to the queue without counting a retry (the worker never got it,
+/// or it is shutting down).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandBackJob {
+    pub reason: String,
+}

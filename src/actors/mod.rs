@@ -1,0 +1,125 @@
+//! The master's actors. Who owns what (no mutex around shared state):
+//!
+//! - [`db_executor::DbExecutor`] (SyncArbiter, one thread): the only database writer,
+//!   fed batches by [`group_commit::GroupCommit`].
+//! - [`scheduler::SchedulerActor`]: runnable index, placement, parked long-polls, and
+//!   the routing table of live jobs.
+//! - [`job::JobActor`]: one per live job: lease, progress, control, retries.
+//! - [`node_supervisor::NodeSupervisor`]: nodes, heartbeats, drain, control queues.
+//! - [`metrics::MetricsActor`]: the Prometheus registry, updated from events.
+//!
+//! A job is in exactly one place: the runnable index, a JobActor, or (terminal) only
+//! in the database.
+
+pub mod db_executor;
+pub mod group_commit;
+pub mod job;
+pub mod messages;
+pub mod metrics;
+pub mod node_supervisor;
+pub mod scheduler;
+
+use crate::db::jobs as db_jobs;
+use crate::db::nodes as db_nodes;
+use crate::db::DbPool;
+use crate::domain::queue::{Priority, QueueName};
+use crate::domain::state::JobState;
+use actix::prelude::*;
+use db_executor::{Db, DbExecutor};
+use group_commit::GroupCommit;
+use job::JobPolicy;
+use messages::JobsQueued;
+use metrics::MetricsActor;
+use node_supervisor::{AdoptNodes, NodeSupervisor};
+use scheduler::{AdoptLiveJobs, ConnectNodeSupervisor, SchedulerActor, queued_job_from_row};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ActorConfig {
+    pub heartbeat_interval: Duration,
+    /// Waiting this long raises a queued job's level by one (0 = no aging).
+    pub aging_step: Duration,
+    pub policy: JobPolicy,
+}
+
+/// Addresses of the running actors, shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct MasterHandles {
+    pub db: Db,
+    pub scheduler: Addr<SchedulerActor>,
+    pub nodes: Addr<NodeSupervisor>,
+    pub metrics: Addr<MetricsActor>,
+}
+
+/// Rebuild the master's state from the database and start its actors. Must run inside
+/// an actix System.
+pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandles> {
+    let load_pool = pool.clone();
+    let (entered, current, unfinished, node_rows) = actix_rt::task::spawn_blocking(move || -> anyhow::Result<(Vec<(String, i64)>, Vec<(String, i64)>, Vec<db_jobs::JobRow>, Vec<db_nodes::NodeRow>)> {
+        let mut conn = load_pool.get()?;
+        Ok((
+            db_jobs::state_entry_totals(&mut conn)?,
+            db_jobs::current_counts(&mut conn)?,
+            db_jobs::load_unfinished(&mut conn)?,
+            db_nodes::load_all(&mut conn)?,
+        ))
+    })
+    .await??;
+
+    let mut queued_counts: HashMap<(QueueName, Priority), i64> = HashMap::new();
+    let mut runnable = Vec::new();
+    let mut live = Vec::new();
+    for row in unfinished {
+        if row.state().is_runnable() {
+            let q = queued_job_from_row(&row);
+            *queued_counts.entry((q.queue, q.priority)).or_default() += 1;
+            runnable.push(q);
+        } else if row.state() != JobState::Assigned || row.node_id.is_some() {
+            live.push(row);
+        }
+    }
+    log::info!("recovered {} runnable and {} live jobs, {} nodes", runnable.len(), live.len(), node_rows.len());
+
+    let exec_pool = pool.clone();
+    let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone()));
+    let writer = GroupCommit::new(executor).start();
+    let db = Db::new(pool, writer);
+    let metrics = MetricsActor::new(&entered, &current, &queued_counts.into_iter().collect::<Vec<_>>()).start();
+    let scheduler =
+        SchedulerActor::new(db.clone(), metrics.clone(), Arc::new(cfg.policy.clone()), cfg.aging_step.as_millis() as u64).start();
+    let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval).start();
+    scheduler.send(ConnectNodeSupervisor(nodes.clone())).await?;
+    nodes.send(AdoptNodes(node_rows)).await?;
+    scheduler.send(AdoptLiveJobs(live)).await?;
+    scheduler.send(JobsQueued(runnable)).await?;
+    Ok(MasterHandles { db, scheduler, nodes, metrics })
+}
+
+/// Delete terminal jobs older than `retention` in batches, forever (every `every`).
+pub async fn run_retention(handles: MasterHandles, retention: Duration, every: Duration) {
+    loop {
+        let cutoff = crate::db::now_micros() - retention.as_micros() as i64;
+        loop {
+            match handles.db.write(move |c| db_jobs::delete_terminal_before(c, cutoff, 1000)).await {
+                Ok(states) if states.is_empty() => break,
+                Ok(states) => {
+                    let mut by: HashMap<JobState, i64> = HashMap::new();
+                    for s in states {
+                        if let Some(st) = JobState::parse(&s) {
+                            *by.entry(st).or_default() += 1;
+                        }
+                    }
+                    log::info!("retention removed {} finished jobs", by.values().sum::<i64>());
+                    handles.metrics.do_send(metrics::JobsForgotten(by.into_iter().collect()));
+                }
+                Err(e) => {
+                    log::warn!("retention cleanup failed: {e}");
+                    break;
+                }
+            }
+        }
+        actix_rt::time::sleep(every).await;
+    }
+}

@@ -1,0 +1,456 @@
+//! `NodeSupervisor`: the node registry.
+//!
+//! It owns every node's registration, hardware and heartbeat deadline, drains, and
+//! the per-node queue of control commands that workers long-poll for. A node that
+//! misses three heartbeat intervals is declared offline and its leases are revoked
+//! (the scheduler tells each JobActor); its next heartbeat revives it. Listing nodes
+//! is served from memory.
+
+use super::db_executor::Db;
+use super::messages::*;
+use super::metrics::MetricsActor;
+use super::scheduler::SchedulerActor;
+use crate::db::nodes::{self as db_nodes, NodeRow};
+use crate::db::now_micros;
+use crate::domain::placement::{GpuCaps, NodeCaps};
+use crate::error::{AppError, AppResult};
+use crate::wire::{ControlCommand, GpuInfo, HeartbeatResponse, Node, rfc3339};
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// What the worker probed, stored as JSON in `nodes.hardware`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Hardware {
+    #[serde(default)]
+    pub encoders: Option<Vec<String>>,
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+    #[serde(default)]
+    pub ffmpeg_version: Option<String>,
+    #[serde(default)]
+    pub gstreamer_version: Option<String>,
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+}
+
+struct NodeEntry {
+    row: NodeRow,
+    hw: Hardware,
+    deadline: Instant,
+    offline: bool,
+    running: Vec<Uuid>,
+    commands: Vec<ControlCommand>,
+    waiters: Vec<oneshot::Sender<Vec<ControlCommand>>>,
+    last_persist: Instant,
+}
+
+impl NodeEntry {
+    fn status(&self) -> &'static str {
+        if self.offline {
+            "offline"
+        } else if self.row.draining {
+            "draining"
+        } else if self.running.len() as i32 >= self.row.max_concurrent_jobs.max(1) {
+            "busy"
+        } else {
+            "available"
+        }
+    }
+
+    fn caps(&self) -> NodeCaps {
+        NodeCaps {
+            cpu_threads: self.row.cpu_threads.max(0) as u32,
+            ram_total_mb: (self.row.ram_total_bytes.max(0) as u64) >> 20,
+            ram_free_mb: (self.row.ram_free_bytes > 0).then(|| (self.row.ram_free_bytes as u64) >> 20),
+            gpus: self.hw.gpus.iter().map(|g| GpuCaps { index: g.index, memory_total_mb: g.memory_total_bytes >> 20 }).collect(),
+            has_gpu: self.row.has_gpu,
+            encoders: self.hw.encoders.clone(),
+            gpu_capabilities: serde_json::from_str(&self.row.gpu_capabilities).unwrap_or_default(),
+            has_gstreamer: self.hw.gstreamer_version.is_some(),
+            max_concurrent_jobs: self.row.max_concurrent_jobs.max(1) as u32,
+        }
+    }
+
+    fn to_wire(&self) -> Node {
+        let r = &self.row;
+        Node {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            address: r.address.clone(),
+            node_type: r.node_type.clone(),
+            cpu_threads: r.cpu_threads.max(0) as u32,
+            cpu_model: r.cpu_model.clone(),
+            cpu_load_percent: r.cpu_load_percent,
+            has_gpu: r.has_gpu,
+            gpu_type: (!r.gpu_type.is_empty()).then(|| r.gpu_type.clone()),
+            gpu_capabilities: serde_json::from_str(&r.gpu_capabilities).unwrap_or_default(),
+            ram_total_bytes: r.ram_total_bytes.max(0) as u64,
+            ram_free_bytes: r.ram_free_bytes.max(0) as u64,
+            labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+            status: self.status().to_string(),
+            last_heartbeat: rfc3339(r.last_heartbeat),
+            registered_at: rfc3339(r.registered_at),
+            current_job_id: self.running.first().map(|u| u.to_string()),
+            running_jobs: self.running.iter().map(|u| u.to_string()).collect(),
+            max_concurrent_jobs: r.max_concurrent_jobs.max(1) as u32,
+            encoders: self.hw.encoders.clone(),
+            gpus: self.hw.gpus.clone(),
+            ffmpeg_version: self.hw.ffmpeg_version.clone(),
+            gstreamer_version: self.hw.gstreamer_version.clone(),
+            disk_free_bytes: self.hw.disk_free_bytes,
+        }
+    }
+}
+
+pub struct NodeSupervisor {
+    nodes: HashMap<String, NodeEntry>,
+    db: Db,
+    scheduler: Addr<SchedulerActor>,
+    metrics: Addr<MetricsActor>,
+    heartbeat_interval: Duration,
+}
+
+/// Load nodes from the database at start-up; each gets a fresh deadline (grace period).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptNodes(pub Vec<NodeRow>);
+
+fn valid_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// `http://host:port/x` → `host`, as the seed named nodes.
+fn host_of(address: &str) -> String {
+    let a = address.split("://").last().unwrap_or(address);
+    let a = a.split('/').next().unwrap_or(a);
+    match a.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => a.to_string(),
+    }
+}
+
+impl NodeSupervisor {
+    pub fn new(db: Db, scheduler: Addr<SchedulerActor>, metrics: Addr<MetricsActor>, heartbeat_interval: Duration) -> Self {
+        NodeSupervisor { nodes: HashMap::new(), db, scheduler, metrics, heartbeat_interval }
+    }
+
+    fn lost_after(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
+
+    fn publish(&self, id: &str) {
+        if let Some(n) = self.nodes.get(id) {
+            self.scheduler.do_send(NodeChanged {
+                node_id: id.to_string(),
+                caps: n.caps(),
+                max_slots: n.row.max_concurrent_jobs.max(1) as u32,
+                accepting: !n.offline && !n.row.draining,
+                load: n.row.cpu_load_percent,
+            });
+        }
+        self.count();
+    }
+
+    fn count(&self) {
+        let mut c = [0usize; 4];
+        for n in self.nodes.values() {
+            let i = match n.status() {
+                "available" => 0,
+                "busy" => 1,
+                "draining" => 2,
+                _ => 3,
+            };
+            c[i] += 1;
+        }
+        self.metrics.do_send(MetricRecorded(MetricEvent::NodesCounted(c)));
+    }
+
+    fn persist(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let Some(n) = self.nodes.get_mut(id) else { return };
+        n.last_persist = Instant::now();
+        n.row.status = n.status().to_string();
+        let row = n.row.clone();
+        let db = self.db.clone();
+        ctx.spawn(async move { db.write(move |c| db_nodes::upsert(c, &row)).await }.into_actor(self).map(|res, _, _| {
+            if let Err(e) = res {
+                log::warn!("node state not persisted: {e}");
+            }
+        }));
+    }
+
+    fn check_deadlines(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let lost: Vec<String> = self.nodes.iter().filter(|(_, n)| !n.offline && n.deadline <= now).map(|(id, _)| id.clone()).collect();
+        for id in lost {
+            log::warn!("node {id} missed {} heartbeats: offline, its leases are revoked", 3);
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.offline = true;
+                n.waiters.clear();
+            }
+            self.metrics.do_send(MetricRecorded(MetricEvent::NodeLost));
+            self.scheduler.do_send(NodeLost(id.clone()));
+            self.publish(&id);
+            self.persist(&id, ctx);
+        }
+    }
+
+    fn flush_commands(n: &mut NodeEntry) {
+        if n.commands.is_empty() {
+            return;
+        }
+        while let Some(w) = n.waiters.pop() {
+            if w.is_closed() {
+                continue;
+            }
+            let cmds = std::mem::take(&mut n.commands);
+            if let Err(cmds) = w.send(cmds) {
+                n.commands = cmds;
+                continue;
+            }
+            return;
+        }
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let tick = (self.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        ctx.run_interval(tick, |act, ctx| act.check_deadlines(ctx));
+        self.count();
+    }
+}
+
+impl Handler<AdoptNodes> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, m: AdoptNodes, _: &mut Context<Self>) {
+        let deadline = Instant::now() + self.lost_after();
+        for row in m.0 {
+            let hw: Hardware = serde_json::from_str(&row.hardware).unwrap_or_default();
+            let offline = row.status == "offline";
+            let id = row.id.clone();
+            self.nodes.insert(
+                id.clone(),
+                NodeEntry { row, hw, deadline, offline, running: Vec::new(), commands: Vec::new(), waiters: Vec::new(), last_persist: Instant::now() },
+            );
+            self.publish(&id);
+        }
+    }
+}
+
+impl Handler<RegisterNode> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, AppResult<(Node, bool)>>;
+
+    fn handle(&mut self, RegisterNode(reg): RegisterNode, _: &mut Context<Self>) -> Self::Result {
+        let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
+        if let Some(id) = &reg.node_id {
+            if !valid_node_id(id) {
+                return fail(AppError::bad_request("invalid_node_id", "node_id must be 1–128 characters of letters, digits, '-', '_', '.' or ':'"));
+            }
+        }
+        if reg.node_id.is_none() && reg.address.trim().is_empty() {
+            return fail(AppError::bad_request("invalid_registration", "give a node_id or an address"));
+        }
+        let max = reg.max_concurrent_jobs.unwrap_or(1);
+        if !(1..=1024).contains(&max) {
+            return fail(AppError::bad_request("invalid_registration", "max_concurrent_jobs must be between 1 and 1024"));
+        }
+        if reg.cpu_threads > 1_000_000 || reg.ram_total_bytes > i64::MAX as u64 || reg.labels.len() > 64 || reg.gpus.len() > 64 {
+            return fail(AppError::bad_request("invalid_registration", "hardware figures out of range"));
+        }
+        // Stable id from the worker; a seed agent (no id) is keyed by its address.
+        let existing_id = match &reg.node_id {
+            Some(id) => self.nodes.contains_key(id).then(|| id.clone()),
+            None => self.nodes.iter().find(|(_, n)| n.row.address == reg.address).map(|(id, _)| id.clone()),
+        };
+        let created = existing_id.is_none();
+        let id = existing_id.or(reg.node_id.clone()).unwrap_or_else(|| Uuid::new_v4().to_string());
+        let now = now_micros();
+        let previous = self.nodes.get(&id);
+        let hw = Hardware {
+            encoders: reg.encoders.clone(),
+            gpus: reg.gpus.clone(),
+            ffmpeg_version: reg.ffmpeg_version.clone(),
+            gstreamer_version: reg.gstreamer_version.clone(),
+            disk_free_bytes: reg.disk_free_bytes,
+        };
+        let row = NodeRow {
+            id: id.clone(),
+            name: reg.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| host_of(&reg.address)),
+            address: reg.address.clone(),
+            node_type: reg.node_type.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| "server".into()),
+            cpu_threads: reg.cpu_threads as i32,
+            cpu_model: reg.cpu_model.clone(),
+            cpu_load_percent: reg.cpu_load_percent.unwrap_or(0.0),
+            has_gpu: reg.has_gpu || !reg.gpus.is_empty(),
+            gpu_type: reg.gpu_type.clone().or_else(|| reg.gpus.first().map(|g| g.name.clone())).unwrap_or_default(),
+            gpu_capabilities: serde_json::to_string(&reg.gpu_capabilities).unwrap_or_else(|_| "[]".into()),
+            ram_total_bytes: reg.ram_total_bytes as i64,
+            ram_free_bytes: reg.ram_free_bytes.unwrap_or(0) as i64,
+            labels: serde_json::Value::Object(reg.labels.clone()).to_string(),
+            status: "available".into(),
+            draining: previous.map(|p| p.row.draining).unwrap_or(false),
+            max_concurrent_jobs: max as i32,
+            hardware: serde_json::to_string(&hw).unwrap_or_else(|_| "{}".into()),
+            last_heartbeat: now,
+            registered_at: previous.map(|p| p.row.registered_at).unwrap_or(now),
+        };
+        let db = self.db.clone();
+        let persisted = row.clone();
+        Box::pin(async move { db.write(move |c| db_nodes::upsert(c, &persisted)).await }.into_actor(self).map(
+            move |res, act, _| {
+                res?;
+                let deadline = Instant::now() + act.lost_after();
+                let entry = act.nodes.entry(id.clone()).or_insert_with(|| NodeEntry {
+                    row: row.clone(),
+                    hw: hw.clone(),
+                    deadline,
+                    offline: false,
+                    running: Vec::new(),
+                    commands: Vec::new(),
+                    waiters: Vec::new(),
+                    last_persist: Instant::now(),
+                });
+                entry.row = row;
+                entry.hw = hw;
+                entry.deadline = deadline;
+                entry.offline = false;
+                let node = entry.to_wire();
+                act.publish(&id);
+                Ok((node, created))
+            },
+        ))
+    }
+}
+
+impl Handler<RecordHeartbeat> for NodeSupervisor {
+    type Result = AppResult<HeartbeatResponse>;
+
+    fn handle(&mut self, m: RecordHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
+        let deadline = Instant::now() + self.lost_after();
+        let interval = self.heartbeat_interval.as_secs_f64();
+        let n = self.nodes.get_mut(&m.node_id).ok_or_else(|| AppError::node_not_found(&m.node_id))?;
+        let revived = n.offline;
+        n.offline = false;
+        n.deadline = deadline;
+        n.row.last_heartbeat = now_micros();
+        let hb = m.heartbeat;
+        if let Some(l) = hb.cpu_load_percent.filter(|l| l.is_finite()) {
+            n.row.cpu_load_percent = l.clamp(0.0, 100_000.0);
+        }
+        if let Some(r) = hb.ram_free_bytes {
+            n.row.ram_free_bytes = r.min(i64::MAX as u64) as i64;
+        }
+        if let Some(d) = hb.disk_free_bytes {
+            n.hw.disk_free_bytes = Some(d);
+        }
+        if let Some(g) = hb.gpus {
+            if g.len() <= 64 {
+                n.hw.gpus = g;
+                n.row.hardware = serde_json::to_string(&n.hw).unwrap_or_default();
+            }
+        }
+        let draining = n.row.draining;
+        let due = revived || n.last_persist.elapsed() > Duration::from_secs(30);
+        if revived {
+            log::info!("node {} is back", m.node_id);
+        }
+        self.publish(&m.node_id);
+        if due {
+            self.persist(&m.node_id, ctx);
+        }
+        Ok(HeartbeatResponse { node_id: m.node_id, heartbeat_interval_seconds: interval, draining, stale_jobs: Vec::new() })
+    }
+}
+
+impl Handler<DrainNode> for NodeSupervisor {
+    type Result = AppResult<Node>;
+    fn handle(&mut self, m: DrainNode, ctx: &mut Context<Self>) -> Self::Result {
+        let n = self.nodes.get_mut(&m.node_id).ok_or_else(|| AppError::node_not_found(&m.node_id))?;
+        n.row.draining = m.drain;
+        let node = n.to_wire();
+        self.publish(&m.node_id);
+        self.persist(&m.node_id, ctx);
+        Ok(node)
+    }
+}
+
+impl Handler<RemoveNode> for NodeSupervisor {
+    type Result = ResponseActFuture<Self, AppResult<()>>;
+    fn handle(&mut self, RemoveNode(id): RemoveNode, _: &mut Context<Self>) -> Self::Result {
+        let Some(n) = self.nodes.get(&id) else {
+            return Box::pin(actix::fut::ready(Err(AppError::node_not_found(&id))));
+        };
+        if !n.running.is_empty() {
+            return Box::pin(actix::fut::ready(Err(AppError::Conflict {
+                code: "node_busy",
+                message: format!("node {id} runs {} job(s); drain it and wait, or cancel them first", n.running.len()),
+            })));
+        }
+        let db = self.db.clone();
+        let key = id.clone();
+        Box::pin(async move { db.write(move |c| db_nodes::delete(c, &key)).await }.into_actor(self).map(move |res, act, _| {
+            res?;
+            act.nodes.remove(&id);
+            act.scheduler.do_send(NodeRemoved(id));
+            act.count();
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<ListNodes> for NodeSupervisor {
+    type Result = MessageResult<ListNodes>;
+    fn handle(&mut self, _: ListNodes, _: &mut Context<Self>) -> Self::Result {
+        let mut v: Vec<Node> = self.nodes.values().map(|n| n.to_wire()).collect();
+        v.sort_by(|a, b| a.registered_at.cmp(&b.registered_at).then(a.id.cmp(&b.id)));
+        MessageResult(v)
+    }
+}
+
+impl Handler<GetNode> for NodeSupervisor {
+    type Result = Option<Node>;
+    fn handle(&mut self, m: GetNode, _: &mut Context<Self>) -> Self::Result {
+        self.nodes.get(&m.0).map(|n| n.to_wire())
+    }
+}
+
+impl Handler<NodeJobsChanged> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, m: NodeJobsChanged, _: &mut Context<Self>) {
+        if let Some(n) = self.nodes.get_mut(&m.node_id) {
+            n.running = m.running;
+            n.running.sort();
+            self.count();
+        }
+    }
+}
+
+impl Handler<PollControl> for NodeSupervisor {
+    type Result = AppResult<oneshot::Receiver<Vec<ControlCommand>>>;
+    fn handle(&mut self, PollControl(id): PollControl, _: &mut Context<Self>) -> Self::Result {
+        let n = self.nodes.get_mut(&id).ok_or_else(|| AppError::node_not_found(&id))?;
+        let (tx, rx) = oneshot::channel();
+        n.waiters.retain(|w| !w.is_closed());
+        n.waiters.push(tx);
+        Self::flush_commands(n);
+        Ok(rx)
+    }
+}
+
+impl Handler<DeliverControl> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, m: DeliverControl, _: &mut Context<Self>) {
+        if let Some(n) = self.nodes.get_mut(&m.node_id) {
+            // Only the newest command per job matters (pause then resume = resume).
+            n.commands.retain(|c| c.job_id != m.command.job_id);
+            n.commands.push(m.command);
+            Self::flush_commands(n);
+        }
+    }
+}

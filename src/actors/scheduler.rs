@@ -1,0 +1,577 @@
+//! `SchedulerActor`: the runnable index and placement.
+//!
+//! It holds every runnable job as a small index entry (never an actor), a mirror of
+//! each node's capabilities and free slots, and the parked `/jobs/next` long-polls of
+//! idle workers. Whenever a job becomes runnable, a slot frees or a worker asks, it
+//! matches the best compatible (job, node) pairs, claims them in the database (group
+//! committed) and answers the parked requests: an idle worker gets new work within
+//! milliseconds, with no polling interval.
+//!
+//! It also knows which JobActor is live for which job, and routes operator controls
+//! to wherever a job is: the index, a claim in flight, or its JobActor.
+
+use super::db_executor::Db;
+use super::job::{JobActor, JobPolicy};
+use super::messages::*;
+use super::metrics::MetricsActor;
+use super::node_supervisor::NodeSupervisor;
+use crate::db::jobs::{self as db_jobs, JobRow};
+use crate::db::{DbError, now_micros};
+use crate::domain::params::parse_job_spec;
+use crate::domain::placement::{NodeCaps, Requirements, choose_node};
+use crate::domain::queue::{Picked, Priority, QueueName, RunnableIndex};
+use crate::domain::state::JobState;
+use crate::error::{AppError, AppResult};
+use crate::wire::{ControlResponse, Job, RunningJob};
+use actix::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// A runnable row as an index entry (requirements from its parameters).
+pub fn queued_job_from_row(row: &JobRow) -> QueuedJob {
+    let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.parameters).unwrap_or_default();
+    let requirements = parse_job_spec(&params, &row.engine).map(|s| Requirements::from_spec(&s)).unwrap_or_default();
+    QueuedJob {
+        id: row.uuid(),
+        seq: row.seq as u64,
+        queue: QueueName::parse(&row.queue).unwrap_or(QueueName::Default),
+        priority: Priority::parse(&row.priority).unwrap_or(Priority::Medium),
+        requirements,
+        enqueued_ms: (row.queued_at / 1000).max(0) as u64,
+    }
+}
+
+struct NodeView {
+    caps: NodeCaps,
+    max_slots: u32,
+    accepting: bool,
+    load: f64,
+    running: HashSet<Uuid>,
+    claiming: u32,
+}
+
+impl NodeView {
+    fn free(&self) -> u32 {
+        self.max_slots.saturating_sub(self.running.len() as u32 + self.claiming)
+    }
+}
+
+struct Parked {
+    node_id: String,
+    max: u32,
+    tx: oneshot::Sender<Vec<Job>>,
+}
+
+type Deferred = Vec<(UserAction, oneshot::Sender<AppResult<ControlResponse>>)>;
+
+pub struct SchedulerActor {
+    index: RunnableIndex,
+    /// Everything the index needs to put a picked job back, by id.
+    entries: HashMap<Uuid, QueuedJob>,
+    nodes: HashMap<String, NodeView>,
+    parked: Vec<Parked>,
+    claiming: HashMap<Uuid, Deferred>,
+    live: HashMap<Uuid, (Addr<JobActor>, Option<String>)>,
+    db: Db,
+    node_supervisor: Option<Addr<NodeSupervisor>>,
+    metrics: Addr<MetricsActor>,
+    policy: Arc<JobPolicy>,
+    aging_step_ms: u64,
+}
+
+/// Give the scheduler its node supervisor (they reference each other).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectNodeSupervisor(pub Addr<NodeSupervisor>);
+
+/// Start JobActors for jobs that were live when the master stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptLiveJobs(pub Vec<JobRow>);
+
+/// Could any registered node ever run a job with these requirements?
+/// None when no node is registered at all.
+#[derive(Message)]
+#[rtype(result = "Option<bool>")]
+pub struct CheckPlaceable(pub Requirements);
+
+/// Runnable jobs in the index.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct GetQueueDepth;
+
+impl SchedulerActor {
+    pub fn new(db: Db, metrics: Addr<MetricsActor>, policy: Arc<JobPolicy>, aging_step_ms: u64) -> Self {
+        SchedulerActor {
+            index: RunnableIndex::new(),
+            entries: HashMap::new(),
+            nodes: HashMap::new(),
+            parked: Vec::new(),
+            claiming: HashMap::new(),
+            live: HashMap::new(),
+            db,
+            node_supervisor: None,
+            metrics,
+            policy,
+            aging_step_ms,
+        }
+    }
+
+    fn enqueue(&mut self, j: QueuedJob) {
+        if self.live.contains_key(&j.id) && self.live[&j.id].0.connected() {
+            // Still owned by a live actor on its way out; it re-sends when done.
+        }
+        self.index.insert(j.id, j.seq, j.queue, j.priority, &j.requirements, j.enqueued_ms);
+        self.entries.insert(j.id, j);
+    }
+
+    fn take(&mut self, id: &Uuid) -> Option<(Picked, QueuedJob)> {
+        let p = self.index.remove(id)?;
+        let e = self.entries.remove(id)?;
+        Some((p, e))
+    }
+
+    fn notify_node_jobs(&self, node_id: &str) {
+        if let (Some(ns), Some(n)) = (&self.node_supervisor, self.nodes.get(node_id)) {
+            ns.do_send(NodeJobsChanged { node_id: node_id.to_string(), running: n.running.iter().copied().collect() });
+        }
+    }
+
+    /// Match parked workers with the best jobs they can run, busiest-free nodes first.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        self.parked.retain(|p| !p.tx.is_closed());
+        if self.parked.is_empty() || self.index.is_empty() {
+            return;
+        }
+        let now_ms = (now_micros() / 1000) as u64;
+        loop {
+            // Order parked requests by node preference (free slots, then load).
+            let candidates = self.parked.iter().enumerate().filter_map(|(i, p)| {
+                let n = self.nodes.get(&p.node_id)?;
+                n.accepting.then_some((i, n.free(), n.load))
+            });
+            let Some(i) = choose_node(candidates.collect::<Vec<_>>()) else { return };
+            let p = &self.parked[i];
+            let node = &self.nodes[&p.node_id];
+            let want = node.free().min(p.max.max(1));
+            let mut picks = Vec::new();
+            for _ in 0..want {
+                let caps = &self.nodes[&self.parked[i].node_id].caps;
+                let Some(best) = self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)) else { break };
+                if let Some(taken) = self.take(&best.id) {
+                    picks.push(taken.1);
+                }
+            }
+            if picks.is_empty() {
+                // This node can run nothing queued; others may.
+                let p = self.parked.remove(i);
+                self.parked.push(p);
+                if self.parked.iter().all(|p| {
+                    let caps = &self.nodes.get(&p.node_id).map(|n| n.caps.clone()).unwrap_or_default();
+                    self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)).is_none()
+                }) {
+                    return;
+                }
+                continue;
+            }
+            let p = self.parked.remove(i);
+            self.start_claims(p.node_id, picks, p.tx, ctx);
+            if self.parked.is_empty() || self.index.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn start_claims(&mut self, node_id: String, picks: Vec<QueuedJob>, tx: oneshot::Sender<Vec<Job>>, ctx: &mut Context<Self>) {
+        if let Some(n) = self.nodes.get_mut(&node_id) {
+            n.claiming += picks.len() as u32;
+        }
+        for p in &picks {
+            self.claiming.insert(p.id, Vec::new());
+        }
+        let ids: Vec<String> = picks.iter().map(|p| p.id.to_string()).collect();
+        let db = self.db.clone();
+        let node = node_id.clone();
+        async move {
+            db.write(move |c| {
+                Ok(ids
+                    .iter()
+                    .map(|id| {
+                        use diesel::Connection;
+                        c.transaction(|c| db_jobs::claim(c, id, &node))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await
+        }
+        .into_actor(self)
+        .map(move |res, act, ctx| act.finish_claims(node_id, picks, res, tx, ctx))
+        .spawn(ctx);
+    }
+
+    fn finish_claims(
+        &mut self,
+        node_id: String,
+        picks: Vec<QueuedJob>,
+        res: Result<Vec<Result<JobRow, DbError>>, DbError>,
+        tx: oneshot::Sender<Vec<Job>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(n) = self.nodes.get_mut(&node_id) {
+            n.claiming = n.claiming.saturating_sub(picks.len() as u32);
+        }
+        let results = match res {
+            Ok(r) => r,
+            Err(e) => picks.iter().map(|_| Err(DbError::Unavailable(e.to_string()))).collect(),
+        };
+        let mut jobs = Vec::new();
+        let now = now_micros();
+        for (pick, result) in picks.into_iter().zip(results) {
+            let deferred = self.claiming.remove(&pick.id).unwrap_or_default();
+            match result {
+                Ok(row) => {
+                    let from = if row.retry_count > 0 || row.attempt > 1 { JobState::Queued } else { JobState::Pending };
+                    self.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Processing, queue: pick.queue, priority: pick.priority, engine: row.engine.clone() });
+                    self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("success")));
+                    self.metrics.do_send(MetricRecorded(MetricEvent::QueueWaited(((now / 1000) as u64).saturating_sub(pick.enqueued_ms) as f64 / 1000.0)));
+                    let addr = self.start_job_actor(row.clone(), ctx);
+                    if let Some(n) = self.nodes.get_mut(&node_id) {
+                        n.running.insert(pick.id);
+                    }
+                    for (action, reply) in deferred {
+                        let a = addr.clone();
+                        actix_rt::spawn(async move {
+                            let r = a.send(ApplyControl(action)).await.map_err(AppError::from).and_then(|r| r);
+                            let _ = reply.send(r);
+                        });
+                    }
+                    jobs.push(row.to_wire());
+                }
+                Err(DbError::Conflict(_)) | Err(DbError::NotFound) => {
+                    // Canceled or gone in the meantime: nothing to place.
+                    for (action, reply) in deferred {
+                        let _ = reply.send(Err(AppError::bad_request("invalid_transition", format!("job changed while being placed; {} again", action.as_str()))));
+                    }
+                }
+                Err(e) => {
+                    log::warn!("claim of job {} failed: {e}; keeping it queued", pick.id);
+                    self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("error")));
+                    self.enqueue(pick);
+                    for (action, reply) in deferred {
+                        let _ = reply.send(Err(AppError::Unavailable { code: "database_unavailable", message: format!("could not {} now", action.as_str()) }));
+                    }
+                }
+            }
+        }
+        self.notify_node_jobs(&node_id);
+        if let Err(jobs) = tx.send(jobs) {
+            // The worker's request ended before the claim committed: give the jobs
+            // back without counting a retry.
+            log::info!("{} claimed job(s) not delivered to node {node_id}; handing them back", jobs.len());
+            for j in jobs {
+                if let Some(a) = Uuid::parse_str(&j.id).ok().and_then(|id| self.live_addr(&id)) {
+                    a.do_send(HandBackJob { reason: "Placement not delivered to the worker".into() });
+                }
+            }
+        }
+        self.dispatch(ctx);
+    }
+
+    fn start_job_actor(&mut self, row: JobRow, ctx: &mut Context<Self>) -> Addr<JobActor> {
+        let id = row.uuid();
+        let node = row.node_id.clone();
+        let ns = self.node_supervisor.clone().expect("node supervisor connected at start-up");
+        let addr = JobActor::new(row, self.db.clone(), ctx.address(), ns, self.metrics.clone(), self.policy.clone()).start();
+        self.live.insert(id, (addr.clone(), node));
+        addr
+    }
+
+    fn live_addr(&self, id: &Uuid) -> Option<Addr<JobActor>> {
+        self.live.get(id).map(|(a, _)| a.clone()).filter(|a| a.connected())
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Aging changes the order over time, and parked requests may close: re-match
+        // periodically as well as on every event.
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, ctx| act.dispatch(ctx));
+    }
+}
+
+impl Handler<ConnectNodeSupervisor> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: ConnectNodeSupervisor, _: &mut Context<Self>) {
+        self.node_supervisor = Some(m.0);
+    }
+}
+
+impl Handler<AdoptLiveJobs> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: AdoptLiveJobs, ctx: &mut Context<Self>) {
+        for row in m.0 {
+            let node = row.node_id.clone();
+            let leased = row.state().is_leased();
+            let id = row.uuid();
+            self.start_job_actor(row, ctx);
+            if let (true, Some(n)) = (leased, node) {
+                if let Some(v) = self.nodes.get_mut(&n) {
+                    v.running.insert(id);
+                }
+                self.notify_node_jobs(&n);
+            }
+        }
+    }
+}
+
+impl Handler<JobsQueued> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, JobsQueued(jobs): JobsQueued, ctx: &mut Context<Self>) {
+        for j in jobs {
+            self.enqueue(j);
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<ClaimJobs> for SchedulerActor {
+    type Result = AppResult<oneshot::Receiver<Vec<Job>>>;
+    fn handle(&mut self, m: ClaimJobs, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.nodes.contains_key(&m.node_id) {
+            return Err(AppError::node_not_found(&m.node_id));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.parked.push(Parked { node_id: m.node_id, max: m.max, tx });
+        self.dispatch(ctx);
+        Ok(rx)
+    }
+}
+
+impl Handler<ControlJob> for SchedulerActor {
+    type Result = ResponseActFuture<Self, AppResult<ControlResponse>>;
+
+    fn handle(&mut self, m: ControlJob, _: &mut Context<Self>) -> Self::Result {
+        let id = m.id;
+        let action = m.action;
+        if let Some(addr) = self.live_addr(&id) {
+            return Box::pin(
+                async move { addr.send(ApplyControl(action)).await.map_err(AppError::from).and_then(|r| r) }.into_actor(self),
+            );
+        }
+        if let Some(deferred) = self.claiming.get_mut(&id) {
+            let (tx, rx) = oneshot::channel();
+            deferred.push((action, tx));
+            return Box::pin(
+                async move {
+                    rx.await.unwrap_or_else(|_| Err(AppError::Unavailable { code: "service_unavailable", message: "placement in progress".into() }))
+                }
+                .into_actor(self),
+            );
+        }
+        let db = self.db.clone();
+        let sid = id.to_string();
+        if self.index.contains(&id) {
+            return match action {
+                UserAction::Cancel => {
+                    let (_, entry) = self.take(&id).expect("indexed job has an entry");
+                    Box::pin(async move { db.write(move |c| db_jobs::cancel_runnable(c, &sid)).await }.into_actor(self).map(
+                        move |res, act, ctx| match res {
+                            Ok((from, row)) => {
+                                act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Canceled, queue: entry.queue, priority: entry.priority, engine: row.engine });
+                                Ok(ControlResponse { job_id: id.to_string(), status: "canceled".into(), retry_count: None })
+                            }
+                            Err(e) => {
+                                if matches!(e, DbError::Unavailable(_)) {
+                                    act.enqueue(entry);
+                                    act.dispatch(ctx);
+                                }
+                                Err(e.into())
+                            }
+                        },
+                    ))
+                }
+                UserAction::Retry => Box::pin(actix::fut::ready(Err(AppError::bad_request(
+                    "invalid_transition",
+                    "only failed or canceled jobs can be retried; this job is still queued",
+                )))),
+                _ => {
+                    let current = JobState::Pending;
+                    Box::pin(
+                        async move { db.read(move |c| db_jobs::get(c, &sid)).await }
+                            .into_actor(self)
+                            .map(move |row, _, _| {
+                                let current = row.map(|r| r.state()).unwrap_or(current);
+                                Err(AppError::InvalidTransition { current, action: action.as_str() })
+                            }),
+                    )
+                }
+            };
+        }
+        // Terminal (database only) or unknown.
+        match action {
+            UserAction::Retry => Box::pin(async move { db.write(move |c| db_jobs::retry_finished(c, &sid)).await }.into_actor(self).map(
+                move |res, act, ctx| match res {
+                    Ok((from, row)) => {
+                        let q = queued_job_from_row(&row);
+                        act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Queued, queue: q.queue, priority: q.priority, engine: row.engine.clone() });
+                        act.enqueue(q);
+                        act.dispatch(ctx);
+                        Ok(ControlResponse { job_id: row.id, status: "queued".into(), retry_count: Some(row.retry_count) })
+                    }
+                    Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
+                    Err(e @ DbError::Conflict(_)) => Err(AppError::bad_request(
+                        "invalid_transition",
+                        format!("only failed or canceled jobs can be retried; {}", e.to_string().trim_start_matches("conflict: ")),
+                    )),
+                    Err(e) => Err(e.into()),
+                },
+            )),
+            _ => Box::pin(async move { db.read(move |c| db_jobs::get(c, &sid)).await }.into_actor(self).map(move |row, _, _| match row {
+                Ok(r) => Err(AppError::InvalidTransition { current: r.state(), action: action.as_str() }),
+                Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
+                Err(e) => Err(e.into()),
+            })),
+        }
+    }
+}
+
+impl Handler<FindLiveJob> for SchedulerActor {
+    type Result = Option<Addr<JobActor>>;
+    fn handle(&mut self, m: FindLiveJob, _: &mut Context<Self>) -> Self::Result {
+        self.live_addr(&m.0)
+    }
+}
+
+impl Handler<GetQueueReason> for SchedulerActor {
+    type Result = Option<String>;
+    fn handle(&mut self, m: GetQueueReason, _: &mut Context<Self>) -> Self::Result {
+        let req = self.index.requirements_of(&m.0)?;
+        let able: Vec<&NodeView> = self.nodes.values().filter(|n| n.caps.can_ever_run(req)).collect();
+        let needs = req.describe();
+        Some(if self.nodes.is_empty() {
+            "no worker node is registered".into()
+        } else if able.is_empty() {
+            format!("no registered node can run it (needs {needs})")
+        } else if !able.iter().any(|n| n.accepting) {
+            "every node that can run it is offline or draining".into()
+        } else {
+            "waiting for a free slot".into()
+        })
+    }
+}
+
+impl Handler<CheckPlaceable> for SchedulerActor {
+    type Result = Option<bool>;
+    fn handle(&mut self, m: CheckPlaceable, _: &mut Context<Self>) -> Self::Result {
+        (!self.nodes.is_empty()).then(|| self.nodes.values().any(|n| n.caps.can_ever_run(&m.0)))
+    }
+}
+
+impl Handler<GetQueueDepth> for SchedulerActor {
+    type Result = usize;
+    fn handle(&mut self, _: GetQueueDepth, _: &mut Context<Self>) -> usize {
+        self.index.len()
+    }
+}
+
+impl Handler<JobActorStopped> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: JobActorStopped, ctx: &mut Context<Self>) {
+        if let Some(node) = &m.node_id {
+            if let Some(n) = self.nodes.get_mut(node) {
+                if n.running.remove(&m.id) {
+                    self.notify_node_jobs(node);
+                }
+            }
+        }
+        if m.stopping {
+            if let Some((a, _)) = self.live.get(&m.id) {
+                if !a.connected() || m.stopping {
+                    self.live.remove(&m.id);
+                }
+            }
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<NodeChanged> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: NodeChanged, ctx: &mut Context<Self>) {
+        let v = self.nodes.entry(m.node_id).or_insert_with(|| NodeView {
+            caps: NodeCaps::default(),
+            max_slots: 1,
+            accepting: false,
+            load: 0.0,
+            running: HashSet::new(),
+            claiming: 0,
+        });
+        v.caps = m.caps;
+        v.max_slots = m.max_slots;
+        v.accepting = m.accepting;
+        v.load = m.load;
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<NodeRemoved> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: NodeRemoved, _: &mut Context<Self>) {
+        self.nodes.remove(&m.0);
+        self.parked.retain(|p| p.node_id != m.0);
+    }
+}
+
+impl Handler<NodeLost> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: NodeLost, _: &mut Context<Self>) {
+        self.parked.retain(|p| p.node_id != m.0);
+        for (addr, node) in self.live.values() {
+            if node.as_deref() == Some(m.0.as_str()) {
+                addr.do_send(LeaseLost { reason: format!("node {} lost (missed heartbeats)", m.0), node_lost: true });
+            }
+        }
+    }
+}
+
+impl Handler<ReconcileNodeJobs> for SchedulerActor {
+    type Result = ResponseFuture<Vec<RunningJob>>;
+    fn handle(&mut self, m: ReconcileNodeJobs, _: &mut Context<Self>) -> Self::Result {
+        let reported: HashMap<Uuid, i32> =
+            m.reported.iter().filter_map(|r| Some((Uuid::parse_str(&r.job_id).ok()?, r.attempt))).collect();
+        let mut stale: Vec<RunningJob> = Vec::new();
+        let mut checks = Vec::new();
+        for r in &m.reported {
+            match Uuid::parse_str(&r.job_id).ok().and_then(|id| self.live.get(&id).map(|(a, n)| (a.clone(), n.clone()))) {
+                Some((addr, Some(node))) if node == m.node_id => checks.push((r.clone(), addr)),
+                _ => stale.push(r.clone()),
+            }
+        }
+        // Jobs leased to this node that it did not report.
+        let mut unreported = Vec::new();
+        if let Some(n) = self.nodes.get(&m.node_id) {
+            for id in &n.running {
+                if !reported.contains_key(id) {
+                    if let Some((a, _)) = self.live.get(id) {
+                        unreported.push(a.clone());
+                    }
+                }
+            }
+        }
+        Box::pin(async move {
+            for a in unreported {
+                let _ = a.send(CheckLease { reported_attempt: None }).await;
+            }
+            for (r, addr) in checks {
+                if !addr.send(CheckLease { reported_attempt: Some(r.attempt) }).await.unwrap_or(false) {
+                    stale.push(r);
+                }
+            }
+            stale
+        })
+    }
+}

@@ -1,0 +1,428 @@
+//! Job rows, their guarded transitions and the `job_events` log.
+
+use super::schema::{job_events, jobs, state_totals};
+use super::{Conn, DbError, DbResult, now_micros};
+use crate::domain::state::JobState;
+use diesel::prelude::*;
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[diesel(table_name = jobs)]
+pub struct JobRow {
+    pub seq: i64,
+    pub id: String,
+    pub scenario: String,
+    pub confidence: String,
+    pub engine: String,
+    pub queue: String,
+    pub priority: String,
+    pub parameters: String,
+    pub status: String,
+    pub progress: f64,
+    pub node_id: Option<String>,
+    pub attempt: i32,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    pub created_at: i64,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub last_activity_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub retry_at: Option<i64>,
+    pub error: Option<String>,
+    pub failure_reason: Option<String>,
+    pub logs: Option<String>,
+    pub metrics: Option<String>,
+    pub qoe_score: Option<f64>,
+    pub efficiency_score: Option<f64>,
+    pub energy_joules: Option<f64>,
+    pub vmaf_score: Option<f64>,
+    pub idempotency_key: Option<String>,
+    pub updated_at: i64,
+}
+
+impl JobRow {
+    pub fn state(&self) -> JobState {
+        JobState::parse(&self.status).unwrap_or(JobState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = jobs)]
+pub struct NewJob {
+    pub id: String,
+    pub scenario: String,
+    pub confidence: String,
+    pub engine: String,
+    pub queue: String,
+    pub priority: String,
+    pub parameters: String,
+    pub status: String,
+    pub max_retries: i32,
+    pub created_at: i64,
+    pub queued_at: i64,
+    pub idempotency_key: Option<String>,
+    pub failure_reason: Option<String>,
+    pub error: Option<String>,
+    pub completed_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// Columns a transition may change besides the status; `None` leaves a column alone.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = jobs)]
+pub struct JobChanges {
+    pub status: Option<String>,
+    pub progress: Option<f64>,
+    pub node_id: Option<Option<String>>,
+    pub attempt: Option<i32>,
+    pub retry_count: Option<i32>,
+    pub queued_at: Option<i64>,
+    pub started_at: Option<Option<i64>>,
+    pub last_activity_at: Option<Option<i64>>,
+    pub completed_at: Option<Option<i64>>,
+    pub retry_at: Option<Option<i64>>,
+    pub error: Option<Option<String>>,
+    pub failure_reason: Option<Option<String>>,
+    pub logs: Option<Option<String>>,
+    pub metrics: Option<Option<String>>,
+    pub qoe_score: Option<Option<f64>>,
+    pub efficiency_score: Option<Option<f64>>,
+    pub energy_joules: Option<Option<f64>>,
+    pub vmaf_score: Option<Option<f64>>,
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = job_events)]
+pub struct EventRow {
+    pub id: i64,
+    pub job_id: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub reason: String,
+    pub attempt: i32,
+    pub node_id: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = job_events)]
+pub struct NewEvent {
+    pub job_id: String,
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub reason: String,
+    pub attempt: i32,
+    pub node_id: Option<String>,
+    pub at: i64,
+}
+
+/// Insert a job, or return the existing one with the same idempotency key
+/// (`true` = newly created).
+pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
+    if let Some(key) = &new.idempotency_key {
+        let existing = jobs::table
+            .filter(jobs::idempotency_key.eq(key))
+            .select(JobRow::as_select())
+            .first(conn)
+            .optional()?;
+        if let Some(row) = existing {
+            return Ok((row, false));
+        }
+    }
+    let row = diesel::insert_into(jobs::table)
+        .values(new)
+        .returning(JobRow::as_returning())
+        .get_result(conn)?;
+    diesel::insert_into(job_events::table)
+        .values(&NewEvent {
+            job_id: row.id.clone(),
+            from_state: None,
+            to_state: row.status.clone(),
+            reason: if row.status == "rejected" { "Rejected at submission".into() } else { "Submitted".into() },
+            attempt: 0,
+            node_id: None,
+            at: row.created_at,
+        })
+        .execute(conn)?;
+    Ok((row, true))
+}
+
+pub fn get(conn: &mut Conn, id: &str) -> DbResult<JobRow> {
+    Ok(jobs::table.filter(jobs::id.eq(id)).select(JobRow::as_select()).first(conn)?)
+}
+
+pub fn get_by_seq(conn: &mut Conn, seq: i64) -> DbResult<JobRow> {
+    Ok(jobs::table.filter(jobs::seq.eq(seq)).select(JobRow::as_select()).first(conn)?)
+}
+
+/// Move a job from `from` to `to`, applying `changes`, only if it is still in `from`;
+/// logs the transition. A job found in another state is a `Conflict` naming it.
+pub fn transition(
+    conn: &mut Conn,
+    id: &str,
+    from: JobState,
+    to: JobState,
+    mut changes: JobChanges,
+    reason: &str,
+) -> DbResult<JobRow> {
+    let now = now_micros();
+    changes.status = Some(to.as_str().to_string());
+    changes.updated_at = Some(now);
+    let updated: Option<JobRow> = diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::status.eq(from.as_str())))
+        .set(&changes)
+        .returning(JobRow::as_returning())
+        .get_result(conn)
+        .optional()?;
+    let Some(row) = updated else {
+        let current = get(conn, id)?;
+        return Err(DbError::Conflict(format!("job is '{}', not '{}'", current.status, from)));
+    };
+    diesel::insert_into(job_events::table)
+        .values(&NewEvent {
+            job_id: id.to_string(),
+            from_state: Some(from.as_str().to_string()),
+            to_state: to.as_str().to_string(),
+            reason: reason.to_string(),
+            attempt: row.attempt,
+            node_id: row.node_id.clone(),
+            at: now,
+        })
+        .execute(conn)?;
+    Ok(row)
+}
+
+/// Change columns without a state change (progress, activity), guarded by the attempt.
+pub fn update_in_attempt(conn: &mut Conn, id: &str, attempt: i32, mut changes: JobChanges) -> DbResult<usize> {
+    changes.status = None;
+    changes.updated_at = Some(now_micros());
+    Ok(diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt)))
+        .set(&changes)
+        .execute(conn)?)
+}
+
+pub fn events(conn: &mut Conn, id: &str) -> DbResult<Vec<EventRow>> {
+    Ok(job_events::table
+        .filter(job_events::job_id.eq(id))
+        .order(job_events::id.asc())
+        .select(EventRow::as_select())
+        .load(conn)?)
+}
+
+/// Filters and keyset pagination for `GET /jobs` (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<String>,
+    pub queue: Option<String>,
+    pub priority: Option<String>,
+    pub node_id: Option<String>,
+    /// Only jobs with `seq` below this (the previous page's `next_cursor`).
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+pub fn list(conn: &mut Conn, f: &JobFilter) -> DbResult<Vec<JobRow>> {
+    let mut q = jobs::table.select(JobRow::as_select()).into_boxed();
+    if let Some(s) = &f.status {
+        q = q.filter(jobs::status.eq(s.clone()));
+    }
+    if let Some(s) = &f.queue {
+        q = q.filter(jobs::queue.eq(s.clone()));
+    }
+    if let Some(s) = &f.priority {
+        q = q.filter(jobs::priority.eq(s.clone()));
+    }
+    if let Some(s) = &f.node_id {
+        q = q.filter(jobs::node_id.eq(s.clone()));
+    }
+    if let Some(c) = f.before_seq {
+        q = q.filter(jobs::seq.lt(c));
+    }
+    Ok(q.order(jobs::seq.desc()).limit(f.limit).load(conn)?)
+}
+
+/// Every job that is not terminal, oldest first, to rebuild the actors at start-up.
+pub fn load_unfinished(conn: &mut Conn) -> DbResult<Vec<JobRow>> {
+    let terminal: Vec<&str> = JobState::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
+    Ok(jobs::table
+        .filter(jobs::status.ne_all(terminal))
+        .order(jobs::seq.asc())
+        .select(JobRow::as_select())
+        .load(conn)?)
+}
+
+/// All-time number of transitions into each state (log + folded totals).
+pub fn state_entry_totals(conn: &mut Conn) -> DbResult<Vec<(String, i64)>> {
+    use diesel::dsl::count_star;
+    let mut totals: std::collections::HashMap<String, i64> = job_events::table
+        .group_by(job_events::to_state)
+        .select((job_events::to_state, count_star()))
+        .load::<(String, i64)>(conn)?
+        .into_iter()
+        .collect();
+    for (state, n) in state_totals::table.select((state_totals::state, state_totals::total)).load::<(String, i64)>(conn)? {
+        *totals.entry(state).or_default() += n;
+    }
+    Ok(totals.into_iter().collect())
+}
+
+/// Current number of jobs in each state.
+pub fn current_counts(conn: &mut Conn) -> DbResult<Vec<(String, i64)>> {
+    use diesel::dsl::count_star;
+    Ok(jobs::table.group_by(jobs::status).select((jobs::status, count_star())).load(conn)?)
+}
+
+/// Delete up to `batch` terminal jobs finished before `cutoff_micros`, folding their
+/// event counts into `state_totals` first. Returns the deleted jobs' states.
+pub fn delete_terminal_before(conn: &mut Conn, cutoff_micros: i64, batch: i64) -> DbResult<Vec<String>> {
+    use diesel::dsl::count_star;
+    let terminal: Vec<&str> = JobState::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
+    let found: Vec<(String, String)> = jobs::table
+        .filter(jobs::status.eq_any(terminal))
+        .filter(jobs::completed_at.lt(cutoff_micros))
+        .order(jobs::completed_at.asc())
+        .limit(batch)
+        .select((jobs::id, jobs::status))
+        .load(conn)?;
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, states): (Vec<String>, Vec<String>) = found.into_iter().unzip();
+    let folded: Vec<(String, i64)> = job_events::table
+        .filter(job_events::job_id.eq_any(&ids))
+        .group_by(job_events::to_state)
+        .select((job_events::to_state, count_star()))
+        .load(conn)?;
+    for (state, n) in folded {
+        let updated = diesel::update(state_totals::table.filter(state_totals::state.eq(&state)))
+            .set(state_totals::total.eq(state_totals::total + n))
+            .execute(conn)?;
+        if updated == 0 {
+            diesel::insert_into(state_totals::table)
+                .values((state_totals::state.eq(&state), state_totals::total.eq(n)))
+                .execute(conn)?;
+        }
+    }
+    diesel::delete(job_events::table.filter(job_events::job_id.eq_any(&ids))).execute(conn)?;
+    diesel::delete(jobs::table.filter(jobs::id.eq_any(&ids))).execute(conn)?;
+    Ok(states)
+}
+
+/// Map a conflict from `transition` into the state the job is really in, when known.
+pub fn conflict_state(err: &DbError) -> Option<JobState> {
+    match err {
+        DbError::Conflict(m) => m.strip_prefix("job is '").and_then(|r| r.split('\'').next()).and_then(JobState::parse),
+        _ => None,
+    }
+}
+
+impl JobRow {
+    /// The API view of this row (no transitions, no live overlay).
+    pub fn to_wire(&self) -> crate::wire::Job {
+        use crate::wire::rfc3339;
+        let parse_obj = |s: &str| match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => None,
+        };
+        crate::wire::Job {
+            id: self.id.clone(),
+            sequence_number: self.seq,
+            scenario: self.scenario.clone(),
+            confidence: self.confidence.clone(),
+            engine: self.engine.clone(),
+            parameters: parse_obj(&self.parameters).unwrap_or_default(),
+            status: self.status.clone(),
+            queue: self.queue.clone(),
+            priority: self.priority.clone(),
+            progress: self.progress.clamp(0.0, 100.0).floor() as i64,
+            progress_detail: None,
+            node_id: self.node_id.clone(),
+            node_name: None,
+            attempt: self.attempt,
+            created_at: rfc3339(self.created_at),
+            started_at: self.started_at.map(rfc3339),
+            last_activity_at: self.last_activity_at.map(rfc3339),
+            completed_at: self.completed_at.map(rfc3339),
+            retry_at: self.retry_at.map(rfc3339),
+            retry_count: self.retry_count,
+            max_retries: self.max_retries,
+            error: self.error.clone(),
+            failure_reason: self.failure_reason.clone(),
+            logs: self.logs.clone(),
+            qoe_score: self.qoe_score,
+            efficiency_score: self.efficiency_score,
+            energy_joules: self.energy_joules,
+            vmaf_score: self.vmaf_score,
+            metrics: self.metrics.as_deref().and_then(parse_obj),
+            queue_reason: None,
+            state_transitions: None,
+        }
+    }
+
+    pub fn uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::parse_str(&self.id).unwrap_or_default()
+    }
+}
+
+impl EventRow {
+    pub fn to_wire(&self) -> crate::wire::StateTransition {
+        crate::wire::StateTransition {
+            from: self.from_state.clone().unwrap_or_default(),
+            to: self.to_state.clone(),
+            timestamp: crate::wire::rfc3339(self.at),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// Place a runnable job on a node: pending/queued → processing with a new attempt.
+pub fn claim(conn: &mut Conn, id: &str, node_id: &str) -> DbResult<JobRow> {
+    let row = get(conn, id)?;
+    let from = row.state();
+    if !from.is_runnable() {
+        return Err(DbError::Conflict(format!("job is '{}', not runnable", row.status)));
+    }
+    let now = now_micros();
+    let attempt = row.attempt + 1;
+    let changes = JobChanges {
+        node_id: Some(Some(node_id.to_string())),
+        attempt: Some(attempt),
+        started_at: Some(Some(now)),
+        last_activity_at: Some(Some(now)),
+        progress: Some(0.0),
+        retry_at: Some(None),
+        ..Default::default()
+    };
+    transition(conn, id, from, JobState::Processing, changes, &format!("Assigned to node {node_id} (attempt {attempt})"))
+}
+
+/// Cancel a runnable job (pending/queued → canceled). Returns the state it left.
+pub fn cancel_runnable(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)> {
+    let from = get(conn, id)?.state();
+    if !from.is_runnable() {
+        return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Queued)));
+    }
+    let changes = JobChanges { completed_at: Some(Some(now_micros())), ..Default::default() };
+    Ok((from, transition(conn, id, from, JobState::Canceled, changes, "User requested cancel")?))
+}
+
+/// An operator's retry of a finished job: failed/canceled → queued.
+pub fn retry_finished(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)> {
+    let row = get(conn, id)?;
+    let from = row.state();
+    if !matches!(from, JobState::Failed | JobState::Canceled) {
+        return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Failed)));
+    }
+    let changes = JobChanges {
+        node_id: Some(None),
+        retry_count: Some(row.retry_count + 1),
+        queued_at: Some(now_micros()),
+        started_at: Some(None),
+        completed_at: Some(None),
+        error: Some(None),
+        failure_reason: Some(None),
+        progress: Some(0.0),
+        ..Default::default()
+    };
+    Ok((from, transition(conn, id, from, JobState::Queued, changes, "User requested retry")?))
+}

@@ -1,0 +1,80 @@
+//! diesel table definitions, written in types both backends share.
+
+diesel::table! {
+    jobs (seq) {
+        seq -> BigInt,
+        id -> Text,
+        scenario -> Text,
+        confidence -> Text,
+        engine -> Text,
+        queue -> Text,
+        priority -> Text,
+        parameters -> Text,
+        status -> Text,
+        progress -> Double,
+        node_id -> Nullable<Text>,
+        attempt -> Integer,
+        retry_count -> Integer,
+        max_retries -> Integer,
+        created_at -> BigInt,
+        queued_at -> BigInt,
+        started_at -> Nullable<BigInt>,
+        last_activity_at -> Nullable<BigInt>,
+        completed_at -> Nullable<BigInt>,
+        retry_at -> Nullable<BigInt>,
+        error -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        logs -> Nullable<Text>,
+        metrics -> Nullable<Text>,
+        qoe_score -> Nullable<Double>,
+        efficiency_score -> Nullable<Double>,
+        energy_joules -> Nullable<Double>,
+        vmaf_score -> Nullable<Double>,
+        idempotency_key -> Nullable<Text>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    job_events (id) {
+        id -> BigInt,
+        job_id -> Text,
+        from_state -> Nullable<Text>,
+        to_state -> Text,
+        reason -> Text,
+        attempt -> Integer,
+        node_id -> Nullable<Text>,
+        at -> BigInt,
+    }
+}
+
+diesel::table! {
+    nodes (id) {
+        id -> Text,
+        name -> Text,
+        address -> Text,
+        node_type -> Text,
+        cpu_threads -> Integer,
+        cpu_model -> Text,
+        cpu_load_percent -> Double,
+        has_gpu -> Bool,
+        gpu_type -> Text,
+        gpu_capabilities -> Text,
+        ram_total_bytes -> BigInt,
+        ram_free_bytes -> BigInt,
+        labels -> Text,
+        status -> Text,
+        draining -> Bool,
+        max_concurrent_jobs -> Integer,
+        hardware -> Text,
+        last_heartbeat -> BigInt,
+        registered_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    state_totals (state) {
+        state -> Text,
+        total -> BigInt,
+    }
+}

@@ -1,0 +1,484 @@
+//! Job parameters: the free-form `parameters` object of a job, checked against an
+//! allow-list and turned into a typed [`JobSpec`].
+//!
+//! The master runs this at submission (bad input → 400 naming the problem) and the
+//! worker runs it again before building an argv, so a job that slipped in through an
+//! old database still cannot inject options or read outside the allowed roots.
+
+use serde_json::{Map, Value};
+
+/// Encoders the farm knows how to drive, with the codec names users may write for them.
+/// The first encoder of a row is preferred; the others are acceptable substitutes.
+const CODECS: &[(&[&str], &[&str])] = &[
+    (&["h264", "libx264", "x264", "avc"], &["libx264"]),
+    (&["h265", "hevc", "libx265", "x265"], &["libx265"]),
+    (&["vp9", "libvpx-vp9"], &["libvpx-vp9"]),
+    (&["av1"], &["libsvtav1", "libaom-av1"]),
+    (&["libsvtav1"], &["libsvtav1"]),
+    (&["libaom-av1"], &["libaom-av1"]),
+    (&["h264_nvenc", "nvenc"], &["h264_nvenc"]),
+    (&["hevc_nvenc"], &["hevc_nvenc"]),
+    (&["av1_nvenc"], &["av1_nvenc"]),
+    (&["h264_qsv"], &["h264_qsv"]),
+    (&["hevc_qsv"], &["hevc_qsv"]),
+    (&["av1_qsv"], &["av1_qsv"]),
+    (&["h264_vaapi"], &["h264_vaapi"]),
+    (&["hevc_vaapi"], &["hevc_vaapi"]),
+    (&["av1_vaapi"], &["av1_vaapi"]),
+];
+
+/// Every encoder a worker probes for.
+pub const KNOWN_ENCODERS: &[&str] = &[
+    "libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "h264_nvenc", "hevc_nvenc",
+    "av1_nvenc", "h264_qsv", "hevc_qsv", "av1_qsv", "h264_vaapi", "hevc_vaapi", "av1_vaapi",
+];
+
+const PRESETS: &[&str] = &[
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+    "p1", "p2", "p3", "p4", "p5", "p6", "p7", "hq", "ll", "llhq", "hp", "default",
+];
+
+const KEYS: &[&str] = &[
+    "codec", "hwaccel", "threads", "duration", "duration_seconds", "bitrate", "preset", "input",
+    "output", "output_mode", "rtmp_url", "stream_key", "resolution", "fps", "resolution_width",
+    "resolution_height", "frame_rate", "engine", "resource_limits", "gpu", "timeout_seconds",
+    "qoe", "gpu_memory_mb",
+];
+
+const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb", "timeout_sec"];
+
+const OUTPUT_EXTENSIONS: &[&str] = &["mp4", "mkv", "webm", "mov", "ts", "flv", "m4v", "ivf"];
+
+/// Longest accepted synthetic or real input duration: one day.
+pub const MAX_DURATION_SECONDS: f64 = 86_400.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    File,
+    Rtmp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Auto,
+    Ffmpeg,
+    Gstreamer,
+}
+
+impl Engine {
+    pub const NAMES: [&'static str; 3] = ["auto", "ffmpeg", "gstreamer"];
+    pub fn parse(s: &str) -> Option<Engine> {
+        match s {
+            "auto" | "" => Some(Engine::Auto),
+            "ffmpeg" => Some(Engine::Ffmpeg),
+            "gstreamer" => Some(Engine::Gstreamer),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Auto => "auto",
+            Engine::Ffmpeg => "ffmpeg",
+            Engine::Gstreamer => "gstreamer",
+        }
+    }
+}
+
+/// A job's parameters after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    /// Acceptable ffmpeg encoders, preferred first.
+    pub encoders: &'static [&'static str],
+    pub bitrate_kbps: Option<u32>,
+    pub preset: Option<&'static str>,
+    pub resolution: Option<(u32, u32)>,
+    pub fps: Option<u32>,
+    pub duration_seconds: Option<f64>,
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub output_mode: OutputMode,
+    pub rtmp_url: Option<String>,
+    pub stream_key: Option<String>,
+    pub threads: Option<u32>,
+    pub hwaccel: Option<&'static str>,
+    pub gpu_index: Option<u32>,
+    pub gpu_memory_mb: Option<u64>,
+    pub timeout_seconds: Option<u64>,
+    pub max_memory_mb: Option<u64>,
+    pub qoe: bool,
+    pub engine: Engine,
+}
+
+/// A parameter problem, phrased for the person who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParamError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ParamError> {
+    Err(ParamError(msg.into()))
+}
+
+fn as_text(key: &str, v: &Value) -> Result<String, ParamError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        _ => err(format!("parameter '{key}' must be a string or a number")),
+    }
+}
+
+fn as_number(key: &str, v: &Value, min: f64, max: f64) -> Result<f64, ParamError> {
+    let n = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n.is_finite() && n >= min && n <= max => Ok(n),
+        Some(n) => err(format!("parameter '{key}' = {n} is outside {min}..={max}")),
+        None => err(format!("parameter '{key}' must be a number")),
+    }
+}
+
+fn as_bool(key: &str, v: &Value) -> Result<bool, ParamError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s == "true" || s == "1" => Ok(true),
+        Value::String(s) if s == "false" || s == "0" => Ok(false),
+        _ => err(format!("parameter '{key}' must be true or false")),
+    }
+}
+
+/// `5000k`, `5M`, `2500000` or a number of bits per second.
+pub fn parse_bitrate_kbps(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1.0),
+        (i, 'm' | 'M') => (&s[..i], 1000.0),
+        _ => (s, 0.001),
+    };
+    let v: f64 = num.parse().ok()?;
+    let kbps = v * mult;
+    (kbps.is_finite() && (16.0..=1_000_000.0).contains(&kbps)).then_some(kbps.round() as u32)
+}
+
+pub fn parse_resolution(s: &str) -> Option<(u32, u32)> {
+    let named = match s.to_ascii_lowercase().as_str() {
+        "240p" => Some((426, 240)),
+        "360p" => Some((640, 360)),
+        "480p" => Some((854, 480)),
+        "720p" => Some((1280, 720)),
+        "1080p" => Some((1920, 1080)),
+        "1440p" => Some((2560, 1440)),
+        "2160p" | "4k" => Some((3840, 2160)),
+        _ => None,
+    };
+    if named.is_some() {
+        return named;
+    }
+    let (w, h) = s.split_once(['x', 'X'])?;
+    let (w, h): (u32, u32) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+    ((16..=7680).contains(&w) && (16..=4320).contains(&h) && w % 2 == 0 && h % 2 == 0).then_some((w, h))
+}
+
+/// An input path: a plain file path, never a protocol URL, an option or a parent escape.
+pub fn check_input_path(p: &str) -> Result<(), ParamError> {
+    if p.is_empty() || p.len() > 4096 {
+        return err("parameter 'input' must be a file path of 1 to 4096 characters");
+    }
+    if p.chars().any(|c| c.is_control()) {
+        return err("parameter 'input' contains control characters");
+    }
+    if p.starts_with('-') {
+        return err("parameter 'input' must not start with '-'");
+    }
+    // `file:`, `http:`, `concat:`, `subfile,,` … would let ffmpeg read anything.
+    if let Some(colon) = p.find(':') {
+        if !p[..colon].contains('/') {
+            return err("parameter 'input' must be a file path, not a protocol URL");
+        }
+    }
+    if p.contains('|') || p.split('/').any(|c| c == "..") {
+        return err("parameter 'input' must not contain '..' or '|'");
+    }
+    Ok(())
+}
+
+/// An output: a bare file name with a known container extension, written inside the job's
+/// attempt directory.
+pub fn check_output_name(p: &str) -> Result<(), ParamError> {
+    let ok_chars = !p.is_empty()
+        && p.len() <= 200
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !p.starts_with(['-', '.']);
+    let ext_ok = p.rsplit_once('.').is_some_and(|(_, e)| OUTPUT_EXTENSIONS.contains(&e));
+    if ok_chars && ext_ok {
+        Ok(())
+    } else {
+        err(format!(
+            "parameter 'output' must be a plain file name (letters, digits, '.', '_', '-') ending in one of: {}",
+            OUTPUT_EXTENSIONS.join(", ")
+        ))
+    }
+}
+
+fn check_rtmp_url(u: &str) -> Result<(), ParamError> {
+    let ok = (u.starts_with("rtmp://") || u.starts_with("rtmps://"))
+        && u.len() <= 1024
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '|');
+    if ok { Ok(()) } else { err("parameter 'rtmp_url' must be an rtmp:// or rtmps:// URL without spaces") }
+}
+
+fn static_str(list: &'static [&'static str], v: &str) -> Option<&'static str> {
+    list.iter().copied().find(|p| *p == v)
+}
+
+/// Validate a job's `parameters` object and the job's engine.
+pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSpec, ParamError> {
+    for k in params.keys() {
+        if !KEYS.contains(&k.as_str()) {
+            return err(format!("unknown parameter '{k}'; valid parameters: {}", KEYS.join(", ")));
+        }
+    }
+    let text = |k: &str| -> Result<Option<String>, ParamError> {
+        match params.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => as_text(k, v).map(Some),
+        }
+    };
+    let num = |k: &str, min: f64, max: f64| -> Result<Option<f64>, ParamError> {
+        match params.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(v) => as_number(k, v, min, max).map(Some),
+        }
+    };
+
+    let engine = match Engine::parse(engine) {
+        Some(e) => e,
+        None => return err(format!("invalid engine '{engine}'; valid values: auto, ffmpeg, gstreamer")),
+    };
+    if let Some(pe) = text("engine")? {
+        match Engine::parse(&pe) {
+            Some(p) if p == engine || p == Engine::Auto || engine == Engine::Auto => {}
+            Some(_) => return err("parameter 'engine' disagrees with the job's engine"),
+            None => return err(format!("invalid engine '{pe}'; valid values: auto, ffmpeg, gstreamer")),
+        }
+    }
+    let engine = match (engine, text("engine")?.as_deref().and_then(Engine::parse)) {
+        (Engine::Auto, Some(p)) => p,
+        (e, _) => e,
+    };
+
+    let codec = text("codec")?.unwrap_or_else(|| "h264".into()).to_ascii_lowercase();
+    let encoders = match CODECS.iter().find(|(names, _)| names.contains(&codec.as_str())) {
+        Some((_, encs)) => *encs,
+        None => {
+            let valid: Vec<&str> = CODECS.iter().flat_map(|(n, _)| n.iter().copied()).collect();
+            return err(format!("unknown codec '{codec}'; valid values: {}", valid.join(", ")));
+        }
+    };
+
+    let bitrate_kbps = match text("bitrate")? {
+        None => None,
+        Some(b) if b.is_empty() => None,
+        Some(b) => Some(parse_bitrate_kbps(&b).ok_or_else(|| {
+            ParamError(format!("invalid bitrate '{b}'; write e.g. 2500k or 5M (16k to 1000M)"))
+        })?),
+    };
+    let preset = match text("preset")? {
+        None => None,
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(static_str(PRESETS, &p).ok_or_else(|| {
+            ParamError(format!("invalid preset '{p}'; valid values: {}", PRESETS.join(", ")))
+        })?),
+    };
+    let resolution = match text("resolution")? {
+        Some(r) if !r.is_empty() => Some(parse_resolution(&r).ok_or_else(|| {
+            ParamError(format!("invalid resolution '{r}'; write WxH with even sides up to 7680x4320, or 720p/1080p/4k"))
+        })?),
+        _ => match (num("resolution_width", 16.0, 7680.0)?, num("resolution_height", 16.0, 4320.0)?) {
+            (Some(w), Some(h)) => Some((w as u32 & !1, h as u32 & !1)),
+            (None, None) => None,
+            _ => return err("give both resolution_width and resolution_height, or 'resolution'"),
+        },
+    };
+    let fps = num("fps", 1.0, 240.0)?.or(num("frame_rate", 1.0, 240.0)?).map(|f| f.round() as u32);
+    let duration_seconds = num("duration", 0.04, MAX_DURATION_SECONDS)?
+        .or(num("duration_seconds", 0.04, MAX_DURATION_SECONDS)?);
+    let input = text("input")?.filter(|s| !s.is_empty());
+    if let Some(i) = &input {
+        check_input_path(i)?;
+    }
+    let output = text("output")?.filter(|s| !s.is_empty());
+    if let Some(o) = &output {
+        check_output_name(o)?;
+    }
+    let output_mode = match text("output_mode")?.as_deref() {
+        None | Some("") | Some("file") => OutputMode::File,
+        Some("rtmp") | Some("stream") => OutputMode::Rtmp,
+        Some(m) => return err(format!("invalid output_mode '{m}'; valid values: file, rtmp, stream")),
+    };
+    let rtmp_url = text("rtmp_url")?.filter(|s| !s.is_empty());
+    if let Some(u) = &rtmp_url {
+        check_rtmp_url(u)?;
+    }
+    let stream_key = text("stream_key")?.filter(|s| !s.is_empty());
+    if let Some(k) = &stream_key {
+        if k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return err("parameter 'stream_key' may hold only letters, digits, '_' and '-' (at most 128)");
+        }
+    }
+    let threads = num("threads", 0.0, 512.0)?.map(|t| t as u32).filter(|t| *t > 0);
+    let hwaccel = match text("hwaccel")?.as_deref() {
+        None | Some("") | Some("none") => None,
+        Some(h) => Some(static_str(&["auto", "cuda", "qsv", "vaapi"], h).ok_or_else(|| {
+            ParamError(format!("invalid hwaccel '{h}'; valid values: none, auto, cuda, qsv, vaapi"))
+        })?),
+    };
+    let gpu_index = num("gpu", 0.0, 15.0)?.map(|g| g as u32);
+    let gpu_memory_mb = num("gpu_memory_mb", 0.0, 1_048_576.0)?.map(|g| g as u64);
+    let mut timeout_seconds = num("timeout_seconds", 1.0, 604_800.0)?.map(|t| t as u64);
+    let mut max_memory_mb = None;
+    if let Some(limits) = params.get("resource_limits") {
+        let Value::Object(limits) = limits else {
+            return err("parameter 'resource_limits' must be an object");
+        };
+        for (k, v) in limits {
+            if !LIMIT_KEYS.contains(&k.as_str()) {
+                return err(format!("unknown resource limit '{k}'; valid: {}", LIMIT_KEYS.join(", ")));
+            }
+            let max = if k == "timeout_sec" { 604_800.0 } else { 1_048_576.0 };
+            let n = as_number(k, v, 0.0, max)?;
+            match k.as_str() {
+                "timeout_sec" if n > 0.0 => timeout_seconds = timeout_seconds.or(Some(n as u64)),
+                "max_memory_mb" if n > 0.0 => max_memory_mb = Some(n as u64),
+                _ => {}
+            }
+        }
+    }
+    let qoe = match params.get("qoe") {
+        None | Some(Value::Null) => false,
+        Some(v) => as_bool("qoe", v)?,
+    };
+    if output_mode == OutputMode::Rtmp && rtmp_url.is_none() && stream_key.is_none() {
+        // The worker falls back to the master's RTMP base with the job id as key.
+    }
+    Ok(JobSpec {
+        encoders,
+        bitrate_kbps,
+        preset,
+        resolution,
+        fps,
+        duration_seconds,
+        input,
+        output,
+        output_mode,
+        rtmp_url,
+        stream_key,
+        threads,
+        hwaccel,
+        gpu_index,
+        gpu_memory_mb,
+        timeout_seconds,
+        max_memory_mb,
+        qoe,
+        engine,
+    })
+}
+
+impl JobSpec {
+    /// The encoder needs a GPU (NVENC, QSV or VAAPI), or hardware decoding was asked for.
+    pub fn needs_gpu(&self) -> bool {
+        self.hwaccel.is_some()
+            || self.gpu_index.is_some()
+            || self.encoders.iter().any(|e| e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: Value) -> Result<JobSpec, ParamError> {
+        parse_job_spec(v.as_object().unwrap(), "auto")
+    }
+
+    #[test]
+    fn defaults_are_h264_file() {
+        let s = spec(json!({})).unwrap();
+        assert_eq!(s.encoders, &["libx264"]);
+        assert_eq!(s.output_mode, OutputMode::File);
+        assert!(!s.needs_gpu());
+    }
+
+    #[test]
+    fn seed_style_parameters_are_accepted() {
+        let s = spec(json!({"codec":"h264","duration":"10","bitrate":"5000k","resolution":"1280x720",
+            "fps":30,"preset":"veryfast","engine":"ffmpeg","output_mode":"rtmp","rtmp_url":"rtmp://h:1935/live/x"}))
+        .unwrap();
+        assert_eq!(s.bitrate_kbps, Some(5000));
+        assert_eq!(s.resolution, Some((1280, 720)));
+        assert_eq!(s.duration_seconds, Some(10.0));
+        assert_eq!(s.engine, Engine::Ffmpeg);
+        assert_eq!(s.output_mode, OutputMode::Rtmp);
+    }
+
+    #[test]
+    fn hostile_parameters_are_refused() {
+        let cases = [
+            json!({"input": "http://evil/x.mp4"}),
+            json!({"input": "concat:a|b"}),
+            json!({"input": "file:/etc/passwd"}),
+            json!({"input": "../../etc/passwd"}),
+            json!({"input": "-f lavfi"}),
+            json!({"input": "a\nb"}),
+            json!({"output": "../x.mp4"}),
+            json!({"output": "/tmp/x.mp4"}),
+            json!({"output": "-y.mp4"}),
+            json!({"output": "x.mp4; rm -rf /"}),
+            json!({"output": "out.sh"}),
+            json!({"codec": "libx264 -vf"}),
+            json!({"codec": "$(reboot)"}),
+            json!({"bitrate": "5000k; ls"}),
+            json!({"preset": "fast -f"}),
+            json!({"resolution": "100000x100000"}),
+            json!({"duration": 1e12}),
+            json!({"duration": -1}),
+            json!({"threads": 100000}),
+            json!({"rtmp_url": "http://x"}),
+            json!({"rtmp_url": "rtmp://x y"}),
+            json!({"stream_key": "a/../b"}),
+            json!({"hwaccel": "cuda -i x"}),
+            json!({"filter": "anything"}),
+            json!({"resource_limits": {"timeout_sec": "x"}}),
+        ];
+        for c in cases {
+            assert!(spec(c.clone()).is_err(), "must refuse {c}");
+        }
+    }
+
+    #[test]
+    fn bitrates_and_resolutions() {
+        assert_eq!(parse_bitrate_kbps("2500k"), Some(2500));
+        assert_eq!(parse_bitrate_kbps("5M"), Some(5000));
+        assert_eq!(parse_bitrate_kbps("800000"), Some(800));
+        assert_eq!(parse_bitrate_kbps("abc"), None);
+        assert_eq!(parse_resolution("720p"), Some((1280, 720)));
+        assert_eq!(parse_resolution("161x90"), None);
+    }
+
+    #[test]
+    fn gpu_codecs_need_a_gpu() {
+        assert!(spec(json!({"codec":"h264_nvenc"})).unwrap().needs_gpu());
+        assert!(spec(json!({"hwaccel":"cuda"})).unwrap().needs_gpu());
+        // The seed treated an empty hwaccel as a GPU request (bug B7); we do not.
+        assert!(!spec(json!({"hwaccel":""})).unwrap().needs_gpu());
+        assert!(!spec(json!({"hwaccel":"none"})).unwrap().needs_gpu());
+    }
+
+    #[test]
+    fn engine_is_validated() {
+        assert!(parse_job_spec(&Map::new(), "vlc").unwrap_err().0.contains("auto, ffmpeg, gstreamer"));
+    }
+}

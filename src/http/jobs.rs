@@ -1,0 +1,335 @@
+//! Job routes: submit, list, get, control, logs, and the worker-facing next/progress/results.
+
+use super::AppState;
+use crate::actors::messages::*;
+use crate::actors::scheduler::{CheckPlaceable, queued_job_from_row};
+use crate::db::jobs::{self as db_jobs, JobFilter, JobRow, NewJob};
+use crate::db::{DbError, now_micros};
+use crate::domain::params::{Engine, parse_job_spec};
+use crate::domain::placement::Requirements;
+use crate::domain::queue::{Priority, QueueName};
+use crate::domain::state::JobState;
+use crate::error::{AppError, AppResult};
+use crate::wire::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Longest long-poll a worker may ask for.
+pub const MAX_WAIT_SECONDS: f64 = 60.0;
+
+/// A job id as written in a path: all digits = sequence number, else a UUID.
+pub enum JobRef {
+    Seq(i64),
+    Id(Uuid),
+}
+
+pub fn parse_job_ref(s: &str) -> AppResult<JobRef> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<i64>().map(JobRef::Seq).map_err(|_| AppError::job_not_found(s));
+    }
+    Uuid::parse_str(s)
+        .map(JobRef::Id)
+        .map_err(|_| AppError::bad_request("invalid_job_id", format!("'{s}' is neither a job UUID nor a sequence number")))
+}
+
+async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
+    let r = parse_job_ref(raw)?;
+    let res = match r {
+        JobRef::Seq(n) => state.h.db.read(move |c| db_jobs::get_by_seq(c, n)).await,
+        JobRef::Id(u) => state.h.db.read(move |c| db_jobs::get(c, &u.to_string())).await,
+    };
+    res.map_err(|e| match e {
+        DbError::NotFound => AppError::job_not_found(raw),
+        other => other.into(),
+    })
+}
+
+async fn resolve_uuid(state: &AppState, raw: &str) -> AppResult<Uuid> {
+    match parse_job_ref(raw)? {
+        JobRef::Id(u) => Ok(u),
+        JobRef::Seq(_) => Ok(load_row(state, raw).await?.uuid()),
+    }
+}
+
+fn bounded(name: &str, v: &Option<String>, max: usize) -> AppResult<()> {
+    match v {
+        Some(s) if s.len() > max => Err(AppError::bad_request("invalid_field", format!("'{name}' is longer than {max} characters"))),
+        _ => Ok(()),
+    }
+}
+
+#[utoipa::path(post, path = "/jobs", request_body = SubmitJobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the job first created with this key")),
+    responses((status = 201, body = Job), (status = 200, description = "Idempotent replay", body = Job), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web::Json<SubmitJobRequest>) -> AppResult<HttpResponse> {
+    let b = body.into_inner();
+    let queue_s = b.queue.clone().unwrap_or_default();
+    let queue = QueueName::parse(&queue_s).ok_or_else(|| {
+        AppError::bad_request("invalid_queue", format!("invalid queue '{queue_s}'; valid values: {}", QueueName::NAMES.join(", ")))
+    })?;
+    let prio_s = b.priority.clone().unwrap_or_default();
+    let priority = Priority::parse(&prio_s).ok_or_else(|| {
+        AppError::bad_request("invalid_priority", format!("invalid priority '{prio_s}'; valid values: {}", Priority::NAMES.join(", ")))
+    })?;
+    let engine_s = b.engine.clone().unwrap_or_else(|| "auto".into());
+    let engine = Engine::parse(&engine_s).ok_or_else(|| {
+        AppError::bad_request("invalid_engine", format!("invalid engine '{engine_s}'; valid values: {}", Engine::NAMES.join(", ")))
+    })?;
+    bounded("scenario", &b.scenario, 256)?;
+    bounded("confidence", &b.confidence, 32)?;
+    let params = b.parameters.clone().unwrap_or_default();
+    let spec = parse_job_spec(&params, engine.as_str()).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
+    let max_retries = b.max_retries.unwrap_or(state.default_max_retries);
+    if !(0..=100).contains(&max_retries) {
+        return Err(AppError::bad_request("invalid_field", "max_retries must be between 0 and 100"));
+    }
+    let idem = req.headers().get("idempotency-key").map(|v| v.to_str().map(str::to_string));
+    let idem = match idem {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k),
+        _ => return Err(AppError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1–200 visible characters")),
+    };
+    let requirements = Requirements::from_spec(&spec);
+    let mut status = JobState::Pending;
+    let mut reject_reason = None;
+    if state.reject_unplaceable {
+        if let Some(false) = state.h.scheduler.send(CheckPlaceable(requirements.clone())).await? {
+            status = JobState::Rejected;
+            reject_reason = Some(format!("no registered node can run it (needs {})", requirements.describe()));
+        }
+    }
+    let now = now_micros();
+    let new = NewJob {
+        id: Uuid::new_v4().to_string(),
+        scenario: b.scenario.unwrap_or_default(),
+        confidence: b.confidence.unwrap_or_default(),
+        engine: engine.as_str().to_string(),
+        queue: queue.as_str().to_string(),
+        priority: priority.as_str().to_string(),
+        parameters: serde_json::Value::Object(params).to_string(),
+        status: status.as_str().to_string(),
+        max_retries,
+        created_at: now,
+        queued_at: now,
+        idempotency_key: idem,
+        failure_reason: reject_reason.as_ref().map(|_| "capability_mismatch".to_string()),
+        error: reject_reason,
+        completed_at: (status == JobState::Rejected).then_some(now),
+        updated_at: now,
+    };
+    let (row, created) = state.h.db.write(move |c| db_jobs::insert(c, &new)).await?;
+    if !created {
+        return Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(row.to_wire()));
+    }
+    state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine.clone() });
+    if status == JobState::Pending {
+        state.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
+    }
+    Ok(HttpResponse::Created().json(row.to_wire()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub queue: Option<String>,
+    pub priority: Option<String>,
+    pub node_id: Option<String>,
+    pub node: Option<String>,
+    /// 1–1000, default 100.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/jobs", params(ListQuery), responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
+pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> AppResult<HttpResponse> {
+    let q = q.into_inner();
+    let check = |v: &Option<String>, valid: &[&str], code: &'static str, what: &str| -> AppResult<Option<String>> {
+        match v {
+            Some(s) if !valid.contains(&s.as_str()) => {
+                Err(AppError::bad_request(code, format!("invalid {what} '{s}'; valid values: {}", valid.join(", "))))
+            }
+            other => Ok(other.clone()),
+        }
+    };
+    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::bad_request("invalid_query", "limit must be between 1 and 1000"));
+    }
+    let before_seq = match &q.cursor {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| AppError::bad_request("invalid_cursor", format!("invalid cursor '{c}'")))?),
+    };
+    let filter = JobFilter {
+        status: check(&q.status, &states, "invalid_status", "status")?,
+        queue: check(&q.queue, &QueueName::NAMES, "invalid_queue", "queue")?,
+        priority: check(&q.priority, &Priority::NAMES, "invalid_priority", "priority")?,
+        node_id: q.node_id.or(q.node),
+        before_seq,
+        limit,
+    };
+    let rows = state.h.db.read(move |c| db_jobs::list(c, &filter)).await?;
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
+    let mut jobs: Vec<Job> = rows.iter().map(|r| r.to_wire()).collect();
+    let nodes = state.h.nodes.send(ListNodes).await?;
+    for j in &mut jobs {
+        j.logs = None;
+        j.node_name = j.node_id.as_ref().and_then(|id| nodes.iter().find(|n| &n.id == id).map(|n| n.name.clone()));
+    }
+    Ok(HttpResponse::Ok().json(JobList { count: jobs.len(), jobs, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/jobs/{id}", params(("id" = String, Path, description = "Job UUID or sequence number")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
+    let row = load_row(&state, &id).await?;
+    let uid = row.uuid();
+    let key = row.id.clone();
+    let events = state.h.db.read(move |c| db_jobs::events(c, &key)).await?;
+    let mut job = row.to_wire();
+    job.state_transitions = Some(events.iter().map(|e| e.to_wire()).collect());
+    if row.state().is_live() {
+        if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
+            if let Ok(view) = addr.send(GetLiveView).await {
+                if let Some(p) = view.progress {
+                    job.progress = p.percent.floor() as i64;
+                    job.progress_detail = Some(p);
+                }
+            }
+        }
+    } else if row.state().is_runnable() {
+        job.queue_reason = state.h.scheduler.send(GetQueueReason(uid)).await?;
+    }
+    if let Some(n) = &job.node_id {
+        job.node_name = state.h.nodes.send(GetNode(n.clone())).await?.map(|n| n.name);
+    }
+    Ok(HttpResponse::Ok().json(job))
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/{action}",
+    params(("id" = String, Path, description = "Job UUID or sequence number"), ("action" = String, Path, description = "pause, resume, cancel or retry")),
+    responses((status = 200, body = ControlResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn control_job(state: web::Data<AppState>, path: web::Path<(String, String)>) -> AppResult<HttpResponse> {
+    let (raw, action) = path.into_inner();
+    let action = match action.as_str() {
+        "pause" => UserAction::Pause,
+        "resume" => UserAction::Resume,
+        "cancel" => UserAction::Cancel,
+        "retry" => UserAction::Retry,
+        other => {
+            return Err(AppError::NotFound {
+                code: "route_not_found",
+                message: format!("unknown job action '{other}'; valid actions: pause, resume, cancel, retry"),
+            });
+        }
+    };
+    let id = resolve_uuid(&state, &raw).await?;
+    let resp = state.h.scheduler.send(ControlJob { id, action }).await??;
+    Ok(HttpResponse::Ok().json(resp))
+}
+
+#[utoipa::path(get, path = "/jobs/{id}/logs", params(("id" = String, Path)), responses((status = 200, body = JobLogs), (status = 404, body = ErrorBody)))]
+pub async fn job_logs(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
+    let row = load_row(&state, &id).await?;
+    let logs = match (&row.logs, &row.error) {
+        (Some(l), _) if !l.is_empty() => l.clone(),
+        (_, Some(e)) if !e.is_empty() => format!("Error: {e}"),
+        _ => "No logs available for this job".to_string(),
+    };
+    Ok(HttpResponse::Ok().json(JobLogs { job_id: row.id, logs }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct NextQuery {
+    pub node_id: Option<String>,
+    /// Seconds to hold the request open when nothing fits (0–60, default 0).
+    pub wait: Option<f64>,
+    /// Jobs to take at most (1–64, default 1; bounded by the node's free slots).
+    pub max: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/jobs/next", params(NextQuery), responses((status = 200, body = NextJobResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> AppResult<HttpResponse> {
+    let node_id = q.node_id.clone().filter(|n| !n.is_empty())
+        .ok_or_else(|| AppError::bad_request("missing_node_id", "node_id parameter is required"))?;
+    let wait = q.wait.unwrap_or(0.0);
+    if !(0.0..=MAX_WAIT_SECONDS).contains(&wait) || wait.is_nan() {
+        return Err(AppError::bad_request("invalid_query", format!("wait must be between 0 and {MAX_WAIT_SECONDS} seconds")));
+    }
+    let max = q.max.unwrap_or(1);
+    if !(1..=64).contains(&max) {
+        return Err(AppError::bad_request("invalid_query", "max must be between 1 and 64"));
+    }
+    let rx = state.h.scheduler.send(ClaimJobs { node_id, max }).await??;
+    // Claims already picked resolve after their COMMIT, even with wait=0.
+    let wait = Duration::from_secs_f64(wait.max(0.25));
+    let jobs = match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(jobs)) => jobs,
+        _ => Vec::new(),
+    };
+    if jobs.is_empty() {
+        state.h.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("no_jobs")));
+    }
+    let first = jobs.first().cloned();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "job": first, "jobs": jobs })))
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/progress", params(("id" = String, Path)), request_body = ProgressReport,
+    responses((status = 200, body = ProgressResponse), (status = 409, body = ErrorBody)))]
+pub async fn report_progress(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<ProgressReport>) -> AppResult<HttpResponse> {
+    let uid = resolve_uuid(&state, &id).await?;
+    let b = body.into_inner();
+    if !b.detail.percent.is_finite() {
+        return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
+    }
+    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
+        let control = addr.send(ReportProgress { node_id: b.node_id, attempt: b.attempt, detail: b.detail }).await??;
+        return Ok(HttpResponse::Ok().json(ProgressResponse { control }));
+    }
+    let row = load_row(&state, &id).await?;
+    if row.state() == JobState::Canceled && row.node_id.as_deref() == Some(b.node_id.as_str()) {
+        return Ok(HttpResponse::Ok().json(ProgressResponse { control: ControlAction::Cancel }));
+    }
+    Err(AppError::stale_attempt(format!("job {} is '{}'; node {} holds no lease on it: stop it and discard its output", row.id, row.status, b.node_id)))
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/control/ack", params(("id" = String, Path)), request_body = ControlAck,
+    responses((status = 200, description = "Acknowledged"), (status = 409, body = ErrorBody)))]
+pub async fn ack_control(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<ControlAck>) -> AppResult<HttpResponse> {
+    let uid = resolve_uuid(&state, &id).await?;
+    let b = body.into_inner();
+    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
+        addr.send(AcknowledgeControl { node_id: b.node_id, attempt: b.attempt, action: b.action }).await??;
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "acknowledged": true })))
+}
+
+#[utoipa::path(post, path = "/results", request_body = JobResult,
+    responses((status = 200, body = ResultResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>) -> AppResult<HttpResponse> {
+    let r = body.into_inner();
+    let uid = Uuid::parse_str(&r.job_id)
+        .map_err(|_| AppError::bad_request("invalid_job_id", format!("job_id '{}' is not a job UUID", r.job_id)))?;
+    if r.node_id.is_empty() {
+        return Err(AppError::bad_request("missing_node_id", "node_id is required"));
+    }
+    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
+        if let Ok(res) = addr.send(ReportResult(r.clone())).await {
+            return Ok(HttpResponse::Ok().json(res?));
+        }
+    }
+    // No live actor: the job is queued, finished or unknown.
+    let row = load_row(&state, &r.job_id).await?;
+    let same_holder = row.node_id.as_deref() == Some(r.node_id.as_str()) && r.attempt.is_none_or(|a| a == row.attempt);
+    if row.state().is_terminal() && same_holder && (row.status == r.status || row.state() == JobState::Canceled) {
+        // A repeat of a report already applied (or a late one for a canceled job).
+        return Ok(HttpResponse::Ok().json(ResultResponse { status: "success".into(), job_status: row.status, retry: None, max_retries: None }));
+    }
+    Err(AppError::stale_attempt(format!(
+        "job {} is '{}' (attempt {}); this report's lease is gone: discard its output",
+        row.id, row.status, row.attempt
+    )))
+}

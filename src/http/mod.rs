@@ -1,0 +1,127 @@
+//! The REST API (actix-web). Handlers are thin: parse, send one message, map the reply.
+//! Every route is served at the root (the seed's paths) and under `/api/v1`.
+
+pub mod auth;
+pub mod error;
+pub mod jobs;
+pub mod nodes;
+pub mod ops;
+
+use crate::actors::MasterHandles;
+use crate::actors::messages::{MetricEvent, MetricRecorded};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, web};
+use std::time::Instant;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub h: MasterHandles,
+    pub default_max_retries: i32,
+    pub reject_unplaceable: bool,
+}
+
+fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    let na = || web::route().to(error::method_not_allowed);
+    cfg.service(web::resource("/nodes/register").route(web::post().to(nodes::register_node)).default_service(na()))
+        .service(web::resource("/nodes").route(web::get().to(nodes::list_nodes)).default_service(na()))
+        .service(
+            web::resource("/nodes/{id}")
+                .route(web::get().to(nodes::get_node))
+                .route(web::delete().to(nodes::remove_node))
+                .default_service(na()),
+        )
+        .service(web::resource("/nodes/{id}/heartbeat").route(web::post().to(nodes::heartbeat)).default_service(na()))
+        .service(web::resource("/nodes/{id}/drain").route(web::post().to(nodes::drain_node)).default_service(na()))
+        .service(web::resource("/nodes/{id}/undrain").route(web::post().to(nodes::undrain_node)).default_service(na()))
+        .service(web::resource("/nodes/{id}/control").route(web::get().to(nodes::poll_control)).default_service(na()))
+        .service(web::resource("/jobs/next").route(web::get().to(jobs::next_job)).default_service(na()))
+        .service(
+            web::resource("/jobs")
+                .route(web::post().to(jobs::submit_job))
+                .route(web::get().to(jobs::list_jobs))
+                .default_service(na()),
+        )
+        .service(web::resource("/jobs/{id}").route(web::get().to(jobs::get_job)).default_service(na()))
+        .service(web::resource("/jobs/{id}/logs").route(web::get().to(jobs::job_logs)).default_service(na()))
+        .service(web::resource("/jobs/{id}/progress").route(web::post().to(jobs::report_progress)).default_service(na()))
+        .service(web::resource("/jobs/{id}/control/ack").route(web::post().to(jobs::ack_control)).default_service(na()))
+        .service(web::resource("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)).default_service(na()))
+        .service(web::resource("/results").route(web::post().to(jobs::post_result)).default_service(na()))
+        .service(web::resource("/health").route(web::get().to(ops::health)).default_service(na()))
+        .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(na()));
+    if with_metrics {
+        cfg.service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(na()));
+    }
+}
+
+/// The API's routes, at the root and under /api/v1.
+pub fn configure(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    cfg.service(web::scope("/api/v1").configure(|c| routes(c, with_metrics)));
+    routes(cfg, with_metrics);
+}
+
+/// Count and time every request by route template (never the raw path).
+pub async fn record_http(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = auth::route_template(&req).unwrap_or_else(|| "unmatched".into());
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.h.metrics.clone());
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    if let Some(m) = metrics {
+        let method = if route == "unmatched" { "OTHER".to_string() } else { method };
+        m.do_send(MetricRecorded(MetricEvent::HttpServed { method, route, status, seconds: started.elapsed().as_secs_f64() }));
+    }
+    res
+}
+
+/// The API app; `serve_metrics` adds `/metrics` (when there is no separate listener).
+pub fn build_app(
+    state: web::Data<AppState>,
+    keys: web::Data<auth::ApiKeys>,
+    serve_metrics: bool,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+        App::new()
+            .app_data(state.clone())
+            .app_data(keys.clone())
+            .app_data(error::json_config())
+            .app_data(error::query_config())
+            .app_data(error::payload_config())
+            .wrap(from_fn(auth::require_key))
+            .wrap(from_fn(record_http))
+            .configure(|c| configure(c, serve_metrics))
+            .default_service(web::route().to(error::route_not_found))
+}
+
+/// The separate metrics listener (`--metrics-port`): `/metrics` and `/health`, no auth.
+pub fn metrics_app(state: web::Data<AppState>) -> App<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .route("/metrics", web::get().to(ops::metrics))
+        .route("/health", web::get().to(ops::health))
+        .default_service(web::route().to(error::route_not_found))
+}

@@ -1,0 +1,14 @@
+//! ffrtmp: a distributed FFmpeg/RTMP transcoding farm.
+//!
+//! One binary with three roles: `master` (actors + REST API + database), `worker`
+//! (runs ffmpeg on a transcoding machine) and client commands (`jobs …`, `nodes …`).
+//! Layers: `http` → `actors` → pure `domain` logic + `db`. `domain` imports neither
+//! actix nor diesel; `worker` shares only `domain` and `wire` with the master.
+
+pub mod actors;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod master;
+pub mod wire;

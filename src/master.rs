@@ -1,0 +1,239 @@
+//! `ffrtmp master`: open the database, start the actors, serve the API.
+
+use crate::actors::job::JobPolicy;
+use crate::actors::{self, ActorConfig, MasterHandles};
+use crate::db::{self, Synchronous};
+use crate::http::{self, AppState, auth::{ApiKeys, Role}};
+use actix_web::{HttpServer, web};
+use clap::Args;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct MasterArgs {
+    /// Address to listen on. A non-loopback address needs an API key (or --insecure-no-auth).
+    #[arg(long, env = "FFRTMP_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// API port (0 = any free port; the chosen one is printed).
+    #[arg(long, env = "FFRTMP_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Port of the separate /metrics listener; 0 serves /metrics on the API port instead.
+    #[arg(long, env = "FFRTMP_METRICS_PORT", default_value_t = 9090)]
+    pub metrics_port: u16,
+    /// SQLite database file (the embedded default).
+    #[arg(long, env = "FFRTMP_DB", default_value = "ffrtmp.db")]
+    pub db: PathBuf,
+    /// Database URL: sqlite://PATH (PostgreSQL support is not built yet).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// SQLite durability: full fsyncs the WAL at every (group) commit; normal survives a master crash only.
+    #[arg(long, env = "FFRTMP_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    pub sqlite_synchronous: Synchronous,
+    /// Admin API key (also MASTER_API_KEY or FFMPEG_RTMP_API_KEY). Repeat for several.
+    #[arg(long = "api-key", env = "MASTER_API_KEY")]
+    pub api_keys: Vec<String>,
+    /// API key with the worker role (register, heartbeat, next, progress, results).
+    #[arg(long = "worker-api-key", env = "FFRTMP_WORKER_API_KEY")]
+    pub worker_keys: Vec<String>,
+    /// API key with the read-only role (GET routes).
+    #[arg(long = "read-api-key", env = "FFRTMP_READ_API_KEY")]
+    pub read_keys: Vec<String>,
+    /// Allow binding a non-loopback address with no API key.
+    #[arg(long, env = "FFRTMP_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve HTTPS (rustls) with --cert and --key.
+    #[arg(long, env = "FFRTMP_TLS", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub tls: bool,
+    #[arg(long, env = "FFRTMP_CERT")]
+    pub cert: Option<PathBuf>,
+    #[arg(long, env = "FFRTMP_KEY")]
+    pub key: Option<PathBuf>,
+    /// Automatic retries per job when the job does not say.
+    #[arg(long, env = "FFRTMP_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: i32,
+    /// First retry backoff in milliseconds (doubles each retry, ±25 % jitter, capped at 5 min).
+    #[arg(long, env = "FFRTMP_RETRY_BACKOFF_MS", default_value_t = 2000)]
+    pub retry_backoff_ms: u64,
+    /// Seconds between worker heartbeats; 3 missed = node lost.
+    #[arg(long, env = "FFRTMP_HEARTBEAT_INTERVAL", default_value_t = 5.0)]
+    pub heartbeat_interval: f64,
+    /// Seconds of waiting that raise a queued job one level (0 = no aging).
+    #[arg(long, env = "FFRTMP_AGING_SECONDS", default_value_t = 120)]
+    pub aging_seconds: u64,
+    /// Reject at submission a job that no registered node could ever run (else it stays queued with a reason).
+    #[arg(long, env = "FFRTMP_REJECT_UNPLACEABLE")]
+    pub reject_unplaceable: bool,
+    /// Delete finished jobs older than this many days (0 = keep forever).
+    #[arg(long, env = "FFRTMP_RETENTION_DAYS", default_value_t = 7)]
+    pub retention_days: u64,
+    /// Seconds a job may go unlisted in its worker's heartbeats after placement before its lease is revoked.
+    #[arg(long, env = "FFRTMP_UNREPORTED_GRACE", default_value_t = 10.0)]
+    pub unreported_grace: f64,
+    /// HTTP worker threads (default: number of CPUs).
+    #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+}
+
+impl MasterArgs {
+    fn keys(&self) -> ApiKeys {
+        let fallback = std::env::var("FFMPEG_RTMP_API_KEY").ok().filter(|k| !k.is_empty());
+        let mut keys: Vec<(String, Role)> = Vec::new();
+        let admins: Vec<String> = if self.api_keys.is_empty() { fallback.into_iter().collect() } else { self.api_keys.clone() };
+        keys.extend(admins.into_iter().filter(|k| !k.is_empty()).map(|k| (k, Role::Admin)));
+        keys.extend(self.worker_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::Worker)));
+        keys.extend(self.read_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::ReadOnly)));
+        ApiKeys { keys }
+    }
+
+    fn db_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.database_url {
+            None => Ok(self.db.clone()),
+            Some(u) if u.starts_with("sqlite://") => Ok(PathBuf::from(u.trim_start_matches("sqlite://"))),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                anyhow::bail!("--database-url {u}: PostgreSQL is not supported by this build yet; use sqlite://PATH or --db PATH")
+            }
+            Some(u) => anyhow::bail!("--database-url '{u}' has an unknown scheme; use sqlite://PATH"),
+        }
+    }
+}
+
+/// A master that is up: its handles and the addresses it listens on.
+pub struct RunningMaster {
+    pub handles: MasterHandles,
+    pub api_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub tls: bool,
+    servers: Vec<actix_web::dev::ServerHandle>,
+}
+
+impl RunningMaster {
+    pub fn api_url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.api_addr)
+    }
+    pub fn metrics_url(&self) -> String {
+        match self.metrics_addr {
+            Some(a) => format!("http://{a}/metrics"),
+            None => format!("{}/metrics", self.api_url()),
+        }
+    }
+    pub async fn stop(&self) {
+        for s in &self.servers {
+            s.stop(true).await;
+        }
+    }
+}
+
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| anyhow::anyhow!("cannot read certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("bad certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("cannot read key {}: {e}", key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?)
+}
+
+/// Start the master inside the current actix System and return once it listens.
+pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
+    let keys = args.keys();
+    if !args.bind.is_loopback() && !keys.enabled() && !args.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to listen on {} without an API key: pass --api-key (or MASTER_API_KEY), or --insecure-no-auth if that is intended",
+            args.bind
+        );
+    }
+    if !(0.05..=3600.0).contains(&args.heartbeat_interval) {
+        anyhow::bail!("--heartbeat-interval must be between 0.05 and 3600 seconds");
+    }
+    let path = args.db_path()?;
+    let pool = db::open_sqlite(&path, args.sqlite_synchronous, 8)?;
+    let cfg = ActorConfig {
+        heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
+        aging_step: Duration::from_secs(args.aging_seconds),
+        policy: JobPolicy {
+            retry_base: Duration::from_millis(args.retry_backoff_ms),
+            unreported_grace: Duration::from_secs_f64(args.unreported_grace.max(0.0)),
+            ..JobPolicy::default()
+        },
+    };
+    let handles = actors::start(pool, cfg).await?;
+    if args.retention_days > 0 {
+        actix_rt::spawn(actors::run_retention(
+            handles.clone(),
+            Duration::from_secs(args.retention_days * 86_400),
+            Duration::from_secs(3600),
+        ));
+    }
+    let state = web::Data::new(AppState {
+        h: handles.clone(),
+        default_max_retries: args.max_retries.clamp(0, 100),
+        reject_unplaceable: args.reject_unplaceable,
+    });
+    let keys = web::Data::new(keys);
+    let separate_metrics = args.metrics_port != 0;
+    let mut server = HttpServer::new({
+        let (state, keys) = (state.clone(), keys.clone());
+        move || http::build_app(state.clone(), keys.clone(), !separate_metrics)
+    })
+        .shutdown_timeout(30)
+        .client_request_timeout(Duration::from_secs(30))
+        .keep_alive(Duration::from_secs(120));
+    if let Some(w) = args.http_workers {
+        server = server.workers(w.max(1));
+    }
+    let addr = SocketAddr::new(args.bind, args.port);
+    let server = if args.tls {
+        let (Some(cert), Some(key)) = (&args.cert, &args.key) else {
+            anyhow::bail!("--tls needs --cert and --key (PEM files)");
+        };
+        server.bind_rustls_0_23(addr, tls_config(cert, key)?)
+    } else {
+        server.bind(addr)
+    }
+    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let api_addr = *server.addrs().first().ok_or_else(|| anyhow::anyhow!("no listening address"))?;
+    let api = server.run();
+    let mut servers = vec![api.handle()];
+    actix_rt::spawn(api);
+    let mut metrics_addr = None;
+    if separate_metrics {
+        let st = state.clone();
+        let m = HttpServer::new(move || http::metrics_app(st.clone()))
+            .workers(1)
+            .bind(SocketAddr::new(args.bind, args.metrics_port))
+            .map_err(|e| anyhow::anyhow!("cannot listen on metrics port {}: {e}", args.metrics_port))?;
+        metrics_addr = m.addrs().first().copied();
+        let m = m.run();
+        servers.push(m.handle());
+        actix_rt::spawn(m);
+    }
+    Ok(RunningMaster { handles, api_addr, metrics_addr, tls: args.tls, servers })
+}
+
+/// Run the master until SIGINT/SIGTERM.
+pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    let running = start(&args).await?;
+    println!("ffrtmp master listening on {} (metrics: {})", running.api_url(), running.metrics_url());
+    std::io::stdout().flush().ok();
+    wait_for_shutdown_signal().await;
+    log::info!("shutting down: finishing in-flight requests");
+    running.stop().await;
+    Ok(())
+}
+
+pub async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

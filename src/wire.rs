@@ -1,0 +1,410 @@
+//! JSON bodies of the REST API, shared by the master, the worker and the CLI.
+//!
+//! Field names are the seed system's where it had them, so its clients keep working;
+//! absent optional values are omitted rather than sent as null.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub sequence_number: i64,
+    pub scenario: String,
+    pub confidence: String,
+    pub engine: String,
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    /// pending, queued, assigned, processing, paused, completed, failed, canceled,
+    /// retrying, rejected or timed_out.
+    pub status: String,
+    pub queue: String,
+    pub priority: String,
+    /// Whole percent 0–100 (seed clients read an integer).
+    pub progress: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_detail: Option<ProgressDetail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Lease generation: 0 before the first placement, +1 at each placement.
+    pub attempt: i32,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    pub retry_count: i32,
+    pub max_retries: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qoe_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efficiency_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_joules: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmaf_score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<Map<String, Value>>,
+    /// Why a runnable job is still waiting (e.g. no node has the encoder it needs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_transitions: Option<Vec<StateTransition>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct StateTransition {
+    pub from: String,
+    pub to: String,
+    pub timestamp: String,
+    pub reason: String,
+}
+
+/// Live encode figures from the worker's ffmpeg `-progress` stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ProgressDetail {
+    pub percent: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_time_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+}
+
+/// `POST /jobs`. Unknown fields are ignored, as in the seed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SubmitJobRequest {
+    #[serde(default)]
+    pub scenario: Option<String>,
+    #[serde(default)]
+    pub confidence: Option<String>,
+    /// auto (default), ffmpeg or gstreamer.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// Accepted for seed compatibility and not stored.
+    #[serde(default)]
+    pub classification: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Map<String, Value>>,
+    /// live, default (default) or batch.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// high, medium (default) or low.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// Automatic retries after the first attempt (default: the master's --max-retries).
+    #[serde(default)]
+    pub max_retries: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub count: usize,
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` to get the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NextJobResponse {
+    pub job: Option<Job>,
+}
+
+/// Reply to pause/resume/cancel/retry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ControlResponse {
+    pub job_id: String,
+    /// paused, resumed, canceled or queued (the seed's words).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_count: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobLogs {
+    pub job_id: String,
+    pub logs: String,
+}
+
+/// A GPU as a worker reports it (NVML figures; absent ones omitted).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    #[serde(default)]
+    pub memory_total_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_celsius: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_watts: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy_joules_total: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_sessions: Option<u32>,
+}
+
+/// `POST /nodes/register`: the seed's fields plus what our worker probes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct NodeRegistration {
+    /// Stable id kept by the worker in its work dir. Absent (seed agents): the node
+    /// is keyed by `address`.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default, rename = "type")]
+    pub node_type: Option<String>,
+    #[serde(default)]
+    pub cpu_threads: u32,
+    #[serde(default)]
+    pub cpu_model: String,
+    #[serde(default)]
+    pub cpu_load_percent: Option<f64>,
+    #[serde(default)]
+    pub has_gpu: bool,
+    #[serde(default)]
+    pub gpu_type: Option<String>,
+    #[serde(default)]
+    pub gpu_capabilities: Vec<String>,
+    #[serde(default)]
+    pub ram_total_bytes: u64,
+    #[serde(default)]
+    pub ram_free_bytes: Option<u64>,
+    #[serde(default)]
+    pub labels: Map<String, Value>,
+    #[serde(default)]
+    pub max_concurrent_jobs: Option<u32>,
+    /// Encoders whose probe encode succeeded. Absent: not probed (seed agent).
+    #[serde(default)]
+    pub encoders: Option<Vec<String>>,
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+    #[serde(default)]
+    pub ffmpeg_version: Option<String>,
+    #[serde(default)]
+    pub gstreamer_version: Option<String>,
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+}
+
+/// A node as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    #[serde(rename = "type")]
+    pub node_type: String,
+    pub cpu_threads: u32,
+    pub cpu_model: String,
+    pub cpu_load_percent: f64,
+    pub has_gpu: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_type: Option<String>,
+    #[serde(default)]
+    pub gpu_capabilities: Vec<String>,
+    pub ram_total_bytes: u64,
+    pub ram_free_bytes: u64,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub labels: Map<String, Value>,
+    /// available, busy, draining or offline.
+    pub status: String,
+    pub last_heartbeat: String,
+    pub registered_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_job_id: Option<String>,
+    #[serde(default)]
+    pub running_jobs: Vec<String>,
+    pub max_concurrent_jobs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoders: Option<Vec<String>>,
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ffmpeg_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gstreamer_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    pub count: usize,
+    pub nodes: Vec<Node>,
+}
+
+/// A job a worker says it is running, in a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct RunningJob {
+    pub job_id: String,
+    pub attempt: i32,
+}
+
+/// `POST /nodes/{id}/heartbeat`. The body is optional (seed agents send none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    #[serde(default)]
+    pub cpu_load_percent: Option<f64>,
+    #[serde(default)]
+    pub ram_free_bytes: Option<u64>,
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    #[serde(default)]
+    pub gpus: Option<Vec<GpuInfo>>,
+    /// The jobs the worker runs now; absent = not reported (no lease check).
+    #[serde(default)]
+    pub running_jobs: Option<Vec<RunningJob>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatResponse {
+    pub node_id: String,
+    /// Send the next heartbeat within this many seconds; 3 missed = node lost.
+    pub heartbeat_interval_seconds: f64,
+    pub draining: bool,
+    /// Reported jobs whose lease this node no longer holds: kill them, discard output.
+    #[serde(default)]
+    pub stale_jobs: Vec<RunningJob>,
+}
+
+/// `POST /jobs/{id}/progress` (worker).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ProgressReport {
+    pub node_id: String,
+    #[serde(default)]
+    pub attempt: Option<i32>,
+    #[serde(flatten)]
+    pub detail: ProgressDetail,
+}
+
+/// What the master wants the worker to do with a job's process.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    Run,
+    Pause,
+    Resume,
+    Cancel,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProgressResponse {
+    /// run (keep going), pause, resume or cancel.
+    pub control: ControlAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ControlCommand {
+    pub job_id: String,
+    pub attempt: i32,
+    pub action: ControlAction,
+}
+
+/// `GET /nodes/{id}/control` long-poll reply.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ControlCommands {
+    pub commands: Vec<ControlCommand>,
+}
+
+/// `POST /jobs/{id}/control/ack`: the worker applied a control action.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ControlAck {
+    pub node_id: String,
+    pub attempt: i32,
+    pub action: ControlAction,
+}
+
+/// `POST /results`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct JobResult {
+    pub job_id: String,
+    pub node_id: String,
+    #[serde(default)]
+    pub attempt: Option<i32>,
+    /// completed, failed or canceled.
+    pub status: String,
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<Map<String, Value>>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub analyzer_output: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+    /// false: a permanent error (bad input, unknown encoder); never retried.
+    #[serde(default)]
+    pub retryable: Option<bool>,
+    #[serde(default)]
+    pub logs: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default)]
+    pub qoe_score: Option<f64>,
+    #[serde(default)]
+    pub efficiency_score: Option<f64>,
+    #[serde(default)]
+    pub energy_joules: Option<f64>,
+    #[serde(default)]
+    pub vmaf_score: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultResponse {
+    /// success, or retrying when a failed attempt was queued again.
+    pub status: String,
+    pub job_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i32>,
+}
+
+/// Every error body: a stable snake_case code and a sentence.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+/// RFC 3339 with microseconds and `Z`, from stored microseconds.
+pub fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
