@@ -1,1 +1,5 @@
+//! The one integration-test binary: real ffrtmp processes, real SQLite files, real
+//! ffmpeg where a test needs it.
 
+mod harness;
+mod master_api;

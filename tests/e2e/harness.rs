@@ -1,0 +1,207 @@
+//! Test harness: real `ffrtmp` processes on temp databases, driven over HTTP.
+//! Every process a test starts is killed by its handle's Drop; no fixed sleeps.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ffrtmp");
+
+/// Poll `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+pub struct TestMaster {
+    pub child: Option<Child>,
+    pub url: String,
+    pub dir: PathBuf,
+    pub args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestMaster {
+    /// Start a master on a fresh temp database with extra flags.
+    pub fn start(extra: &[&str]) -> TestMaster {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut m = TestMaster { child: None, url: String::new(), dir, args: extra.iter().map(|s| s.to_string()).collect(), _tmp: Some(tmp) };
+        m.spawn();
+        m
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("master.db")
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["master", "--port", "0", "--metrics-port", "0", "--db"])
+            .arg(self.db_path())
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .env_remove("MASTER_API_KEY")
+            .env_remove("FFMPEG_RTMP_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("start master");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on ") {
+                    let url = line[i + 13..].split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        self.url = rx.recv_timeout(Duration::from_secs(30)).expect("master printed its address");
+        self.child = Some(child);
+    }
+
+    /// kill -9 and start again on the same database.
+    pub fn crash_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        Api { base: self.url.clone(), key: None }
+    }
+}
+
+impl Drop for TestMaster {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A tiny blocking HTTP client returning (status, JSON).
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: Option<String>,
+}
+
+impl Api {
+    pub fn with_key(&self, key: &str) -> Api {
+        Api { base: self.base.clone(), key: Some(key.to_string()) }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = ureq::request(method, &format!("{}{}", self.base, path)).timeout(Duration::from_secs(90));
+        if let Some(k) = &self.key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        decode(res)
+    }
+
+    pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+        let mut req = ureq::request(method, &format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        decode(req.send_string(body))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body))
+    }
+    pub fn text(&self, path: &str) -> String {
+        ureq::get(&format!("{}{}", self.base, path)).call().unwrap().into_string().unwrap()
+    }
+
+    /// Submit a job and return its id.
+    pub fn submit(&self, body: Value) -> String {
+        let (s, j) = self.post("/jobs", body);
+        assert_eq!(s, 201, "submit: {j}");
+        j["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn job(&self, id: &str) -> Value {
+        let (s, j) = self.get(&format!("/jobs/{id}"));
+        assert_eq!(s, 200, "get job {id}: {j}");
+        j
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.job(id)["status"].as_str().unwrap().to_string()
+    }
+
+    pub fn register(&self, node_id: &str, body: Value) -> Value {
+        let mut b = body;
+        b["node_id"] = Value::String(node_id.into());
+        if b.get("address").is_none() {
+            b["address"] = Value::String(format!("{node_id}.test"));
+        }
+        let (s, j) = self.post("/nodes/register", b);
+        assert!(s == 201 || s == 200, "register: {s} {j}");
+        j
+    }
+
+    /// Claim one job for a node (long-polling up to `wait` seconds); None if nothing came.
+    pub fn claim(&self, node_id: &str, wait: f64) -> Option<Value> {
+        let (s, j) = self.get(&format!("/jobs/next?node_id={node_id}&wait={wait}"));
+        assert_eq!(s, 200, "claim: {j}");
+        (!j["job"].is_null()).then(|| j["job"].clone())
+    }
+
+    pub fn result(&self, job: &Value, node_id: &str, status: &str, extra: Value) -> (u16, Value) {
+        let mut b = serde_json::json!({"job_id": job["id"], "node_id": node_id, "attempt": job["attempt"], "status": status});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                b[k] = v;
+            }
+        }
+        self.post("/results", b)
+    }
+
+    pub fn metric(&self, name_and_labels: &str) -> f64 {
+        let text = self.text("/metrics");
+        text.lines()
+            .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name_and_labels} not found"))
+    }
+}
+
+fn decode(res: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A path that exists for the life of the test.
+pub fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
