@@ -12,3 +12,4 @@ pub mod error;
 pub mod http;
 pub mod master;
 pub mod wire;
+pub mod worker;

@@ -1,5 +1,6 @@
 use clap::{Parser, Subcommand};
 use ffrtmp::master::MasterArgs;
+use ffrtmp::worker::WorkerArgs;
 
 /// ffrtmp: distributed FFmpeg/RTMP transcoding farm.
 #[derive(Debug, Parser)]
@@ -13,6 +14,8 @@ struct Cli {
 enum Command {
     /// Run the master: scheduler, database and REST API.
     Master(MasterArgs),
+    /// Run a worker: probe this machine, register, run jobs with ffmpeg.
+    Worker(WorkerArgs),
 }
 
 fn main() {
@@ -20,6 +23,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Master(args) => actix_web::rt::System::new().block_on(ffrtmp::master::run(args)),
+        Command::Worker(args) => actix_web::rt::System::new().block_on(ffrtmp::worker::run(args)),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,6 +1,8 @@
 //! Pure logic: no actix, no IO. Tested table-driven in milliseconds.
 
+pub mod argv;
 pub mod params;
 pub mod placement;
+pub mod progress;
 pub mod queue;
 pub mod state;

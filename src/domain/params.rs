@@ -42,7 +42,7 @@ const KEYS: &[&str] = &[
     "codec", "hwaccel", "threads", "duration", "duration_seconds", "bitrate", "preset", "input",
     "output", "output_mode", "rtmp_url", "stream_key", "resolution", "fps", "resolution_width",
     "resolution_height", "frame_rate", "engine", "resource_limits", "gpu", "timeout_seconds",
-    "qoe", "gpu_memory_mb",
+    "qoe", "gpu_memory_mb", "realtime",
 ];
 
 const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb", "timeout_sec"];
@@ -106,6 +106,8 @@ pub struct JobSpec {
     pub timeout_seconds: Option<u64>,
     pub max_memory_mb: Option<u64>,
     pub qoe: bool,
+    /// Read the input at its native rate (`-re`), as a live source would arrive.
+    pub realtime: bool,
     pub engine: Engine,
 }
 
@@ -360,9 +362,10 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         None | Some(Value::Null) => false,
         Some(v) => as_bool("qoe", v)?,
     };
-    if output_mode == OutputMode::Rtmp && rtmp_url.is_none() && stream_key.is_none() {
-        // The worker falls back to the master's RTMP base with the job id as key.
-    }
+    let realtime = match params.get("realtime") {
+        None | Some(Value::Null) => false,
+        Some(v) => as_bool("realtime", v)?,
+    };
     Ok(JobSpec {
         encoders,
         bitrate_kbps,
@@ -382,6 +385,7 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         timeout_seconds,
         max_memory_mb,
         qoe,
+        realtime,
         engine,
     })
 }

@@ -1,0 +1,258 @@
+//! The argv of an encode, built as data from a validated [`JobSpec`]. Never a shell:
+//! every value below came through the allow-list in `params`.
+
+use super::params::JobSpec;
+use std::path::{Path, PathBuf};
+
+/// Where the input comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSource {
+    /// `testsrc2` video + `sine` audio of the job's size, rate and duration.
+    Synthetic,
+    File(PathBuf),
+}
+
+/// Where the output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputTarget {
+    File(PathBuf),
+    Rtmp(String),
+}
+
+pub const DEFAULT_RESOLUTION: (u32, u32) = (1280, 720);
+pub const DEFAULT_FPS: u32 = 30;
+pub const DEFAULT_DURATION: f64 = 10.0;
+
+/// The output file name when the job does not give one.
+pub fn default_output_name(encoder: &str) -> &'static str {
+    if encoder == "libvpx-vp9" { "output.webm" } else { "output.mp4" }
+}
+
+/// Where an RTMP job streams: its `rtmp_url` (+ `stream_key`), else `base/<key or job id>`.
+pub fn rtmp_target(spec: &JobSpec, base: &str, job_id: &str) -> String {
+    let key = spec.stream_key.clone().unwrap_or_else(|| job_id.to_string());
+    match &spec.rtmp_url {
+        Some(u) if spec.stream_key.is_some() => format!("{}/{}", u.trim_end_matches('/'), key),
+        Some(u) => u.clone(),
+        None => format!("{}/{}", base.trim_end_matches('/'), key),
+    }
+}
+
+fn preset_args(encoder: &str, preset: Option<&str>) -> Vec<String> {
+    let Some(p) = preset else {
+        return match encoder {
+            "libx264" | "libx265" => vec!["-preset".into(), "veryfast".into()],
+            "libvpx-vp9" => vec!["-deadline".into(), "realtime".into(), "-cpu-used".into(), "8".into()],
+            "libsvtav1" => vec!["-preset".into(), "10".into()],
+            "libaom-av1" => vec!["-cpu-used".into(), "8".into()],
+            _ => vec![],
+        };
+    };
+    let speed_rank = |p: &str| -> u32 {
+        match p {
+            "ultrafast" | "p1" | "hp" | "ll" => 9,
+            "superfast" | "p2" => 8,
+            "veryfast" | "p3" => 7,
+            "faster" => 6,
+            "fast" | "p4" | "llhq" => 5,
+            "medium" | "default" => 4,
+            "slow" | "p5" | "hq" => 3,
+            "slower" | "p6" => 2,
+            _ => 1,
+        }
+    };
+    let r = speed_rank(p);
+    match encoder {
+        "libx264" | "libx265" => {
+            let name = if p.starts_with('p') || matches!(p, "hq" | "ll" | "llhq" | "hp" | "default") {
+                ["veryslow", "slower", "slow", "medium", "fast", "faster", "veryfast", "superfast", "ultrafast"][(r - 1) as usize]
+            } else {
+                p
+            };
+            vec!["-preset".into(), name.into()]
+        }
+        e if e.ends_with("_nvenc") => {
+            let name = if p.starts_with('p') && p.len() == 2 { p.to_string() } else { format!("p{}", (8u32.saturating_sub(r)).clamp(1, 7)) };
+            vec!["-preset".into(), name]
+        }
+        "libvpx-vp9" => {
+            let deadline = if r >= 7 { "realtime" } else { "good" };
+            vec!["-deadline".into(), deadline.into(), "-cpu-used".into(), r.min(8).to_string()]
+        }
+        "libsvtav1" => vec!["-preset".into(), (r + 3).min(13).to_string()],
+        "libaom-av1" => vec!["-cpu-used".into(), r.min(8).to_string()],
+        _ => vec![],
+    }
+}
+
+/// The full ffmpeg argv (without the program name). `encoder` is the one chosen from
+/// `spec.encoders` for this node; progress goes to stdout (`-progress pipe:1`).
+pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &OutputTarget) -> Vec<String> {
+    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let live = matches!(output, OutputTarget::Rtmp(_)) || spec.realtime;
+    let duration = spec.duration_seconds;
+    if let Some(h) = spec.hwaccel {
+        a.extend(["-hwaccel".into(), h.to_string()]);
+    }
+    match input {
+        InputSource::Synthetic => {
+            let (w, h) = spec.resolution.unwrap_or(DEFAULT_RESOLUTION);
+            let fps = spec.fps.unwrap_or(DEFAULT_FPS);
+            let d = duration.unwrap_or(DEFAULT_DURATION);
+            if live {
+                a.push("-re".into());
+            }
+            a.extend(["-f".into(), "lavfi".into(), "-i".into(), format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}")]);
+            if live {
+                a.push("-re".into());
+            }
+            a.extend(["-f".into(), "lavfi".into(), "-i".into(), format!("sine=frequency=440:sample_rate=48000:duration={d}")]);
+        }
+        InputSource::File(p) => {
+            if live {
+                a.push("-re".into());
+            }
+            a.extend(["-i".into(), p.to_string_lossy().into_owned()]);
+        }
+    }
+    a.extend(["-map".into(), "0:v:0".into()]);
+    a.extend(["-map".into(), if matches!(input, InputSource::Synthetic) { "1:a:0" } else { "0:a:0?" }.into()]);
+    a.extend(["-c:v".into(), encoder.to_string()]);
+    a.extend(preset_args(encoder, spec.preset));
+    if let Some(k) = spec.bitrate_kbps {
+        a.extend(["-b:v".into(), format!("{k}k"), "-maxrate".into(), format!("{k}k"), "-bufsize".into(), format!("{}k", k * 2)]);
+    }
+    if let (Some((w, h)), InputSource::File(_)) = (spec.resolution, input) {
+        a.extend(["-vf".into(), format!("scale={w}:{h}")]);
+    }
+    if let (Some(f), InputSource::File(_)) = (spec.fps, input) {
+        a.extend(["-r".into(), f.to_string()]);
+    }
+    if let Some(t) = spec.threads {
+        a.extend(["-threads".into(), t.to_string()]);
+    }
+    if let Some(g) = spec.gpu_index.filter(|_| encoder.ends_with("_nvenc")) {
+        a.extend(["-gpu".into(), g.to_string()]);
+    }
+    if !encoder.ends_with("_vaapi") && !encoder.ends_with("_qsv") {
+        a.extend(["-pix_fmt".into(), "yuv420p".into()]);
+    }
+    let webm = matches!(output, OutputTarget::File(p) if p.extension().is_some_and(|e| e == "webm"));
+    a.extend(["-c:a".into(), if webm { "libopus" } else { "aac" }.into(), "-b:a".into(), "128k".into()]);
+    if let (Some(d), InputSource::File(_)) = (duration, input) {
+        a.extend(["-t".into(), d.to_string()]);
+    }
+    a.push("-shortest".into());
+    match output {
+        OutputTarget::File(p) => {
+            a.push("-y".into());
+            a.push(p.to_string_lossy().into_owned());
+        }
+        OutputTarget::Rtmp(u) => {
+            a.extend(["-f".into(), "flv".into(), u.clone()]);
+        }
+    }
+    a
+}
+
+/// A `gst-launch-1.0` argv for the synthetic source (the GStreamer engine covers the
+/// live/test-pattern case; file inputs go through ffmpeg).
+pub fn gstreamer_argv(spec: &JobSpec, output: &OutputTarget) -> Vec<String> {
+    let (w, h) = spec.resolution.unwrap_or(DEFAULT_RESOLUTION);
+    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
+    let frames = (spec.duration_seconds.unwrap_or(DEFAULT_DURATION) * fps as f64).round().max(1.0) as u64;
+    let kbps = spec.bitrate_kbps.unwrap_or(2000);
+    let mut a: Vec<String> = vec!["-q".into(), "-e".into(), "videotestsrc".into(), format!("num-buffers={frames}")];
+    if matches!(output, OutputTarget::Rtmp(_)) {
+        a.push("is-live=true".into());
+    }
+    a.extend(["!".into(), format!("video/x-raw,width={w},height={h},framerate={fps}/1"), "!".into(), "videoconvert".into(), "!".into()]);
+    a.extend(["x264enc".into(), format!("bitrate={kbps}"), "speed-preset=veryfast".into(), "tune=zerolatency".into(), "!".into(), "h264parse".into(), "!".into()]);
+    match output {
+        OutputTarget::File(p) => a.extend(["mp4mux".into(), "!".into(), "filesink".into(), format!("location={}", p.display())]),
+        OutputTarget::Rtmp(u) => a.extend(["flvmux".into(), "streamable=true".into(), "!".into(), "rtmpsink".into(), format!("location={u}")]),
+    }
+    a
+}
+
+/// Resolve a job's input path against the allowed roots: it must exist and, after
+/// following links, lie inside one of them.
+pub fn resolve_input(path: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    let p = Path::new(path);
+    let candidates: Vec<PathBuf> = if p.is_absolute() { vec![p.to_path_buf()] } else { roots.iter().map(|r| r.join(p)).collect() };
+    for c in candidates {
+        let Ok(real) = c.canonicalize() else { continue };
+        for r in roots {
+            if let Ok(root) = r.canonicalize() {
+                if real.starts_with(&root) && real.is_file() {
+                    return Ok(real);
+                }
+            }
+        }
+    }
+    Err(format!("input '{path}' is not a file under the worker's input roots"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::params::parse_job_spec;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> JobSpec {
+        parse_job_spec(v.as_object().unwrap(), "auto").unwrap()
+    }
+
+    #[test]
+    fn synthetic_h264_file() {
+        let s = spec(json!({"codec": "h264", "resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "500k", "preset": "ultrafast"}));
+        let a = ffmpeg_argv(&s, "libx264", &InputSource::Synthetic, &OutputTarget::File("/w/out.mp4".into()));
+        let joined = a.join(" ");
+        assert!(joined.contains("-f lavfi -i testsrc2=size=160x90:rate=15:duration=2"), "{joined}");
+        assert!(joined.contains("-c:v libx264 -preset ultrafast -b:v 500k"));
+        assert!(joined.contains("-progress pipe:1"));
+        assert!(joined.starts_with("-hide_banner -nostdin"));
+        assert_eq!(a.last().unwrap(), "/w/out.mp4");
+        assert!(!joined.contains("-re"));
+    }
+
+    #[test]
+    fn vp9_uses_webm_audio_and_vp9_speed() {
+        let s = spec(json!({"codec": "vp9"}));
+        let a = ffmpeg_argv(&s, "libvpx-vp9", &InputSource::Synthetic, &OutputTarget::File("o.webm".into())).join(" ");
+        assert!(a.contains("-c:a libopus") && a.contains("-deadline realtime"), "{a}");
+    }
+
+    #[test]
+    fn rtmp_is_realtime_flv() {
+        let s = spec(json!({"output_mode": "rtmp", "rtmp_url": "rtmp://h/live", "stream_key": "k1"}));
+        let url = rtmp_target(&s, "rtmp://base:1935/live", "job");
+        assert_eq!(url, "rtmp://h/live/k1");
+        let a = ffmpeg_argv(&s, "libx264", &InputSource::Synthetic, &OutputTarget::Rtmp(url)).join(" ");
+        assert!(a.contains("-re -f lavfi") && a.ends_with("-f flv rtmp://h/live/k1"), "{a}");
+        let s2 = spec(json!({"output_mode": "rtmp"}));
+        assert_eq!(rtmp_target(&s2, "rtmp://base:1935/live/", "j1"), "rtmp://base:1935/live/j1");
+    }
+
+    #[test]
+    fn presets_map_per_encoder() {
+        assert_eq!(preset_args("h264_nvenc", Some("fast")), vec!["-preset", "p3"]);
+        assert_eq!(preset_args("libx264", Some("p7")), vec!["-preset", "veryslow"]);
+        assert_eq!(preset_args("libsvtav1", Some("ultrafast")), vec!["-preset", "12"]);
+    }
+
+    #[test]
+    fn inputs_stay_inside_roots() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("a.mp4"), b"x").unwrap();
+        let roots = vec![root.path().to_path_buf()];
+        assert!(resolve_input("a.mp4", &roots).is_ok());
+        assert!(resolve_input(root.path().join("a.mp4").to_str().unwrap(), &roots).is_ok());
+        assert!(resolve_input("/etc/passwd", &roots).is_err());
+        assert!(resolve_input("missing.mp4", &roots).is_err());
+        assert!(resolve_input("a.mp4", &[]).is_err());
+    }
+}

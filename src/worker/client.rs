@@ -1,0 +1,106 @@
+//! The worker's client of the master API (awc; it lives on the worker's actix thread
+//! because `awc::Client` is not `Send`).
+
+use crate::wire::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A failed call: transport (retry later), or the master's status and error body.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("master unreachable: {0}")]
+    Transport(String),
+    #[error("master answered {status}: {code}: {message}")]
+    Status { status: u16, code: String, message: String },
+    #[error("unexpected answer from master: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MasterClient {
+    base: String,
+    key: Option<String>,
+    http: awc::Client,
+}
+
+impl MasterClient {
+    pub fn new(base: &str, key: Option<String>) -> Self {
+        let http = awc::Client::builder().timeout(Duration::from_secs(90)).finish();
+        MasterClient { base: base.trim_end_matches('/').to_string(), key, http }
+    }
+
+    fn req(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(k) = &self.key {
+            r = r.insert_header(("Authorization", format!("Bearer {k}")));
+        }
+        r
+    }
+
+    async fn finish<T: DeserializeOwned>(res: Result<awc::ClientResponse<impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin>, awc::error::SendRequestError>) -> Result<T, ClientError> {
+        let mut resp = res.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let body = resp.body().limit(16 << 20).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let err: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+            return Err(ClientError::Status {
+                status,
+                code: err.as_ref().map(|e| e.error.clone()).unwrap_or_default(),
+                message: err.map(|e| e.message).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Self::finish(self.req(awc::http::Method::GET, path).send().await).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        Self::finish(self.req(awc::http::Method::POST, path).send_json(body).await).await
+    }
+
+    pub async fn register(&self, reg: &NodeRegistration) -> Result<Node, ClientError> {
+        self.post("/nodes/register", reg).await
+    }
+
+    pub async fn heartbeat(&self, node_id: &str, hb: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
+        self.post(&format!("/nodes/{node_id}/heartbeat"), hb).await
+    }
+
+    pub async fn next_jobs(&self, node_id: &str, wait: f64, max: u32) -> Result<Vec<Job>, ClientError> {
+        let v: serde_json::Value = self.get(&format!("/jobs/next?node_id={node_id}&wait={wait}&max={max}")).await?;
+        let jobs = v.get("jobs").cloned().unwrap_or_else(|| serde_json::Value::Array(vec![]));
+        serde_json::from_value(jobs).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn control(&self, node_id: &str, wait: f64) -> Result<ControlCommands, ClientError> {
+        self.get(&format!("/nodes/{node_id}/control?wait={wait}")).await
+    }
+
+    pub async fn progress(&self, job_id: &str, report: &ProgressReport) -> Result<ProgressResponse, ClientError> {
+        self.post(&format!("/jobs/{job_id}/progress"), report).await
+    }
+
+    pub async fn ack(&self, job_id: &str, ack: &ControlAck) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/jobs/{job_id}/control/ack"), ack).await
+    }
+
+    pub async fn result(&self, r: &JobResult) -> Result<ResultResponse, ClientError> {
+        self.post("/results", r).await
+    }
+
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.get("/health").await
+    }
+}

@@ -1,0 +1,365 @@
+//! `ffrtmp worker`: the agent on every transcoding machine.
+//!
+//! It keeps a stable node id in its work dir, probes what the machine can really do,
+//! registers, heartbeats at the interval the master asks for (with load, RAM, GPU
+//! figures and the jobs it runs), long-polls for work up to its free slots, long-polls
+//! for control commands, and runs each job through [`executor`]. Everything runs on
+//! one actix thread (the HTTP client is not `Send`); shared state is single-threaded.
+
+pub mod client;
+pub mod executor;
+pub mod hardware;
+pub mod metrics;
+pub mod probe;
+pub mod process;
+pub mod qoe;
+
+use crate::wire::*;
+use clap::Args;
+use client::{ClientError, MasterClient};
+use executor::JobCommand;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Master URL.
+    #[arg(long, env = "FFRTMP_MASTER", default_value = "http://127.0.0.1:8080")]
+    pub master: String,
+    /// API key (worker or admin role); also FFMPEG_RTMP_API_KEY.
+    #[arg(long, env = "FFRTMP_API_KEY")]
+    pub api_key: Option<String>,
+    /// Jobs run at once.
+    #[arg(long, env = "FFRTMP_MAX_CONCURRENT_JOBS", default_value_t = 1)]
+    pub max_concurrent_jobs: u32,
+    /// Work dir: node id, attempt dirs, finished outputs.
+    #[arg(long, env = "FFRTMP_WORK_DIR", default_value = "ffrtmp-work")]
+    pub work_dir: PathBuf,
+    /// Port of /metrics, /health, /ready (0 = any free port).
+    #[arg(long, env = "FFRTMP_WORKER_METRICS_PORT", default_value_t = 9091)]
+    pub metrics_port: u16,
+    #[arg(long, env = "FFRTMP_WORKER_METRICS_BIND", default_value = "0.0.0.0")]
+    pub metrics_bind: std::net::IpAddr,
+    /// Node name shown by the master (default: host name).
+    #[arg(long, env = "FFRTMP_NAME")]
+    pub name: Option<String>,
+    /// Directory job inputs may be read from (repeatable). Without one, only the synthetic source is allowed.
+    #[arg(long = "input-root", env = "FFRTMP_INPUT_ROOTS", value_delimiter = ',')]
+    pub input_roots: Vec<PathBuf>,
+    #[arg(long, env = "FFRTMP_FFMPEG", default_value = "ffmpeg")]
+    pub ffmpeg: String,
+    #[arg(long, env = "FFRTMP_GST_LAUNCH", default_value = "gst-launch-1.0")]
+    pub gst: String,
+    /// RTMP base for jobs that stream without their own rtmp_url.
+    #[arg(long, env = "FFRTMP_RTMP_BASE", default_value = "rtmp://127.0.0.1:1935/live")]
+    pub rtmp_base: String,
+    /// Kill an encode whose output time has not advanced for this many seconds.
+    #[arg(long, env = "FFRTMP_STALL_TIMEOUT", default_value_t = 60)]
+    pub stall_timeout: u64,
+    /// Nice level of encoder processes.
+    #[arg(long, env = "FFRTMP_NICE", default_value_t = 10)]
+    pub nice: i32,
+    /// On SIGTERM, wait this long for running jobs before abandoning them.
+    #[arg(long, env = "FFRTMP_DRAIN_TIMEOUT", default_value_t = 60)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub work_dir: PathBuf,
+    pub input_roots: Vec<PathBuf>,
+    pub ffmpeg: String,
+    pub gst: String,
+    pub rtmp_base: String,
+    pub stall_timeout: Duration,
+    pub nice: i32,
+}
+
+struct Running {
+    attempt: i32,
+    tx: mpsc::UnboundedSender<JobCommand>,
+}
+
+/// State shared by the worker's tasks (one thread, no locks).
+pub struct WorkerShared {
+    pub cfg: Rc<WorkerConfig>,
+    pub client: MasterClient,
+    pub node_id: String,
+    pub probe: probe::Probe,
+    pub hw: RefCell<hardware::Hardware>,
+    pub metrics: metrics::WorkerMetrics,
+    running: RefCell<HashMap<String, Running>>,
+    slot_freed: Notify,
+    stopping: Cell<bool>,
+    registration: RefCell<NodeRegistration>,
+    max_jobs: u32,
+}
+
+/// The node id kept in the work dir (created on first start).
+pub fn stable_node_id(work_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = work_dir.join("node_id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_string();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+}
+
+/// A running worker (for `ffrtmp up` and tests).
+pub struct WorkerHandle {
+    pub shared: Rc<WorkerShared>,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+/// Start the worker's tasks on the current actix System.
+pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
+    if args.max_concurrent_jobs == 0 || args.max_concurrent_jobs > 1024 {
+        anyhow::bail!("--max-concurrent-jobs must be between 1 and 1024");
+    }
+    std::fs::create_dir_all(&args.work_dir).map_err(|e| anyhow::anyhow!("cannot create work dir {}: {e}", args.work_dir.display()))?;
+    let work_dir = args.work_dir.canonicalize()?;
+    // Attempt dirs of a previous run hold nothing the master still wants.
+    for e in std::fs::read_dir(&work_dir)?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("job-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let node_id = stable_node_id(&work_dir)?;
+    let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
+    let client = MasterClient::new(&args.master, key);
+    let probe = probe::probe(&args.ffmpeg, &args.gst).await;
+    log::info!("node {node_id}: encoders {:?}, {}", probe.encoders, probe.ffmpeg_version.as_deref().unwrap_or("no ffmpeg"));
+    let mut hw = hardware::Hardware::new();
+    let snap = hw.snapshot(&work_dir);
+    let gpus = hw.gpus();
+    let metrics = metrics::WorkerMetrics::new(&node_id);
+    metrics.set_encoders(&probe.encoders);
+    metrics.slots.set(args.max_concurrent_jobs as i64);
+    let host = hostname();
+    let mut labels = serde_json::Map::new();
+    labels.insert("os".into(), std::env::consts::OS.into());
+    labels.insert("arch".into(), std::env::consts::ARCH.into());
+    let registration = NodeRegistration {
+        node_id: Some(node_id.clone()),
+        name: Some(args.name.clone().unwrap_or_else(|| host.clone())),
+        address: host,
+        node_type: Some("server".into()),
+        cpu_threads: snap.cpu_threads,
+        cpu_model: snap.cpu_model.clone(),
+        cpu_load_percent: Some(snap.cpu_load_percent),
+        has_gpu: !gpus.is_empty(),
+        gpu_type: gpus.first().map(|g| g.name.clone()),
+        gpu_capabilities: probe.encoders.iter().filter(|e| e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi")).cloned().collect(),
+        ram_total_bytes: snap.ram_total_bytes,
+        ram_free_bytes: Some(snap.ram_free_bytes),
+        labels,
+        max_concurrent_jobs: Some(args.max_concurrent_jobs),
+        encoders: Some(probe.encoders.clone()),
+        gpus,
+        ffmpeg_version: probe.ffmpeg_version.clone(),
+        gstreamer_version: probe.gstreamer_version.clone(),
+        disk_free_bytes: snap.disk_free_bytes,
+    };
+    let (metrics_addr, server) = metrics::serve(
+        metrics.clone(),
+        metrics::ReadyInputs { ffmpeg_ok: probe.ffmpeg_version.is_some(), work_dir: work_dir.clone(), master: args.master.trim_end_matches('/').to_string() },
+        std::net::SocketAddr::new(args.metrics_bind, args.metrics_port),
+    )?;
+    actix_rt::spawn(server);
+    let shared = Rc::new(WorkerShared {
+        cfg: Rc::new(WorkerConfig {
+            work_dir,
+            input_roots: args.input_roots.clone(),
+            ffmpeg: args.ffmpeg.clone(),
+            gst: args.gst.clone(),
+            rtmp_base: args.rtmp_base.clone(),
+            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+            nice: args.nice,
+        }),
+        client,
+        node_id,
+        probe,
+        hw: RefCell::new(hw),
+        metrics,
+        running: RefCell::new(HashMap::new()),
+        slot_freed: Notify::new(),
+        stopping: Cell::new(false),
+        registration: RefCell::new(registration),
+        max_jobs: args.max_concurrent_jobs,
+    });
+    register(&shared).await;
+    actix_rt::spawn(heartbeat_loop(shared.clone()));
+    actix_rt::spawn(control_loop(shared.clone()));
+    actix_rt::spawn(claim_loop(shared.clone()));
+    Ok(WorkerHandle { shared, metrics_addr })
+}
+
+/// Register, retrying until the master answers.
+async fn register(shared: &WorkerShared) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let reg = shared.registration.borrow().clone();
+        match shared.client.register(&reg).await {
+            Ok(node) => {
+                log::info!("registered as node {} ({})", node.id, node.name);
+                return;
+            }
+            Err(e) => {
+                log::warn!("registration failed: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn running_jobs(shared: &WorkerShared) -> Vec<RunningJob> {
+    shared.running.borrow().iter().map(|(id, r)| RunningJob { job_id: id.clone(), attempt: r.attempt }).collect()
+}
+
+fn send(shared: &WorkerShared, job_id: &str, attempt: Option<i32>, cmd: JobCommand) {
+    if let Some(r) = shared.running.borrow().get(job_id) {
+        if attempt.is_none_or(|a| a == r.attempt) {
+            let _ = r.tx.send(cmd);
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Rc<WorkerShared>) {
+    let mut interval = Duration::from_secs(5);
+    loop {
+        let (snap, gpus) = {
+            let mut hw = shared.hw.borrow_mut();
+            (hw.snapshot(&shared.cfg.work_dir), hw.gpus())
+        };
+        shared.metrics.cpu_usage.set(snap.cpu_load_percent / 100.0);
+        shared.metrics.memory_total.set(snap.ram_total_bytes as i64);
+        shared.metrics.memory_used.set(snap.ram_total_bytes.saturating_sub(snap.ram_free_bytes) as i64);
+        shared.metrics.disk_free.set(snap.disk_free_bytes.unwrap_or(0) as i64);
+        shared.metrics.set_gpus(&gpus);
+        let hb = Heartbeat {
+            cpu_load_percent: Some(snap.cpu_load_percent),
+            ram_free_bytes: Some(snap.ram_free_bytes),
+            disk_free_bytes: snap.disk_free_bytes,
+            gpus: Some(gpus),
+            running_jobs: Some(running_jobs(&shared)),
+        };
+        match shared.client.heartbeat(&shared.node_id, &hb).await {
+            Ok(r) => {
+                shared.metrics.heartbeats.inc();
+                interval = Duration::from_secs_f64(r.heartbeat_interval_seconds.clamp(0.05, 3600.0));
+                for s in r.stale_jobs {
+                    log::warn!("master says job {} attempt {} is not ours any more: killing it", s.job_id, s.attempt);
+                    send(&shared, &s.job_id, Some(s.attempt), JobCommand::Stale);
+                }
+            }
+            Err(ClientError::Status { status: 404, .. }) => register(&shared).await,
+            Err(e) => log::warn!("heartbeat failed: {e}"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn control_loop(shared: Rc<WorkerShared>) {
+    loop {
+        match shared.client.control(&shared.node_id, 25.0).await {
+            Ok(c) => {
+                for cmd in c.commands {
+                    send(&shared, &cmd.job_id, Some(cmd.attempt), JobCommand::Control(cmd.action));
+                }
+            }
+            Err(e) => {
+                log::debug!("control poll failed: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn claim_loop(shared: Rc<WorkerShared>) {
+    let mut backoff = Duration::from_millis(200);
+    while !shared.stopping.get() {
+        let free = shared.max_jobs.saturating_sub(shared.running.borrow().len() as u32);
+        if free == 0 {
+            shared.slot_freed.notified().await;
+            continue;
+        }
+        match shared.client.next_jobs(&shared.node_id, 25.0, free).await {
+            Ok(jobs) => {
+                backoff = Duration::from_millis(200);
+                for job in jobs {
+                    if shared.stopping.get() {
+                        break;
+                    }
+                    start_job(&shared, job);
+                }
+            }
+            Err(ClientError::Status { status: 404, .. }) => register(&shared).await,
+            Err(e) => {
+                log::warn!("asking for work failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn start_job(shared: &Rc<WorkerShared>, job: Job) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    shared.running.borrow_mut().insert(job.id.clone(), Running { attempt: job.attempt, tx: tx.clone() });
+    let s = shared.clone();
+    actix_rt::spawn(async move {
+        let id = job.id.clone();
+        let ending = executor::run_job(s.clone(), job, rx, tx).await;
+        log::info!("job {id} ended: {ending:?}");
+        s.running.borrow_mut().remove(&id);
+        s.slot_freed.notify_one();
+    });
+}
+
+impl WorkerHandle {
+    pub fn running(&self) -> usize {
+        self.shared.running.borrow().len()
+    }
+
+    /// Stop claiming; wait up to `deadline` for running jobs, then kill the rest.
+    pub async fn drain(&self, deadline: Duration) {
+        self.shared.stopping.set(true);
+        self.shared.slot_freed.notify_one();
+        let until = tokio::time::Instant::now() + deadline;
+        while self.running() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for r in self.shared.running.borrow().values() {
+            let _ = r.tx.send(JobCommand::Abandon);
+        }
+        while self.running() > 0 && tokio::time::Instant::now() < until + Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Run the worker until SIGTERM/SIGINT, then drain.
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let drain = Duration::from_secs(args.drain_timeout);
+    let h = start(args).await?;
+    println!("ffrtmp worker {} running (metrics: http://{}/metrics)", h.shared.node_id, h.metrics_addr);
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    crate::master::wait_for_shutdown_signal().await;
+    log::info!("draining: no new jobs, waiting up to {drain:?} for {} running", h.running());
+    h.drain(drain).await;
+    Ok(())
+}
