@@ -49,6 +49,10 @@ const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb",
 
 const OUTPUT_EXTENSIONS: &[&str] = &["mp4", "mkv", "webm", "mov", "ts", "flv", "m4v", "ivf"];
 
+/// Characters refused in paths and URLs. No shell ever sees them, but a job that
+/// carries them is hostile or broken, and either way it is better refused at the door.
+const SHELL_META: &[char] = &[';', '|', '&', '$', '`', '<', '>', '"', '\'', '\\', '*', '?', '!', '{', '}'];
+
 /// Longest accepted synthetic or real input duration: one day.
 pub const MAX_DURATION_SECONDS: f64 = 86_400.0;
 
@@ -199,8 +203,8 @@ pub fn check_input_path(p: &str) -> Result<(), ParamError> {
             return err("parameter 'input' must be a file path, not a protocol URL");
         }
     }
-    if p.contains('|') || p.split('/').any(|c| c == "..") {
-        return err("parameter 'input' must not contain '..' or '|'");
+    if p.chars().any(|c| SHELL_META.contains(&c)) || p.split('/').any(|c| c == "..") {
+        return err(format!("parameter 'input' must not contain '..' or any of {}", SHELL_META.iter().collect::<String>()));
     }
     Ok(())
 }
@@ -226,7 +230,7 @@ pub fn check_output_name(p: &str) -> Result<(), ParamError> {
 fn check_rtmp_url(u: &str) -> Result<(), ParamError> {
     let ok = (u.starts_with("rtmp://") || u.starts_with("rtmps://"))
         && u.len() <= 1024
-        && !u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '|');
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control() || SHELL_META.contains(&c));
     if ok { Ok(()) } else { err("parameter 'rtmp_url' must be an rtmp:// or rtmps:// URL without spaces") }
 }
 
@@ -437,6 +441,9 @@ mod tests {
             json!({"input": "../../etc/passwd"}),
             json!({"input": "-f lavfi"}),
             json!({"input": "a\nb"}),
+            json!({"input": "x.mp4; touch /tmp/p"}),
+            json!({"input": "$(id).mp4"}),
+            json!({"rtmp_url": "rtmp://x/$(id)"}),
             json!({"output": "../x.mp4"}),
             json!({"output": "/tmp/x.mp4"}),
             json!({"output": "-y.mp4"}),

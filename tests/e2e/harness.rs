@@ -205,3 +205,148 @@ pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+
+/// A real `ffrtmp worker` process with its own work dir.
+pub struct TestWorker {
+    pub child: Option<Child>,
+    pub work_dir: PathBuf,
+    pub node_id: String,
+    pub metrics_url: String,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestWorker {
+    pub fn start(master: &TestMaster, extra: &[&str]) -> TestWorker {
+        let tmp = tempfile::tempdir().unwrap();
+        let work_dir = tmp.path().join("work");
+        let mut w = TestWorker { child: None, work_dir, node_id: String::new(), metrics_url: String::new(), _tmp: Some(tmp) };
+        w.spawn(&master.url, extra);
+        w
+    }
+
+    /// Start again in the same work dir (same node id).
+    pub fn restart(&mut self, master: &TestMaster, extra: &[&str]) {
+        self.kill9();
+        self.spawn(&master.url, extra);
+    }
+
+    fn spawn(&mut self, master: &str, extra: &[&str]) {
+        let mut child = Command::new(BIN)
+            .args(["worker", "--master", master, "--metrics-port", "0", "--metrics-bind", "127.0.0.1", "--work-dir"])
+            .arg(&self.work_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start worker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ffrtmp worker ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("worker started");
+        self.node_id = line.split_whitespace().nth(2).unwrap().to_string();
+        self.metrics_url = line.split("metrics: ").nth(1).unwrap().trim_end_matches(')').to_string();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let c = self.child.as_mut().unwrap();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let st = c.wait().unwrap();
+        self.child = None;
+        st
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn have(program: &str) -> bool {
+    Command::new(program).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+/// ffprobe: (codec, width, height, duration seconds) of the first video stream.
+pub fn probe_video(path: &std::path::Path) -> (String, u32, u32, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height:format=duration", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let s = &v["streams"][0];
+    (
+        s["codec_name"].as_str().unwrap_or("").to_string(),
+        s["width"].as_u64().unwrap_or(0) as u32,
+        s["height"].as_u64().unwrap_or(0) as u32,
+        v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0),
+    )
+}
+
+/// PIDs of ffmpeg processes whose command line mentions `needle`.
+pub fn ffmpeg_pids(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.starts_with("ffmpeg ") && cmd.contains(needle) {
+            // Skip zombies: they hold no resources and are being reaped.
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if process_state(&stat) != Some('Z') {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The state letter from /proc/<pid>/stat.
+pub fn process_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+}
+
+pub fn pid_state(pid: i32) -> Option<char> {
+    process_state(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Wait for a job to reach a terminal state and return it.
+pub fn wait_terminal(api: &Api, id: &str, timeout: Duration) -> Value {
+    let mut last = Value::Null;
+    wait_until(timeout, &format!("job {id} to finish"), || {
+        last = api.job(id);
+        matches!(last["status"].as_str(), Some("completed" | "failed" | "canceled" | "rejected"))
+    });
+    last
+}
+
+/// Is something listening on this loopback TCP port (from /proc/net/tcp, without connecting)?
+pub fn port_listening(port: u16) -> bool {
+    let hex = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).unwrap_or_default().lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && format!("{} ", &cols[1][cols[1].len() - 5..]) == hex && cols[3] == "0A"
+        })
+    })
+}

@@ -3,3 +3,4 @@
 
 mod harness;
 mod master_api;
+mod worker_ffmpeg;
