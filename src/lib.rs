@@ -6,10 +6,12 @@
 //! actix nor diesel; `worker` shares only `domain` and `wire` with the master.
 
 pub mod actors;
+pub mod client;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
 pub mod master;
+pub mod up;
 pub mod wire;
 pub mod worker;

@@ -1,5 +1,7 @@
 use clap::{Parser, Subcommand};
+use ffrtmp::client::{self, GlobalOpts, JobsCommand, NodesCommand};
 use ffrtmp::master::MasterArgs;
+use ffrtmp::up::UpArgs;
 use ffrtmp::worker::WorkerArgs;
 
 /// ffrtmp: distributed FFmpeg/RTMP transcoding farm.
@@ -16,17 +18,64 @@ enum Command {
     Master(MasterArgs),
     /// Run a worker: probe this machine, register, run jobs with ffmpeg.
     Worker(WorkerArgs),
+    /// Master and one local worker in one process; --demo runs a sample transcode.
+    Up(UpArgs),
+    /// Submit, list, follow and control jobs.
+    Jobs {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// List, describe, drain and remove worker nodes.
+    Nodes {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        command: NodesCommand,
+    },
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Master(args) => actix_web::rt::System::new().block_on(ffrtmp::master::run(args)),
-        Command::Worker(args) => actix_web::rt::System::new().block_on(ffrtmp::worker::run(args)),
+    let default_log = match cli.command {
+        Command::Jobs { .. } | Command::Nodes { .. } => "warn",
+        Command::Up(_) => "warn",
+        _ => "info",
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    let system = actix_web::rt::System::new();
+    let code = match cli.command {
+        Command::Master(args) => system.block_on(ffrtmp::master::run(args)).map(|_| 0),
+        Command::Worker(args) => system.block_on(ffrtmp::worker::run(args)).map(|_| 0),
+        Command::Up(args) => system.block_on(ffrtmp::up::run(args)),
+        Command::Jobs { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_jobs(&s, command).await })),
+        Command::Nodes { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_nodes(&s, command).await })),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+type ClientFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i32, client::CliError>>>>;
+
+fn run_client(system: &actix_web::rt::SystemRunner, g: &GlobalOpts, f: impl FnOnce(client::Settings) -> ClientFuture) -> anyhow::Result<i32> {
+    let settings = match client::resolve(g) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
+    match system.block_on(f(settings)) {
+        Ok(c) => Ok(c),
+        Err(client::CliError(msg, code)) => {
+            eprintln!("error: {msg}");
+            Ok(code)
+        }
     }
 }

@@ -118,7 +118,11 @@ impl RunningMaster {
             None => format!("{}/metrics", self.api_url()),
         }
     }
+    /// Answer parked long-polls, finish in-flight requests, stop listening.
     pub async fn stop(&self) {
+        use crate::actors::messages::ReleaseWaiters;
+        let _ = self.handles.scheduler.send(ReleaseWaiters).await;
+        let _ = self.handles.nodes.send(ReleaseWaiters).await;
         for s in &self.servers {
             s.stop(true).await;
         }

@@ -91,6 +91,8 @@ pub struct JobActor {
     timeout: Duration,
     /// Answer a repeat of the last accepted result identically.
     last_result: Option<(String, ResultResponse)>,
+    /// The attempt this actor was started for (its registration key in the scheduler).
+    placed_attempt: i32,
 }
 
 impl JobActor {
@@ -106,6 +108,7 @@ impl JobActor {
         let spec = parse_job_spec(&params, &row.engine).ok();
         let timeout = attempt_timeout(spec.as_ref()) + policy.timeout_grace;
         let running = row.state() == JobState::Processing;
+        let placed_attempt = row.attempt;
         JobActor {
             id: row.uuid(),
             queue: QueueName::parse(&row.queue).unwrap_or(QueueName::Default),
@@ -124,6 +127,7 @@ impl JobActor {
             run_since: running.then(Instant::now),
             timeout,
             last_result: None,
+            placed_attempt,
         }
     }
 
@@ -183,7 +187,7 @@ impl JobActor {
     }
 
     fn release_slot(&self) {
-        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: false });
+        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: false, attempt: self.placed_attempt });
     }
 
     fn stop_with_release(&mut self, ctx: &mut Context<Self>) {
@@ -331,7 +335,7 @@ impl Actor for JobActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: true });
+        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: true, attempt: self.placed_attempt });
     }
 }
 
@@ -641,7 +645,7 @@ impl Handler<HandBackJob> for JobActor {
         };
         let fut = self.transition(JobState::Queued, changes, m.reason).map(move |res, act, ctx| match res {
             Ok(()) => {
-                act.scheduler.do_send(JobActorStopped { id: act.id, node_id: node, stopping: false });
+                act.scheduler.do_send(JobActorStopped { id: act.id, node_id: node, stopping: false, attempt: act.placed_attempt });
                 act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
                 ctx.stop();
             }

@@ -141,6 +141,9 @@ pub struct JobActorStopped {
     pub node_id: Option<String>,
     /// false: only the slot is released (the actor lives on, e.g. to time a retry).
     pub stopping: bool,
+    /// The attempt the actor was placed with, so a late event never unregisters a
+    /// newer actor of the same job.
+    pub attempt: i32,
 }
 
 /// The node registry's view of a node changed.
@@ -289,3 +292,8 @@ pub struct LiveView {
 pub struct HandBackJob {
     pub reason: String,
 }
+
+/// Shutting down: answer every parked long-poll now (empty), so in-flight requests end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseWaiters;

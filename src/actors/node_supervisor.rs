@@ -454,3 +454,14 @@ impl Handler<DeliverControl> for NodeSupervisor {
         }
     }
 }
+
+impl Handler<ReleaseWaiters> for NodeSupervisor {
+    type Result = ();
+    fn handle(&mut self, _: ReleaseWaiters, _: &mut Context<Self>) {
+        for n in self.nodes.values_mut() {
+            for w in n.waiters.drain(..) {
+                let _ = w.send(Vec::new());
+            }
+        }
+    }
+}

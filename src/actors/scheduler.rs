@@ -73,7 +73,7 @@ pub struct SchedulerActor {
     nodes: HashMap<String, NodeView>,
     parked: Vec<Parked>,
     claiming: HashMap<Uuid, Deferred>,
-    live: HashMap<Uuid, (Addr<JobActor>, Option<String>)>,
+    live: HashMap<Uuid, (Addr<JobActor>, Option<String>, i32)>,
     db: Db,
     node_supervisor: Option<Addr<NodeSupervisor>>,
     metrics: Addr<MetricsActor>,
@@ -283,13 +283,14 @@ impl SchedulerActor {
         let id = row.uuid();
         let node = row.node_id.clone();
         let ns = self.node_supervisor.clone().expect("node supervisor connected at start-up");
+        let attempt = row.attempt;
         let addr = JobActor::new(row, self.db.clone(), ctx.address(), ns, self.metrics.clone(), self.policy.clone()).start();
-        self.live.insert(id, (addr.clone(), node));
+        self.live.insert(id, (addr.clone(), node, attempt));
         addr
     }
 
     fn live_addr(&self, id: &Uuid) -> Option<Addr<JobActor>> {
-        self.live.get(id).map(|(a, _)| a.clone()).filter(|a| a.connected())
+        self.live.get(id).map(|(a, _, _)| a.clone()).filter(|a| a.connected())
     }
 }
 
@@ -481,19 +482,19 @@ impl Handler<GetQueueDepth> for SchedulerActor {
 impl Handler<JobActorStopped> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, m: JobActorStopped, ctx: &mut Context<Self>) {
-        if let Some(node) = &m.node_id {
-            if let Some(n) = self.nodes.get_mut(node) {
-                if n.running.remove(&m.id) {
-                    self.notify_node_jobs(node);
-                }
+        // The actor's row may already have dropped its node: release by job id.
+        let holders: Vec<String> = match &m.node_id {
+            Some(n) if self.nodes.get(n).is_some_and(|v| v.running.contains(&m.id)) => vec![n.clone()],
+            _ => self.nodes.iter().filter(|(_, v)| v.running.contains(&m.id)).map(|(k, _)| k.clone()).collect(),
+        };
+        for node in holders {
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.running.remove(&m.id);
             }
+            self.notify_node_jobs(&node);
         }
-        if m.stopping {
-            if let Some((a, _)) = self.live.get(&m.id) {
-                if !a.connected() || m.stopping {
-                    self.live.remove(&m.id);
-                }
-            }
+        if m.stopping && self.live.get(&m.id).is_some_and(|(_, _, a)| *a == m.attempt) {
+            self.live.remove(&m.id);
         }
         self.dispatch(ctx);
     }
@@ -530,7 +531,7 @@ impl Handler<NodeLost> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, m: NodeLost, _: &mut Context<Self>) {
         self.parked.retain(|p| p.node_id != m.0);
-        for (addr, node) in self.live.values() {
+        for (addr, node, _) in self.live.values() {
             if node.as_deref() == Some(m.0.as_str()) {
                 addr.do_send(LeaseLost { reason: format!("node {} lost (missed heartbeats)", m.0), node_lost: true });
             }
@@ -546,7 +547,7 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
         let mut stale: Vec<RunningJob> = Vec::new();
         let mut checks = Vec::new();
         for r in &m.reported {
-            match Uuid::parse_str(&r.job_id).ok().and_then(|id| self.live.get(&id).map(|(a, n)| (a.clone(), n.clone()))) {
+            match Uuid::parse_str(&r.job_id).ok().and_then(|id| self.live.get(&id).map(|(a, n, _)| (a.clone(), n.clone()))) {
                 Some((addr, Some(node))) if node == m.node_id => checks.push((r.clone(), addr)),
                 _ => stale.push(r.clone()),
             }
@@ -556,7 +557,7 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
         if let Some(n) = self.nodes.get(&m.node_id) {
             for id in &n.running {
                 if !reported.contains_key(id) {
-                    if let Some((a, _)) = self.live.get(id) {
+                    if let Some((a, _, _)) = self.live.get(id) {
                         unreported.push(a.clone());
                     }
                 }
@@ -573,5 +574,14 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
             }
             stale
         })
+    }
+}
+
+impl Handler<ReleaseWaiters> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, _: ReleaseWaiters, _: &mut Context<Self>) {
+        for p in self.parked.drain(..) {
+            let _ = p.tx.send(Vec::new());
+        }
     }
 }

@@ -70,6 +70,23 @@ impl MasterClient {
         Self::finish(self.req(awc::http::Method::POST, path).send_json(body).await).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Self::finish(self.req(awc::http::Method::DELETE, path).send().await).await
+    }
+
+    /// POST with extra headers (e.g. Idempotency-Key); returns the status too.
+    pub async fn post_with<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, headers: &[(&str, String)]) -> Result<T, ClientError> {
+        let mut r = self.req(awc::http::Method::POST, path);
+        for (k, v) in headers {
+            r = r.insert_header((*k, v.as_str()));
+        }
+        Self::finish(r.send_json(body).await).await
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub async fn register(&self, reg: &NodeRegistration) -> Result<Node, ClientError> {
         self.post("/nodes/register", reg).await
     }

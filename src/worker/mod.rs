@@ -239,7 +239,7 @@ fn send(shared: &WorkerShared, job_id: &str, attempt: Option<i32>, cmd: JobComma
 
 async fn heartbeat_loop(shared: Rc<WorkerShared>) {
     let mut interval = Duration::from_secs(5);
-    loop {
+    while !(shared.stopping.get() && shared.running.borrow().is_empty()) {
         let (snap, gpus) = {
             let mut hw = shared.hw.borrow_mut();
             (hw.snapshot(&shared.cfg.work_dir), hw.gpus())
@@ -273,7 +273,8 @@ async fn heartbeat_loop(shared: Rc<WorkerShared>) {
 }
 
 async fn control_loop(shared: Rc<WorkerShared>) {
-    loop {
+    // Keeps listening while draining (running jobs may still be canceled).
+    while !(shared.stopping.get() && shared.running.borrow().is_empty()) {
         match shared.client.control(&shared.node_id, 25.0).await {
             Ok(c) => {
                 for cmd in c.commands {

@@ -1,0 +1,495 @@
+//! The operator's command line: `ffrtmp jobs …` and `ffrtmp nodes …`.
+//!
+//! Connection settings resolve flag > environment > config file > default:
+//! `--master` / `MASTER_URL` (or `FFRTMP_MASTER_URL`) / `master_url` in
+//! `~/.config/ffrtmp/config.toml` / `http://127.0.0.1:8080`; the same for the API key
+//! (`--api-key` / `MASTER_API_KEY`, `FFRTMP_API_KEY` / `api_key`). Every failure prints
+//! one line on stderr and exits non-zero.
+
+mod render;
+
+use crate::worker::client::{ClientError, MasterClient};
+use crate::wire::*;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_MASTER: &str = "http://127.0.0.1:8080";
+
+/// Exit code of `--follow` when the job ended in failed, canceled or rejected.
+pub const EXIT_JOB_UNSUCCESSFUL: i32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Master URL [env: MASTER_URL, FFRTMP_MASTER_URL; config: master_url; default: http://127.0.0.1:8080]
+    #[arg(long, global = true)]
+    pub master: Option<String>,
+    /// API key [env: MASTER_API_KEY, FFRTMP_API_KEY; config: api_key]
+    #[arg(long, global = true)]
+    pub api_key: Option<String>,
+    /// Output format [config: output; default: table]
+    #[arg(long, short = 'o', global = true, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// Config file [env: FFRTMP_CONFIG; default: ~/.config/ffrtmp/config.toml]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(alias = "master")]
+    master_url: Option<String>,
+    #[serde(alias = "token")]
+    api_key: Option<String>,
+    output: Option<OutputFormat>,
+}
+
+/// Resolved connection settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub master: String,
+    pub api_key: Option<String>,
+    pub output: OutputFormat,
+}
+
+fn env_any(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+pub fn resolve(g: &GlobalOpts) -> Result<Settings, String> {
+    let path = g.config.clone().or_else(|| env_any(&["FFRTMP_CONFIG"]).map(PathBuf::from));
+    let explicit = path.is_some();
+    let path = path.or_else(|| env_any(&["HOME"]).map(|h| PathBuf::from(h).join(".config/ffrtmp/config.toml")));
+    let file = match path {
+        Some(p) if p.exists() || explicit => {
+            let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            toml::from_str::<ConfigFile>(&text).map_err(|e| format!("bad config file {}: {}", p.display(), e.message()))?
+        }
+        _ => ConfigFile::default(),
+    };
+    let master = g
+        .master
+        .clone()
+        .or_else(|| env_any(&["MASTER_URL", "FFRTMP_MASTER_URL"]))
+        .or(file.master_url)
+        .unwrap_or_else(|| DEFAULT_MASTER.to_string());
+    if !(master.starts_with("http://") || master.starts_with("https://")) {
+        return Err(format!("master URL '{master}' must start with http:// or https://"));
+    }
+    Ok(Settings {
+        master: master.trim_end_matches('/').to_string(),
+        api_key: g.api_key.clone().or_else(|| env_any(&["MASTER_API_KEY", "FFRTMP_API_KEY"])).or(file.api_key),
+        output: g.output.or(file.output).unwrap_or(OutputFormat::Table),
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit a job.
+    Submit(SubmitArgs),
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Show one job (UUID or sequence number); --follow draws live progress until it ends.
+    Status {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Cancel a job.
+    Cancel { id: String },
+    /// Pause a running job (its process is stopped, not killed).
+    Pause { id: String },
+    /// Resume a paused job.
+    Resume { id: String },
+    /// Queue a failed or canceled job again.
+    Retry { id: String },
+    /// Show a job's logs; --follow waits for the job to end.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[arg(long, default_value = "")]
+    pub scenario: String,
+    /// Input file (under a worker's input roots); default: a synthetic test source.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Output file name.
+    #[arg(long)]
+    pub output_file: Option<String>,
+    /// h264, h265, vp9, av1, h264_nvenc, …
+    #[arg(long)]
+    pub codec: Option<String>,
+    /// e.g. 2500k or 5M.
+    #[arg(long)]
+    pub bitrate: Option<String>,
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// WxH or 720p/1080p/4k.
+    #[arg(long)]
+    pub resolution: Option<String>,
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// auto, ffmpeg or gstreamer.
+    #[arg(long, default_value = "auto")]
+    pub engine: String,
+    /// live, default or batch.
+    #[arg(long, default_value = "default")]
+    pub queue: String,
+    /// high, medium or low.
+    #[arg(long, default_value = "medium")]
+    pub priority: String,
+    /// file or rtmp.
+    #[arg(long)]
+    pub output_mode: Option<String>,
+    #[arg(long)]
+    pub rtmp_url: Option<String>,
+    #[arg(long)]
+    pub max_retries: Option<i32>,
+    #[arg(long, default_value = "auto")]
+    pub confidence: String,
+    /// Extra parameter, repeatable: --param qoe=true --param threads=4
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Follow the job until it ends.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub priority: Option<String>,
+    #[arg(long)]
+    pub node: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// The cursor printed by the previous page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List nodes.
+    List,
+    /// Hardware, GPUs, probed encoders, running jobs and last heartbeat of a node.
+    Describe { id: String },
+    /// Let a node finish its jobs and take no new ones.
+    Drain { id: String },
+    /// Let a drained node take work again.
+    Undrain { id: String },
+    /// Forget a node (refused while it runs jobs).
+    Remove { id: String },
+}
+
+/// A CLI failure: message for stderr and the exit code.
+#[derive(Debug)]
+pub struct CliError(pub String, pub i32);
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Transport(m) => CliError(format!("cannot reach the master: {m}"), 1),
+            ClientError::Status { status, code, message } => CliError(format!("master answered {status} {code}: {message}"), 1),
+            ClientError::Decode(m) => CliError(format!("unexpected answer from the master: {m}"), 1),
+        }
+    }
+}
+
+fn client(s: &Settings) -> MasterClient {
+    MasterClient::new(&s.master, s.api_key.clone())
+}
+
+fn parse_value(v: &str) -> Value {
+    match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => v.parse::<i64>().map(Value::from).or_else(|_| v.parse::<f64>().map(Value::from)).unwrap_or_else(|_| Value::String(v.to_string())),
+    }
+}
+
+pub fn submit_body(a: &SubmitArgs) -> Result<SubmitJobRequest, CliError> {
+    let mut p = Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            p.insert(k.to_string(), v);
+        }
+    };
+    put("input", a.input.clone().map(Value::from));
+    put("output", a.output_file.clone().map(Value::from));
+    put("codec", a.codec.clone().map(Value::from));
+    put("bitrate", a.bitrate.clone().map(Value::from));
+    put("preset", a.preset.clone().map(Value::from));
+    put("resolution", a.resolution.clone().map(Value::from));
+    put("fps", a.fps.map(Value::from));
+    put("duration", a.duration.map(Value::from));
+    put("output_mode", a.output_mode.clone().map(Value::from));
+    put("rtmp_url", a.rtmp_url.clone().map(Value::from));
+    for kv in &a.params {
+        let (k, v) = kv.split_once('=').ok_or_else(|| CliError(format!("--param '{kv}' must be KEY=VALUE"), 2))?;
+        p.insert(k.trim().to_string(), parse_value(v.trim()));
+    }
+    Ok(SubmitJobRequest {
+        scenario: Some(a.scenario.clone()),
+        confidence: Some(a.confidence.clone()),
+        engine: Some(a.engine.clone()),
+        classification: None,
+        parameters: Some(p),
+        queue: Some(a.queue.clone()),
+        priority: Some(a.priority.clone()),
+        max_retries: a.max_retries,
+    })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn past_tense(action: &str) -> &'static str {
+    match action {
+        "pause" => "paused",
+        "resume" => "resumed",
+        "cancel" => "canceled",
+        _ => "queued again",
+    }
+}
+
+pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
+    let c = client(s);
+    match cmd {
+        JobsCommand::Submit(a) => {
+            let body = submit_body(&a)?;
+            let headers: Vec<(&str, String)> = a.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
+            let job: Job = c.post_with("/jobs", &body, &headers).await?;
+            if a.follow {
+                if s.output == OutputFormat::Table {
+                    println!("Job #{} submitted ({})", job.sequence_number, job.id);
+                }
+                return follow(s, &c, &job.id).await;
+            }
+            match s.output {
+                OutputFormat::Json => print_json(&job),
+                OutputFormat::Table => {
+                    println!("{}", render::job_table(&job));
+                    println!("Job submitted: #{} ({})", job.sequence_number, job.id);
+                }
+            }
+            Ok(0)
+        }
+        JobsCommand::List(a) => {
+            let mut q = vec![format!("limit={}", a.limit)];
+            for (k, v) in [("status", &a.status), ("queue", &a.queue), ("priority", &a.priority), ("node_id", &a.node), ("cursor", &a.cursor)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(v)));
+                }
+            }
+            let list: JobList = c.get(&format!("/jobs?{}", q.join("&"))).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&list),
+                OutputFormat::Table => {
+                    println!("{}", render::jobs_table(&list.jobs));
+                    println!("Total jobs: {}", list.count);
+                    if let Some(cur) = &list.next_cursor {
+                        println!("More: --cursor {cur}");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        JobsCommand::Status { id, follow: true } => follow(s, &c, &id).await,
+        JobsCommand::Status { id, follow: false } => {
+            let job: Job = c.get(&format!("/jobs/{}", urlencode(&id))).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&job),
+                OutputFormat::Table => println!("{}", render::job_table(&job)),
+            }
+            Ok(0)
+        }
+        JobsCommand::Cancel { id } => control(s, &c, &id, "cancel").await,
+        JobsCommand::Pause { id } => control(s, &c, &id, "pause").await,
+        JobsCommand::Resume { id } => control(s, &c, &id, "resume").await,
+        JobsCommand::Retry { id } => control(s, &c, &id, "retry").await,
+        JobsCommand::Logs { id, follow } => {
+            let path = format!("/jobs/{}", urlencode(&id));
+            if follow {
+                loop {
+                    let job: Job = c.get(&path).await?;
+                    if is_terminal(&job.status) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+            let logs: JobLogs = c.get(&format!("{path}/logs")).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&logs),
+                OutputFormat::Table => {
+                    println!("=== Logs for job {} ===", logs.job_id);
+                    println!("{}", logs.logs);
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn control(s: &Settings, c: &MasterClient, id: &str, action: &str) -> Result<i32, CliError> {
+    let r: ControlResponse = c.post(&format!("/jobs/{}/{action}", urlencode(id)), &serde_json::json!({})).await?;
+    match s.output {
+        OutputFormat::Json => print_json(&r),
+        OutputFormat::Table => println!("✓ Job {} {}", r.job_id, past_tense(action)),
+    }
+    Ok(0)
+}
+
+pub fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "canceled" | "rejected")
+}
+
+/// Follow a job with a progress bar until it is terminal: 0 for completed,
+/// [`EXIT_JOB_UNSUCCESSFUL`] for failed/canceled/rejected.
+pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, CliError> {
+    let path = format!("/jobs/{}", urlencode(id));
+    let bar = indicatif::ProgressBar::new(100);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {prefix:>10} [{bar:30}] {pos:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    if s.output == OutputFormat::Json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut last_status = String::new();
+    let job = loop {
+        let job: Job = c.get(&path).await?;
+        if job.status != last_status {
+            if !last_status.is_empty() && s.output == OutputFormat::Table {
+                bar.println(format!("status: {last_status} → {}", job.status));
+            }
+            last_status = job.status.clone();
+            bar.set_prefix(job.status.clone());
+        }
+        bar.set_position(job.progress.clamp(0, 100) as u64);
+        if let Some(d) = &job.progress_detail {
+            let mut parts = Vec::new();
+            if let Some(f) = d.fps {
+                parts.push(format!("{f:.0} fps"));
+            }
+            if let Some(sp) = d.speed {
+                parts.push(format!("{sp:.2}x"));
+            }
+            if let Some(e) = d.eta_seconds {
+                parts.push(format!("ETA {e:.0}s"));
+            }
+            bar.set_message(parts.join("  "));
+        }
+        if is_terminal(&job.status) {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    bar.finish_and_clear();
+    match s.output {
+        OutputFormat::Json => print_json(&job),
+        OutputFormat::Table => {
+            println!("{}", render::job_table(&job));
+            println!("Job #{} {}", job.sequence_number, job.status);
+        }
+    }
+    Ok(if job.status == "completed" { 0 } else { EXIT_JOB_UNSUCCESSFUL })
+}
+
+pub async fn run_nodes(s: &Settings, cmd: NodesCommand) -> Result<i32, CliError> {
+    let c = client(s);
+    match cmd {
+        NodesCommand::List => {
+            let list: NodeList = c.get("/nodes").await?;
+            match s.output {
+                OutputFormat::Json => print_json(&list),
+                OutputFormat::Table if list.nodes.is_empty() => println!("No nodes registered"),
+                OutputFormat::Table => {
+                    println!("{}", render::nodes_table(&list.nodes));
+                    println!("Total nodes: {}", list.count);
+                }
+            }
+        }
+        NodesCommand::Describe { id } => {
+            let node: Node = c.get(&format!("/nodes/{}", urlencode(&id))).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&node),
+                OutputFormat::Table => println!("{}", render::node_table(&node)),
+            }
+        }
+        NodesCommand::Drain { id } => {
+            let node: Node = c.post(&format!("/nodes/{}/drain", urlencode(&id)), &serde_json::json!({})).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&node),
+                OutputFormat::Table => println!("✓ Node {} is draining ({} running job(s) will finish)", node.id, node.running_jobs.len()),
+            }
+        }
+        NodesCommand::Undrain { id } => {
+            let node: Node = c.post(&format!("/nodes/{}/undrain", urlencode(&id)), &serde_json::json!({})).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&node),
+                OutputFormat::Table => println!("✓ Node {} takes work again", node.id),
+            }
+        }
+        NodesCommand::Remove { id } => {
+            let v: Value = c.delete(&format!("/nodes/{}", urlencode(&id))).await?;
+            match s.output {
+                OutputFormat::Json => print_json(&v),
+                OutputFormat::Table => println!("✓ Node {id} removed"),
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_and_encoding() {
+        assert_eq!(parse_value("true"), Value::Bool(true));
+        assert_eq!(parse_value("4"), Value::from(4));
+        assert_eq!(parse_value("2.5"), Value::from(2.5));
+        assert_eq!(parse_value("5M"), Value::from("5M"));
+        assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
+        assert_eq!(past_tense("pause"), "paused");
+        assert_eq!(past_tense("resume"), "resumed");
+    }
+}
