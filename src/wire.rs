@@ -408,3 +408,10 @@ pub fn rfc3339(micros: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+/// `POST /jobs/{id}/release`: the worker gives its lease back without a result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeaseRelease {
+    pub node_id: String,
+    pub attempt: i32,
+}

@@ -654,3 +654,15 @@ impl Handler<HandBackJob> for JobActor {
         ctx.wait(fut);
     }
 }
+
+impl Handler<ReturnLease> for JobActor {
+    type Result = AppResult<()>;
+
+    fn handle(&mut self, m: ReturnLease, ctx: &mut Context<Self>) -> Self::Result {
+        self.check_owner(&m.node_id, Some(m.attempt))?;
+        if self.state().is_leased() {
+            ctx.notify(HandBackJob { reason: format!("Node {} handed the lease back", m.node_id) });
+        }
+        Ok(())
+    }
+}

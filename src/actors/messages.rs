@@ -297,3 +297,11 @@ pub struct HandBackJob {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReleaseWaiters;
+
+/// The lease holder gives the job back (e.g. its worker is shutting down).
+#[derive(Message)]
+#[rtype(result = "AppResult<()>")]
+pub struct ReturnLease {
+    pub node_id: String,
+    pub attempt: i32,
+}

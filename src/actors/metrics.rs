@@ -31,6 +31,7 @@ pub const HTTP_ROUTES: &[(&str, &str)] = &[
     ("GET", "/jobs/{id}/logs"),
     ("POST", "/jobs/{id}/progress"),
     ("POST", "/jobs/{id}/control/ack"),
+    ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
     ("GET", "/health"),
     ("GET", "/metrics"),

@@ -138,3 +138,67 @@ pub fn integrity_check(conn: &mut Conn) -> DbResult<String> {
     let rows: Vec<Row> = diesel::sql_query("PRAGMA integrity_check").load(conn)?;
     Ok(rows.into_iter().map(|r| r.integrity_check).collect::<Vec<_>>().join("; "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::jobs::{self, JobChanges, NewJob};
+    use super::*;
+    use crate::domain::state::JobState;
+
+    fn new_job(id: &str, status: JobState, at: i64) -> NewJob {
+        NewJob {
+            id: id.into(),
+            scenario: String::new(),
+            confidence: String::new(),
+            engine: "auto".into(),
+            queue: "default".into(),
+            priority: "medium".into(),
+            parameters: "{}".into(),
+            status: status.as_str().into(),
+            max_retries: 3,
+            created_at: at,
+            queued_at: at,
+            idempotency_key: None,
+            failure_reason: None,
+            error: None,
+            completed_at: None,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn retention_deletes_old_terminal_jobs_and_keeps_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
+        let mut c = pool.get().unwrap();
+        for (id, age) in [("old", 10_000_000), ("new", 0)] {
+            jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
+            jobs::claim(&mut c, id, "n").unwrap();
+            let done = JobChanges { completed_at: Some(Some(now_micros() - age)), ..Default::default() };
+            jobs::transition(&mut c, id, JobState::Processing, JobState::Completed, done, "done").unwrap();
+        }
+        jobs::insert(&mut c, &new_job("live", JobState::Pending, 0)).unwrap();
+        let before = jobs::state_entry_totals(&mut c).unwrap();
+        let deleted = jobs::delete_terminal_before(&mut c, now_micros() - 5_000_000, 100).unwrap();
+        assert_eq!(deleted, vec!["completed".to_string()]);
+        assert!(jobs::get(&mut c, "old").is_err());
+        assert!(jobs::get(&mut c, "new").is_ok() && jobs::get(&mut c, "live").is_ok());
+        let mut after = jobs::state_entry_totals(&mut c).unwrap();
+        let mut before = before;
+        before.sort();
+        after.sort();
+        assert_eq!(before, after, "all-time counts survive retention");
+        assert_eq!(integrity_check(&mut c).unwrap(), "ok");
+    }
+
+    #[test]
+    fn guarded_transition_names_the_current_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
+        let mut c = pool.get().unwrap();
+        jobs::insert(&mut c, &new_job("a", JobState::Pending, 0)).unwrap();
+        let err = jobs::transition(&mut c, "a", JobState::Processing, JobState::Completed, JobChanges::default(), "x").unwrap_err();
+        assert_eq!(jobs::conflict_state(&err), Some(JobState::Pending));
+        assert_eq!(jobs::events(&mut c, "a").unwrap().len(), 1);
+    }
+}

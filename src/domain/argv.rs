@@ -170,7 +170,7 @@ pub fn gstreamer_argv(spec: &JobSpec, output: &OutputTarget) -> Vec<String> {
         a.push("is-live=true".into());
     }
     a.extend(["!".into(), format!("video/x-raw,width={w},height={h},framerate={fps}/1"), "!".into(), "videoconvert".into(), "!".into()]);
-    a.extend(["x264enc".into(), format!("bitrate={kbps}"), "speed-preset=veryfast".into(), "tune=zerolatency".into(), "!".into(), "h264parse".into(), "!".into()]);
+    a.extend(["x264enc".into(), format!("bitrate={kbps}"), "speed-preset=veryfast".into(), "tune=zerolatency".into(), "!".into()]);
     match output {
         OutputTarget::File(p) => a.extend(["mp4mux".into(), "!".into(), "filesink".into(), format!("location={}", p.display())]),
         OutputTarget::Rtmp(u) => a.extend(["flvmux".into(), "streamable=true".into(), "!".into(), "rtmpsink".into(), format!("location={u}")]),

@@ -52,6 +52,7 @@ const WORKER_ROUTES: &[(&str, &str)] = &[
     ("GET", "/jobs/next"),
     ("POST", "/jobs/{id}/progress"),
     ("POST", "/jobs/{id}/control/ack"),
+    ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
 ];
 

@@ -333,3 +333,15 @@ pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>)
         row.id, row.status, row.attempt
     )))
 }
+
+#[utoipa::path(post, path = "/jobs/{id}/release", params(("id" = String, Path)), request_body = LeaseRelease,
+    responses((status = 200, description = "Handed back to the queue"), (status = 409, body = ErrorBody)))]
+pub async fn release_lease(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<LeaseRelease>) -> AppResult<HttpResponse> {
+    let uid = resolve_uuid(&state, &id).await?;
+    let b = body.into_inner();
+    match state.h.scheduler.send(FindLiveJob(uid)).await? {
+        Some(addr) => addr.send(ReturnLease { node_id: b.node_id, attempt: b.attempt }).await??,
+        None => return Err(AppError::stale_attempt(format!("job {uid} holds no lease"))),
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "released": true })))
+}

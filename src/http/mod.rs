@@ -46,6 +46,7 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(web::resource("/jobs/{id}").route(web::get().to(jobs::get_job)).default_service(na()))
         .service(web::resource("/jobs/{id}/logs").route(web::get().to(jobs::job_logs)).default_service(na()))
         .service(web::resource("/jobs/{id}/progress").route(web::post().to(jobs::report_progress)).default_service(na()))
+        .service(web::resource("/jobs/{id}/release").route(web::post().to(jobs::release_lease)).default_service(na()))
         .service(web::resource("/jobs/{id}/control/ack").route(web::post().to(jobs::ack_control)).default_service(na()))
         .service(web::resource("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)).default_service(na()))
         .service(web::resource("/results").route(web::post().to(jobs::post_result)).default_service(na()))

@@ -24,14 +24,14 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     paths(
         super::jobs::submit_job, super::jobs::list_jobs, super::jobs::get_job, super::jobs::control_job,
         super::jobs::job_logs, super::jobs::next_job, super::jobs::report_progress, super::jobs::ack_control,
-        super::jobs::post_result, super::nodes::register_node, super::nodes::list_nodes, super::nodes::get_node,
+        super::jobs::post_result, super::jobs::release_lease, super::nodes::register_node, super::nodes::list_nodes, super::nodes::get_node,
         super::nodes::remove_node, super::nodes::heartbeat, super::nodes::drain_node, super::nodes::undrain_node,
         super::nodes::poll_control, health, metrics
     ),
     components(schemas(Job, JobList, SubmitJobRequest, ControlResponse, JobLogs, NextJobResponse, Node, NodeList,
         NodeRegistration, GpuInfo, Heartbeat, HeartbeatResponse, RunningJob, ProgressReport, ProgressDetail,
         ProgressResponse, ControlAction, ControlCommand, ControlCommands, ControlAck, JobResult, ResultResponse,
-        ErrorBody, StateTransition)),
+        ErrorBody, StateTransition, LeaseRelease)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -113,6 +113,10 @@ impl MasterClient {
         self.post(&format!("/jobs/{job_id}/control/ack"), ack).await
     }
 
+    pub async fn release(&self, job_id: &str, r: &LeaseRelease) -> Result<serde_json::Value, ClientError> {
+        self.post(&format!("/jobs/{job_id}/release"), r).await
+    }
+
     pub async fn result(&self, r: &JobResult) -> Result<ResultResponse, ClientError> {
         self.post("/results", r).await
     }

@@ -37,7 +37,10 @@ pub enum Ending {
     Completed,
     Failed { error: String, reason: &'static str, retryable: bool },
     Canceled,
+    /// Killed because the lease is gone: no report.
     Discarded,
+    /// Killed because the worker is shutting down: the lease is handed back.
+    Abandoned,
 }
 
 /// Classify a failed encode from its exit and stderr (pict-rs style retry/abort).
@@ -192,10 +195,15 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                         ending = Some(Ending::Canceled);
                         acknowledge(&shared, &job, ControlAction::Cancel);
                     }
-                    Some(JobCommand::Stale) | Some(JobCommand::Abandon) if kill_at.is_none() => {
+                    Some(JobCommand::Stale) if kill_at.is_none() => {
                         proc.terminate();
                         kill_at = Some(Instant::now() + KILL_GRACE);
                         ending = Some(Ending::Discarded);
+                    }
+                    Some(JobCommand::Abandon) if kill_at.is_none() => {
+                        proc.terminate();
+                        kill_at = Some(Instant::now() + KILL_GRACE);
+                        ending = Some(Ending::Abandoned);
                     }
                     _ => {}
                 }
@@ -241,8 +249,17 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         }
         (None, Err(e)) => fail(format!("waiting for the encoder failed: {e}"), "platform_error", true),
     };
-    if ending == Ending::Discarded {
+    if ending == Ending::Abandoned {
+        let release = LeaseRelease { node_id: shared.node_id.clone(), attempt: job.attempt };
+        if let Err(e) = shared.client.release(&job.id, &release).await {
+            log::warn!("could not hand job {} back: {e}", job.id);
+        }
+    }
+    if matches!(ending, Ending::Discarded | Ending::Abandoned) {
         let _ = std::fs::remove_dir_all(&dir);
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
         return ending;
     }
     let mut metrics = serde_json::Map::new();
@@ -428,7 +445,7 @@ async fn report_full(
         Ending::Completed => ("completed", None, None, None),
         Ending::Failed { error, reason, retryable } => ("failed", Some(error.clone()), Some(reason.to_string()), Some(*retryable)),
         Ending::Canceled => ("canceled", None, None, Some(false)),
-        Ending::Discarded => return,
+        Ending::Discarded | Ending::Abandoned => return,
     };
     match ending {
         Ending::Completed => shared.metrics.jobs_completed.inc(),

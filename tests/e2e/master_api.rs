@@ -566,3 +566,23 @@ fn openapi_and_metrics_are_served() {
     assert!(text.contains("route=\"/jobs/{id}\""));
     assert!(!text.contains("/jobs/123"));
 }
+
+#[test]
+fn serves_https_with_rustls() {
+    let dir = tmpdir();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(ok.status.success());
+    let m = TestMaster::start(&["--tls", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(m.url.starts_with("https://"), "{}", m.url);
+    let out = std::process::Command::new("curl").args(["-s", "--cacert"]).arg(&cert).arg(format!("{}/health", m.url)).output().expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), r#"{"status":"healthy"}"#);
+    let plain = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{}/health", m.url.replace("https", "http"))).output().unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP is not served on a TLS port");
+}

@@ -251,3 +251,56 @@ fn gpu_inventory_and_nvenc_probe_on_a_real_gpu() {
         assert_eq!(api.status(&id), "pending", "an nvenc job is never placed on an H100");
     }
 }
+
+#[test]
+fn gstreamer_engine_transcodes() {
+    let has_x264enc = std::process::Command::new("gst-inspect-1.0").arg("x264enc").output().is_ok_and(|o| o.status.success());
+    if !has_x264enc {
+        eprintln!("skipped: GStreamer with x264enc is not installed");
+        return;
+    }
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let w = TestWorker::start(&m, &[]);
+    let (_, node) = api.get(&format!("/nodes/{}", w.node_id));
+    assert!(node["gstreamer_version"].as_str().is_some(), "{node}");
+    let id = api.submit(json!({"engine": "gstreamer", "parameters": {"resolution": "160x90", "fps": 10, "duration": 1}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["metrics"]["engine_used"], "gstreamer");
+    let (codec, wd, ht, _) = probe_video(&output_of(&w, &id));
+    assert_eq!((codec.as_str(), wd, ht), ("h264", 160, 90));
+}
+
+#[test]
+fn sigterm_drains_finishing_or_handing_back() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    // A short job finishes during the drain.
+    let mut w = TestWorker::start(&m, &["--drain-timeout", "30"]);
+    let short = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 2, "realtime": true}}));
+    wait_until(Duration::from_secs(30), "short job running", || !ffmpeg_pids(&short).is_empty());
+    assert!(w.terminate().success(), "clean exit after draining");
+    assert_eq!(api.status(&short), "completed");
+    // A long job is handed back when the drain deadline passes: queued, no retry counted.
+    let mut w = TestWorker::start(&m, &["--drain-timeout", "1"]);
+    let long = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 60, "realtime": true}}));
+    wait_until(Duration::from_secs(30), "long job running", || !ffmpeg_pids(&long).is_empty());
+    assert!(w.terminate().success());
+    assert!(ffmpeg_pids(&long).is_empty(), "no encode outlives its worker");
+    let j = api.job(&long);
+    assert_eq!((j["status"].as_str(), j["retry_count"].as_i64()), (Some("queued"), Some(0)), "{j}");
+    assert!(!w.work_dir.join(format!("job-{long}")).exists());
+}
+
+#[test]
+fn stale_attempt_dirs_are_removed_at_start() {
+    let m = TestMaster::start(&[]);
+    let mut w = TestWorker::start(&m, &[]);
+    let stale = w.work_dir.join("job-0000/attempt-1");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("output.mp4"), b"partial").unwrap();
+    w.restart(&m, &[]);
+    assert!(!w.work_dir.join("job-0000").exists());
+    assert!(w.work_dir.join("node_id").exists());
+}
