@@ -536,20 +536,11 @@ impl Handler<ApplyControl> for JobActor {
                 ))
             }
             UserAction::Retry if matches!(state, JobState::Canceled | JobState::Failed) => {
-                let changes = JobChanges {
-                    node_id: Some(None),
-                    retry_count: Some(self.row.retry_count + 1),
-                    queued_at: Some(now_micros()),
-                    started_at: Some(None),
-                    completed_at: Some(None),
-                    error: Some(None),
-                    failure_reason: Some(None),
-                    progress: Some(0.0),
-                    ..Default::default()
-                };
+                let changes = db_jobs::operator_retry_changes(&self.row);
+                let node = self.node_id();
                 Box::pin(self.transition(JobState::Queued, changes, "User requested retry".into()).map(move |res, act, ctx| {
                     res?;
-                    act.release_slot();
+                    act.scheduler.do_send(JobActorStopped { id: act.id, node_id: node, stopping: false, attempt: act.placed_attempt });
                     act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
                     ctx.stop();
                     Ok(ControlResponse { job_id: id, status: "queued".into(), retry_count: Some(act.row.retry_count) })

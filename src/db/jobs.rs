@@ -406,14 +406,9 @@ pub fn cancel_runnable(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)
     Ok((from, transition(conn, id, from, JobState::Canceled, changes, "User requested cancel")?))
 }
 
-/// An operator's retry of a finished job: failed/canceled → queued.
-pub fn retry_finished(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)> {
-    let row = get(conn, id)?;
-    let from = row.state();
-    if !matches!(from, JobState::Failed | JobState::Canceled) {
-        return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Failed)));
-    }
-    let changes = JobChanges {
+/// Columns an operator's retry resets: a fresh runnable job that remembers its retries.
+pub fn operator_retry_changes(row: &JobRow) -> JobChanges {
+    JobChanges {
         node_id: Some(None),
         retry_count: Some(row.retry_count + 1),
         queued_at: Some(now_micros()),
@@ -423,6 +418,15 @@ pub fn retry_finished(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)>
         failure_reason: Some(None),
         progress: Some(0.0),
         ..Default::default()
-    };
-    Ok((from, transition(conn, id, from, JobState::Queued, changes, "User requested retry")?))
+    }
+}
+
+/// An operator's retry of a finished job: failed/canceled → queued.
+pub fn retry_finished(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)> {
+    let row = get(conn, id)?;
+    let from = row.state();
+    if !matches!(from, JobState::Failed | JobState::Canceled) {
+        return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Failed)));
+    }
+    Ok((from, transition(conn, id, from, JobState::Queued, operator_retry_changes(&row), "User requested retry")?))
 }
