@@ -6,6 +6,7 @@
 //! actix nor diesel; `worker` shares only `domain` and `wire` with the master.
 
 pub mod actors;
+pub mod audit;
 pub mod client;
 pub mod db;
 pub mod domain;

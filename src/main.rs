@@ -27,6 +27,11 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Consistency checks of the shipped dashboards and rules.
+    Audit {
+        #[command(subcommand)]
+        command: ffrtmp::audit::AuditCommand,
+    },
     /// List, describe, drain and remove worker nodes.
     Nodes {
         #[command(flatten)]
@@ -40,7 +45,7 @@ fn main() {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Jobs { .. } | Command::Nodes { .. } => "warn",
-        Command::Up(_) => "warn",
+        Command::Up(_) | Command::Audit { .. } => "warn",
         _ => "info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
@@ -49,6 +54,7 @@ fn main() {
         Command::Master(args) => system.block_on(ffrtmp::master::run(args)).map(|_| 0),
         Command::Worker(args) => system.block_on(ffrtmp::worker::run(args)).map(|_| 0),
         Command::Up(args) => system.block_on(ffrtmp::up::run(args)),
+        Command::Audit { command } => Ok(ffrtmp::audit::run(command)),
         Command::Jobs { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_jobs(&s, command).await })),
         Command::Nodes { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_nodes(&s, command).await })),
     };

@@ -305,3 +305,22 @@ pub struct ReturnLease {
     pub node_id: String,
     pub attempt: i32,
 }
+
+/// What the scheduler holds now, for the status and health views.
+#[derive(Message)]
+#[rtype(result = "SchedulerSnapshot")]
+pub struct GetSchedulerSnapshot;
+
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerSnapshot {
+    pub queued: Vec<(QueueName, Priority, usize)>,
+    /// Requirement classes of queued jobs that no registered node could ever run.
+    pub unplaceable: Vec<String>,
+    pub oldest_wait_seconds: Option<f64>,
+    pub live: Vec<Addr<crate::actors::job::JobActor>>,
+}
+
+/// Outcomes of the most recent finished jobs: (completed, failed).
+#[derive(Message)]
+#[rtype(result = "(u32, u32)")]
+pub struct GetRecentOutcomes;

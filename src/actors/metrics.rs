@@ -34,6 +34,8 @@ pub const HTTP_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
     ("GET", "/health"),
+    ("GET", "/health/score"),
+    ("GET", "/status"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("OTHER", "unmatched"),
@@ -70,7 +72,11 @@ pub struct MetricsActor {
     /// Current jobs per state, mirrored so gauges never go negative on odd events.
     current: HashMap<JobState, i64>,
     queued: HashMap<(QueueName, Priority), i64>,
+    /// The last RECENT_OUTCOMES final outcomes (true = completed), for the health score.
+    recent: std::collections::VecDeque<bool>,
 }
+
+const RECENT_OUTCOMES: usize = 200;
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     r.register(Box::new(c.clone())).expect("metric names are unique");
@@ -88,7 +94,7 @@ impl MetricsActor {
         let queue_length = reg(&r, IntGauge::new("ffrtmp_queue_length", "Runnable jobs waiting for a worker (pending + queued)").unwrap());
         let queue_by_priority = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_queue_by_priority", "Runnable jobs by priority"), &["priority"]).unwrap());
         let queue_by_type = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_queue_by_type", "Runnable jobs by queue"), &["type"]).unwrap());
-        let nodes_total = reg(&r, IntGauge::new("ffrtmp_nodes_total", "Registered nodes").unwrap());
+        let nodes_total = reg(&r, IntGauge::new("ffrtmp_nodes_registered", "Registered nodes").unwrap());
         let nodes_by_status = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_nodes_by_status", "Registered nodes by status"), &["status"]).unwrap());
         let buckets = vec![0.005, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0];
         let queue_wait = reg(&r, Histogram::with_opts(HistogramOpts::new("ffrtmp_job_queue_wait_seconds", "Time from runnable to placed on a worker").buckets(buckets.clone())).unwrap());
@@ -164,6 +170,7 @@ impl MetricsActor {
             uptime,
             current: HashMap::new(),
             queued: HashMap::new(),
+            recent: std::collections::VecDeque::with_capacity(RECENT_OUTCOMES),
         };
         for (s, n) in current {
             if let Some(st) = JobState::parse(s) {
@@ -175,6 +182,11 @@ impl MetricsActor {
         }
         me.refresh_job_gauges();
         me
+    }
+
+    /// Every family the master exports (all are pre-created, so gathering sees them all).
+    pub fn family_names(&self) -> Vec<String> {
+        self.registry.gather().iter().map(|f| f.name().to_string()).collect()
     }
 
     fn refresh_job_gauges(&mut self) {
@@ -213,6 +225,12 @@ impl Handler<JobStateChanged> for MetricsActor {
         *self.current.entry(ev.to).or_default() += 1;
         if ev.to.is_runnable() {
             *self.queued.entry((ev.queue, ev.priority)).or_default() += 1;
+        }
+        if matches!(ev.to, JobState::Completed | JobState::Failed) {
+            if self.recent.len() == RECENT_OUTCOMES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(ev.to == JobState::Completed);
         }
         if ev.to == JobState::Completed {
             let engine = if ENGINES.contains(&ev.engine.as_str()) { ev.engine.as_str() } else { "auto" };
@@ -289,5 +307,13 @@ impl Handler<RenderMetrics> for MetricsActor {
             log::error!("metrics encoding failed: {e}");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Handler<super::messages::GetRecentOutcomes> for MetricsActor {
+    type Result = MessageResult<super::messages::GetRecentOutcomes>;
+    fn handle(&mut self, _: super::messages::GetRecentOutcomes, _: &mut Context<Self>) -> Self::Result {
+        let ok = self.recent.iter().filter(|c| **c).count() as u32;
+        MessageResult((ok, self.recent.len() as u32 - ok))
     }
 }

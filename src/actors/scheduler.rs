@@ -585,3 +585,29 @@ impl Handler<ReleaseWaiters> for SchedulerActor {
         }
     }
 }
+
+impl Handler<GetSchedulerSnapshot> for SchedulerActor {
+    type Result = MessageResult<GetSchedulerSnapshot>;
+    fn handle(&mut self, _: GetSchedulerSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let mut queued = Vec::new();
+        for q in [QueueName::Live, QueueName::Default, QueueName::Batch] {
+            for p in [Priority::High, Priority::Medium, Priority::Low] {
+                queued.push((q, p, self.index.count(q, p)));
+            }
+        }
+        let unplaceable = self
+            .index
+            .classes_present()
+            .into_iter()
+            .filter(|r| !self.nodes.values().any(|n| n.caps.can_ever_run(r)))
+            .map(|r| r.describe())
+            .collect();
+        let now_ms = (now_micros() / 1000) as u64;
+        MessageResult(SchedulerSnapshot {
+            queued,
+            unplaceable,
+            oldest_wait_seconds: self.index.oldest_enqueued_ms().map(|t| now_ms.saturating_sub(t) as f64 / 1000.0),
+            live: self.live.values().map(|(a, _, _)| a.clone()).filter(|a| a.connected()).collect(),
+        })
+    }
+}

@@ -128,6 +128,12 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous, pool_size: u32) -> any
     Ok(pool)
 }
 
+/// A trivial read, for health checks.
+pub fn ping(conn: &mut Conn) -> DbResult<()> {
+    diesel::sql_query("SELECT 1").execute(conn)?;
+    Ok(())
+}
+
 /// `PRAGMA integrity_check`, for start-up logs and tests.
 pub fn integrity_check(conn: &mut Conn) -> DbResult<String> {
     #[derive(QueryableByName)]

@@ -1,6 +1,7 @@
 //! Pure logic: no actix, no IO. Tested table-driven in milliseconds.
 
 pub mod argv;
+pub mod health;
 pub mod params;
 pub mod placement;
 pub mod progress;

@@ -205,6 +205,11 @@ impl RunnableIndex {
         best.map(|b| b.2)
     }
 
+    /// When the longest-waiting job was enqueued (bucket heads are each bucket's oldest).
+    pub fn oldest_enqueued_ms(&self) -> Option<u64> {
+        self.buckets.values().filter_map(|b| b.values().next().map(|e| e.enqueued_ms)).min()
+    }
+
     /// Every distinct requirement class with at least one queued job.
     pub fn classes_present(&self) -> Vec<&Requirements> {
         let mut seen: Vec<ClassId> = self.buckets.keys().map(|k| k.1).collect();

@@ -51,6 +51,8 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(web::resource("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)).default_service(na()))
         .service(web::resource("/results").route(web::post().to(jobs::post_result)).default_service(na()))
         .service(web::resource("/health").route(web::get().to(ops::health)).default_service(na()))
+        .service(web::resource("/status").route(web::get().to(ops::status)).default_service(na()))
+        .service(web::resource("/health/score").route(web::get().to(ops::health_score)).default_service(na()))
         .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(na()));
     if with_metrics {
         cfg.service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(na()));

@@ -29,6 +29,7 @@ pub struct WorkerMetrics {
     pub gpu_temp: GaugeVec,
     pub gpu_energy: GaugeVec,
     pub gpu_sessions: GaugeVec,
+    pub gpus: IntGauge,
 }
 
 impl WorkerMetrics {
@@ -58,6 +59,7 @@ impl WorkerMetrics {
             gpu_temp: gv(&r, "ffrtmp_worker_gpu_temperature_celsius", "GPU temperature"),
             gpu_energy: gv(&r, "ffrtmp_worker_gpu_energy_joules", "GPU energy counter since driver load"),
             gpu_sessions: gv(&r, "ffrtmp_worker_gpu_encoder_sessions", "Active NVENC sessions"),
+            gpus: reg(&r, IntGauge::new("ffrtmp_worker_gpus", "GPUs NVML sees on this node (0 without NVIDIA driver or GPU)").unwrap()),
             registry: r,
         }
     }
@@ -68,7 +70,19 @@ impl WorkerMetrics {
         }
     }
 
+    /// Every family this registry can export, including label sets not seen yet.
+    pub fn family_names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let cs: Vec<&dyn Collector> = vec![
+            &self.cpu_usage, &self.memory_used, &self.memory_total, &self.disk_free, &self.active_jobs, &self.slots,
+            &self.jobs_completed, &self.jobs_failed, &self.jobs_canceled, &self.heartbeats, &self.encoders, &self.gpu_util,
+            &self.gpu_mem_used, &self.gpu_mem_total, &self.gpu_power, &self.gpu_temp, &self.gpu_energy, &self.gpu_sessions, &self.gpus,
+        ];
+        cs.iter().flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone())).collect()
+    }
+
     pub fn set_gpus(&self, gpus: &[GpuInfo]) {
+        self.gpus.set(gpus.len() as i64);
         for g in gpus {
             let i = g.index.to_string();
             let l = [i.as_str()];

@@ -4,4 +4,5 @@
 mod cli;
 mod harness;
 mod master_api;
+mod observability;
 mod worker_ffmpeg;
