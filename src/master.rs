@@ -71,6 +71,9 @@ pub struct MasterArgs {
     /// Seconds a job may go unlisted in its worker's heartbeats after placement before its lease is revoked.
     #[arg(long, env = "FFRTMP_UNREPORTED_GRACE", default_value_t = 10.0)]
     pub unreported_grace: f64,
+    /// Longest long-poll a worker may hold (`wait=` of /jobs/next and /nodes/{id}/control is capped to it).
+    #[arg(long, env = "FFRTMP_MAX_LONG_POLL", default_value_t = 60.0)]
+    pub max_long_poll: f64,
     /// HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -179,6 +182,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         h: handles.clone(),
         default_max_retries: args.max_retries.clamp(0, 100),
         reject_unplaceable: args.reject_unplaceable,
+        max_long_poll: args.max_long_poll.clamp(0.0, 60.0),
     });
     let keys = web::Data::new(keys);
     let separate_metrics = args.metrics_port != 0;
@@ -186,6 +190,8 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         let (state, keys) = (state.clone(), keys.clone());
         move || http::build_app(state.clone(), keys.clone(), !separate_metrics)
     })
+        // Our own SIGTERM path answers parked long-polls first, then stops gracefully.
+        .disable_signals()
         .shutdown_timeout(30)
         .client_request_timeout(Duration::from_secs(30))
         .keep_alive(Duration::from_secs(120));
@@ -210,6 +216,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
     if separate_metrics {
         let st = state.clone();
         let m = HttpServer::new(move || http::metrics_app(st.clone()))
+            .disable_signals()
             .workers(1)
             .bind(SocketAddr::new(args.bind, args.metrics_port))
             .map_err(|e| anyhow::anyhow!("cannot listen on metrics port {}: {e}", args.metrics_port))?;

@@ -79,6 +79,7 @@ pub struct SchedulerActor {
     metrics: Addr<MetricsActor>,
     policy: Arc<JobPolicy>,
     aging_step_ms: u64,
+    reported_waiting: usize,
 }
 
 /// Give the scheduler its node supervisor (they reference each other).
@@ -116,6 +117,7 @@ impl SchedulerActor {
             metrics,
             policy,
             aging_step_ms,
+            reported_waiting: 0,
         }
     }
 
@@ -139,8 +141,21 @@ impl SchedulerActor {
         }
     }
 
+    fn report_waiting(&mut self) {
+        self.parked.retain(|p| !p.tx.is_closed());
+        if self.parked.len() != self.reported_waiting {
+            self.reported_waiting = self.parked.len();
+            self.metrics.do_send(MetricRecorded(MetricEvent::WorkersWaiting(self.reported_waiting)));
+        }
+    }
+
     /// Match parked workers with the best jobs they can run, busiest-free nodes first.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        self.dispatch_inner(ctx);
+        self.report_waiting();
+    }
+
+    fn dispatch_inner(&mut self, ctx: &mut Context<Self>) {
         self.parked.retain(|p| !p.tx.is_closed());
         if self.parked.is_empty() || self.index.is_empty() {
             return;
@@ -583,6 +598,7 @@ impl Handler<ReleaseWaiters> for SchedulerActor {
         for p in self.parked.drain(..) {
             let _ = p.tx.send(Vec::new());
         }
+        self.report_waiting();
     }
 }
 

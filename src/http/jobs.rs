@@ -265,7 +265,7 @@ pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> A
     }
     let rx = state.h.scheduler.send(ClaimJobs { node_id, max }).await??;
     // Claims already picked resolve after their COMMIT, even with wait=0.
-    let wait = Duration::from_secs_f64(wait.max(0.25));
+    let wait = Duration::from_secs_f64(wait.min(state.max_long_poll).max(0.25));
     let jobs = match tokio::time::timeout(wait, rx).await {
         Ok(Ok(jobs)) => jobs,
         _ => Vec::new(),

@@ -20,6 +20,8 @@ pub struct AppState {
     pub h: MasterHandles,
     pub default_max_retries: i32,
     pub reject_unplaceable: bool,
+    /// Cap on long-poll waits, seconds.
+    pub max_long_poll: f64,
 }
 
 fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {

@@ -74,7 +74,7 @@ pub async fn poll_control(state: web::Data<AppState>, id: web::Path<String>, q: 
         return Err(AppError::bad_request("invalid_query", "wait must be between 0 and 60 seconds"));
     }
     let rx = state.h.nodes.send(PollControl(id.into_inner())).await??;
-    let commands = match tokio::time::timeout(Duration::from_secs_f64(wait), rx).await {
+    let commands = match tokio::time::timeout(Duration::from_secs_f64(wait.min(state.max_long_poll)), rx).await {
         Ok(Ok(c)) => c,
         _ => Vec::new(),
     };

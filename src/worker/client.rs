@@ -26,6 +26,8 @@ impl ClientError {
     }
 }
 
+const QUICK_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct MasterClient {
     base: String,
@@ -105,12 +107,18 @@ impl MasterClient {
         self.get(&format!("/nodes/{node_id}/control?wait={wait}")).await
     }
 
+    /// POST that must not hold its caller for long (progress, acks): a stuck request
+    /// would otherwise stall the reports coalesced behind it.
+    async fn post_quick<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        Self::finish(self.req(awc::http::Method::POST, path).timeout(QUICK_TIMEOUT).send_json(body).await).await
+    }
+
     pub async fn progress(&self, job_id: &str, report: &ProgressReport) -> Result<ProgressResponse, ClientError> {
-        self.post(&format!("/jobs/{job_id}/progress"), report).await
+        self.post_quick(&format!("/jobs/{job_id}/progress"), report).await
     }
 
     pub async fn ack(&self, job_id: &str, ack: &ControlAck) -> Result<serde_json::Value, ClientError> {
-        self.post(&format!("/jobs/{job_id}/control/ack"), ack).await
+        self.post_quick(&format!("/jobs/{job_id}/control/ack"), ack).await
     }
 
     pub async fn release(&self, job_id: &str, r: &LeaseRelease) -> Result<serde_json::Value, ClientError> {

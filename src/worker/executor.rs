@@ -321,6 +321,42 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     ending
 }
 
+/// The noop executor: wait `cfg.noop`, obeying cancel and lease loss, then report
+/// completion. Exercises every master path except the encode itself.
+pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::UnboundedReceiver<JobCommand>) -> Ending {
+    let started = Instant::now();
+    let dir = attempt_dir(&shared.cfg, &job);
+    let sleep = tokio::time::sleep(shared.cfg.noop);
+    tokio::pin!(sleep);
+    let ending = loop {
+        tokio::select! {
+            _ = &mut sleep => break Ending::Completed,
+            cmd = commands.recv() => match cmd {
+                Some(JobCommand::Control(ControlAction::Cancel)) => {
+                    acknowledge(&shared, &job, ControlAction::Cancel);
+                    break Ending::Canceled;
+                }
+                Some(JobCommand::Control(a @ (ControlAction::Pause | ControlAction::Resume))) => acknowledge(&shared, &job, a),
+                Some(JobCommand::Stale) => break Ending::Discarded,
+                Some(JobCommand::Abandon) => {
+                    let release = LeaseRelease { node_id: shared.node_id.clone(), attempt: job.attempt };
+                    let _ = shared.client.release(&job.id, &release).await;
+                    break Ending::Abandoned;
+                }
+                _ => {}
+            },
+        }
+    };
+    if matches!(ending, Ending::Discarded | Ending::Abandoned) {
+        return ending;
+    }
+    let mut metrics = serde_json::Map::new();
+    metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
+    metrics.insert("engine_used".into(), "noop".into());
+    report(&shared, &job, &ending, String::new(), Some(metrics), None, started, &dir).await;
+    ending
+}
+
 type Prepared = (JobSpec, String, String, Vec<String>, OutputTarget);
 
 fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, Ending> {

@@ -160,6 +160,7 @@ pub fn serve(metrics: WorkerMetrics, inputs: ReadyInputs, bind: std::net::Socket
             .route("/ready", web::get().to(ready))
     })
     .workers(1)
+    .disable_signals()
     .bind(bind)?;
     let addr = server.addrs()[0];
     Ok((addr, server.run()))

@@ -63,9 +63,21 @@ pub struct WorkerArgs {
     /// Nice level of encoder processes.
     #[arg(long, env = "FFRTMP_NICE", default_value_t = 10)]
     pub nice: i32,
+    /// ffmpeg runs real encodes; noop sleeps --noop-ms and reports success (for
+    /// scheduler benchmarks and fault tests, independent of encode time).
+    #[arg(long, env = "FFRTMP_EXECUTOR", value_enum, default_value = "ffmpeg")]
+    pub executor: Executor,
+    #[arg(long, env = "FFRTMP_NOOP_MS", default_value_t = 0)]
+    pub noop_ms: u64,
     /// On SIGTERM, wait this long for running jobs before abandoning them.
     #[arg(long, env = "FFRTMP_DRAIN_TIMEOUT", default_value_t = 60)]
     pub drain_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    Ffmpeg,
+    Noop,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +89,8 @@ pub struct WorkerConfig {
     pub rtmp_base: String,
     pub stall_timeout: Duration,
     pub nice: i32,
+    pub executor: Executor,
+    pub noop: Duration,
 }
 
 struct Running {
@@ -139,7 +153,15 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     let node_id = stable_node_id(&work_dir)?;
     let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
     let client = MasterClient::new(&args.master, key);
-    let probe = probe::probe(&args.ffmpeg, &args.gst).await;
+    let probe = match args.executor {
+        Executor::Ffmpeg => probe::probe(&args.ffmpeg, &args.gst).await,
+        // A noop worker claims to have every CPU encoder, so it can take any CPU job.
+        Executor::Noop => probe::Probe {
+            ffmpeg_version: Some("noop executor".into()),
+            encoders: crate::domain::params::KNOWN_ENCODERS.iter().filter(|e| e.starts_with("lib")).map(|e| e.to_string()).collect(),
+            ..Default::default()
+        },
+    };
     log::info!("node {node_id}: encoders {:?}, {}", probe.encoders, probe.ffmpeg_version.as_deref().unwrap_or("no ffmpeg"));
     let mut hw = hardware::Hardware::new();
     let snap = hw.snapshot(&work_dir);
@@ -187,6 +209,8 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
             rtmp_base: args.rtmp_base.clone(),
             stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
             nice: args.nice,
+            executor: args.executor,
+            noop: Duration::from_millis(args.noop_ms),
         }),
         client,
         node_id,
@@ -323,7 +347,10 @@ fn start_job(shared: &Rc<WorkerShared>, job: Job) {
     let s = shared.clone();
     actix_rt::spawn(async move {
         let id = job.id.clone();
-        let ending = executor::run_job(s.clone(), job, rx, tx).await;
+        let ending = match s.cfg.executor {
+            Executor::Ffmpeg => executor::run_job(s.clone(), job, rx, tx).await,
+            Executor::Noop => executor::run_noop(s.clone(), job, rx).await,
+        };
         log::info!("job {id} ended: {ending:?}");
         s.running.borrow_mut().remove(&id);
         s.slot_freed.notify_one();

@@ -45,7 +45,11 @@ impl TestMaster {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(BIN);
-        cmd.args(["master", "--port", "0", "--metrics-port", "0", "--db"])
+        cmd.arg("master");
+        if !self.args.iter().any(|a| a == "--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(["--metrics-port", "0", "--db"])
             .arg(self.db_path())
             .args(&self.args)
             .env("RUST_LOG", "warn")
@@ -282,9 +286,6 @@ impl Drop for TestWorker {
     }
 }
 
-pub fn have(program: &str) -> bool {
-    Command::new(program).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-}
 
 /// ffprobe: (codec, width, height, duration seconds) of the first video stream.
 pub fn probe_video(path: &std::path::Path) -> (String, u32, u32, f64) {
@@ -349,4 +350,33 @@ pub fn port_listening(port: u16) -> bool {
             cols.len() > 3 && format!("{} ", &cols[1][cols[1].len() - 5..]) == hex && cols[3] == "0A"
         })
     })
+}
+
+impl TestMaster {
+    /// Start on a fixed port (kept across restarts) with extra flags.
+    pub fn start_on(port: u16, db_dir: &std::path::Path, extra: &[&str]) -> TestMaster {
+        let mut args: Vec<String> = vec!["--port".into(), port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut m = TestMaster { child: None, url: String::new(), dir: db_dir.to_path_buf(), args, _tmp: None };
+        m.spawn();
+        m
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let c = self.child.as_mut().unwrap();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let st = c.wait().unwrap();
+        self.child = None;
+        st
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

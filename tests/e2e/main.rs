@@ -2,6 +2,7 @@
 //! ffmpeg where a test needs it.
 
 mod cli;
+mod faults;
 mod harness;
 mod master_api;
 mod observability;

@@ -84,8 +84,7 @@ fn long_poll_answers_when_a_job_arrives() {
         let api = api.clone();
         std::thread::spawn(move || api.claim("n1", 20.0))
     };
-    // Wait until the request is parked (metrics show no attempt yet), then submit.
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until(Duration::from_secs(5), "the request is parked", || api.metric("ffrtmp_workers_waiting") == 1.0);
     let started = std::time::Instant::now();
     let id = api.submit(json!({}));
     let job = poller.join().unwrap().expect("long-poll returns the new job");
