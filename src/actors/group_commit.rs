@@ -8,7 +8,8 @@
 //! [`DbExecutor`]: super::db_executor::DbExecutor
 
 use super::db_executor::DbExecutor;
-use super::messages::{CommitBatch, SubmitWrite, WriteOp};
+use super::messages::{CommitBatch, MetricEvent, MetricRecorded, SubmitWrite, WriteOp};
+use super::metrics::MetricsActor;
 use actix::prelude::*;
 
 /// Upper bound on writes per transaction, so one batch never holds the lock for long.
@@ -16,13 +17,14 @@ const MAX_BATCH: usize = 512;
 
 pub struct GroupCommit {
     executor: Addr<DbExecutor>,
+    metrics: Addr<MetricsActor>,
     pending: Vec<WriteOp>,
     in_flight: bool,
 }
 
 impl GroupCommit {
-    pub fn new(executor: Addr<DbExecutor>) -> Self {
-        GroupCommit { executor, pending: Vec::new(), in_flight: false }
+    pub fn new(executor: Addr<DbExecutor>, metrics: Addr<MetricsActor>) -> Self {
+        GroupCommit { executor, metrics, pending: Vec::new(), in_flight: false }
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
@@ -33,6 +35,7 @@ impl GroupCommit {
         self.in_flight = true;
         let take = self.pending.len().min(MAX_BATCH);
         let batch: Vec<WriteOp> = self.pending.drain(..take).collect();
+        self.metrics.do_send(MetricRecorded(MetricEvent::Committed { writes: batch.len() }));
         self.executor
             .send(CommitBatch(batch))
             .into_actor(self)

@@ -56,6 +56,8 @@ pub enum MetricEvent {
     QueueWaited(f64),
     Executed(f64),
     HttpServed { method: String, route: String, status: u16, seconds: f64 },
+    /// One group commit carrying this many writes.
+    Committed { writes: usize },
     /// Worker requests parked in `/jobs/next` right now.
     WorkersWaiting(usize),
     /// Node counts by status: available, busy, draining, offline.

@@ -70,6 +70,8 @@ pub struct MetricsActor {
     http_duration: HistogramVec,
     uptime: Gauge,
     workers_waiting: IntGauge,
+    db_commits: IntCounter,
+    db_writes: IntCounter,
     /// Current jobs per state, mirrored so gauges never go negative on odd events.
     current: HashMap<JobState, i64>,
     queued: HashMap<(QueueName, Priority), i64>,
@@ -110,6 +112,8 @@ impl MetricsActor {
         let http_requests = reg(&r, IntCounterVec::new(Opts::new("ffrtmp_http_requests_total", "API requests by route template and status class"), &["method", "route", "code"]).unwrap());
         let http_duration = reg(&r, HistogramVec::new(HistogramOpts::new("ffrtmp_http_request_duration_seconds", "API request latency by route template").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0]), &["method", "route"]).unwrap());
         let uptime = reg(&r, Gauge::new("ffrtmp_master_uptime_seconds", "Seconds since the master started").unwrap());
+        let db_commits = reg(&r, IntCounter::new("ffrtmp_db_commits_total", "Group-committed write transactions").unwrap());
+        let db_writes = reg(&r, IntCounter::new("ffrtmp_db_writes_total", "Writes applied (several per commit under load)").unwrap());
         let workers_waiting = reg(&r, IntGauge::new("ffrtmp_workers_waiting", "Worker requests parked in /jobs/next waiting for work").unwrap());
         let build = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_build_info", "Build information (always 1)"), &["version"]).unwrap());
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -171,6 +175,8 @@ impl MetricsActor {
             http_duration,
             uptime,
             workers_waiting,
+            db_commits,
+            db_writes,
             current: HashMap::new(),
             queued: HashMap::new(),
             recent: std::collections::VecDeque::with_capacity(RECENT_OUTCOMES),
@@ -289,6 +295,10 @@ impl Handler<MetricRecorded> for MetricsActor {
                 let (m, r) = if known { (method.as_str(), route.as_str()) } else { ("OTHER", "unmatched") };
                 self.http_requests.with_label_values(&[m, r, code_class(status)]).inc();
                 self.http_duration.with_label_values(&[m, r]).observe(seconds);
+            }
+            MetricEvent::Committed { writes } => {
+                self.db_commits.inc();
+                self.db_writes.inc_by(writes as u64);
             }
             MetricEvent::WorkersWaiting(n) => self.workers_waiting.set(n as i64),
             MetricEvent::NodesCounted(counts) => {

@@ -57,43 +57,60 @@ pub struct MasterHandles {
 /// an actix System.
 pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandles> {
     let load_pool = pool.clone();
-    let (entered, current, unfinished, node_rows) = actix_rt::task::spawn_blocking(move || -> anyhow::Result<(Vec<(String, i64)>, Vec<(String, i64)>, Vec<db_jobs::JobRow>, Vec<db_nodes::NodeRow>)> {
+    let (entered, current, queued_counts, node_rows) = actix_rt::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut conn = load_pool.get()?;
         Ok((
             db_jobs::state_entry_totals(&mut conn)?,
             db_jobs::current_counts(&mut conn)?,
-            db_jobs::load_unfinished(&mut conn)?,
+            db_jobs::runnable_counts(&mut conn)?,
             db_nodes::load_all(&mut conn)?,
         ))
     })
     .await??;
-
-    let mut queued_counts: HashMap<(QueueName, Priority), i64> = HashMap::new();
-    let mut runnable = Vec::new();
-    let mut live = Vec::new();
-    for row in unfinished {
-        if row.state().is_runnable() {
-            let q = queued_job_from_row(&row);
-            *queued_counts.entry((q.queue, q.priority)).or_default() += 1;
-            runnable.push(q);
-        } else if row.state() != JobState::Assigned || row.node_id.is_some() {
-            live.push(row);
-        }
-    }
-    log::info!("recovered {} runnable and {} live jobs, {} nodes", runnable.len(), live.len(), node_rows.len());
+    let queued_counts: Vec<((QueueName, Priority), i64)> = queued_counts
+        .into_iter()
+        .filter_map(|(q, p, n)| Some(((QueueName::parse(&q)?, Priority::parse(&p)?), n)))
+        .collect();
 
     let exec_pool = pool.clone();
     let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone()));
-    let writer = GroupCommit::new(executor).start();
-    let db = Db::new(pool, writer);
-    let metrics = MetricsActor::new(&entered, &current, &queued_counts.into_iter().collect::<Vec<_>>()).start();
+    let metrics = MetricsActor::new(&entered, &current, &queued_counts).start();
+    let writer = GroupCommit::new(executor, metrics.clone()).start();
+    let db = Db::new(pool.clone(), writer);
     let scheduler =
         SchedulerActor::new(db.clone(), metrics.clone(), Arc::new(cfg.policy.clone()), cfg.aging_step.as_millis() as u64).start();
     let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval).start();
     scheduler.send(ConnectNodeSupervisor(nodes.clone())).await?;
+    let node_count = node_rows.len();
     nodes.send(AdoptNodes(node_rows)).await?;
-    scheduler.send(AdoptLiveJobs(live)).await?;
-    scheduler.send(JobsQueued(runnable)).await?;
+
+    // Unfinished jobs stream in, a chunk at a time, as small index entries (runnable) or
+    // JobActors (live): start-up memory stays near the index's own size.
+    let (mut after, mut runnable_total, mut live_total) = (0i64, 0usize, 0usize);
+    loop {
+        let load_pool = pool.clone();
+        let chunk = actix_rt::task::spawn_blocking(move || -> anyhow::Result<Vec<db_jobs::JobRow>> {
+            let mut conn = load_pool.get()?;
+            Ok(db_jobs::load_unfinished(&mut conn, after, 10_000)?)
+        })
+        .await??;
+        let Some(last) = chunk.last() else { break };
+        after = last.seq;
+        let mut runnable = Vec::new();
+        let mut live = Vec::new();
+        for row in chunk {
+            if row.state().is_runnable() {
+                runnable.push(queued_job_from_row(&row));
+            } else if row.state() != JobState::Assigned || row.node_id.is_some() {
+                live.push(row);
+            }
+        }
+        runnable_total += runnable.len();
+        live_total += live.len();
+        scheduler.send(AdoptLiveJobs(live)).await?;
+        scheduler.send(JobsQueued(runnable)).await?;
+    }
+    log::info!("recovered {runnable_total} runnable and {live_total} live jobs, {node_count} nodes");
     Ok(MasterHandles { db, scheduler, nodes, metrics })
 }
 

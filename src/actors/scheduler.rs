@@ -68,8 +68,6 @@ type Deferred = Vec<(UserAction, oneshot::Sender<AppResult<ControlResponse>>)>;
 
 pub struct SchedulerActor {
     index: RunnableIndex,
-    /// Everything the index needs to put a picked job back, by id.
-    entries: HashMap<Uuid, QueuedJob>,
     nodes: HashMap<String, NodeView>,
     parked: Vec<Parked>,
     claiming: HashMap<Uuid, Deferred>,
@@ -107,7 +105,6 @@ impl SchedulerActor {
     pub fn new(db: Db, metrics: Addr<MetricsActor>, policy: Arc<JobPolicy>, aging_step_ms: u64) -> Self {
         SchedulerActor {
             index: RunnableIndex::new(),
-            entries: HashMap::new(),
             nodes: HashMap::new(),
             parked: Vec::new(),
             claiming: HashMap::new(),
@@ -122,17 +119,11 @@ impl SchedulerActor {
     }
 
     fn enqueue(&mut self, j: QueuedJob) {
-        if self.live.contains_key(&j.id) && self.live[&j.id].0.connected() {
-            // Still owned by a live actor on its way out; it re-sends when done.
-        }
         self.index.insert(j.id, j.seq, j.queue, j.priority, &j.requirements, j.enqueued_ms);
-        self.entries.insert(j.id, j);
     }
 
-    fn take(&mut self, id: &Uuid) -> Option<(Picked, QueuedJob)> {
-        let p = self.index.remove(id)?;
-        let e = self.entries.remove(id)?;
-        Some((p, e))
+    fn take(&mut self, id: &Uuid) -> Option<Picked> {
+        self.index.remove(id)
     }
 
     fn notify_node_jobs(&self, node_id: &str) {
@@ -176,7 +167,7 @@ impl SchedulerActor {
                 let caps = &self.nodes[&self.parked[i].node_id].caps;
                 let Some(best) = self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)) else { break };
                 if let Some(taken) = self.take(&best.id) {
-                    picks.push(taken.1);
+                    picks.push(taken);
                 }
             }
             if picks.is_empty() {
@@ -199,7 +190,7 @@ impl SchedulerActor {
         }
     }
 
-    fn start_claims(&mut self, node_id: String, picks: Vec<QueuedJob>, tx: oneshot::Sender<Vec<Job>>, ctx: &mut Context<Self>) {
+    fn start_claims(&mut self, node_id: String, picks: Vec<Picked>, tx: oneshot::Sender<Vec<Job>>, ctx: &mut Context<Self>) {
         if let Some(n) = self.nodes.get_mut(&node_id) {
             n.claiming += picks.len() as u32;
         }
@@ -229,7 +220,7 @@ impl SchedulerActor {
     fn finish_claims(
         &mut self,
         node_id: String,
-        picks: Vec<QueuedJob>,
+        picks: Vec<Picked>,
         res: Result<Vec<Result<JobRow, DbError>>, DbError>,
         tx: oneshot::Sender<Vec<Job>>,
         ctx: &mut Context<Self>,
@@ -248,7 +239,7 @@ impl SchedulerActor {
             match result {
                 Ok(row) => {
                     let from = if row.retry_count > 0 || row.attempt > 1 { JobState::Queued } else { JobState::Pending };
-                    self.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Processing, queue: pick.queue, priority: pick.priority, engine: row.engine.clone() });
+                    self.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Processing, queue: pick.queue(), priority: pick.priority(), engine: row.engine.clone() });
                     self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("success")));
                     self.metrics.do_send(MetricRecorded(MetricEvent::QueueWaited(((now / 1000) as u64).saturating_sub(pick.enqueued_ms) as f64 / 1000.0)));
                     let addr = self.start_job_actor(row.clone(), ctx);
@@ -273,7 +264,7 @@ impl SchedulerActor {
                 Err(e) => {
                     log::warn!("claim of job {} failed: {e}; keeping it queued", pick.id);
                     self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("error")));
-                    self.enqueue(pick);
+                    self.index.reinsert(&pick);
                     for (action, reply) in deferred {
                         let _ = reply.send(Err(AppError::Unavailable { code: "database_unavailable", message: format!("could not {} now", action.as_str()) }));
                     }
@@ -393,16 +384,16 @@ impl Handler<ControlJob> for SchedulerActor {
         if self.index.contains(&id) {
             return match action {
                 UserAction::Cancel => {
-                    let (_, entry) = self.take(&id).expect("indexed job has an entry");
+                    let entry = self.take(&id).expect("indexed job is in the index");
                     Box::pin(async move { db.write(move |c| db_jobs::cancel_runnable(c, &sid)).await }.into_actor(self).map(
                         move |res, act, ctx| match res {
                             Ok((from, row)) => {
-                                act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Canceled, queue: entry.queue, priority: entry.priority, engine: row.engine });
+                                act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Canceled, queue: entry.queue(), priority: entry.priority(), engine: row.engine });
                                 Ok(ControlResponse { job_id: id.to_string(), status: "canceled".into(), retry_count: None })
                             }
                             Err(e) => {
                                 if matches!(e, DbError::Unavailable(_)) {
-                                    act.enqueue(entry);
+                                    act.index.reinsert(&entry);
                                     act.dispatch(ctx);
                                 }
                                 Err(e.into())

@@ -241,12 +241,15 @@ pub fn list(conn: &mut Conn, f: &JobFilter) -> DbResult<Vec<JobRow>> {
     Ok(q.order(jobs::seq.desc()).limit(f.limit).load(conn)?)
 }
 
-/// Every job that is not terminal, oldest first, to rebuild the actors at start-up.
-pub fn load_unfinished(conn: &mut Conn) -> DbResult<Vec<JobRow>> {
+/// Up to `limit` jobs that are not terminal with `seq` above `after`, oldest first, to
+/// rebuild the actors at start-up in bounded chunks.
+pub fn load_unfinished(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<JobRow>> {
     let terminal: Vec<&str> = JobState::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
     Ok(jobs::table
         .filter(jobs::status.ne_all(terminal))
+        .filter(jobs::seq.gt(after))
         .order(jobs::seq.asc())
+        .limit(limit)
         .select(JobRow::as_select())
         .load(conn)?)
 }
@@ -264,6 +267,16 @@ pub fn state_entry_totals(conn: &mut Conn) -> DbResult<Vec<(String, i64)>> {
         *totals.entry(state).or_default() += n;
     }
     Ok(totals.into_iter().collect())
+}
+
+/// Runnable jobs per (queue, priority).
+pub fn runnable_counts(conn: &mut Conn) -> DbResult<Vec<(String, String, i64)>> {
+    use diesel::dsl::count_star;
+    Ok(jobs::table
+        .filter(jobs::status.eq_any([JobState::Pending.as_str(), JobState::Queued.as_str()]))
+        .group_by((jobs::queue, jobs::priority))
+        .select((jobs::queue, jobs::priority, count_star()))
+        .load(conn)?)
 }
 
 /// Current number of jobs in each state.

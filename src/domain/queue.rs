@@ -109,6 +109,16 @@ pub struct Picked {
     pub seq: u64,
     pub enqueued_ms: u64,
     pub base_level: u8,
+    class: ClassId,
+}
+
+impl Picked {
+    pub fn queue(&self) -> QueueName {
+        level_parts(self.base_level).0
+    }
+    pub fn priority(&self) -> Priority {
+        level_parts(self.base_level).1
+    }
 }
 
 #[derive(Default)]
@@ -152,6 +162,17 @@ impl RunnableIndex {
         id
     }
 
+    /// The requirements of a picked (possibly removed) job.
+    pub fn requirements_of_pick(&self, p: &Picked) -> &Requirements {
+        &self.classes[p.class as usize]
+    }
+
+    /// Put a picked job back exactly where it was.
+    pub fn reinsert(&mut self, p: &Picked) {
+        let req = self.classes[p.class as usize].clone();
+        self.insert(p.id, p.seq, p.queue(), p.priority(), &req, p.enqueued_ms);
+    }
+
     /// Requirement classes currently present, for "could anyone run this" checks.
     pub fn requirements_of(&self, id: &Uuid) -> Option<&Requirements> {
         self.slots.get(id).map(|s| &self.classes[s.class as usize])
@@ -180,7 +201,7 @@ impl RunnableIndex {
         if let Some(c) = self.counts.get_mut(&(q, p)) {
             *c = c.saturating_sub(1);
         }
-        Some(Picked { id: e.id, seq: slot.seq, enqueued_ms: e.enqueued_ms, base_level: slot.level })
+        Some(Picked { id: e.id, seq: slot.seq, enqueued_ms: e.enqueued_ms, base_level: slot.level, class: slot.class })
     }
 
     /// The best job whose class `accept` allows, without removing it.
@@ -199,7 +220,7 @@ impl RunnableIndex {
                 Some((bl, bs, _)) => eff > *bl || (eff == *bl && seq < *bs),
             };
             if better {
-                best = Some((eff, seq, Picked { id: e.id, seq, enqueued_ms: e.enqueued_ms, base_level: level }));
+                best = Some((eff, seq, Picked { id: e.id, seq, enqueued_ms: e.enqueued_ms, base_level: level, class }));
             }
         }
         best.map(|b| b.2)

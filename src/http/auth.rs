@@ -4,7 +4,7 @@
 //! - worker: register, heartbeat, next, progress, control poll/ack, results;
 //! - read-only: GET routes.
 //!
-//! `/health` is always open. With no key configured the API is open (and the master
+//! `/health` and `/openapi.json` are always open. With no key configured the API is open (and the master
 //! refuses to bind a non-loopback address that way unless told it is on purpose).
 
 use crate::error::AppError;
@@ -81,7 +81,7 @@ pub async fn require_key(
         (Some(k), _) if !k.enabled() => true,
         // Unknown routes answer 404 without revealing anything.
         (_, None) => true,
-        (_, Some("/health")) => true,
+        (_, Some("/health" | "/openapi.json")) => true,
         _ => false,
     };
     if !open {
