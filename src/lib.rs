@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod audit;
+pub mod bench;
 pub mod client;
 pub mod db;
 pub mod domain;

@@ -27,6 +27,8 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Performance harness P1–P9 against real processes on loopback (see bench/run.sh).
+    Bench(ffrtmp::bench::BenchArgs),
     /// Consistency checks of the shipped dashboards and rules.
     Audit {
         #[command(subcommand)]
@@ -45,7 +47,7 @@ fn main() {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Jobs { .. } | Command::Nodes { .. } => "warn",
-        Command::Up(_) | Command::Audit { .. } => "warn",
+        Command::Up(_) | Command::Audit { .. } | Command::Bench(_) => "warn",
         _ => "info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
@@ -55,6 +57,7 @@ fn main() {
         Command::Worker(args) => system.block_on(ffrtmp::worker::run(args)).map(|_| 0),
         Command::Up(args) => system.block_on(ffrtmp::up::run(args)),
         Command::Audit { command } => Ok(ffrtmp::audit::run(command)),
+        Command::Bench(args) => system.block_on(ffrtmp::bench::run(args)),
         Command::Jobs { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_jobs(&s, command).await })),
         Command::Nodes { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_nodes(&s, command).await })),
     };

@@ -272,3 +272,22 @@ fn schemathesis_finds_no_5xx_and_no_schema_violations() {
     // The master is still healthy and nothing it stored is corrupt.
     assert_eq!(m.api().get("/health").0, 200);
 }
+
+/// The bench harness runs end to end in quick mode (timings are not judged here).
+#[test]
+fn bench_harness_quick_mode_produces_every_figure() {
+    let dir = tmpdir();
+    let out = dir.path().join("bench.json");
+    let o = std::process::Command::new(BIN).args(["bench", "--quick", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(doc["quick"], true);
+    let ids: HashSet<&str> = doc["figures"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    for p in ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9"] {
+        assert!(ids.contains(p), "{p} missing from {doc}");
+    }
+    for f in doc["figures"].as_array().unwrap() {
+        assert!(f["value"].as_f64().is_some_and(|v| v.is_finite()), "{f}");
+        assert!(f.get("pass").is_none(), "quick mode judges nothing: {f}");
+    }
+}
