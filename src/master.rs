@@ -25,7 +25,8 @@ pub struct MasterArgs {
     /// SQLite database file (the embedded default).
     #[arg(long, env = "FFRTMP_DB", default_value = "ffrtmp.db")]
     pub db: PathBuf,
-    /// Database URL: sqlite://PATH (PostgreSQL support is not built yet).
+    /// Database URL: postgres://USER:PASS@HOST:PORT/DB for PostgreSQL, or sqlite://PATH.
+    /// Wins over --db.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// SQLite durability: full fsyncs the WAL at every (group) commit; normal survives a master crash only.
@@ -90,14 +91,10 @@ impl MasterArgs {
         ApiKeys { keys }
     }
 
-    fn db_path(&self) -> anyhow::Result<PathBuf> {
+    fn database(&self) -> anyhow::Result<db::DatabaseUrl> {
         match &self.database_url {
-            None => Ok(self.db.clone()),
-            Some(u) if u.starts_with("sqlite://") => Ok(PathBuf::from(u.trim_start_matches("sqlite://"))),
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                anyhow::bail!("--database-url {u}: PostgreSQL is not supported by this build yet; use sqlite://PATH or --db PATH")
-            }
-            Some(u) => anyhow::bail!("--database-url '{u}' has an unknown scheme; use sqlite://PATH"),
+            None => Ok(db::DatabaseUrl::Sqlite(self.db.clone())),
+            Some(u) => db::DatabaseUrl::parse(u).map_err(|e| anyhow::anyhow!("--database-url: {e}")),
         }
     }
 }
@@ -159,8 +156,9 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
     if !(0.05..=3600.0).contains(&args.heartbeat_interval) {
         anyhow::bail!("--heartbeat-interval must be between 0.05 and 3600 seconds");
     }
-    let path = args.db_path()?;
-    let pool = db::open_sqlite(&path, args.sqlite_synchronous, 8)?;
+    let database = args.database()?;
+    let pool = db::open(&database, args.sqlite_synchronous, 8)?;
+    log::info!("database: {}", database.display());
     let cfg = ActorConfig {
         heartbeat_interval: Duration::from_secs_f64(args.heartbeat_interval),
         aging_step: Duration::from_secs(args.aging_seconds),

@@ -7,7 +7,7 @@
 //! [`GroupCommit`]: super::group_commit::GroupCommit
 
 use super::messages::{CommitBatch, SubmitWrite, WriteOp};
-use crate::db::{Conn, DbError, DbPool, DbResult};
+use crate::db::{self, Conn, DbError, DbPool, DbResult};
 use actix::prelude::*;
 use diesel::Connection;
 use tokio::sync::oneshot;
@@ -42,12 +42,17 @@ impl Handler<CommitBatch> for DbExecutor {
             }
         };
         let mut finishers = Vec::with_capacity(n);
-        let outcome = conn.immediate_transaction::<_, DbError, _>(|c| {
+        let outcome: Result<(), DbError> = (|| {
+            db::begin_write(&mut conn)?;
             for WriteOp(f) in ops {
-                finishers.push(f(c));
+                finishers.push(f(&mut conn));
+            }
+            if let Err(e) = db::commit_write(&mut conn) {
+                let _ = db::rollback_write(&mut conn);
+                return Err(e.into());
             }
             Ok(())
-        });
+        })();
         let err = outcome.err();
         if let Some(e) = &err {
             log::error!("group commit of {n} writes failed: {e}");

@@ -130,10 +130,7 @@ pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
             return Ok((row, false));
         }
     }
-    let row = diesel::insert_into(jobs::table)
-        .values(new)
-        .returning(JobRow::as_returning())
-        .get_result(conn)?;
+    let row: JobRow = diesel::insert_into(jobs::table).values(new).returning(jobs::all_columns).get_result(conn)?;
     diesel::insert_into(job_events::table)
         .values(&NewEvent {
             job_id: row.id.clone(),
@@ -171,8 +168,8 @@ pub fn transition(
     changes.updated_at = Some(now);
     let updated: Option<JobRow> = diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::status.eq(from.as_str())))
         .set(&changes)
-        .returning(JobRow::as_returning())
-        .get_result(conn)
+        .returning(jobs::all_columns)
+        .get_result::<JobRow>(conn)
         .optional()?;
     let Some(row) = updated else {
         let current = get(conn, id)?;

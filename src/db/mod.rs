@@ -8,18 +8,77 @@ pub mod jobs;
 pub mod nodes;
 pub mod schema;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::r2d2::{Pool, PooledConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub type Conn = SqliteConnection;
-pub type DbPool = Pool<ConnectionManager<Conn>>;
-pub type PooledConn = PooledConnection<ConnectionManager<Conn>>;
+/// One connection type for both backends; backend-specific SQL matches on the variant.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+pub type Conn = AnyConnection;
+pub type DbPool = Pool<ConnManager>;
+pub type PooledConn = PooledConnection<ConnManager>;
 
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// `postgres://…`/`postgresql://…` → PostgreSQL; `sqlite://PATH` → SQLite; anything
+    /// else is refused with a sentence saying what is accepted.
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseUrl::Postgres(url.to_string()))
+        } else if let Some(p) = url.strip_prefix("sqlite://") {
+            if p.is_empty() {
+                Err("sqlite:// needs a file path, e.g. sqlite:///var/lib/ffrtmp/ffrtmp.db".into())
+            } else {
+                Ok(DatabaseUrl::Sqlite(PathBuf::from(p)))
+            }
+        } else {
+            Err(format!("database URL '{}' must start with postgres://, postgresql:// or sqlite://", redact(url)))
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, DatabaseUrl::Postgres(_))
+    }
+
+    /// Printable form (password hidden).
+    pub fn display(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            DatabaseUrl::Postgres(u) => redact(u),
+        }
+    }
+}
+
+/// Hide the password of a URL for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// A storage failure, classified for the API: unavailable (503) vs the rest.
 #[derive(Debug, thiserror::Error)]
@@ -82,50 +141,127 @@ pub enum Synchronous {
     Normal,
 }
 
-#[derive(Debug)]
-struct SqlitePragmas {
+/// r2d2 manager that opens the right backend for the URL (diesel's derived
+/// `establish` would try each backend and hide the real error).
+#[derive(Debug, Clone)]
+pub struct ConnManager {
+    url: DatabaseUrl,
     synchronous: Synchronous,
 }
 
-impl CustomizeConnection<Conn, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut Conn) -> Result<(), diesel::r2d2::Error> {
-        let sync = match self.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = 5000; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-        ))
-        .map_err(diesel::r2d2::Error::QueryError)
+fn connect(url: &DatabaseUrl, synchronous: Synchronous) -> Result<AnyConnection, diesel::ConnectionError> {
+    match url {
+        DatabaseUrl::Postgres(u) => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(u)?)),
+        DatabaseUrl::Sqlite(p) => {
+            let mut c = diesel::SqliteConnection::establish(&p.to_string_lossy())?;
+            let sync = match synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            };
+            c.batch_execute(&format!("PRAGMA busy_timeout = 5000; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(AnyConnection::Sqlite(c))
+        }
     }
 }
 
-/// Open (creating if needed) the SQLite database at `path`: WAL switched on once on a
-/// lone connection, migrations applied, then the pool built.
-pub fn open_sqlite(path: &Path, synchronous: Synchronous, pool_size: u32) -> anyhow::Result<DbPool> {
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", parent.display()))?;
+impl r2d2::ManageConnection for ConnManager {
+    type Connection = AnyConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        connect(&self.url, self.synchronous).map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+/// Run the embedded migrations of the connection's backend.
+pub fn run_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
+    let applied = match conn {
+        AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+        AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(applied.iter().map(|v| v.to_string()).collect())
+}
+
+/// Revert every migration (down.sql), for the migration round-trip test.
+pub fn revert_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>> {
+    let reverted = match conn {
+        AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
+        AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(reverted.iter().map(|v| v.to_string()).collect())
+}
+
+/// Open a database: connect once (a clear error naming the URL if that fails, not a
+/// pool timeout), switch SQLite to WAL on that lone connection, apply migrations, then
+/// build the pool.
+pub fn open(url: &DatabaseUrl, synchronous: Synchronous, pool_size: u32) -> anyhow::Result<DbPool> {
+    if let DatabaseUrl::Sqlite(path) = url {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", parent.display()))?;
+            }
         }
     }
-    let url = path.to_string_lossy().to_string();
+    let shown = url.display();
     {
-        let mut conn = Conn::establish(&url)
-            .map_err(|e| anyhow::anyhow!("cannot open SQLite database {url}: {e}"))?;
-        conn.batch_execute("PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;")
-            .map_err(|e| anyhow::anyhow!("cannot switch {url} to WAL: {e}"))?;
-        conn.run_pending_migrations(SQLITE_MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("migrations failed on {url}: {e}"))?;
+        let mut conn = connect(url, synchronous).map_err(|e| anyhow::anyhow!("cannot connect to {shown}: {}", e.to_string().trim()))?;
+        if let AnyConnection::Sqlite(c) = &mut conn {
+            c.batch_execute("PRAGMA journal_mode = WAL;").map_err(|e| anyhow::anyhow!("cannot switch {shown} to WAL: {e}"))?;
+        }
+        run_migrations(&mut conn).map_err(|e| anyhow::anyhow!("migrations failed on {shown}: {e}"))?;
     }
-    let pool = Pool::builder()
+    Pool::builder()
         .max_size(pool_size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(5))
-        .connection_customizer(Box::new(SqlitePragmas { synchronous }))
-        .build(ConnectionManager::<Conn>::new(url.clone()))
-        .map_err(|e| anyhow::anyhow!("cannot open a connection pool on {url}: {e}"))?;
-    Ok(pool)
+        .build(ConnManager { url: url.clone(), synchronous })
+        .map_err(|e| anyhow::anyhow!("cannot open a connection pool on {shown}: {e}"))
+}
+
+/// SQLite at `path` (tests, tools).
+pub fn open_sqlite(path: &Path, synchronous: Synchronous, pool_size: u32) -> anyhow::Result<DbPool> {
+    open(&DatabaseUrl::Sqlite(path.to_path_buf()), synchronous, pool_size)
+}
+
+/// Begin the write transaction of a group commit: `BEGIN IMMEDIATE` on SQLite (take the
+/// write lock now, not at the first write), `BEGIN` on PostgreSQL. Nested
+/// `conn.transaction` calls inside become savepoints.
+pub fn begin_write(conn: &mut AnyConnection) -> QueryResult<()> {
+    match conn {
+        AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+        AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c),
+    }
+}
+
+pub fn commit_write(conn: &mut AnyConnection) -> QueryResult<()> {
+    <AnyConnection as Connection>::TransactionManager::commit_transaction(conn)
+}
+
+pub fn rollback_write(conn: &mut AnyConnection) -> QueryResult<()> {
+    <AnyConnection as Connection>::TransactionManager::rollback_transaction(conn)
+}
+
+/// Create a fresh PostgreSQL database next to `admin_url` (tests, bench); returns its URL.
+pub fn create_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut c = diesel::PgConnection::establish(admin_url).map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(admin_url)))?;
+    c.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+    let base = match admin_url.rfind('/') {
+        Some(i) if i > admin_url.find("://").map(|s| s + 2).unwrap_or(0) => &admin_url[..i],
+        _ => admin_url,
+    };
+    Ok(format!("{base}/{name}"))
 }
 
 /// A trivial read, for health checks.
@@ -134,8 +270,13 @@ pub fn ping(conn: &mut Conn) -> DbResult<()> {
     Ok(())
 }
 
-/// `PRAGMA integrity_check`, for start-up logs and tests.
+/// `PRAGMA integrity_check` on SQLite; PostgreSQL checks its own pages, so a query that
+/// reads every table must simply succeed there.
 pub fn integrity_check(conn: &mut Conn) -> DbResult<String> {
+    if let AnyConnection::Postgresql(_) = conn {
+        diesel::sql_query("SELECT count(*) FROM jobs, (SELECT count(*) FROM job_events) e, (SELECT count(*) FROM nodes) n").execute(conn)?;
+        return Ok("ok".into());
+    }
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = diesel::sql_types::Text)]

@@ -26,6 +26,8 @@ pub struct TestMaster {
     pub url: String,
     pub dir: PathBuf,
     pub args: Vec<String>,
+    /// PostgreSQL database of this master when the suite runs on PostgreSQL.
+    pub pg_url: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -34,7 +36,9 @@ impl TestMaster {
     pub fn start(extra: &[&str]) -> TestMaster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut m = TestMaster { child: None, url: String::new(), dir, args: extra.iter().map(|s| s.to_string()).collect(), _tmp: Some(tmp) };
+        let explicit = extra.contains(&"--database-url");
+        let pg_url = (suite_on_postgres() && !explicit).then(new_pg_database);
+        let mut m = TestMaster { child: None, url: String::new(), dir, args: extra.iter().map(|s| s.to_string()).collect(), pg_url, _tmp: Some(tmp) };
         m.spawn();
         m
     }
@@ -43,14 +47,25 @@ impl TestMaster {
         self.dir.join("master.db")
     }
 
+    /// The database this master uses (SQLite file, or its PostgreSQL database).
+    pub fn database(&self) -> ffrtmp::db::DatabaseUrl {
+        match &self.pg_url {
+            Some(u) => ffrtmp::db::DatabaseUrl::Postgres(u.clone()),
+            None => ffrtmp::db::DatabaseUrl::Sqlite(self.db_path()),
+        }
+    }
+
     fn spawn(&mut self) {
         let mut cmd = Command::new(BIN);
         cmd.arg("master");
         if !self.args.iter().any(|a| a == "--port") {
             cmd.args(["--port", "0"]);
         }
-        cmd.args(["--metrics-port", "0", "--db"])
-            .arg(self.db_path())
+        cmd.args(["--metrics-port", "0", "--db"]).arg(self.db_path());
+        if let Some(u) = &self.pg_url {
+            cmd.args(["--database-url", u]);
+        }
+        cmd
             .args(&self.args)
             .env("RUST_LOG", "warn")
             .env_remove("MASTER_API_KEY")
@@ -239,7 +254,7 @@ impl TestWorker {
             .args(["worker", "--master", master, "--metrics-port", "0", "--metrics-bind", "127.0.0.1", "--work-dir"])
             .arg(&self.work_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -357,7 +372,8 @@ impl TestMaster {
     pub fn start_on(port: u16, db_dir: &std::path::Path, extra: &[&str]) -> TestMaster {
         let mut args: Vec<String> = vec!["--port".into(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut m = TestMaster { child: None, url: String::new(), dir: db_dir.to_path_buf(), args, _tmp: None };
+        let pg_url = suite_on_postgres().then(new_pg_database);
+        let mut m = TestMaster { child: None, url: String::new(), dir: db_dir.to_path_buf(), args, pg_url, _tmp: None };
         m.spawn();
         m
     }
@@ -379,4 +395,82 @@ impl TestMaster {
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ----- PostgreSQL ---------------------------------------------------------------------
+
+/// The suite runs on PostgreSQL when FFRTMP_TEST_BACKEND=postgres.
+pub fn suite_on_postgres() -> bool {
+    std::env::var("FFRTMP_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+struct PgServer {
+    admin_url: String,
+}
+
+static PG: std::sync::OnceLock<Option<PgServer>> = std::sync::OnceLock::new();
+static PG_DIR: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+extern "C" fn stop_pg() {
+    if let Some(dir) = PG_DIR.lock().ok().and_then(|d| d.clone()) {
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!("{}/pg_ctl -D {}/data -m immediate -w stop", pg_bin(), dir.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+fn pg_bin() -> String {
+    std::env::var("FFRTMP_TEST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
+
+/// A throwaway PostgreSQL server for this test process (initdb into a temp dir, pg_ctl
+/// on a free loopback port, stopped at exit), or FFRTMP_TEST_PG_URL when given.
+/// None when neither is possible (not root, or no PostgreSQL installed).
+pub fn pg_admin_url() -> Option<String> {
+    PG.get_or_init(|| {
+        if let Ok(u) = std::env::var("FFRTMP_TEST_PG_URL") {
+            return Some(PgServer { admin_url: u });
+        }
+        let bin = pg_bin();
+        if unsafe { libc::geteuid() } != 0 || !std::path::Path::new(&format!("{bin}/initdb")).exists() {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("ffrtmp-test-pg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let _ = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status();
+        let port = free_port();
+        let su = |cmd: String| {
+            Command::new("su").args(["postgres", "-s", "/bin/sh", "-c"]).arg(cmd).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        };
+        let d = dir.display();
+        if !su(format!("{bin}/initdb -D {d}/data -U postgres --auth=trust --no-sync")) {
+            return None;
+        }
+        *PG_DIR.lock().unwrap() = Some(dir.clone());
+        unsafe { libc::atexit(stop_pg) };
+        let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={d} -c fsync=off -c max_connections=600");
+        if !su(format!("{bin}/pg_ctl -D {d}/data -l {d}/server.log -o '{opts}' -w start")) {
+            return None;
+        }
+        Some(PgServer { admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres") })
+    })
+    .as_ref()
+    .map(|s| s.admin_url.clone())
+}
+
+/// A fresh database on the test server.
+pub fn new_pg_database() -> String {
+    let admin = pg_admin_url().expect("FFRTMP_TEST_BACKEND=postgres needs root and PostgreSQL 15 (or FFRTMP_TEST_PG_URL)");
+    let name = format!("ffrtmp_t_{}", uuid_simple());
+    ffrtmp::db::create_postgres_database(&admin, &name).expect("create test database")
+}
+
+fn uuid_simple() -> String {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -6,4 +6,5 @@ mod faults;
 mod harness;
 mod master_api;
 mod observability;
+mod postgres;
 mod worker_ffmpeg;
