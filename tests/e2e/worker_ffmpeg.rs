@@ -304,3 +304,42 @@ fn stale_attempt_dirs_are_removed_at_start() {
     assert!(!w.work_dir.join("job-0000").exists());
     assert!(w.work_dir.join("node_id").exists());
 }
+
+/// VMAF needs an ffmpeg built with libvmaf (Debian's is not): the imageio-ffmpeg wheel
+/// ships one, which CI installs.
+fn libvmaf_ffmpeg() -> Option<String> {
+    let out = std::process::Command::new("python3").args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"]).output().ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then_some(path)
+}
+
+#[test]
+fn qoe_includes_vmaf_when_the_ffmpeg_has_libvmaf() {
+    let Some(ffmpeg) = libvmaf_ffmpeg() else {
+        assert!(std::env::var_os("CI").is_none(), "CI installs imageio-ffmpeg (.ci/run)");
+        eprintln!("skipped: pip install imageio-ffmpeg for an ffmpeg with libvmaf");
+        return;
+    };
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let _w = TestWorker::start(&m, &["--ffmpeg", &ffmpeg]);
+    let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "1M", "qoe": true}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(120));
+    assert_eq!(j["status"], "completed", "{j}");
+    let vmaf = j["vmaf_score"].as_f64().expect("vmaf_score present");
+    assert!(vmaf > 80.0 && vmaf <= 100.0, "{vmaf}");
+    assert_eq!(j["qoe_score"].as_f64(), Some(vmaf), "qoe_score is VMAF when measured");
+    assert!(j["metrics"]["psnr_db"].as_f64().unwrap() > 30.0);
+}
+
+#[test]
+fn wall_clock_limit_kills_and_fails_with_timeout() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let _w = TestWorker::start(&m, &[]);
+    let id = api.submit(json!({"max_retries": 0, "parameters": {"resolution": "160x90", "fps": 10, "duration": 30, "realtime": true, "timeout_seconds": 1}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(30));
+    assert_eq!((j["status"].as_str(), j["failure_reason"].as_str()), (Some("failed"), Some("timeout")), "{j}");
+    assert!(j["error"].as_str().unwrap().contains("wall-clock limit"), "{j}");
+    assert!(ffmpeg_pids(&id).is_empty());
+}
