@@ -152,41 +152,39 @@ impl SchedulerActor {
             return;
         }
         let now_ms = (now_micros() / 1000) as u64;
-        loop {
-            // Order parked requests by node preference (free slots, then load).
-            let candidates = self.parked.iter().enumerate().filter_map(|(i, p)| {
-                let n = self.nodes.get(&p.node_id)?;
-                n.accepting.then_some((i, n.free(), n.load))
-            });
-            let Some(i) = choose_node(candidates.collect::<Vec<_>>()) else { return };
-            let p = &self.parked[i];
-            let node = &self.nodes[&p.node_id];
-            let want = node.free().min(p.max.max(1));
+        // Nodes that can run nothing queued now: skipped for the rest of this pass, so
+        // every turn either places work or retires a node (the loop always ends).
+        let mut exhausted: HashSet<String> = HashSet::new();
+        while !self.parked.is_empty() && !self.index.is_empty() {
+            // The most free slots first, then the least loaded.
+            let candidates: Vec<(usize, u32, f64)> = self
+                .parked
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !exhausted.contains(&p.node_id))
+                .filter_map(|(i, p)| {
+                    let n = self.nodes.get(&p.node_id)?;
+                    n.accepting.then_some((i, n.free(), n.load))
+                })
+                .collect();
+            let Some(i) = choose_node(candidates) else { return };
+            let node_id = self.parked[i].node_id.clone();
+            let node = &self.nodes[&node_id];
+            let want = node.free().min(self.parked[i].max.max(1));
             let mut picks = Vec::new();
             for _ in 0..want {
-                let caps = &self.nodes[&self.parked[i].node_id].caps;
+                let caps = &self.nodes[&node_id].caps;
                 let Some(best) = self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)) else { break };
                 if let Some(taken) = self.take(&best.id) {
                     picks.push(taken);
                 }
             }
             if picks.is_empty() {
-                // This node can run nothing queued; others may.
-                let p = self.parked.remove(i);
-                self.parked.push(p);
-                if self.parked.iter().all(|p| {
-                    let caps = &self.nodes.get(&p.node_id).map(|n| n.caps.clone()).unwrap_or_default();
-                    self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)).is_none()
-                }) {
-                    return;
-                }
+                exhausted.insert(node_id);
                 continue;
             }
             let p = self.parked.remove(i);
             self.start_claims(p.node_id, picks, p.tx, ctx);
-            if self.parked.is_empty() || self.index.is_empty() {
-                return;
-            }
         }
     }
 

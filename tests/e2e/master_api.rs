@@ -585,3 +585,29 @@ fn serves_https_with_rustls() {
     let plain = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{}/health", m.url.replace("https", "http"))).output().unwrap();
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP is not served on a TLS port");
 }
+
+#[test]
+fn idle_cpu_node_never_stalls_placement_for_a_gpu_node() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    // A roomy CPU node parks first; the only work is for a GPU node with one slot.
+    api.register("cpu", json!({"encoders": ["libx264"], "max_concurrent_jobs": 8}));
+    api.register("gpu", json!({"has_gpu": true, "encoders": ["h264_nvenc"], "gpus": [{"index": 0, "name": "L4", "memory_total_bytes": 1u64 << 34}], "max_concurrent_jobs": 1}));
+    let cpu_poll = {
+        let api = api.clone();
+        std::thread::spawn(move || api.claim("cpu", 3.0))
+    };
+    wait_until(Duration::from_secs(5), "cpu node parked", || api.metric("ffrtmp_workers_waiting") == 1.0);
+    let gpu_poll = {
+        let api = api.clone();
+        std::thread::spawn(move || api.claim("gpu", 10.0))
+    };
+    wait_until(Duration::from_secs(5), "gpu node parked", || api.metric("ffrtmp_workers_waiting") == 2.0);
+    let id = api.submit(json!({"parameters": {"codec": "h264_nvenc"}}));
+    let got = gpu_poll.join().unwrap().expect("the GPU node gets the NVENC job");
+    assert_eq!(got["id"], id.as_str());
+    assert!(cpu_poll.join().unwrap().is_none());
+    // The scheduler is still responsive.
+    let (s, _) = api.get("/api/v1/status");
+    assert_eq!(s, 200);
+}
