@@ -96,11 +96,6 @@ pub struct AdoptLiveJobs(pub Vec<JobRow>);
 #[rtype(result = "Option<bool>")]
 pub struct CheckPlaceable(pub Requirements);
 
-/// Runnable jobs in the index.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct GetQueueDepth;
-
 impl SchedulerActor {
     pub fn new(db: Db, metrics: Addr<MetricsActor>, policy: Arc<JobPolicy>, aging_step_ms: u64) -> Self {
         SchedulerActor {
@@ -473,13 +468,6 @@ impl Handler<CheckPlaceable> for SchedulerActor {
     type Result = Option<bool>;
     fn handle(&mut self, m: CheckPlaceable, _: &mut Context<Self>) -> Self::Result {
         (!self.nodes.is_empty()).then(|| self.nodes.values().any(|n| n.caps.can_ever_run(&m.0)))
-    }
-}
-
-impl Handler<GetQueueDepth> for SchedulerActor {
-    type Result = usize;
-    fn handle(&mut self, _: GetQueueDepth, _: &mut Context<Self>) -> usize {
-        self.index.len()
     }
 }
 
