@@ -45,11 +45,10 @@ pub fn references(text: &str) -> Vec<String> {
 /// Map a referenced series name to its family (`_bucket`/`_sum`/`_count` of a histogram).
 fn family_of(name: &str, exported: &BTreeSet<String>) -> String {
     for suffix in ["_bucket", "_sum", "_count"] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if exported.contains(base) {
+        if let Some(base) = name.strip_suffix(suffix)
+            && exported.contains(base) {
                 return base.to_string();
             }
-        }
     }
     name.to_string()
 }

@@ -146,14 +146,13 @@ impl JobActor {
                 self.id
             )));
         }
-        if let Some(a) = attempt {
-            if a != self.row.attempt {
+        if let Some(a) = attempt
+            && a != self.row.attempt {
                 return Err(AppError::stale_attempt(format!(
                     "attempt {a} of job {} is stale (current attempt is {}); stop it and discard its output",
                     self.id, self.row.attempt
                 )));
             }
-        }
         Ok(())
     }
 
@@ -418,11 +417,10 @@ impl Handler<ReportResult> for JobActor {
             return fail(e);
         }
         // A retried identical report gets the same answer.
-        if let Some((fp, resp)) = &self.last_result {
-            if *fp == fingerprint(&r) {
+        if let Some((fp, resp)) = &self.last_result
+            && *fp == fingerprint(&r) {
                 return Box::pin(actix::fut::ready(Ok(resp.clone())));
             }
-        }
         let state = self.state();
         if state == JobState::Canceled {
             // The kill raced the worker's own end: the job stays canceled.
@@ -560,8 +558,8 @@ impl Handler<AcknowledgeControl> for JobActor {
 
     fn handle(&mut self, m: AcknowledgeControl, ctx: &mut Context<Self>) -> Self::Result {
         self.check_owner(&m.node_id, Some(m.attempt))?;
-        if let Some((action, at)) = self.pending_control {
-            if action == m.action {
+        if let Some((action, at)) = self.pending_control
+            && action == m.action {
                 let name = match action {
                     ControlAction::Pause => "pause",
                     ControlAction::Resume => "resume",
@@ -570,7 +568,6 @@ impl Handler<AcknowledgeControl> for JobActor {
                 self.metrics.do_send(MetricRecorded(MetricEvent::ControlAcknowledged { action: name, seconds: at.elapsed().as_secs_f64() }));
                 self.pending_control = None;
             }
-        }
         if m.action == ControlAction::Cancel && self.state() == JobState::Canceled {
             self.stop_with_release(ctx);
         }

@@ -65,7 +65,7 @@ impl NodeEntry {
         NodeCaps {
             cpu_threads: self.row.cpu_threads.max(0) as u32,
             ram_total_mb: (self.row.ram_total_bytes.max(0) as u64) >> 20,
-            ram_free_mb: (self.row.ram_free_bytes > 0).then(|| (self.row.ram_free_bytes as u64) >> 20),
+            ram_free_mb: (self.row.ram_free_bytes > 0).then_some((self.row.ram_free_bytes as u64) >> 20),
             gpus: self.hw.gpus.iter().map(|g| GpuCaps { index: g.index, memory_total_mb: g.memory_total_bytes >> 20 }).collect(),
             has_gpu: self.row.has_gpu,
             encoders: self.hw.encoders.clone(),
@@ -248,11 +248,10 @@ impl Handler<RegisterNode> for NodeSupervisor {
 
     fn handle(&mut self, RegisterNode(reg): RegisterNode, _: &mut Context<Self>) -> Self::Result {
         let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
-        if let Some(id) = &reg.node_id {
-            if !valid_node_id(id) {
+        if let Some(id) = &reg.node_id
+            && !valid_node_id(id) {
                 return fail(AppError::bad_request("invalid_node_id", "node_id must be 1–128 characters of letters, digits, '-', '_', '.' or ':'"));
             }
-        }
         if reg.node_id.is_none() && reg.address.trim().is_empty() {
             return fail(AppError::bad_request("invalid_registration", "give a node_id or an address"));
         }
@@ -349,12 +348,11 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
         if let Some(d) = hb.disk_free_bytes {
             n.hw.disk_free_bytes = Some(d);
         }
-        if let Some(g) = hb.gpus {
-            if g.len() <= 64 {
+        if let Some(g) = hb.gpus
+            && g.len() <= 64 {
                 n.hw.gpus = g;
                 n.row.hardware = serde_json::to_string(&n.hw).unwrap_or_default();
             }
-        }
         let draining = n.row.draining;
         let due = revived || n.last_persist.elapsed() > Duration::from_secs(30);
         if revived {

@@ -548,11 +548,10 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
         let mut unreported = Vec::new();
         if let Some(n) = self.nodes.get(&m.node_id) {
             for id in &n.running {
-                if !reported.contains_key(id) {
-                    if let Some((a, _, _)) = self.live.get(id) {
+                if !reported.contains_key(id)
+                    && let Some((a, _, _)) = self.live.get(id) {
                         unreported.push(a.clone());
                     }
-                }
             }
         }
         Box::pin(async move {

@@ -74,11 +74,10 @@ pub fn job_table(j: &Job) -> Table {
             row(k, format!("{v:.2}"));
         }
     }
-    if let Some(m) = &j.metrics {
-        if let Some(p) = m.get("psnr_db").and_then(|v| v.as_f64()) {
+    if let Some(m) = &j.metrics
+        && let Some(p) = m.get("psnr_db").and_then(|v| v.as_f64()) {
             row("PSNR (dB)", format!("{p:.2}"));
         }
-    }
     row("Parameters", serde_json::to_string_pretty(&j.parameters).unwrap_or_default());
     t
 }

@@ -206,14 +206,12 @@ pub fn revert_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>
 /// pool timeout), switch SQLite to WAL on that lone connection, apply migrations, then
 /// build the pool.
 pub fn open(url: &DatabaseUrl, synchronous: Synchronous, pool_size: u32) -> anyhow::Result<DbPool> {
-    if let DatabaseUrl::Sqlite(path) = url {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
+    if let DatabaseUrl::Sqlite(path) = url
+        && let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", parent.display()))?;
             }
-        }
-    }
     let shown = url.display();
     {
         let mut conn = connect(url, synchronous).map_err(|e| anyhow::anyhow!("cannot connect to {shown}: {}", e.to_string().trim()))?;

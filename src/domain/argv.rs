@@ -186,11 +186,10 @@ pub fn resolve_input(path: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
     for c in candidates {
         let Ok(real) = c.canonicalize() else { continue };
         for r in roots {
-            if let Ok(root) = r.canonicalize() {
-                if real.starts_with(&root) && real.is_file() {
+            if let Ok(root) = r.canonicalize()
+                && real.starts_with(&root) && real.is_file() {
                     return Ok(real);
                 }
-            }
         }
     }
     Err(format!("input '{path}' is not a file under the worker's input roots"))

@@ -198,11 +198,10 @@ pub fn check_input_path(p: &str) -> Result<(), ParamError> {
         return err("parameter 'input' must not start with '-'");
     }
     // `file:`, `http:`, `concat:`, `subfile,,` … would let ffmpeg read anything.
-    if let Some(colon) = p.find(':') {
-        if !p[..colon].contains('/') {
+    if let Some(colon) = p.find(':')
+        && !p[..colon].contains('/') {
             return err("parameter 'input' must be a file path, not a protocol URL");
         }
-    }
     if p.chars().any(|c| SHELL_META.contains(&c)) || p.split('/').any(|c| c == "..") {
         return err(format!("parameter 'input' must not contain '..' or any of {}", SHELL_META.iter().collect::<String>()));
     }
@@ -329,11 +328,10 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         check_rtmp_url(u)?;
     }
     let stream_key = text("stream_key")?.filter(|s| !s.is_empty());
-    if let Some(k) = &stream_key {
-        if k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if let Some(k) = &stream_key
+        && (k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
             return err("parameter 'stream_key' may hold only letters, digits, '_' and '-' (at most 128)");
         }
-    }
     let threads = num("threads", 0.0, 512.0)?.map(|t| t as u32).filter(|t| *t > 0);
     let hwaccel = match text("hwaccel")?.as_deref() {
         None | Some("") | Some("none") => None,

@@ -113,11 +113,10 @@ impl NodeCaps {
         if req.needs_gpu && self.gpu_count() == 0 {
             return false;
         }
-        if let Some(i) = req.gpu_index {
-            if i as usize >= self.gpu_count() {
+        if let Some(i) = req.gpu_index
+            && i as usize >= self.gpu_count() {
                 return false;
             }
-        }
         if req.min_gpu_memory_mb > 0 {
             let fits = |g: &GpuCaps| g.memory_total_mb >= req.min_gpu_memory_mb;
             let ok = match req.gpu_index {

@@ -94,12 +94,11 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
     let requirements = Requirements::from_spec(&spec);
     let mut status = JobState::Pending;
     let mut reject_reason = None;
-    if state.reject_unplaceable {
-        if let Some(false) = state.h.scheduler.send(CheckPlaceable(requirements.clone())).await? {
+    if state.reject_unplaceable
+        && let Some(false) = state.h.scheduler.send(CheckPlaceable(requirements.clone())).await? {
             status = JobState::Rejected;
             reject_reason = Some(format!("no registered node can run it (needs {})", requirements.describe()));
         }
-    }
     let now = now_micros();
     let new = NewJob {
         id: Uuid::new_v4().to_string(),
@@ -192,14 +191,12 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
     let mut job = row.to_wire();
     job.state_transitions = Some(events.iter().map(|e| e.to_wire()).collect());
     if row.state().is_live() {
-        if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
-            if let Ok(view) = addr.send(GetLiveView).await {
-                if let Some(p) = view.progress {
+        if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await?
+            && let Ok(view) = addr.send(GetLiveView).await
+                && let Some(p) = view.progress {
                     job.progress = p.percent.floor() as i64;
                     job.progress_detail = Some(p);
                 }
-            }
-        }
     } else if row.state().is_runnable() {
         job.queue_reason = state.h.scheduler.send(GetQueueReason(uid)).await?;
     }
@@ -316,11 +313,10 @@ pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>)
     if r.node_id.is_empty() {
         return Err(AppError::bad_request("missing_node_id", "node_id is required"));
     }
-    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
-        if let Ok(res) = addr.send(ReportResult(r.clone())).await {
+    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await?
+        && let Ok(res) = addr.send(ReportResult(r.clone())).await {
             return Ok(HttpResponse::Ok().json(res?));
         }
-    }
     // No live actor: the job is queued, finished or unknown.
     let row = load_row(&state, &r.job_id).await?;
     let same_holder = row.node_id.as_deref() == Some(r.node_id.as_str()) && r.attempt.is_none_or(|a| a == row.attempt);

@@ -58,8 +58,8 @@ pub async fn status(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let nodes = state.h.nodes.send(ListNodes).await?;
     let mut running = Vec::new();
     for a in &snap.live {
-        if let Ok(v) = a.send(GetLiveView).await {
-            if v.state.is_leased() {
+        if let Ok(v) = a.send(GetLiveView).await
+            && v.state.is_leased() {
                 running.push(serde_json::json!({
                     "job_status": v.state.as_str(),
                     "node_id": v.node_id,
@@ -67,7 +67,6 @@ pub async fn status(state: web::Data<AppState>) -> AppResult<HttpResponse> {
                     "progress": v.progress,
                 }));
             }
-        }
     }
     let mut by_queue = serde_json::Map::new();
     let mut by_priority = serde_json::Map::new();
@@ -97,7 +96,7 @@ pub async fn health_score(state: web::Data<AppState>) -> AppResult<HttpResponse>
     let snap = state.h.scheduler.send(GetSchedulerSnapshot).await?;
     let nodes = state.h.nodes.send(ListNodes).await?;
     let (ok, failed) = state.h.metrics.send(GetRecentOutcomes).await?;
-    let database_ok = state.h.db.read(|c| crate::db::ping(c)).await.is_ok();
+    let database_ok = state.h.db.read(crate::db::ping).await.is_ok();
     let inputs = HealthInputs {
         database_ok,
         nodes_online: nodes.iter().filter(|n| n.status != "offline").count(),

@@ -280,19 +280,17 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
             metrics.insert("duration_seconds".into(), (t as f64 / 1e6).into());
         }
     }
-    if let OutputTarget::File(p) = &output {
-        if let Ok(m) = p.metadata() {
+    if let OutputTarget::File(p) = &output
+        && let Ok(m) = p.metadata() {
             metrics.insert("output_bytes".into(), m.len().into());
         }
-    }
     metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
     metrics.insert("encoder".into(), encoder.clone().into());
     metrics.insert("engine_used".into(), if program.contains("gst") { "gstreamer" } else { "ffmpeg" }.into());
-    if let Some(s) = job.started_at.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
-        if let Ok(c) = chrono::DateTime::parse_from_rfc3339(&job.created_at) {
+    if let Some(s) = job.started_at.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        && let Ok(c) = chrono::DateTime::parse_from_rfc3339(&job.created_at) {
             metrics.insert("queue_wait_seconds".into(), ((s - c).num_milliseconds() as f64 / 1000.0).into());
         }
-    }
     let energy = energy_start.and_then(|(start, range, kind)| {
         let (now, _, _) = energy_now(&shared, &encoder, &spec)?;
         let d = if now >= start { now - start } else { now + range - start };
@@ -300,8 +298,8 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         Some(d)
     });
     let mut scores = None;
-    if ending == Ending::Completed && spec.qoe {
-        if let OutputTarget::File(p) = &output {
+    if ending == Ending::Completed && spec.qoe
+        && let OutputTarget::File(p) = &output {
             scores = super::qoe::measure(&cfg.ffmpeg, p, &spec, &shared.probe, &cfg.input_roots).await;
             if let Some(s) = &scores {
                 if let Some(v) = s.psnr {
@@ -312,7 +310,6 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                 }
             }
         }
-    }
     let mut result_metrics = metrics;
     if let Some(e) = energy {
         result_metrics.insert("energy_joules".into(), e.into());
@@ -523,11 +520,11 @@ async fn report_full(
             }
         }
     };
-    if accepted && *ending == Ending::Completed {
-        if let OutputTarget::File(p) = output {
+    if accepted && *ending == Ending::Completed
+        && let OutputTarget::File(p) = output {
             let final_dir = shared.cfg.work_dir.join("outputs").join(format!("job-{}", job.id));
-            if std::fs::create_dir_all(&final_dir).is_ok() {
-                if let Some(name) = p.file_name() {
+            if std::fs::create_dir_all(&final_dir).is_ok()
+                && let Some(name) = p.file_name() {
                     let dest = final_dir.join(name);
                     if let Err(e) = std::fs::rename(p, &dest) {
                         log::warn!("cannot move output to {}: {e}", dest.display());
@@ -535,9 +532,7 @@ async fn report_full(
                         log::info!("job {} output: {}", job.id, dest.display());
                     }
                 }
-            }
         }
-    }
     let _ = std::fs::remove_dir_all(dir);
     if let Some(parent) = dir.parent() {
         let _ = std::fs::remove_dir(parent);

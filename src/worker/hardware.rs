@@ -46,7 +46,7 @@ impl Hardware {
         if s.cpu_threads == 0 {
             s.cpu_threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
         }
-        s.disk_free_bytes = nix::sys::statvfs::statvfs(work_dir).ok().map(|v| v.blocks_available() as u64 * v.fragment_size() as u64);
+        s.disk_free_bytes = nix::sys::statvfs::statvfs(work_dir).ok().map(|v| v.blocks_available() * v.fragment_size());
         s
     }
 

@@ -254,11 +254,10 @@ fn running_jobs(shared: &WorkerShared) -> Vec<RunningJob> {
 }
 
 fn send(shared: &WorkerShared, job_id: &str, attempt: Option<i32>, cmd: JobCommand) {
-    if let Some(r) = shared.running.borrow().get(job_id) {
-        if attempt.is_none_or(|a| a == r.attempt) {
+    if let Some(r) = shared.running.borrow().get(job_id)
+        && attempt.is_none_or(|a| a == r.attempt) {
             let _ = r.tx.send(cmd);
         }
-    }
 }
 
 async fn heartbeat_loop(shared: Rc<WorkerShared>) {

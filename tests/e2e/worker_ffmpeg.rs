@@ -53,14 +53,13 @@ fn progress_is_live_and_monotonic() {
     let mut detail = Value::Null;
     wait_until(Duration::from_secs(60), "job to complete", || {
         let j = api.job(&id);
-        if let Some(p) = j["progress"].as_i64() {
-            if j["status"] == "processing" {
+        if let Some(p) = j["progress"].as_i64()
+            && j["status"] == "processing" {
                 seen.push(p);
                 if j["progress_detail"].is_object() {
                     detail = j["progress_detail"].clone();
                 }
             }
-        }
         j["status"] == "completed"
     });
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "monotonic: {seen:?}");
