@@ -16,9 +16,10 @@ use uuid::Uuid;
 
 // ----- database ---------------------------------------------------------------
 
-/// Runs inside the write transaction (in its own savepoint) and returns the closure
-/// that answers the caller once COMMIT has succeeded or failed.
-pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> Box<dyn FnOnce(Option<&DbError>) + Send> + Send>;
+/// Runs inside the group's write transaction. Returns whether it failed in a way that
+/// spoils the transaction (anything but a logical refusal), and the closure that answers
+/// the caller once COMMIT (or the rollback) is done.
+pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> (bool, Box<dyn FnOnce(Option<&DbError>) + Send>) + Send>;
 
 pub struct WriteOp(pub WriteFn);
 

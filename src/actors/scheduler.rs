@@ -195,13 +195,17 @@ impl SchedulerActor {
         let node = node_id.clone();
         async move {
             db.write(move |c| {
-                Ok(ids
-                    .iter()
-                    .map(|id| {
-                        use diesel::Connection;
-                        c.transaction(|c| db_jobs::claim(c, id, &node))
-                    })
-                    .collect::<Vec<_>>())
+                // A claim refused (job no longer runnable) writes nothing; any other
+                // failure spoils the whole batch and is reported for every claim.
+                let mut out = Vec::with_capacity(ids.len());
+                for id in &ids {
+                    match db_jobs::claim(c, id, &node) {
+                        Err(e @ (DbError::Conflict(_) | DbError::NotFound)) => out.push(Err(e)),
+                        Err(e) => return Err(e),
+                        Ok(row) => out.push(Ok(row)),
+                    }
+                }
+                Ok(out)
             })
             .await
         }

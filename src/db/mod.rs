@@ -234,8 +234,8 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous, pool_size: u32) -> any
 }
 
 /// Begin the write transaction of a group commit: `BEGIN IMMEDIATE` on SQLite (take the
-/// write lock now, not at the first write), `BEGIN` on PostgreSQL. Nested
-/// `conn.transaction` calls inside become savepoints.
+/// write lock now, not at the first write), `BEGIN` on PostgreSQL, through diesel's
+/// transaction manager so its bookkeeping stays right.
 pub fn begin_write(conn: &mut AnyConnection) -> QueryResult<()> {
     match conn {
         AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
