@@ -162,11 +162,6 @@ impl RunnableIndex {
         id
     }
 
-    /// The requirements of a picked (possibly removed) job.
-    pub fn requirements_of_pick(&self, p: &Picked) -> &Requirements {
-        &self.classes[p.class as usize]
-    }
-
     /// Put a picked job back exactly where it was.
     pub fn reinsert(&mut self, p: &Picked) {
         let req = self.classes[p.class as usize].clone();
