@@ -67,13 +67,21 @@ pub async fn measure(ffmpeg: &str, output: &Path, spec: &JobSpec, probe: &Probe,
     let reference = reference_args(spec, roots)?;
     let mut base: Vec<String> = vec!["-hide_banner".into(), "-nostdin".into(), "-loglevel".into(), "info".into(), "-i".into(), output.to_string_lossy().into_owned()];
     base.extend(reference);
-    let graph = "[0:v][1:v]scale2ref=flags=bicubic[d][r];[d]format=yuv420p,split[d1][d2];[r]format=yuv420p,split[r1][r2];[d1][r1]psnr;[d2][r2]ssim";
+    // Compare at the output's size. The synthetic reference is generated at that size;
+    // a file reference is scaled only when the job resized. (Not scale2ref: under
+    // ffmpeg 7 it intermittently ends the graph before the statistics are printed.)
+    let reference_chain = match (&spec.input, spec.resolution) {
+        (Some(_), Some((w, h))) => format!("[1:v]scale={w}:{h}:flags=bicubic,format=yuv420p"),
+        _ => "[1:v]format=yuv420p".to_string(),
+    };
+    let graph = format!("[0:v]format=yuv420p,split[d1][d2];{reference_chain},split[r1][r2];[d1][r1]psnr;[d2][r2]ssim");
     let mut args = base.clone();
-    args.extend(["-lavfi".into(), graph.into(), "-f".into(), "null".into(), "-".into()]);
+    args.extend(["-lavfi".into(), graph, "-f".into(), "null".into(), "-".into()]);
     let mut scores = parse_scores(&run(ffmpeg, &args).await?);
     if probe.has_libvmaf {
         let mut args = base;
-        args.extend(["-lavfi".into(), "[0:v][1:v]scale2ref[d][r];[d][r]libvmaf".into(), "-f".into(), "null".into(), "-".into()]);
+        let graph = format!("[0:v]format=yuv420p[d];{reference_chain}[r];[d][r]libvmaf");
+        args.extend(["-lavfi".into(), graph, "-f".into(), "null".into(), "-".into()]);
         if let Some(text) = run(ffmpeg, &args).await {
             scores.vmaf = parse_scores(&text).vmaf;
         }

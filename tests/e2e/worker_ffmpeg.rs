@@ -325,7 +325,7 @@ fn qoe_includes_vmaf_when_the_ffmpeg_has_libvmaf() {
     let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "1M", "qoe": true}}));
     let j = wait_terminal(&api, &id, Duration::from_secs(120));
     assert_eq!(j["status"], "completed", "{j}");
-    let vmaf = j["vmaf_score"].as_f64().expect("vmaf_score present");
+    let vmaf = j["vmaf_score"].as_f64().unwrap_or_else(|| panic!("vmaf_score missing: {j}"));
     assert!(vmaf > 80.0 && vmaf <= 100.0, "{vmaf}");
     assert_eq!(j["qoe_score"].as_f64(), Some(vmaf), "qoe_score is VMAF when measured");
     assert!(j["metrics"]["psnr_db"].as_f64().unwrap() > 30.0);
