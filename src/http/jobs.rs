@@ -184,20 +184,25 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
 #[utoipa::path(get, path = "/jobs/{id}", params(("id" = String, Path, description = "Job UUID or sequence number")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
-    let row = load_row(&state, &id).await?;
+    let mut row = load_row(&state, &id).await?;
     let uid = row.uuid();
+    let mut live = None;
+    if row.state().is_live() {
+        match state.h.scheduler.send(FindLiveJob(uid)).await? {
+            Some(addr) => live = addr.send(GetLiveView).await.ok(),
+            // Its actor finished between our read and the lookup: read what it wrote.
+            None => row = load_row(&state, &row.id).await?,
+        }
+    }
     let key = row.id.clone();
     let events = state.h.db.read(move |c| db_jobs::events(c, &key)).await?;
     let mut job = row.to_wire();
     job.state_transitions = Some(events.iter().map(|e| e.to_wire()).collect());
-    if row.state().is_live() {
-        if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await?
-            && let Ok(view) = addr.send(GetLiveView).await
-                && let Some(p) = view.progress {
-                    job.progress = p.percent.floor() as i64;
-                    job.progress_detail = Some(p);
-                }
-    } else if row.state().is_runnable() {
+    if let Some(p) = live.and_then(|v| v.progress) {
+        job.progress = p.percent.floor() as i64;
+        job.progress_detail = Some(p);
+    }
+    if row.state().is_runnable() {
         job.queue_reason = state.h.scheduler.send(GetQueueReason(uid)).await?;
     }
     if let Some(n) = &job.node_id {

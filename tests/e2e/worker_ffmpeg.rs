@@ -79,11 +79,11 @@ fn pause_stops_the_process_and_resume_finishes_identically() {
     let (s, _) = api.post(&format!("/jobs/{id}/pause"), json!({}));
     assert_eq!(s, 200);
     let pid = ffmpeg_pids(&id)[0];
-    wait_until(Duration::from_secs(2), "ffmpeg stopped (state T)", || pid_state(pid) == Some('T'));
+    wait_until(Duration::from_secs(10), "ffmpeg stopped (state T)", || pid_state(pid) == Some('T'));
     let frozen = api.job(&id)["progress"].clone();
     let (s, _) = api.post(&format!("/jobs/{id}/resume"), json!({}));
     assert_eq!(s, 200);
-    wait_until(Duration::from_secs(2), "ffmpeg running again", || pid_state(pid) != Some('T'));
+    wait_until(Duration::from_secs(10), "ffmpeg running again", || pid_state(pid) != Some('T'));
     let j = wait_terminal(&api, &id, Duration::from_secs(30));
     assert_eq!(j["status"], "completed", "{j}");
     assert!(frozen.as_i64().unwrap() < 100);
@@ -105,7 +105,7 @@ fn cancel_kills_the_whole_process_group() {
     wait_until(Duration::from_secs(30), "encode running", || !ffmpeg_pids(&id).is_empty());
     let (s, _) = api.post(&format!("/jobs/{id}/cancel"), json!({}));
     assert_eq!(s, 200);
-    wait_until(Duration::from_secs(3), "no ffmpeg left for the job", || ffmpeg_pids(&id).is_empty());
+    wait_until(Duration::from_secs(15), "no ffmpeg left for the job", || ffmpeg_pids(&id).is_empty());
     assert_eq!(api.status(&id), "canceled");
     wait_until(Duration::from_secs(10), "cancel acknowledged", || {
         api.metric("ffrtmp_control_latency_seconds_count{action=\"cancel\"}") >= 1.0
@@ -121,7 +121,7 @@ fn killed_worker_job_is_completed_by_another_with_no_orphans() {
     wait_until(Duration::from_secs(30), "encode running on the first worker", || !ffmpeg_pids(&id).is_empty());
     first.kill9();
     // PR_SET_PDEATHSIG: the encode dies with its worker.
-    wait_until(Duration::from_secs(5), "orphan ffmpeg gone", || ffmpeg_pids(&id).is_empty());
+    wait_until(Duration::from_secs(15), "orphan ffmpeg gone", || ffmpeg_pids(&id).is_empty());
     let second = TestWorker::start(&m, &[]);
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     assert_eq!(j["status"], "completed", "{j}");
