@@ -107,7 +107,7 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     let (spec, encoder, program, args, output) = match prepared {
         Ok(p) => p,
         Err(ending) => {
-            report(&shared, &job, &ending, String::new(), None, None, started, &dir).await;
+            report(&shared, &job, &ending, String::new(), None, None, &dir).await;
             return ending;
         }
     };
@@ -118,7 +118,7 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         Ok(p) => p,
         Err(e) => {
             let ending = fail(format!("cannot start {program}: {e}"), "platform_error", true);
-            report(&shared, &job, &ending, String::new(), None, None, started, &dir).await;
+            report(&shared, &job, &ending, String::new(), None, None, &dir).await;
             return ending;
         }
     };
@@ -314,7 +314,7 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     if let Some(e) = energy {
         result_metrics.insert("energy_joules".into(), e.into());
     }
-    report_full(&shared, &job, &ending, tail(&stderr_text, LOG_TAIL), Some(result_metrics), energy, scores, started, &dir, &output).await;
+    report_full(&shared, &job, &ending, tail(&stderr_text, LOG_TAIL), Some(result_metrics), energy, scores, &dir, &output).await;
     ending
 }
 
@@ -350,7 +350,7 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
     let mut metrics = serde_json::Map::new();
     metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
     metrics.insert("engine_used".into(), "noop".into());
-    report(&shared, &job, &ending, String::new(), Some(metrics), None, started, &dir).await;
+    report(&shared, &job, &ending, String::new(), Some(metrics), None, &dir).await;
     ending
 }
 
@@ -457,8 +457,8 @@ fn acknowledge(shared: &Rc<WorkerShared>, job: &Job, action: ControlAction) {
     });
 }
 
-async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, logs: String, metrics: Option<serde_json::Map<String, serde_json::Value>>, energy: Option<f64>, started: Instant, dir: &Path) {
-    report_full(shared, job, ending, logs, metrics, energy, None, started, dir, &OutputTarget::Rtmp(String::new())).await
+async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, logs: String, metrics: Option<serde_json::Map<String, serde_json::Value>>, energy: Option<f64>, dir: &Path) {
+    report_full(shared, job, ending, logs, metrics, energy, None, dir, &OutputTarget::Rtmp(String::new())).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -470,7 +470,6 @@ async fn report_full(
     metrics: Option<serde_json::Map<String, serde_json::Value>>,
     energy: Option<f64>,
     scores: Option<super::qoe::Scores>,
-    started: Instant,
     dir: &Path,
     output: &OutputTarget,
 ) {
@@ -503,7 +502,6 @@ async fn report_full(
         energy_joules: energy,
         vmaf_score: scores.as_ref().and_then(|s| s.vmaf),
     };
-    let _ = started;
     // Retry transport failures (the master may be restarting); stop on any answer.
     let mut delay = Duration::from_millis(200);
     let accepted = loop {

@@ -87,11 +87,6 @@ impl TestMaster {
         self.child = Some(child);
     }
 
-    /// kill -9 and start again on the same database.
-    pub fn crash_and_restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
 
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -378,6 +373,7 @@ impl TestMaster {
         m
     }
 
+    /// kill -9 and start again on the same database.
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();

