@@ -203,6 +203,20 @@ impl JobActor {
         }
     }
 
+    /// The worker confirmed `action`: record the API-call → effect latency once.
+    fn control_took_effect(&mut self, action: ControlAction) {
+        if let Some((pending, at)) = self.pending_control
+            && pending == action {
+                let name = match action {
+                    ControlAction::Pause => "pause",
+                    ControlAction::Resume => "resume",
+                    _ => "cancel",
+                };
+                self.metrics.do_send(MetricRecorded(MetricEvent::ControlAcknowledged { action: name, seconds: at.elapsed().as_secs_f64() }));
+                self.pending_control = None;
+            }
+    }
+
     fn pause_clock(&mut self) {
         if let Some(since) = self.run_since.take() {
             self.run_time += since.elapsed();
@@ -423,6 +437,8 @@ impl Handler<ReportResult> for JobActor {
             }
         let state = self.state();
         if state == JobState::Canceled {
+            // The worker's end of the job answers the cancel even when its ack was lost.
+            self.control_took_effect(ControlAction::Cancel);
             // The kill raced the worker's own end: the job stays canceled.
             let resp = ResultResponse { status: "success".into(), job_status: "canceled".into(), retry: None, max_retries: None };
             return Box::pin(actix::fut::ready(Ok(resp)).map(|res: AppResult<ResultResponse>, act: &mut Self, ctx: &mut Context<Self>| {
@@ -558,16 +574,7 @@ impl Handler<AcknowledgeControl> for JobActor {
 
     fn handle(&mut self, m: AcknowledgeControl, ctx: &mut Context<Self>) -> Self::Result {
         self.check_owner(&m.node_id, Some(m.attempt))?;
-        if let Some((action, at)) = self.pending_control
-            && action == m.action {
-                let name = match action {
-                    ControlAction::Pause => "pause",
-                    ControlAction::Resume => "resume",
-                    _ => "cancel",
-                };
-                self.metrics.do_send(MetricRecorded(MetricEvent::ControlAcknowledged { action: name, seconds: at.elapsed().as_secs_f64() }));
-                self.pending_control = None;
-            }
+        self.control_took_effect(m.action);
         if m.action == ControlAction::Cancel && self.state() == JobState::Canceled {
             self.stop_with_release(ctx);
         }

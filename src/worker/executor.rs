@@ -153,6 +153,7 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     let mut paused = false;
     let mut kill_at: Option<Instant> = None;
     let mut ending: Option<Ending> = None;
+    let mut cancel_ack = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let status = loop {
         tokio::select! {
@@ -180,20 +181,20 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                         proc.pause();
                         paused = true;
                         clock.stop();
-                        acknowledge(&shared, &job, ControlAction::Pause);
+                        let _ = acknowledge(&shared, &job, ControlAction::Pause);
                     }
                     Some(JobCommand::Control(ControlAction::Resume | ControlAction::Run)) if paused => {
                         proc.resume();
                         paused = false;
                         clock.start();
                         last_advance = Instant::now();
-                        acknowledge(&shared, &job, ControlAction::Resume);
+                        let _ = acknowledge(&shared, &job, ControlAction::Resume);
                     }
                     Some(JobCommand::Control(ControlAction::Cancel)) if kill_at.is_none() => {
                         proc.terminate();
                         kill_at = Some(Instant::now() + KILL_GRACE);
                         ending = Some(Ending::Canceled);
-                        acknowledge(&shared, &job, ControlAction::Cancel);
+                        cancel_ack = Some(acknowledge(&shared, &job, ControlAction::Cancel));
                     }
                     Some(JobCommand::Stale) if kill_at.is_none() => {
                         proc.terminate();
@@ -228,6 +229,9 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     };
     // The group may hold children of ffmpeg; make sure nothing outlives the job.
     proc.kill();
+    if let Some(ack) = cancel_ack {
+        let _ = ack.await;
+    }
     shared.metrics.active_jobs.dec();
     let stderr_text = stderr_buf.borrow().clone();
     let ending = match (ending, status) {
@@ -330,10 +334,12 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
             _ = &mut sleep => break Ending::Completed,
             cmd = commands.recv() => match cmd {
                 Some(JobCommand::Control(ControlAction::Cancel)) => {
-                    acknowledge(&shared, &job, ControlAction::Cancel);
+                    let _ = acknowledge(&shared, &job, ControlAction::Cancel).await;
                     break Ending::Canceled;
                 }
-                Some(JobCommand::Control(a @ (ControlAction::Pause | ControlAction::Resume))) => acknowledge(&shared, &job, a),
+                Some(JobCommand::Control(a @ (ControlAction::Pause | ControlAction::Resume))) => {
+                    let _ = acknowledge(&shared, &job, a);
+                }
                 Some(JobCommand::Stale) => break Ending::Discarded,
                 Some(JobCommand::Abandon) => {
                     let release = LeaseRelease { node_id: shared.node_id.clone(), attempt: job.attempt };
@@ -447,14 +453,18 @@ fn send_progress(shared: &Rc<WorkerShared>, job: &Job, b: ProgressBlock, expecte
     });
 }
 
-fn acknowledge(shared: &Rc<WorkerShared>, job: &Job, action: ControlAction) {
+/// Tell the master a control request took effect, without holding up the job's loop.
+/// The handle lets a cancel's ack be awaited before the result goes out: the result
+/// ends the master's job actor, and an ack arriving after it would find no one to
+/// record the control latency.
+fn acknowledge(shared: &Rc<WorkerShared>, job: &Job, action: ControlAction) -> actix_rt::task::JoinHandle<()> {
     let ack = ControlAck { node_id: shared.node_id.clone(), attempt: job.attempt, action };
     let (client, id) = (shared.client.clone(), job.id.clone());
     actix_rt::spawn(async move {
         if let Err(e) = client.ack(&id, &ack).await {
             log::debug!("control ack for {id} not delivered: {e}");
         }
-    });
+    })
 }
 
 async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, logs: String, metrics: Option<serde_json::Map<String, serde_json::Value>>, energy: Option<f64>, dir: &Path) {
