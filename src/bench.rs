@@ -382,7 +382,7 @@ fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::R
             .map(|k| {
                 let pending = k >= total - queued;
                 NewJob {
-                    id: uuid::Uuid::new_v4().to_string(),
+                    id: uuid::Uuid::now_v7().to_string(),
                     scenario: format!("prefill-{k}"),
                     confidence: "auto".into(),
                     engine: "auto".into(),
