@@ -165,8 +165,10 @@ impl JobActor {
     ) -> impl ActorFuture<Self, Output = AppResult<()>> + use<> {
         let from = self.state();
         let db = self.db.clone();
-        let id = self.row.id.clone();
-        async move { db.write(move |c| db_jobs::transition(c, &id, from, to, changes, &reason)).await }
+        // This actor is the only writer of its job, so its row is what is stored: no
+        // read-back before the write (the write is still guarded by state and attempt).
+        let row = self.row.clone();
+        async move { db.write(move |c| db_jobs::transition_row(c, row, to, changes, &reason)).await }
             .into_actor(self)
             .map(move |res, act, _| {
                 let row = res.map_err(|e| match db_jobs::conflict_state(&e) {
@@ -382,13 +384,11 @@ impl Handler<ReportProgress> for JobActor {
         if self.last_persist.elapsed() >= self.policy.progress_persist_every {
             self.last_persist = Instant::now();
             let (db, id, attempt) = (self.db.clone(), self.row.id.clone(), self.row.attempt);
-            let changes = JobChanges {
-                progress: Some(detail.percent),
-                last_activity_at: Some(Some(now_micros())),
-                ..Default::default()
-            };
+            let (percent, at) = (detail.percent, now_micros());
+            // Keep the row equal to what is stored (the next transition writes it whole).
+            (self.row.progress, self.row.last_activity_at) = (percent, Some(at));
             ctx.spawn(
-                async move { db.write(move |c| db_jobs::update_in_attempt(c, &id, attempt, changes)).await }
+                async move { db.write(move |c| db_jobs::record_activity(c, &id, attempt, percent, at)).await }
                     .into_actor(self)
                     .map(|res, act, _| {
                         if let Err(e) = res {

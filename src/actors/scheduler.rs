@@ -197,15 +197,7 @@ impl SchedulerActor {
             db.write(move |c| {
                 // A claim refused (job no longer runnable) writes nothing; any other
                 // failure spoils the whole batch and is reported for every claim.
-                let mut out = Vec::with_capacity(ids.len());
-                for id in &ids {
-                    match db_jobs::claim(c, id, &node) {
-                        Err(e @ (DbError::Conflict(_) | DbError::NotFound)) => out.push(Err(e)),
-                        Err(e) => return Err(e),
-                        Ok(row) => out.push(Ok(row)),
-                    }
-                }
-                Ok(out)
+                db_jobs::claim_many(c, &ids, &node)
             })
             .await
         }

@@ -4,6 +4,7 @@ use super::schema::{job_events, jobs, state_totals};
 use super::{Conn, DbError, DbResult, now_micros};
 use crate::domain::state::JobState;
 use diesel::prelude::*;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
 #[diesel(table_name = jobs)]
@@ -44,10 +45,48 @@ impl JobRow {
     pub fn state(&self) -> JobState {
         JobState::parse(&self.status).unwrap_or(JobState::Failed)
     }
+
+    /// The row `new` became when it was stored as `seq` (column defaults applied).
+    fn inserted(seq: i64, new: &NewJob) -> JobRow {
+        JobRow {
+            seq,
+            id: new.id.clone(),
+            scenario: new.scenario.clone(),
+            confidence: new.confidence.clone(),
+            engine: new.engine.clone(),
+            queue: new.queue.clone(),
+            priority: new.priority.clone(),
+            parameters: new.parameters.clone(),
+            status: new.status.clone(),
+            progress: 0.0,
+            node_id: None,
+            attempt: 0,
+            retry_count: 0,
+            max_retries: new.max_retries,
+            created_at: new.created_at,
+            queued_at: new.queued_at,
+            started_at: None,
+            last_activity_at: None,
+            completed_at: new.completed_at,
+            retry_at: None,
+            error: new.error.clone(),
+            failure_reason: new.failure_reason.clone(),
+            logs: None,
+            metrics: None,
+            qoe_score: None,
+            efficiency_score: None,
+            energy_joules: None,
+            vmaf_score: None,
+            idempotency_key: new.idempotency_key.clone(),
+            updated_at: new.updated_at,
+        }
+    }
 }
 
+// `None` binds NULL instead of dropping the column, so the INSERT's SQL never varies
+// and diesel can reuse one prepared statement.
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = jobs)]
+#[diesel(table_name = jobs, treat_none_as_default_value = false)]
 pub struct NewJob {
     pub id: String,
     pub scenario: String,
@@ -68,8 +107,7 @@ pub struct NewJob {
 }
 
 /// Columns a transition may change besides the status; `None` leaves a column alone.
-#[derive(Debug, Clone, Default, AsChangeset)]
-#[diesel(table_name = jobs)]
+#[derive(Debug, Clone, Default)]
 pub struct JobChanges {
     pub status: Option<String>,
     pub progress: Option<f64>,
@@ -106,7 +144,7 @@ pub struct EventRow {
 }
 
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = job_events)]
+#[diesel(table_name = job_events, treat_none_as_default_value = false)]
 pub struct NewEvent {
     pub job_id: String,
     pub from_state: Option<String>,
@@ -124,33 +162,37 @@ pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
         let existing = jobs::table
             .filter(jobs::idempotency_key.eq(key))
             .select(JobRow::as_select())
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         if let Some(row) = existing {
             return Ok((row, false));
         }
     }
-    let row: JobRow = diesel::insert_into(jobs::table).values(new).returning(jobs::all_columns).get_result(conn)?;
-    diesel::insert_into(job_events::table)
-        .values(&NewEvent {
-            job_id: row.id.clone(),
-            from_state: None,
-            to_state: row.status.clone(),
-            reason: if row.status == "rejected" { "Rejected at submission".into() } else { "Submitted".into() },
-            attempt: 0,
-            node_id: None,
-            at: row.created_at,
-        })
-        .execute(conn)?;
+    // Only the sequence number comes back: decoding the whole row cost more than the insert.
+    let seq: i64 = crate::on_backend!(conn, |c| diesel::insert_into(jobs::table).values(new).returning(jobs::seq).get_result(c))?;
+    let row = JobRow::inserted(seq, new);
+    let event = NewEvent {
+        job_id: row.id.clone(),
+        from_state: None,
+        to_state: row.status.clone(),
+        reason: if row.status == "rejected" { "Rejected at submission".into() } else { "Submitted".into() },
+        attempt: 0,
+        node_id: None,
+        at: row.created_at,
+    };
+    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&event).execute(c))?;
     Ok((row, true))
 }
 
+// Lookups by a unique key use no `LIMIT ?` (`.first()`): SQLite 3.53 plans around a
+// bound LIMIT and re-prepares the statement every time it is bound again, which made
+// every cached lookup a fresh compile.
 pub fn get(conn: &mut Conn, id: &str) -> DbResult<JobRow> {
-    Ok(jobs::table.filter(jobs::id.eq(id)).select(JobRow::as_select()).first(conn)?)
+    Ok(crate::on_backend!(conn, |c| jobs::table.filter(jobs::id.eq(id)).select(JobRow::as_select()).get_result(c))?)
 }
 
 pub fn get_by_seq(conn: &mut Conn, seq: i64) -> DbResult<JobRow> {
-    Ok(jobs::table.filter(jobs::seq.eq(seq)).select(JobRow::as_select()).first(conn)?)
+    Ok(jobs::table.filter(jobs::seq.eq(seq)).select(JobRow::as_select()).get_result(conn)?)
 }
 
 /// Move a job from `from` to `to`, applying `changes`, only if it is still in `from`;
@@ -160,42 +202,95 @@ pub fn transition(
     id: &str,
     from: JobState,
     to: JobState,
-    mut changes: JobChanges,
+    changes: JobChanges,
     reason: &str,
 ) -> DbResult<JobRow> {
+    let row = get(conn, id)?;
+    if row.status != from.as_str() {
+        return Err(DbError::Conflict(format!("job is '{}', not '{}'", row.status, from)));
+    }
+    transition_row(conn, row, to, changes, reason)
+}
+
+/// `transition` of a row as last stored (read in this transaction, or kept by the job's
+/// actor, which is the only writer of a live job).
+///
+/// The row is changed in memory and written back whole with one fixed UPDATE, where a
+/// changeset of optional columns made new SQL for every write. The `WHERE` repeats the
+/// state and attempt of `row`, so a stale row (or a second master on the same
+/// PostgreSQL database) is a `Conflict`, never an overwrite.
+pub fn transition_row(conn: &mut Conn, mut row: JobRow, to: JobState, changes: JobChanges, reason: &str) -> DbResult<JobRow> {
+    let (from, read_attempt) = (row.status.clone(), row.attempt);
     let now = now_micros();
-    changes.status = Some(to.as_str().to_string());
-    changes.updated_at = Some(now);
-    let updated: Option<JobRow> = diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::status.eq(from.as_str())))
-        .set(&changes)
-        .returning(jobs::all_columns)
-        .get_result::<JobRow>(conn)
-        .optional()?;
-    let Some(row) = updated else {
-        let current = get(conn, id)?;
+    changes.apply_to(&mut row);
+    row.status = to.as_str().to_string();
+    row.updated_at = now;
+    let r = &row;
+    let written = crate::on_backend!(conn, |c| diesel::update(
+        jobs::table.filter(jobs::id.eq(&r.id)).filter(jobs::status.eq(&from)).filter(jobs::attempt.eq(read_attempt))
+    )
+    .set((
+        (
+            jobs::status.eq(&r.status),
+            jobs::progress.eq(r.progress),
+            jobs::node_id.eq(&r.node_id),
+            jobs::attempt.eq(r.attempt),
+            jobs::retry_count.eq(r.retry_count),
+            jobs::queued_at.eq(r.queued_at),
+            jobs::started_at.eq(r.started_at),
+            jobs::last_activity_at.eq(r.last_activity_at),
+            jobs::completed_at.eq(r.completed_at),
+            jobs::retry_at.eq(r.retry_at),
+        ),
+        (
+            jobs::error.eq(&r.error),
+            jobs::failure_reason.eq(&r.failure_reason),
+            jobs::logs.eq(&r.logs),
+            jobs::metrics.eq(&r.metrics),
+            jobs::qoe_score.eq(r.qoe_score),
+            jobs::efficiency_score.eq(r.efficiency_score),
+            jobs::energy_joules.eq(r.energy_joules),
+            jobs::vmaf_score.eq(r.vmaf_score),
+            jobs::updated_at.eq(r.updated_at),
+        ),
+    ))
+    .execute(c))?;
+    if written == 0 {
+        let current = get(conn, &row.id)?;
         return Err(DbError::Conflict(format!("job is '{}', not '{}'", current.status, from)));
+    }
+    let event = NewEvent {
+        job_id: row.id.clone(),
+        from_state: Some(from),
+        to_state: row.status.clone(),
+        reason: reason.to_string(),
+        attempt: row.attempt,
+        node_id: row.node_id.clone(),
+        at: now,
     };
-    diesel::insert_into(job_events::table)
-        .values(&NewEvent {
-            job_id: id.to_string(),
-            from_state: Some(from.as_str().to_string()),
-            to_state: to.as_str().to_string(),
-            reason: reason.to_string(),
-            attempt: row.attempt,
-            node_id: row.node_id.clone(),
-            at: now,
-        })
-        .execute(conn)?;
+    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&event).execute(c))?;
     Ok(row)
 }
 
-/// Change columns without a state change (progress, activity), guarded by the attempt.
-pub fn update_in_attempt(conn: &mut Conn, id: &str, attempt: i32, mut changes: JobChanges) -> DbResult<usize> {
-    changes.status = None;
-    changes.updated_at = Some(now_micros());
-    Ok(diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt)))
-        .set(&changes)
-        .execute(conn)?)
+impl JobChanges {
+    /// Set on `row` every column this changeset names.
+    pub fn apply_to(self, row: &mut JobRow) {
+        macro_rules! set {
+            ($($column:ident),*) => { $( if let Some(v) = self.$column { row.$column = v; } )* };
+        }
+        set!(
+            status, progress, node_id, attempt, retry_count, queued_at, started_at, last_activity_at, completed_at, retry_at,
+            error, failure_reason, logs, metrics, qoe_score, efficiency_score, energy_joules, vmaf_score, updated_at
+        );
+    }
+}
+
+/// Progress and activity of a running attempt (no state change), guarded by the attempt.
+pub fn record_activity(conn: &mut Conn, id: &str, attempt: i32, progress: f64, at: i64) -> DbResult<usize> {
+    let now = now_micros();
+    Ok(crate::on_backend!(conn, |c| diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt)))
+        .set((jobs::progress.eq(progress), jobs::last_activity_at.eq(at), jobs::updated_at.eq(now)))
+        .execute(c))?)
 }
 
 pub fn events(conn: &mut Conn, id: &str) -> DbResult<Vec<EventRow>> {
@@ -387,33 +482,88 @@ impl EventRow {
 
 /// Place a runnable job on a node: pending/queued → processing with a new attempt.
 pub fn claim(conn: &mut Conn, id: &str, node_id: &str) -> DbResult<JobRow> {
-    let row = get(conn, id)?;
-    let from = row.state();
-    if !from.is_runnable() {
-        return Err(DbError::Conflict(format!("job is '{}', not runnable", row.status)));
-    }
+    claim_many(conn, &[id.to_string()], node_id)?.pop().unwrap_or(Err(DbError::NotFound))
+}
+
+/// `claim` for a whole placement round: one SELECT, one UPDATE and one multi-row event
+/// INSERT for any number of jobs, instead of three statements per job. Answers per id,
+/// in order: the claimed row, `NotFound`, or `Conflict` when the job is not runnable
+/// (or another master on the same database claimed it first).
+pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Vec<DbResult<JobRow>>> {
+    let runnable = [JobState::Pending.as_str(), JobState::Queued.as_str()];
+    let before: HashMap<String, String> = crate::on_backend!(conn, |c| jobs::table
+        .filter(jobs::id.eq_any(ids))
+        .select((jobs::id, jobs::status))
+        .load::<(String, String)>(c))?
+    .into_iter()
+    .collect();
+    let candidates: Vec<&String> = ids.iter().filter(|id| before.get(*id).is_some_and(|s| runnable.contains(&s.as_str()))).collect();
     let now = now_micros();
-    let attempt = row.attempt + 1;
-    let changes = JobChanges {
-        node_id: Some(Some(node_id.to_string())),
-        attempt: Some(attempt),
-        started_at: Some(Some(now)),
-        last_activity_at: Some(Some(now)),
-        progress: Some(0.0),
-        retry_at: Some(None),
-        ..Default::default()
-    };
-    transition(conn, id, from, JobState::Processing, changes, &format!("Assigned to node {node_id} (attempt {attempt})"))
+    let mut claimed: HashMap<String, JobRow> = HashMap::new();
+    if !candidates.is_empty() {
+        // RETURNING the rows as updated: under PostgreSQL's READ COMMITTED another master
+        // may have changed a job between the SELECT and this UPDATE. The state guard is
+        // written as NOT IN: with `status IN (pending, queued)` SQLite preferred the
+        // status index for more than a few ids and walked every queued job.
+        let not_runnable: Vec<&str> = JobState::ALL.iter().filter(|s| !s.is_runnable()).map(|s| s.as_str()).collect();
+        let rows: Vec<JobRow> = crate::on_backend!(conn, |c| diesel::update(
+            jobs::table.filter(jobs::id.eq_any(&candidates)).filter(jobs::status.ne_all(&not_runnable))
+        )
+        .set((
+            jobs::status.eq(JobState::Processing.as_str()),
+            jobs::node_id.eq(node_id),
+            jobs::attempt.eq(jobs::attempt + 1),
+            jobs::started_at.eq(now),
+            jobs::last_activity_at.eq(now),
+            jobs::progress.eq(0.0),
+            jobs::retry_at.eq(None::<i64>),
+            jobs::updated_at.eq(now),
+        ))
+        .returning(JobRow::as_returning())
+        .get_results(c))?;
+        claimed.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
+    }
+    let events: Vec<NewEvent> = ids
+        .iter()
+        .filter_map(|id| {
+            let row = claimed.get(id)?;
+            Some(NewEvent {
+                job_id: id.clone(),
+                from_state: before.get(id).cloned(),
+                to_state: row.status.clone(),
+                reason: format!("Assigned to node {node_id} (attempt {})", row.attempt),
+                attempt: row.attempt,
+                node_id: row.node_id.clone(),
+                at: now,
+            })
+        })
+        .collect();
+    if !events.is_empty() {
+        // Multi-row INSERT: only on the concrete connections in diesel.
+        crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    }
+    Ok(ids
+        .iter()
+        .map(|id| match (claimed.remove(id), before.get(id)) {
+            (Some(row), _) => Ok(row),
+            (None, None) => Err(DbError::NotFound),
+            (None, Some(status)) if runnable.contains(&status.as_str()) => {
+                Err(DbError::Conflict("job is 'processing', not runnable (claimed elsewhere)".into()))
+            }
+            (None, Some(status)) => Err(DbError::Conflict(format!("job is '{status}', not runnable"))),
+        })
+        .collect())
 }
 
 /// Cancel a runnable job (pending/queued → canceled). Returns the state it left.
 pub fn cancel_runnable(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)> {
-    let from = get(conn, id)?.state();
+    let row = get(conn, id)?;
+    let from = row.state();
     if !from.is_runnable() {
         return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Queued)));
     }
     let changes = JobChanges { completed_at: Some(Some(now_micros())), ..Default::default() };
-    Ok((from, transition(conn, id, from, JobState::Canceled, changes, "User requested cancel")?))
+    Ok((from, transition_row(conn, row, JobState::Canceled, changes, "User requested cancel")?))
 }
 
 /// Columns an operator's retry resets: a fresh runnable job that remembers its retries.
@@ -438,5 +588,6 @@ pub fn retry_finished(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)>
     if !matches!(from, JobState::Failed | JobState::Canceled) {
         return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Failed)));
     }
-    Ok((from, transition(conn, id, from, JobState::Queued, operator_retry_changes(&row), "User requested retry")?))
+    let changes = operator_retry_changes(&row);
+    Ok((from, transition_row(conn, row, JobState::Queued, changes, "User requested retry")?))
 }

@@ -4,6 +4,22 @@
 //! write goes through the `DbExecutor` actor, the database's only writer, which
 //! applies them in group-committed transactions.
 
+/// Run the same diesel code on the concrete connection of either backend.
+///
+/// For the hot write paths, and for what the multi-backend type cannot express (batch
+/// inserts): on a concrete connection a statement has a static query id, so diesel
+/// finds its cached prepared statement by type instead of rebuilding the SQL text on
+/// every execution to look it up.
+#[macro_export]
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::AnyConnection::Sqlite($c) => $body,
+            $crate::db::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}
+
 pub mod jobs;
 pub mod nodes;
 pub mod schema;
@@ -345,5 +361,52 @@ mod tests {
         let err = jobs::transition(&mut c, "a", JobState::Processing, JobState::Completed, JobChanges::default(), "x").unwrap_err();
         assert_eq!(jobs::conflict_state(&err), Some(JobState::Pending));
         assert_eq!(jobs::events(&mut c, "a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rows_kept_in_memory_match_what_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
+        let mut c = pool.get().unwrap();
+        let mut new = new_job("a", JobState::Pending, 7);
+        new.idempotency_key = Some("k".into());
+        let (inserted, created) = jobs::insert(&mut c, &new).unwrap();
+        assert!(created);
+        assert_eq!(inserted, jobs::get(&mut c, "a").unwrap(), "insert builds the stored row");
+        let claimed = jobs::claim(&mut c, "a", "n1").unwrap();
+        assert_eq!(claimed, jobs::get(&mut c, "a").unwrap(), "a claim returns the stored row");
+        assert_eq!((claimed.status.as_str(), claimed.attempt, claimed.node_id.as_deref()), ("processing", 1, Some("n1")));
+        let done = JobChanges { logs: Some(Some("tail".into())), progress: Some(100.0), ..Default::default() };
+        let completed = jobs::transition(&mut c, "a", JobState::Processing, JobState::Completed, done, "done").unwrap();
+        assert_eq!(completed, jobs::get(&mut c, "a").unwrap(), "a transition returns the stored row");
+        assert_eq!(completed.logs.as_deref(), Some("tail"));
+        let events: Vec<_> = jobs::events(&mut c, "a").unwrap().into_iter().map(|e| (e.from_state, e.to_state)).collect();
+        assert_eq!(
+            events,
+            vec![(None, "pending".into()), (Some("pending".into()), "processing".into()), (Some("processing".into()), "completed".into())]
+        );
+        // A row kept from before a change is stale: writing it back is refused.
+        let err = jobs::transition_row(&mut c, claimed, JobState::Failed, JobChanges::default(), "stale").unwrap_err();
+        assert_eq!(jobs::conflict_state(&err), Some(JobState::Completed));
+    }
+
+    #[test]
+    fn a_placement_round_claims_only_runnable_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
+        let mut c = pool.get().unwrap();
+        for id in ["a", "b", "c"] {
+            jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
+        }
+        jobs::claim(&mut c, "b", "n0").unwrap();
+        let ids: Vec<String> = ["a", "b", "missing", "c"].iter().map(|s| s.to_string()).collect();
+        let out = jobs::claim_many(&mut c, &ids, "n1").unwrap();
+        assert_eq!(out[0].as_ref().unwrap().node_id.as_deref(), Some("n1"));
+        assert_eq!(jobs::conflict_state(out[1].as_ref().unwrap_err()), Some(JobState::Processing));
+        assert!(matches!(out[2], Err(DbError::NotFound)));
+        assert_eq!(out[3].as_ref().unwrap().attempt, 1);
+        assert_eq!(jobs::get(&mut c, "b").unwrap().node_id.as_deref(), Some("n0"), "a refused claim writes nothing");
+        let last = jobs::events(&mut c, "c").unwrap().pop().unwrap();
+        assert_eq!((last.from_state.as_deref(), last.to_state.as_str(), last.node_id.as_deref()), (Some("pending"), "processing", Some("n1")));
     }
 }
