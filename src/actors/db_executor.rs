@@ -11,17 +11,32 @@
 //! [`GroupCommit`]: super::group_commit::GroupCommit
 
 use super::messages::{CommitBatch, SubmitWrite, WriteOp};
-use crate::db::{self, Conn, DbError, DbPool, DbResult};
+use crate::db::{self, Conn, DbError, DbPool, DbResult, PooledConn};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub struct DbExecutor {
     pool: DbPool,
+    /// The writer keeps one connection between batches: its prepared statements and
+    /// page cache stay warm, and no pool check-out (a `SELECT 1`) precedes each batch.
+    /// Dropped after a failed batch, so the next one starts on a fresh connection.
+    conn: Option<PooledConn>,
 }
 
 impl DbExecutor {
     pub fn new(pool: DbPool) -> Self {
-        DbExecutor { pool }
+        DbExecutor { pool, conn: None }
+    }
+
+    fn connection(&mut self) -> Result<PooledConn, DbError> {
+        match self.conn.take() {
+            Some(c) => Ok(c),
+            None => {
+                let mut c = self.pool.get()?;
+                db::tune_writer(&mut c)?;
+                Ok(c)
+            }
+        }
     }
 }
 
@@ -34,13 +49,13 @@ impl Handler<CommitBatch> for DbExecutor {
 
     fn handle(&mut self, CommitBatch(ops): CommitBatch, _: &mut Self::Context) -> usize {
         let n = ops.len();
-        let mut conn = match self.pool.get() {
+        let mut conn = match self.connection() {
             Ok(c) => c,
             Err(e) => {
                 // Dropping the writes drops their reply channels: every caller gets
                 // "unavailable" (503), nothing half-applied.
                 drop(ops);
-                log::error!("database writer cannot get a connection: {}", DbError::from(e));
+                log::error!("database writer cannot get a connection: {e}");
                 return 0;
             }
         };
@@ -64,8 +79,9 @@ impl Handler<CommitBatch> for DbExecutor {
             Ok(())
         })();
         let err = outcome.err();
-        if let Some(e) = &err {
-            log::error!("group commit of {n} writes failed: {e}");
+        match &err {
+            Some(e) => log::error!("group commit of {n} writes failed: {e}"),
+            None => self.conn = Some(conn),
         }
         for fin in finishers {
             fin(err.as_ref());

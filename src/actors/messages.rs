@@ -128,10 +128,19 @@ pub struct ControlJob {
     pub action: UserAction,
 }
 
-/// The live actor of a job, if it has one.
-#[derive(Message)]
-#[rtype(result = "Option<Addr<crate::actors::job::JobActor>>")]
-pub struct FindLiveJob(pub Uuid);
+/// Deliver `M` to a job's live actor and bring back its answer; `None` when the job has
+/// no live actor (or it stopped before answering). One cross-thread round trip for an
+/// HTTP handler instead of two (look the actor up, then ask it): the scheduler and the
+/// job actors share a thread.
+pub struct SendToLiveJob<M>(pub Uuid, pub M);
+
+impl<M> Message for SendToLiveJob<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    type Result = Option<M::Result>;
+}
 
 /// Why a runnable job is waiting, or None if it is not in the index.
 #[derive(Message)]

@@ -179,11 +179,12 @@ impl SchedulerActor {
                 continue;
             }
             let p = self.parked.remove(i);
-            self.start_claims(p.node_id, picks, p.tx, ctx);
+            self.start_claims(p, picks, ctx);
         }
     }
 
-    fn start_claims(&mut self, node_id: String, picks: Vec<Picked>, tx: oneshot::Sender<Vec<Job>>, ctx: &mut Context<Self>) {
+    fn start_claims(&mut self, poll: Parked, picks: Vec<Picked>, ctx: &mut Context<Self>) {
+        let node_id = poll.node_id.clone();
         if let Some(n) = self.nodes.get_mut(&node_id) {
             n.claiming += picks.len() as u32;
         }
@@ -202,18 +203,13 @@ impl SchedulerActor {
             .await
         }
         .into_actor(self)
-        .map(move |res, act, ctx| act.finish_claims(node_id, picks, res, tx, ctx))
+        .map(move |res, act, ctx| act.finish_claims(poll, picks, res, ctx))
         .spawn(ctx);
     }
 
-    fn finish_claims(
-        &mut self,
-        node_id: String,
-        picks: Vec<Picked>,
-        res: Result<Vec<Result<JobRow, DbError>>, DbError>,
-        tx: oneshot::Sender<Vec<Job>>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn finish_claims(&mut self, poll: Parked, picks: Vec<Picked>, res: Result<Vec<Result<JobRow, DbError>>, DbError>, ctx: &mut Context<Self>) {
+        let Parked { node_id, max, tx } = poll;
+        let mut lost_all = !picks.is_empty();
         if let Some(n) = self.nodes.get_mut(&node_id) {
             n.claiming = n.claiming.saturating_sub(picks.len() as u32);
         }
@@ -243,6 +239,7 @@ impl SchedulerActor {
                         });
                     }
                     jobs.push(row.to_wire());
+                    lost_all = false;
                 }
                 Err(DbError::Conflict(_)) | Err(DbError::NotFound) => {
                     // Canceled or gone in the meantime: nothing to place.
@@ -251,6 +248,7 @@ impl SchedulerActor {
                     }
                 }
                 Err(e) => {
+                    lost_all = false;
                     log::warn!("claim of job {} failed: {e}; keeping it queued", pick.id);
                     self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("error")));
                     self.index.reinsert(&pick);
@@ -261,6 +259,14 @@ impl SchedulerActor {
             }
         }
         self.notify_node_jobs(&node_id);
+        if lost_all && !tx.is_closed() {
+            // Every pick was canceled or claimed by another master on the same database
+            // meanwhile: the worker keeps waiting for other work instead of getting an
+            // empty answer while work is still queued.
+            self.parked.push(Parked { node_id, max, tx });
+            self.dispatch(ctx);
+            return;
+        }
         if let Err(jobs) = tx.send(jobs) {
             // The worker's request ended before the claim committed: give the jobs
             // back without counting a retry.
@@ -435,10 +441,16 @@ impl Handler<ControlJob> for SchedulerActor {
     }
 }
 
-impl Handler<FindLiveJob> for SchedulerActor {
-    type Result = Option<Addr<JobActor>>;
-    fn handle(&mut self, m: FindLiveJob, _: &mut Context<Self>) -> Self::Result {
-        self.live_addr(&m.0)
+impl<M> Handler<SendToLiveJob<M>> for SchedulerActor
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    JobActor: Handler<M>,
+{
+    type Result = ResponseFuture<Option<M::Result>>;
+    fn handle(&mut self, SendToLiveJob(id, m): SendToLiveJob<M>, _: &mut Context<Self>) -> Self::Result {
+        let addr = self.live_addr(&id);
+        Box::pin(async move { addr?.send(m).await.ok() })
     }
 }
 

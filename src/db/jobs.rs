@@ -4,6 +4,8 @@ use super::schema::{job_events, jobs, state_totals};
 use super::{Conn, DbError, DbResult, now_micros};
 use crate::domain::state::JobState;
 use diesel::prelude::*;
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
@@ -225,36 +227,8 @@ pub fn transition_row(conn: &mut Conn, mut row: JobRow, to: JobState, changes: J
     changes.apply_to(&mut row);
     row.status = to.as_str().to_string();
     row.updated_at = now;
-    let r = &row;
-    let written = crate::on_backend!(conn, |c| diesel::update(
-        jobs::table.filter(jobs::id.eq(&r.id)).filter(jobs::status.eq(&from)).filter(jobs::attempt.eq(read_attempt))
-    )
-    .set((
-        (
-            jobs::status.eq(&r.status),
-            jobs::progress.eq(r.progress),
-            jobs::node_id.eq(&r.node_id),
-            jobs::attempt.eq(r.attempt),
-            jobs::retry_count.eq(r.retry_count),
-            jobs::queued_at.eq(r.queued_at),
-            jobs::started_at.eq(r.started_at),
-            jobs::last_activity_at.eq(r.last_activity_at),
-            jobs::completed_at.eq(r.completed_at),
-            jobs::retry_at.eq(r.retry_at),
-        ),
-        (
-            jobs::error.eq(&r.error),
-            jobs::failure_reason.eq(&r.failure_reason),
-            jobs::logs.eq(&r.logs),
-            jobs::metrics.eq(&r.metrics),
-            jobs::qoe_score.eq(r.qoe_score),
-            jobs::efficiency_score.eq(r.efficiency_score),
-            jobs::energy_joules.eq(r.energy_joules),
-            jobs::vmaf_score.eq(r.vmaf_score),
-            jobs::updated_at.eq(r.updated_at),
-        ),
-    ))
-    .execute(c))?;
+    let update = WholeRowUpdate { row: &row, from: &from, attempt: read_attempt };
+    let written = crate::on_backend!(conn, |c| update.execute(c))?;
     if written == 0 {
         let current = get(conn, &row.id)?;
         return Err(DbError::Conflict(format!("job is '{}', not '{}'", current.status, from)));
@@ -271,6 +245,62 @@ pub fn transition_row(conn: &mut Conn, mut row: JobRow, to: JobState, changes: J
     crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&event).execute(c))?;
     Ok(row)
 }
+
+/// `UPDATE jobs SET <every mutable column> … WHERE id = ? AND status = ? AND attempt = ?`,
+/// assembled as a diesel query fragment because diesel never caches its own UPDATE
+/// statements (a changeset's columns may vary), and this is the master's most frequent
+/// statement: with a fixed text and a static query id, it is prepared once per
+/// connection instead of once per transition.
+struct WholeRowUpdate<'a> {
+    row: &'a JobRow,
+    from: &'a str,
+    attempt: i32,
+}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for WholeRowUpdate<'_>
+where
+    DB: diesel::backend::Backend
+        + diesel::sql_types::HasSqlType<Text>
+        + diesel::sql_types::HasSqlType<Double>
+        + diesel::sql_types::HasSqlType<Integer>
+        + diesel::sql_types::HasSqlType<BigInt>,
+    String: ToSql<Text, DB>,
+    str: ToSql<Text, DB>,
+    f64: ToSql<Double, DB>,
+    i32: ToSql<Integer, DB>,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        let r = self.row;
+        macro_rules! set {
+            ($($sep:literal $column:ident: $st:ty),*) => {$(
+                out.push_sql(concat!($sep, stringify!($column), " = "));
+                out.push_bind_param::<$st, _>(&r.$column)?;
+            )*};
+        }
+        set!(
+            "UPDATE jobs SET " status: Text, ", " progress: Double, ", " node_id: Nullable<Text>, ", " attempt: Integer,
+            ", " retry_count: Integer, ", " queued_at: BigInt, ", " started_at: Nullable<BigInt>,
+            ", " last_activity_at: Nullable<BigInt>, ", " completed_at: Nullable<BigInt>, ", " retry_at: Nullable<BigInt>,
+            ", " error: Nullable<Text>, ", " failure_reason: Nullable<Text>, ", " logs: Nullable<Text>,
+            ", " metrics: Nullable<Text>, ", " qoe_score: Nullable<Double>, ", " efficiency_score: Nullable<Double>,
+            ", " energy_joules: Nullable<Double>, ", " vmaf_score: Nullable<Double>, ", " updated_at: BigInt,
+            " WHERE " id: Text
+        );
+        out.push_sql(" AND status = ");
+        out.push_bind_param::<Text, _>(self.from)?;
+        out.push_sql(" AND attempt = ");
+        out.push_bind_param::<Integer, _>(&self.attempt)?;
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for WholeRowUpdate<'_> {
+    type QueryId = WholeRowUpdate<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<C> RunQueryDsl<C> for WholeRowUpdate<'_> {}
 
 impl JobChanges {
     /// Set on `row` every column this changeset names.
@@ -344,6 +374,15 @@ pub fn load_unfinished(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<
         .limit(limit)
         .select(JobRow::as_select())
         .load(conn)?)
+}
+
+/// Time of the first transition into `first` and of the last into `last` (bench: the
+/// span of a dispatch run as the database recorded it).
+pub fn event_span(conn: &mut Conn, first: JobState, last: JobState) -> DbResult<(Option<i64>, Option<i64>)> {
+    use diesel::dsl::{max, min};
+    let start = job_events::table.filter(job_events::to_state.eq(first.as_str())).select(min(job_events::at)).get_result(conn)?;
+    let end = job_events::table.filter(job_events::to_state.eq(last.as_str())).select(max(job_events::at)).get_result(conn)?;
+    Ok((start, end))
 }
 
 /// All-time number of transitions into each state (log + folded totals).

@@ -190,8 +190,8 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
     let uid = row.uuid();
     let mut live = None;
     if row.state().is_live() {
-        match state.h.scheduler.send(FindLiveJob(uid)).await? {
-            Some(addr) => live = addr.send(GetLiveView).await.ok(),
+        match state.h.scheduler.send(SendToLiveJob(uid, GetLiveView)).await? {
+            Some(view) => live = Some(view),
             // Its actor finished between our read and the lookup: read what it wrote.
             None => row = load_row(&state, &row.id).await?,
         }
@@ -289,9 +289,9 @@ pub async fn report_progress(state: web::Data<AppState>, id: web::Path<String>, 
     if !b.detail.percent.is_finite() {
         return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
     }
-    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
-        let control = addr.send(ReportProgress { node_id: b.node_id, attempt: b.attempt, detail: b.detail }).await??;
-        return Ok(HttpResponse::Ok().json(ProgressResponse { control }));
+    let report = ReportProgress { node_id: b.node_id.clone(), attempt: b.attempt, detail: b.detail };
+    if let Some(control) = state.h.scheduler.send(SendToLiveJob(uid, report)).await? {
+        return Ok(HttpResponse::Ok().json(ProgressResponse { control: control? }));
     }
     let row = load_row(&state, &id).await?;
     if row.state() == JobState::Canceled && row.node_id.as_deref() == Some(b.node_id.as_str()) {
@@ -305,8 +305,8 @@ pub async fn report_progress(state: web::Data<AppState>, id: web::Path<String>, 
 pub async fn ack_control(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<ControlAck>) -> AppResult<HttpResponse> {
     let uid = resolve_uuid(&state, &id).await?;
     let b = body.into_inner();
-    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await? {
-        addr.send(AcknowledgeControl { node_id: b.node_id, attempt: b.attempt, action: b.action }).await??;
+    if let Some(acked) = state.h.scheduler.send(SendToLiveJob(uid, AcknowledgeControl { node_id: b.node_id, attempt: b.attempt, action: b.action })).await? {
+        acked?;
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "acknowledged": true })))
 }
@@ -320,10 +320,9 @@ pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>)
     if r.node_id.is_empty() {
         return Err(AppError::bad_request("missing_node_id", "node_id is required"));
     }
-    if let Some(addr) = state.h.scheduler.send(FindLiveJob(uid)).await?
-        && let Ok(res) = addr.send(ReportResult(r.clone())).await {
-            return Ok(HttpResponse::Ok().json(res?));
-        }
+    if let Some(res) = state.h.scheduler.send(SendToLiveJob(uid, ReportResult(r.clone()))).await? {
+        return Ok(HttpResponse::Ok().json(res?));
+    }
     // No live actor: the job is queued, finished or unknown.
     let row = load_row(&state, &r.job_id).await?;
     let same_holder = row.node_id.as_deref() == Some(r.node_id.as_str()) && r.attempt.is_none_or(|a| a == row.attempt);
@@ -342,8 +341,8 @@ pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>)
 pub async fn release_lease(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<LeaseRelease>) -> AppResult<HttpResponse> {
     let uid = resolve_uuid(&state, &id).await?;
     let b = body.into_inner();
-    match state.h.scheduler.send(FindLiveJob(uid)).await? {
-        Some(addr) => addr.send(ReturnLease { node_id: b.node_id, attempt: b.attempt }).await??,
+    match state.h.scheduler.send(SendToLiveJob(uid, ReturnLease { node_id: b.node_id, attempt: b.attempt })).await? {
+        Some(released) => released?,
         None => return Err(AppError::stale_attempt(format!("job {uid} holds no lease"))),
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "released": true })))

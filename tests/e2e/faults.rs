@@ -114,7 +114,8 @@ fn zombie_worker_gets_409_and_discards_its_output() {
         ffmpeg_pids(&id).is_empty() && !zombie.work_dir.join(format!("job-{id}")).exists()
     });
     assert!(!zombie.work_dir.join("outputs").join(format!("job-{id}")).exists(), "no output from the stale attempt");
-    assert!(healthy.work_dir.join("outputs").join(format!("job-{id}")).exists());
+    let kept = healthy.work_dir.join("outputs").join(format!("job-{id}"));
+    wait_until(Duration::from_secs(10), "the healthy worker's output in place", || kept.exists());
 }
 
 /// A tmpfs mount removed on drop.

@@ -4,9 +4,14 @@ use crate::harness::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// The job's output, once the worker has moved it into place: it does that after the
+/// master accepted the result, so the job can read "completed" a moment earlier.
 fn output_of(w: &TestWorker, id: &str) -> std::path::PathBuf {
     let dir = w.work_dir.join("outputs").join(format!("job-{id}"));
-    std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).next().unwrap().unwrap().path()
+    wait_until(Duration::from_secs(10), &format!("{} to hold the output", dir.display()), || {
+        std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
+    });
+    std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path()
 }
 
 #[test]
@@ -40,7 +45,7 @@ fn transcodes_h264_and_vp9_with_probed_encoders() {
     assert!(ssim > 0.9 && ssim <= 1.0);
     assert!(j["qoe_score"].as_f64().unwrap() > 90.0);
     // Attempt directories are gone; only the accepted outputs remain.
-    assert!(!w.work_dir.join(format!("job-{h264}")).exists());
+    wait_until(Duration::from_secs(10), "attempt directory removed", || !w.work_dir.join(format!("job-{h264}")).exists());
 }
 
 #[test]
@@ -127,6 +132,7 @@ fn killed_worker_job_is_completed_by_another_with_no_orphans() {
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["node_id"], second.node_id.as_str());
     assert_eq!(j["attempt"], 2);
+    output_of(&second, &id);
     let outputs = std::fs::read_dir(second.work_dir.join("outputs")).unwrap().count();
     assert_eq!(outputs, 1, "exactly one output");
     assert!(!first.work_dir.join("outputs").exists());
