@@ -95,11 +95,18 @@ pub struct JobsQueued(pub Vec<QueuedJob>);
 /// A worker asks for up to `max` jobs; the reply arrives on the receiver when jobs are
 /// placed (at once if any fit), and the caller drops it when its long-poll ends.
 #[derive(Message)]
-#[rtype(result = "AppResult<oneshot::Receiver<Vec<Job>>>")]
+#[rtype(result = "AppResult<(u64, oneshot::Receiver<Vec<Job>>)>")]
 pub struct ClaimJobs {
     pub node_id: String,
     pub max: u32,
 }
+
+/// A long-poll's time is up: withdraw it if it is still waiting (`true`: answer it
+/// empty). `false` means jobs are being claimed for it — wait for the COMMIT instead
+/// of answering empty and handing freshly claimed jobs back.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct EndPoll(pub u64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserAction {

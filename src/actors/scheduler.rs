@@ -59,6 +59,8 @@ impl NodeView {
 }
 
 struct Parked {
+    /// Names the long-poll, so its HTTP request can end it (`EndPoll`).
+    poll: u64,
     node_id: String,
     max: u32,
     tx: oneshot::Sender<Vec<Job>>,
@@ -78,6 +80,9 @@ pub struct SchedulerActor {
     policy: Arc<JobPolicy>,
     aging_step_ms: u64,
     reported_waiting: usize,
+    next_poll: u64,
+    /// Long-polls with a claim in flight → whether their time ran out meanwhile.
+    claiming_polls: HashMap<u64, bool>,
 }
 
 /// Give the scheduler its node supervisor (they reference each other).
@@ -110,6 +115,8 @@ impl SchedulerActor {
             policy,
             aging_step_ms,
             reported_waiting: 0,
+            next_poll: 0,
+            claiming_polls: HashMap::new(),
         }
     }
 
@@ -185,6 +192,7 @@ impl SchedulerActor {
 
     fn start_claims(&mut self, poll: Parked, picks: Vec<Picked>, ctx: &mut Context<Self>) {
         let node_id = poll.node_id.clone();
+        self.claiming_polls.insert(poll.poll, false);
         if let Some(n) = self.nodes.get_mut(&node_id) {
             n.claiming += picks.len() as u32;
         }
@@ -208,7 +216,8 @@ impl SchedulerActor {
     }
 
     fn finish_claims(&mut self, poll: Parked, picks: Vec<Picked>, res: Result<Vec<Result<JobRow, DbError>>, DbError>, ctx: &mut Context<Self>) {
-        let Parked { node_id, max, tx } = poll;
+        let Parked { poll, node_id, max, tx } = poll;
+        let time_is_up = self.claiming_polls.remove(&poll).unwrap_or(true);
         let mut lost_all = !picks.is_empty();
         if let Some(n) = self.nodes.get_mut(&node_id) {
             n.claiming = n.claiming.saturating_sub(picks.len() as u32);
@@ -259,11 +268,11 @@ impl SchedulerActor {
             }
         }
         self.notify_node_jobs(&node_id);
-        if lost_all && !tx.is_closed() {
+        if lost_all && !time_is_up && !tx.is_closed() {
             // Every pick was canceled or claimed by another master on the same database
             // meanwhile: the worker keeps waiting for other work instead of getting an
             // empty answer while work is still queued.
-            self.parked.push(Parked { node_id, max, tx });
+            self.parked.push(Parked { poll, node_id, max, tx });
             self.dispatch(ctx);
             return;
         }
@@ -341,15 +350,33 @@ impl Handler<JobsQueued> for SchedulerActor {
 }
 
 impl Handler<ClaimJobs> for SchedulerActor {
-    type Result = AppResult<oneshot::Receiver<Vec<Job>>>;
+    type Result = AppResult<(u64, oneshot::Receiver<Vec<Job>>)>;
     fn handle(&mut self, m: ClaimJobs, ctx: &mut Context<Self>) -> Self::Result {
         if !self.nodes.contains_key(&m.node_id) {
             return Err(AppError::node_not_found(&m.node_id));
         }
         let (tx, rx) = oneshot::channel();
-        self.parked.push(Parked { node_id: m.node_id, max: m.max, tx });
+        self.next_poll += 1;
+        let poll = self.next_poll;
+        self.parked.push(Parked { poll, node_id: m.node_id, max: m.max, tx });
         self.dispatch(ctx);
-        Ok(rx)
+        Ok((poll, rx))
+    }
+}
+
+impl Handler<EndPoll> for SchedulerActor {
+    type Result = bool;
+    fn handle(&mut self, EndPoll(poll): EndPoll, _: &mut Context<Self>) -> bool {
+        let before = self.parked.len();
+        self.parked.retain(|p| p.poll != poll);
+        if self.parked.len() != before {
+            self.report_waiting();
+            return true;
+        }
+        if let Some(time_is_up) = self.claiming_polls.get_mut(&poll) {
+            *time_is_up = true;
+        }
+        false
     }
 }
 

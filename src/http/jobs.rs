@@ -255,6 +255,9 @@ pub struct NextQuery {
     pub max: Option<u32>,
 }
 
+/// How long a long-poll whose jobs are being claimed waits for that COMMIT.
+const CLAIM_COMMIT_WAIT: Duration = Duration::from_secs(30);
+
 #[utoipa::path(get, path = "/jobs/next", params(NextQuery), responses((status = 200, body = NextJobResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> AppResult<HttpResponse> {
     let node_id = q.node_id.clone().filter(|n| !n.is_empty())
@@ -267,12 +270,14 @@ pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> A
     if !(1..=64).contains(&max) {
         return Err(AppError::bad_request("invalid_query", "max must be between 1 and 64"));
     }
-    let rx = state.h.scheduler.send(ClaimJobs { node_id, max }).await??;
-    // Claims already picked resolve after their COMMIT, even with wait=0.
-    let wait = Duration::from_secs_f64(wait.min(state.max_long_poll).max(0.25));
-    let jobs = match tokio::time::timeout(wait, rx).await {
-        Ok(Ok(jobs)) => jobs,
-        _ => Vec::new(),
+    let (poll, mut rx) = state.h.scheduler.send(ClaimJobs { node_id, max }).await??;
+    let wait = Duration::from_secs_f64(wait.min(state.max_long_poll));
+    let jobs = match tokio::time::timeout(wait, &mut rx).await {
+        Ok(answer) => answer.unwrap_or_default(),
+        // Time is up, unless jobs are already being claimed for this poll: those are
+        // delivered after their COMMIT (bounded, in case the database stalls).
+        Err(_) if state.h.scheduler.send(EndPoll(poll)).await? => Vec::new(),
+        Err(_) => tokio::time::timeout(CLAIM_COMMIT_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default(),
     };
     if jobs.is_empty() {
         state.h.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("no_jobs")));
