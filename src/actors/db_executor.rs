@@ -5,12 +5,14 @@
 //! refused for a logical reason (`Conflict`, `NotFound`) has written nothing — every
 //! function in `db` checks before it writes — so its neighbours commit normally; any
 //! other error spoils the transaction, which is rolled back whole. (No savepoint per
-//! write: on PostgreSQL those are two extra round trips each.) Batches come from
-//! [`GroupCommit`].
+//! write: on PostgreSQL those are two extra round trips each.) A batch's new jobs
+//! (`WriteOp::InsertJob`) are stored first, all with one multi-row INSERT. Batches come
+//! from [`GroupCommit`].
 //!
 //! [`GroupCommit`]: super::group_commit::GroupCommit
 
 use super::messages::{CommitBatch, SubmitWrite, WriteOp};
+use crate::db::jobs::{JobRow, NewJob};
 use crate::db::{self, Conn, DbError, DbPool, DbResult, PooledConn};
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -60,10 +62,27 @@ impl Handler<CommitBatch> for DbExecutor {
             }
         };
         let mut finishers = Vec::with_capacity(n);
+        let mut new_jobs = Vec::new();
+        let mut new_job_replies = Vec::new();
+        let mut applies = Vec::with_capacity(n);
+        for op in ops {
+            match op {
+                WriteOp::Apply(f) => applies.push(f),
+                WriteOp::InsertJob(job, reply) => {
+                    new_jobs.push(job);
+                    new_job_replies.push(reply);
+                }
+            }
+        }
+        let mut inserted = Ok(Vec::new());
         let outcome: Result<(), DbError> = (|| {
             db::begin_write(&mut conn)?;
             let mut spoiled = false;
-            for WriteOp(f) in ops {
+            if !new_jobs.is_empty() {
+                inserted = db::jobs::insert_many(&mut conn, &new_jobs);
+                spoiled |= inserted.is_err();
+            }
+            for f in applies {
                 let (failed, finish) = f(&mut conn);
                 spoiled |= failed;
                 finishers.push(finish);
@@ -85,6 +104,23 @@ impl Handler<CommitBatch> for DbExecutor {
         }
         for fin in finishers {
             fin(err.as_ref());
+        }
+        match (err.as_ref(), inserted) {
+            (None, Ok(rows)) => {
+                for (reply, row) in new_job_replies.into_iter().zip(rows) {
+                    let _ = reply.send(Ok(row));
+                }
+            }
+            (batch_error, result) => {
+                // Rolled back with the batch: say the insert's own error if it failed.
+                let why = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => batch_error.map(|e| e.to_string()).unwrap_or_default(),
+                };
+                for reply in new_job_replies {
+                    let _ = reply.send(Err(DbError::Unavailable(why.clone())));
+                }
+            }
         }
         n
     }
@@ -110,7 +146,7 @@ impl Db {
         F: FnOnce(&mut Conn) -> DbResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<DbResult<T>>();
-        let op = WriteOp(Box::new(move |conn: &mut Conn| {
+        let op: super::messages::WriteFn = Box::new(move |conn: &mut Conn| {
             let result = f(conn);
             let spoils = matches!(&result, Err(e) if !matches!(e, DbError::Conflict(_) | DbError::NotFound));
             let finish: Box<dyn FnOnce(Option<&DbError>) + Send> = Box::new(move |commit_error: Option<&DbError>| {
@@ -123,9 +159,22 @@ impl Db {
                 let _ = tx.send(answer);
             });
             (spoils, finish)
-        }));
-        self.writer.do_send(SubmitWrite(op));
+        });
+        self.writer.do_send(SubmitWrite(WriteOp::Apply(op)));
         rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
+    }
+
+    /// Store a new job (`true`: created; `false`: the job its idempotency key names).
+    /// Keyless jobs of one group commit share one multi-row INSERT.
+    pub async fn insert_job(&self, new: NewJob) -> DbResult<(JobRow, bool)> {
+        if new.idempotency_key.is_some() {
+            // The key is looked up in the same transaction, one job at a time.
+            return self.write(move |c| db::jobs::insert(c, &new)).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.writer.do_send(SubmitWrite(WriteOp::InsertJob(new, tx)));
+        let row = rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))?;
+        Ok((row, true))
     }
 
     /// Run a read on a pool connection off the actor threads.

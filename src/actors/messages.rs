@@ -21,7 +21,14 @@ use uuid::Uuid;
 /// the caller once COMMIT (or the rollback) is done.
 pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> (bool, Box<dyn FnOnce(Option<&DbError>) + Send>) + Send>;
 
-pub struct WriteOp(pub WriteFn);
+pub enum WriteOp {
+    /// Any write; a batch runs these in arrival order.
+    Apply(WriteFn),
+    /// A new job without an idempotency key: the executor stores all of a batch's new
+    /// jobs with one multi-row INSERT (and one for their events) before the other
+    /// writes, instead of two statements per job — on PostgreSQL each is a round trip.
+    InsertJob(crate::db::jobs::NewJob, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
+}
 
 /// Queue one write for the next group commit.
 #[derive(Message)]

@@ -177,7 +177,7 @@ pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
         job_id: row.id.clone(),
         from_state: None,
         to_state: row.status.clone(),
-        reason: if row.status == "rejected" { "Rejected at submission".into() } else { "Submitted".into() },
+        reason: submitted_reason(&row.status).into(),
         attempt: 0,
         node_id: None,
         at: row.created_at,
@@ -189,6 +189,37 @@ pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
 // Lookups by a unique key use no `LIMIT ?` (`.first()`): SQLite 3.53 plans around a
 // bound LIMIT and re-prepares the statement every time it is bound again, which made
 // every cached lookup a fresh compile.
+/// Insert new jobs without idempotency keys in one multi-row INSERT, and their
+/// "Submitted" events in another; rows come back in the order given.
+pub fn insert_many(conn: &mut Conn, new: &[NewJob]) -> DbResult<Vec<JobRow>> {
+    let seqs: HashMap<String, i64> =
+        crate::on_backend!(conn, |c| diesel::insert_into(jobs::table).values(new).returning((jobs::id, jobs::seq)).get_results::<(String, i64)>(c))?
+            .into_iter()
+            .collect();
+    let rows = new
+        .iter()
+        .map(|n| seqs.get(&n.id).map(|&seq| JobRow::inserted(seq, n)).ok_or(DbError::NotFound))
+        .collect::<DbResult<Vec<JobRow>>>()?;
+    let events: Vec<NewEvent> = rows
+        .iter()
+        .map(|row| NewEvent {
+            job_id: row.id.clone(),
+            from_state: None,
+            to_state: row.status.clone(),
+            reason: submitted_reason(&row.status).into(),
+            attempt: 0,
+            node_id: None,
+            at: row.created_at,
+        })
+        .collect();
+    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    Ok(rows)
+}
+
+fn submitted_reason(status: &str) -> &'static str {
+    if status == "rejected" { "Rejected at submission" } else { "Submitted" }
+}
+
 pub fn get(conn: &mut Conn, id: &str) -> DbResult<JobRow> {
     Ok(crate::on_backend!(conn, |c| jobs::table.filter(jobs::id.eq(id)).select(JobRow::as_select()).get_result(c))?)
 }

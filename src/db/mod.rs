@@ -418,4 +418,22 @@ mod tests {
         let last = jobs::events(&mut c, "c").unwrap().pop().unwrap();
         assert_eq!((last.from_state.as_deref(), last.to_state.as_str(), last.node_id.as_deref()), (Some("pending"), "processing", Some("n1")));
     }
+
+    #[test]
+    fn a_batch_of_new_jobs_is_stored_in_order_with_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
+        let mut c = pool.get().unwrap();
+        let mut rejected = new_job("r", JobState::Rejected, 3);
+        rejected.error = Some("no node".into());
+        let batch = vec![new_job("x", JobState::Pending, 1), new_job("y", JobState::Pending, 2), rejected];
+        let rows = jobs::insert_many(&mut c, &batch).unwrap();
+        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["x", "y", "r"]);
+        assert!(rows[0].seq < rows[1].seq && rows[1].seq < rows[2].seq);
+        for row in &rows {
+            assert_eq!(row, &jobs::get(&mut c, &row.id).unwrap(), "the returned row is the stored row");
+        }
+        let reasons: Vec<String> = rows.iter().map(|r| jobs::events(&mut c, &r.id).unwrap()[0].reason.clone()).collect();
+        assert_eq!(reasons, ["Submitted", "Submitted", "Rejected at submission"]);
+    }
 }

@@ -120,7 +120,7 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
         completed_at: (status == JobState::Rejected).then_some(now),
         updated_at: now,
     };
-    let (row, created) = state.h.db.write(move |c| db_jobs::insert(c, &new)).await?;
+    let (row, created) = state.h.db.insert_job(new).await?;
     if !created {
         return Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(row.to_wire()));
     }
