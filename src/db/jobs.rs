@@ -170,28 +170,14 @@ pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
             return Ok((row, false));
         }
     }
-    // Only the sequence number comes back: decoding the whole row cost more than the insert.
-    let seq: i64 = crate::on_backend!(conn, |c| diesel::insert_into(jobs::table).values(new).returning(jobs::seq).get_result(c))?;
-    let row = JobRow::inserted(seq, new);
-    let event = NewEvent {
-        job_id: row.id.clone(),
-        from_state: None,
-        to_state: row.status.clone(),
-        reason: submitted_reason(&row.status).into(),
-        attempt: 0,
-        node_id: None,
-        at: row.created_at,
-    };
-    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&event).execute(c))?;
+    let row = insert_many(conn, std::slice::from_ref(new))?.pop().ok_or(DbError::NotFound)?;
     Ok((row, true))
 }
 
-// Lookups by a unique key use no `LIMIT ?` (`.first()`): SQLite 3.53 plans around a
-// bound LIMIT and re-prepares the statement every time it is bound again, which made
-// every cached lookup a fresh compile.
-/// Insert new jobs without idempotency keys in one multi-row INSERT, and their
+/// Insert new jobs (idempotency keys, if any, already looked up) in one multi-row INSERT, and their
 /// "Submitted" events in another; rows come back in the order given.
 pub fn insert_many(conn: &mut Conn, new: &[NewJob]) -> DbResult<Vec<JobRow>> {
+    // Only (id, seq) come back: decoding whole rows cost more than the insert.
     let seqs: HashMap<String, i64> =
         crate::on_backend!(conn, |c| diesel::insert_into(jobs::table).values(new).returning((jobs::id, jobs::seq)).get_results::<(String, i64)>(c))?
             .into_iter()
@@ -220,6 +206,9 @@ fn submitted_reason(status: &str) -> &'static str {
     if status == "rejected" { "Rejected at submission" } else { "Submitted" }
 }
 
+// Lookups by a unique key use no `LIMIT ?` (`.first()`): SQLite 3.53 plans around a
+// bound LIMIT and re-prepares the statement every time it is bound again, which made
+// every cached lookup a fresh compile.
 pub fn get(conn: &mut Conn, id: &str) -> DbResult<JobRow> {
     Ok(crate::on_backend!(conn, |c| jobs::table.filter(jobs::id.eq(id)).select(JobRow::as_select()).get_result(c))?)
 }
