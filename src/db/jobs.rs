@@ -217,25 +217,10 @@ pub fn get_by_seq(conn: &mut Conn, seq: i64) -> DbResult<JobRow> {
     Ok(jobs::table.filter(jobs::seq.eq(seq)).select(JobRow::as_select()).get_result(conn)?)
 }
 
-/// Move a job from `from` to `to`, applying `changes`, only if it is still in `from`;
-/// logs the transition. A job found in another state is a `Conflict` naming it.
-pub fn transition(
-    conn: &mut Conn,
-    id: &str,
-    from: JobState,
-    to: JobState,
-    changes: JobChanges,
-    reason: &str,
-) -> DbResult<JobRow> {
-    let row = get(conn, id)?;
-    if row.status != from.as_str() {
-        return Err(DbError::Conflict(format!("job is '{}', not '{}'", row.status, from)));
-    }
-    transition_row(conn, row, to, changes, reason)
-}
-
-/// `transition` of a row as last stored (read in this transaction, or kept by the job's
-/// actor, which is the only writer of a live job).
+/// Move a job from the state of `row` to `to`, applying `changes`, and log the
+/// transition. `row` is the job as last stored (read in this transaction, or kept by the
+/// job's actor, which is the only writer of a live job); if the stored job has moved on
+/// since, nothing is written and the `Conflict` names its current state.
 ///
 /// The row is changed in memory and written back whole with one fixed UPDATE, where a
 /// changeset of optional columns made new SQL for every write. The `WHERE` repeats the

@@ -343,9 +343,9 @@ mod tests {
         let mut c = pool.get().unwrap();
         for (id, age) in [("old", 10_000_000), ("new", 0)] {
             jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
-            jobs::claim(&mut c, id, "n").unwrap();
+            let running = jobs::claim(&mut c, id, "n").unwrap();
             let done = JobChanges { completed_at: Some(Some(now_micros() - age)), ..Default::default() };
-            jobs::transition(&mut c, id, JobState::Processing, JobState::Completed, done, "done").unwrap();
+            jobs::transition_row(&mut c, running, JobState::Completed, done, "done").unwrap();
         }
         jobs::insert(&mut c, &new_job("live", JobState::Pending, 0)).unwrap();
         let before = jobs::state_entry_totals(&mut c).unwrap();
@@ -366,10 +366,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
         let mut c = pool.get().unwrap();
-        jobs::insert(&mut c, &new_job("a", JobState::Pending, 0)).unwrap();
-        let err = jobs::transition(&mut c, "a", JobState::Processing, JobState::Completed, JobChanges::default(), "x").unwrap_err();
-        assert_eq!(jobs::conflict_state(&err), Some(JobState::Pending));
-        assert_eq!(jobs::events(&mut c, "a").unwrap().len(), 1);
+        let (pending, _) = jobs::insert(&mut c, &new_job("a", JobState::Pending, 0)).unwrap();
+        jobs::claim(&mut c, "a", "n").unwrap();
+        // A row read before the claim: writing it back is refused and writes nothing.
+        let err = jobs::transition_row(&mut c, pending, JobState::Canceled, JobChanges::default(), "x").unwrap_err();
+        assert_eq!(jobs::conflict_state(&err), Some(JobState::Processing));
+        assert_eq!(jobs::get(&mut c, "a").unwrap().status, "processing");
+        assert_eq!(jobs::events(&mut c, "a").unwrap().len(), 2);
     }
 
     #[test]
@@ -386,7 +389,7 @@ mod tests {
         assert_eq!(claimed, jobs::get(&mut c, "a").unwrap(), "a claim returns the stored row");
         assert_eq!((claimed.status.as_str(), claimed.attempt, claimed.node_id.as_deref()), ("processing", 1, Some("n1")));
         let done = JobChanges { logs: Some(Some("tail".into())), progress: Some(100.0), ..Default::default() };
-        let completed = jobs::transition(&mut c, "a", JobState::Processing, JobState::Completed, done, "done").unwrap();
+        let completed = jobs::transition_row(&mut c, claimed.clone(), JobState::Completed, done, "done").unwrap();
         assert_eq!(completed, jobs::get(&mut c, "a").unwrap(), "a transition returns the stored row");
         assert_eq!(completed.logs.as_deref(), Some("tail"));
         let events: Vec<_> = jobs::events(&mut c, "a").unwrap().into_iter().map(|e| (e.from_state, e.to_state)).collect();
