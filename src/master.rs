@@ -88,7 +88,7 @@ impl MasterArgs {
         keys.extend(admins.into_iter().filter(|k| !k.is_empty()).map(|k| (k, Role::Admin)));
         keys.extend(self.worker_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::Worker)));
         keys.extend(self.read_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::ReadOnly)));
-        ApiKeys { keys }
+        ApiKeys::new(keys)
     }
 
     fn database(&self) -> anyhow::Result<db::DatabaseUrl> {

@@ -4,48 +4,106 @@
 //! - worker: register, heartbeat, next, progress, control poll/ack, results;
 //! - read-only: GET routes.
 //!
+//! Authorisation runs on the resource the router dispatched to, never on the raw
+//! path: every resource is wrapped by [`authorize`] with its own route template, so
+//! `/%6Aobs`, `/api/v1/jobs` and `/jobs` are judged alike because the router decoded
+//! them alike. A request that matches no resource is denied by default
+//! ([`unmatched`]): 401 without a valid key, 404 with one.
+//!
 //! `/health` and `/openapi.json` are always open. With no key configured the API is open (and the master
 //! refuses to bind a non-loopback address that way unless told it is on purpose).
 
 use crate::error::AppError;
-use actix_web::body::MessageBody;
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::{HttpMessage, HttpRequest, web};
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     ReadOnly,
     Worker,
     Admin,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ApiKeys {
-    pub keys: Vec<(String, Role)>,
+/// SHA-256 of a secret: keys and node tokens are compared (and stored) as digests, so
+/// the comparison takes the same time whatever the presented key's length.
+pub type Digest = [u8; 32];
+
+pub fn digest(secret: &str) -> Digest {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
+/// Constant-time equality of two digests.
+pub fn digests_equal(a: &Digest, b: &Digest) -> bool {
+    bool::from(a.ct_eq(b))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    keys: Vec<(Digest, Role)>,
+}
+
+/// Who made a request, as the auth layer established it (in the request extensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// None when the API is open (no key configured).
+    pub role: Option<Role>,
+    /// Digest of the key used, for per-key limits and idempotency scopes.
+    pub key: Option<Digest>,
+}
+
+/// The route template of the resource that served a request (without `/api/v1`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
+
 impl ApiKeys {
+    pub fn new(keys: impl IntoIterator<Item = (String, Role)>) -> Self {
+        ApiKeys { keys: keys.into_iter().filter(|(k, _)| !k.is_empty()).map(|(k, r)| (digest(&k), r)).collect() }
+    }
+
     pub fn enabled(&self) -> bool {
         !self.keys.is_empty()
     }
 
-    fn role_of(&self, presented: &str) -> Option<Role> {
-        // Compare against every key (no early exit) so timing says nothing.
+    fn role_of(&self, presented: &str) -> Option<(Role, Digest)> {
+        // Compare fixed-length digests against every key (no early exit), so timing
+        // says nothing about the keys or their lengths.
+        let d = digest(presented);
         let mut found = None;
         for (k, role) in &self.keys {
-            if bool::from(k.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(*role);
+            if digests_equal(k, &d) {
+                found = Some((*role, d));
             }
         }
         found
     }
+
+    /// The key a request presents, resolved to its role; Err when it presents none or
+    /// an unknown one.
+    pub fn caller(&self, req: &HttpRequest) -> Result<Caller, AppError> {
+        if !self.enabled() {
+            return Ok(Caller { role: None, key: None });
+        }
+        let header = req.headers().get("authorization").and_then(|h| h.to_str().ok());
+        let Some(header) = header else {
+            return Err(AppError::Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'".into()));
+        };
+        let presented = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("");
+        match self.role_of(presented.trim()) {
+            Some((role, key)) => Ok(Caller { role: Some(role), key: Some(key) }),
+            None => Err(AppError::Unauthorized("invalid API key".into())),
+        }
+    }
 }
 
 /// Routes a worker key may call: (method, route template without /api/v1).
-const WORKER_ROUTES: &[(&str, &str)] = &[
+pub const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/nodes/register"),
     ("POST", "/nodes/{id}/heartbeat"),
     ("GET", "/nodes/{id}/control"),
@@ -56,6 +114,9 @@ const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/results"),
 ];
 
+/// Routes anyone may call.
+pub const OPEN_ROUTES: &[&str] = &["/health", "/openapi.json"];
+
 /// Which roles may call a route.
 pub fn allowed(role: Role, method: &Method, route: &str) -> bool {
     match role {
@@ -65,42 +126,45 @@ pub fn allowed(role: Role, method: &Method, route: &str) -> bool {
     }
 }
 
-/// Route template with the `/api/v1` prefix removed.
-pub fn route_template(req: &ServiceRequest) -> Option<String> {
-    req.match_pattern().map(|p| p.strip_prefix("/api/v1").map(str::to_string).unwrap_or(p))
+/// The route template a request was served by (set by [`authorize`]).
+pub fn route_template(req: &HttpRequest) -> Option<&'static str> {
+    req.extensions().get::<RouteTemplate>().map(|t| t.0)
 }
 
-pub async fn require_key(
+/// Middleware of one resource: `route` is that resource's template, so the decision
+/// is made on exactly what the router dispatched.
+pub async fn authorize(
+    route: &'static str,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let keys = req.app_data::<web::Data<ApiKeys>>().cloned();
-    let route = route_template(&req);
-    let open = match (&keys, route.as_deref()) {
-        (None, _) => true,
-        (Some(k), _) if !k.enabled() => true,
-        // Unknown routes answer 404 without revealing anything.
-        (_, None) => true,
-        (_, Some("/health" | "/openapi.json")) => true,
-        _ => false,
-    };
-    if !open {
-        let keys = keys.expect("checked above");
-        let route = route.expect("checked above");
-        let header = req.headers().get("authorization").and_then(|h| h.to_str().ok());
-        let Some(header) = header else {
-            return Err(AppError::Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'".into()).into());
-        };
-        let presented = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("");
-        let Some(role) = keys.role_of(presented.trim()) else {
-            return Err(AppError::Unauthorized("invalid API key".into()).into());
-        };
-        if !allowed(role, req.method(), &route) {
-            return Err(AppError::Forbidden(format!("this key's role may not call {} {route}", req.method())).into());
-        }
-        req.extensions_mut().insert(role);
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    req.extensions_mut().insert(RouteTemplate(route));
+    if OPEN_ROUTES.contains(&route) {
+        return next.call(req).await;
     }
+    let keys = req.app_data::<web::Data<ApiKeys>>().cloned().unwrap_or_default();
+    let caller = match keys.caller(req.request()) {
+        Ok(c) => c,
+        // Answered here (not as an Err) so the request still counts under its route.
+        Err(e) => return Ok(req.error_response(e)),
+    };
+    if let Some(role) = caller.role
+        && !allowed(role, req.method(), route)
+    {
+        let e = AppError::Forbidden(format!("this key's role may not call {} {route}", req.method()));
+        return Ok(req.error_response(e));
+    }
+    req.extensions_mut().insert(caller);
     next.call(req).await
+}
+
+/// No resource matched: deny by default. Without a valid key the answer is 401 (and
+/// says nothing about which paths exist); with one it is 404.
+pub async fn unmatched(req: HttpRequest) -> Result<actix_web::HttpResponse, AppError> {
+    if let Some(keys) = req.app_data::<web::Data<ApiKeys>>() {
+        keys.caller(&req)?;
+    }
+    Err(AppError::NotFound { code: "route_not_found", message: format!("no route {} {}", req.method(), req.path()) })
 }
 
 #[cfg(test)]
@@ -127,9 +191,9 @@ mod tests {
 
     #[test]
     fn keys_resolve_to_roles() {
-        let k = ApiKeys { keys: vec![("a".into(), Role::Admin), ("w".into(), Role::Worker)] };
-        assert_eq!(k.role_of("w"), Some(Role::Worker));
+        let k = ApiKeys::new([("a".to_string(), Role::Admin), ("w".to_string(), Role::Worker), (String::new(), Role::Admin)]);
+        assert_eq!(k.role_of("w").map(|r| r.0), Some(Role::Worker));
         assert_eq!(k.role_of("x"), None);
-        assert_eq!(k.role_of(""), None);
+        assert_eq!(k.role_of(""), None, "an empty key is never configured");
     }
 }

@@ -50,10 +50,11 @@ pub fn payload_config() -> web::PayloadConfig {
     web::PayloadConfig::default().limit(MAX_BODY_BYTES)
 }
 
-pub async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
-    Err(AppError::NotFound { code: "route_not_found", message: format!("no route {} {}", req.method(), req.path()) })
-}
-
 pub async fn method_not_allowed() -> Result<HttpResponse, AppError> {
     Err(AppError::MethodNotAllowed)
+}
+
+/// Unknown paths on the open metrics listener.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound { code: "route_not_found", message: format!("no route {} {}", req.method(), req.path()) })
 }

@@ -24,40 +24,39 @@ pub struct AppState {
     pub max_long_poll: f64,
 }
 
+/// A resource guarded by its own authorisation (see [`auth`]): the template given here
+/// is both the router's pattern and the one the role check uses, so they cannot differ.
+fn guarded(path: &'static str) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse, Error = actix_web::Error, InitError = ()>,
+> {
+    web::resource(path)
+        .wrap(from_fn(move |req: ServiceRequest, next: Next<actix_web::body::BoxBody>| auth::authorize(path, req, next)))
+        .default_service(web::route().to(error::method_not_allowed))
+}
+
 fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
-    let na = || web::route().to(error::method_not_allowed);
-    cfg.service(web::resource("/nodes/register").route(web::post().to(nodes::register_node)).default_service(na()))
-        .service(web::resource("/nodes").route(web::get().to(nodes::list_nodes)).default_service(na()))
-        .service(
-            web::resource("/nodes/{id}")
-                .route(web::get().to(nodes::get_node))
-                .route(web::delete().to(nodes::remove_node))
-                .default_service(na()),
-        )
-        .service(web::resource("/nodes/{id}/heartbeat").route(web::post().to(nodes::heartbeat)).default_service(na()))
-        .service(web::resource("/nodes/{id}/drain").route(web::post().to(nodes::drain_node)).default_service(na()))
-        .service(web::resource("/nodes/{id}/undrain").route(web::post().to(nodes::undrain_node)).default_service(na()))
-        .service(web::resource("/nodes/{id}/control").route(web::get().to(nodes::poll_control)).default_service(na()))
-        .service(web::resource("/jobs/next").route(web::get().to(jobs::next_job)).default_service(na()))
-        .service(
-            web::resource("/jobs")
-                .route(web::post().to(jobs::submit_job))
-                .route(web::get().to(jobs::list_jobs))
-                .default_service(na()),
-        )
-        .service(web::resource("/jobs/{id}").route(web::get().to(jobs::get_job)).default_service(na()))
-        .service(web::resource("/jobs/{id}/logs").route(web::get().to(jobs::job_logs)).default_service(na()))
-        .service(web::resource("/jobs/{id}/progress").route(web::post().to(jobs::report_progress)).default_service(na()))
-        .service(web::resource("/jobs/{id}/release").route(web::post().to(jobs::release_lease)).default_service(na()))
-        .service(web::resource("/jobs/{id}/control/ack").route(web::post().to(jobs::ack_control)).default_service(na()))
-        .service(web::resource("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)).default_service(na()))
-        .service(web::resource("/results").route(web::post().to(jobs::post_result)).default_service(na()))
-        .service(web::resource("/health").route(web::get().to(ops::health)).default_service(na()))
-        .service(web::resource("/status").route(web::get().to(ops::status)).default_service(na()))
-        .service(web::resource("/health/score").route(web::get().to(ops::health_score)).default_service(na()))
-        .service(web::resource("/openapi.json").route(web::get().to(ops::openapi)).default_service(na()));
+    cfg.service(guarded("/nodes/register").route(web::post().to(nodes::register_node)))
+        .service(guarded("/nodes").route(web::get().to(nodes::list_nodes)))
+        .service(guarded("/nodes/{id}").route(web::get().to(nodes::get_node)).route(web::delete().to(nodes::remove_node)))
+        .service(guarded("/nodes/{id}/heartbeat").route(web::post().to(nodes::heartbeat)))
+        .service(guarded("/nodes/{id}/drain").route(web::post().to(nodes::drain_node)))
+        .service(guarded("/nodes/{id}/undrain").route(web::post().to(nodes::undrain_node)))
+        .service(guarded("/nodes/{id}/control").route(web::get().to(nodes::poll_control)))
+        .service(guarded("/jobs/next").route(web::get().to(jobs::next_job)))
+        .service(guarded("/jobs").route(web::post().to(jobs::submit_job)).route(web::get().to(jobs::list_jobs)))
+        .service(guarded("/jobs/{id}").route(web::get().to(jobs::get_job)))
+        .service(guarded("/jobs/{id}/logs").route(web::get().to(jobs::job_logs)))
+        .service(guarded("/jobs/{id}/progress").route(web::post().to(jobs::report_progress)))
+        .service(guarded("/jobs/{id}/release").route(web::post().to(jobs::release_lease)))
+        .service(guarded("/jobs/{id}/control/ack").route(web::post().to(jobs::ack_control)))
+        .service(guarded("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)))
+        .service(guarded("/results").route(web::post().to(jobs::post_result)))
+        .service(guarded("/health").route(web::get().to(ops::health)))
+        .service(guarded("/status").route(web::get().to(ops::status)))
+        .service(guarded("/health/score").route(web::get().to(ops::health_score)))
+        .service(guarded("/openapi.json").route(web::get().to(ops::openapi)));
     if with_metrics {
-        cfg.service(web::resource("/metrics").route(web::get().to(ops::metrics)).default_service(na()));
+        cfg.service(guarded("/metrics").route(web::get().to(ops::metrics)));
     }
 }
 
@@ -74,9 +73,16 @@ pub async fn record_http(
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().to_string();
-    let route = auth::route_template(&req).unwrap_or_else(|| "unmatched".into());
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.h.metrics.clone());
     let res = next.call(req).await;
+    // The template the dispatched resource recorded; a request no resource took is
+    // "unmatched" (never its raw path: that would let clients mint series).
+    let route = match &res {
+        Ok(r) => auth::route_template(r.request()),
+        Err(_) => None,
+    }
+    .unwrap_or("unmatched")
+    .to_string();
     let status = match &res {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.as_response_error().status_code().as_u16(),
@@ -108,10 +114,9 @@ pub fn build_app(
             .app_data(error::json_config())
             .app_data(error::query_config())
             .app_data(error::payload_config())
-            .wrap(from_fn(auth::require_key))
             .wrap(from_fn(record_http))
             .configure(|c| configure(c, serve_metrics))
-            .default_service(web::route().to(error::route_not_found))
+            .default_service(web::route().to(auth::unmatched))
 }
 
 /// The separate metrics listener (`--metrics-port`): `/metrics` and `/health`, no auth.
@@ -128,5 +133,5 @@ pub fn metrics_app(state: web::Data<AppState>) -> App<
         .app_data(state)
         .route("/metrics", web::get().to(ops::metrics))
         .route("/health", web::get().to(ops::health))
-        .default_service(web::route().to(error::route_not_found))
+        .default_service(web::route().to(error::not_found))
 }

@@ -7,4 +7,5 @@ mod harness;
 mod master_api;
 mod observability;
 mod postgres;
+mod security;
 mod worker_ffmpeg;
