@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod master;
+pub mod os;
 pub mod up;
 pub mod wire;
 pub mod worker;

@@ -75,6 +75,9 @@ pub struct MasterArgs {
     /// Longest long-poll a worker may hold (`wait=` of /jobs/next and /nodes/{id}/control is capped to it).
     #[arg(long, env = "FFRTMP_MAX_LONG_POLL", default_value_t = 60.0)]
     pub max_long_poll: f64,
+    /// Parked `/jobs/next` long-polls held at once (one per node); beyond it a poll gets 503.
+    #[arg(long, env = "FFRTMP_MAX_PARKED_POLLS", default_value_t = crate::actors::scheduler::DEFAULT_MAX_PARKED_POLLS)]
+    pub max_parked_polls: usize,
     /// HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -147,6 +150,8 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<r
 /// Start the master inside the current actix System and return once it listens.
 pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
     let keys = args.keys();
+    let files = crate::os::raise_open_file_limit();
+    log::info!("open-file limit: {files}");
     if !args.bind.is_loopback() && !keys.enabled() && !args.insecure_no_auth {
         anyhow::bail!(
             "refusing to listen on {} without an API key: pass --api-key (or MASTER_API_KEY), or --insecure-no-auth if that is intended",
@@ -167,6 +172,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
             unreported_grace: Duration::from_secs_f64(args.unreported_grace.max(0.0)),
             ..JobPolicy::default()
         },
+        max_parked_polls: args.max_parked_polls,
     };
     let handles = actors::start(pool, cfg).await?;
     if args.retention_days > 0 {

@@ -113,7 +113,16 @@ pub struct ClaimJobs {
 /// of answering empty and handing freshly claimed jobs back.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct EndPoll(pub u64);
+pub struct EndPoll {
+    pub node_id: String,
+    pub poll: u64,
+}
+
+/// Run one dispatch round over what changed since the last (the scheduler sends it to
+/// itself, once, however many triggers arrive meanwhile).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DispatchRound;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserAction {

@@ -42,6 +42,8 @@ pub struct ActorConfig {
     /// Waiting this long raises a queued job's level by one (0 = no aging).
     pub aging_step: Duration,
     pub policy: JobPolicy,
+    /// Parked `/jobs/next` polls allowed at once (one per node at most).
+    pub max_parked_polls: usize,
 }
 
 /// Addresses of the running actors, shared by the HTTP handlers.
@@ -78,7 +80,9 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     let writer = GroupCommit::new(executor, metrics.clone()).start();
     let db = Db::new(pool.clone(), writer);
     let scheduler =
-        SchedulerActor::new(db.clone(), metrics.clone(), Arc::new(cfg.policy.clone()), cfg.aging_step.as_millis() as u64).start();
+        SchedulerActor::new(db.clone(), metrics.clone(), Arc::new(cfg.policy.clone()), cfg.aging_step.as_millis() as u64)
+            .with_max_parked_polls(cfg.max_parked_polls)
+            .start();
     let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval).start();
     scheduler.send(ConnectNodeSupervisor(nodes.clone())).await?;
     let node_count = node_rows.len();

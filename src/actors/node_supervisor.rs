@@ -46,6 +46,36 @@ struct NodeEntry {
     commands: Vec<ControlCommand>,
     waiters: Vec<oneshot::Sender<Vec<ControlCommand>>>,
     last_persist: Instant,
+    /// What the scheduler was last told, so unchanged heartbeats tell it nothing.
+    published: Option<Published>,
+}
+
+#[derive(PartialEq)]
+struct Published {
+    caps: NodeCaps,
+    max_slots: u32,
+    accepting: bool,
+    load: f64,
+}
+
+impl Published {
+    /// Load only orders nodes; small moves are not worth a message per heartbeat.
+    fn same_as(&self, other: &Published) -> bool {
+        self.caps == other.caps
+            && self.max_slots == other.max_slots
+            && self.accepting == other.accepting
+            && (self.load - other.load).abs() < 5.0
+    }
+}
+
+/// Index of a status in the `NodesCounted` array.
+fn status_slot(status: &str) -> usize {
+    match status {
+        "available" => 0,
+        "busy" => 1,
+        "draining" => 2,
+        _ => 3,
+    }
 }
 
 impl NodeEntry {
@@ -112,6 +142,8 @@ pub struct NodeSupervisor {
     scheduler: Addr<SchedulerActor>,
     metrics: Addr<MetricsActor>,
     heartbeat_interval: Duration,
+    /// Nodes by status (available, busy, draining, offline), kept up to date per change.
+    counts: [usize; 4],
 }
 
 /// Load nodes from the database at start-up; each gets a fresh deadline (grace period).
@@ -135,38 +167,67 @@ fn host_of(address: &str) -> String {
 
 impl NodeSupervisor {
     pub fn new(db: Db, scheduler: Addr<SchedulerActor>, metrics: Addr<MetricsActor>, heartbeat_interval: Duration) -> Self {
-        NodeSupervisor { nodes: HashMap::new(), db, scheduler, metrics, heartbeat_interval }
+        NodeSupervisor { nodes: HashMap::new(), db, scheduler, metrics, heartbeat_interval, counts: [0; 4] }
     }
 
     fn lost_after(&self) -> Duration {
         self.heartbeat_interval * 3
     }
 
-    fn publish(&self, id: &str) {
-        if let Some(n) = self.nodes.get(id) {
-            self.scheduler.do_send(NodeChanged {
-                node_id: id.to_string(),
+    /// Tell the scheduler what changed about a node's placement view, and recount.
+    fn publish(&mut self, id: &str) {
+        self.publish_quiet(id);
+        self.count();
+    }
+
+    /// Tell the scheduler what changed about a node's placement view (nothing when
+    /// nothing did), for a change whose status counts are already kept.
+    fn publish_quiet(&mut self, id: &str) {
+        if let Some(n) = self.nodes.get_mut(id) {
+            let now = Published {
                 caps: n.caps(),
                 max_slots: n.row.max_concurrent_jobs.max(1) as u32,
                 accepting: !n.offline && !n.row.draining,
                 load: n.row.cpu_load_percent,
-            });
+            };
+            if !n.published.as_ref().is_some_and(|p| p.same_as(&now)) {
+                self.scheduler.do_send(NodeChanged {
+                    node_id: id.to_string(),
+                    caps: now.caps.clone(),
+                    max_slots: now.max_slots,
+                    accepting: now.accepting,
+                    load: now.load,
+                });
+                n.published = Some(now);
+            }
         }
-        self.count();
     }
 
-    fn count(&self) {
+    /// Recount every node's status: O(nodes), for rare changes (registration, loss,
+    /// drain, removal). Frequent ones go through [`Self::update_counted`].
+    fn count(&mut self) {
         let mut c = [0usize; 4];
         for n in self.nodes.values() {
-            let i = match n.status() {
-                "available" => 0,
-                "busy" => 1,
-                "draining" => 2,
-                _ => 3,
-            };
-            c[i] += 1;
+            c[status_slot(n.status())] += 1;
         }
-        self.metrics.do_send(MetricRecorded(MetricEvent::NodesCounted(c)));
+        if c != self.counts {
+            self.counts = c;
+            self.metrics.do_send(MetricRecorded(MetricEvent::NodesCounted(c)));
+        }
+    }
+
+    /// Change one node and move it between status counts in O(1).
+    fn update_counted<R>(&mut self, id: &str, f: impl FnOnce(&mut NodeEntry) -> R) -> Option<R> {
+        let n = self.nodes.get_mut(id)?;
+        let before = status_slot(n.status());
+        let r = f(n);
+        let after = status_slot(n.status());
+        if before != after {
+            self.counts[before] = self.counts[before].saturating_sub(1);
+            self.counts[after] += 1;
+            self.metrics.do_send(MetricRecorded(MetricEvent::NodesCounted(self.counts)));
+        }
+        Some(r)
     }
 
     fn persist(&mut self, id: &str, ctx: &mut Context<Self>) {
@@ -222,7 +283,7 @@ impl Actor for NodeSupervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let tick = (self.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         ctx.run_interval(tick, |act, ctx| act.check_deadlines(ctx));
-        self.count();
+        self.metrics.do_send(MetricRecorded(MetricEvent::NodesCounted(self.counts)));
     }
 }
 
@@ -236,7 +297,17 @@ impl Handler<AdoptNodes> for NodeSupervisor {
             let id = row.id.clone();
             self.nodes.insert(
                 id.clone(),
-                NodeEntry { row, hw, deadline, offline, running: Vec::new(), commands: Vec::new(), waiters: Vec::new(), last_persist: Instant::now() },
+                NodeEntry {
+                    row,
+                    hw,
+                    deadline,
+                    offline,
+                    running: Vec::new(),
+                    commands: Vec::new(),
+                    waiters: Vec::new(),
+                    last_persist: Instant::now(),
+                    published: None,
+                },
             );
             self.publish(&id);
         }
@@ -314,6 +385,7 @@ impl Handler<RegisterNode> for NodeSupervisor {
                     commands: Vec::new(),
                     waiters: Vec::new(),
                     last_persist: Instant::now(),
+                    published: None,
                 });
                 entry.row = row;
                 entry.hw = hw;
@@ -333,32 +405,35 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
     fn handle(&mut self, m: RecordHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
         let deadline = Instant::now() + self.lost_after();
         let interval = self.heartbeat_interval.as_secs_f64();
-        let n = self.nodes.get_mut(&m.node_id).ok_or_else(|| AppError::node_not_found(&m.node_id))?;
-        let revived = n.offline;
-        n.offline = false;
-        n.deadline = deadline;
-        n.row.last_heartbeat = now_micros();
         let hb = m.heartbeat;
-        if let Some(l) = hb.cpu_load_percent.filter(|l| l.is_finite()) {
-            n.row.cpu_load_percent = l.clamp(0.0, 100_000.0);
-        }
-        if let Some(r) = hb.ram_free_bytes {
-            n.row.ram_free_bytes = r.min(i64::MAX as u64) as i64;
-        }
-        if let Some(d) = hb.disk_free_bytes {
-            n.hw.disk_free_bytes = Some(d);
-        }
-        if let Some(g) = hb.gpus
-            && g.len() <= 64 {
-                n.hw.gpus = g;
-                n.row.hardware = serde_json::to_string(&n.hw).unwrap_or_default();
-            }
-        let draining = n.row.draining;
-        let due = revived || n.last_persist.elapsed() > Duration::from_secs(30);
+        let (revived, draining, due) = self
+            .update_counted(&m.node_id, |n| {
+                let revived = n.offline;
+                n.offline = false;
+                n.deadline = deadline;
+                n.row.last_heartbeat = now_micros();
+                if let Some(l) = hb.cpu_load_percent.filter(|l| l.is_finite()) {
+                    n.row.cpu_load_percent = l.clamp(0.0, 100_000.0);
+                }
+                if let Some(r) = hb.ram_free_bytes {
+                    n.row.ram_free_bytes = r.min(i64::MAX as u64) as i64;
+                }
+                if let Some(d) = hb.disk_free_bytes {
+                    n.hw.disk_free_bytes = Some(d);
+                }
+                if let Some(g) = hb.gpus
+                    && g.len() <= 64
+                {
+                    n.hw.gpus = g;
+                    n.row.hardware = serde_json::to_string(&n.hw).unwrap_or_default();
+                }
+                (revived, n.row.draining, revived || n.last_persist.elapsed() > Duration::from_secs(30))
+            })
+            .ok_or_else(|| AppError::node_not_found(&m.node_id))?;
         if revived {
             log::info!("node {} is back", m.node_id);
         }
-        self.publish(&m.node_id);
+        self.publish_quiet(&m.node_id);
         if due {
             self.persist(&m.node_id, ctx);
         }
@@ -421,11 +496,10 @@ impl Handler<GetNode> for NodeSupervisor {
 impl Handler<NodeJobsChanged> for NodeSupervisor {
     type Result = ();
     fn handle(&mut self, m: NodeJobsChanged, _: &mut Context<Self>) {
-        if let Some(n) = self.nodes.get_mut(&m.node_id) {
+        self.update_counted(&m.node_id, |n| {
             n.running = m.running;
             n.running.sort();
-            self.count();
-        }
+        });
     }
 }
 
@@ -434,7 +508,11 @@ impl Handler<PollControl> for NodeSupervisor {
     fn handle(&mut self, PollControl(id): PollControl, _: &mut Context<Self>) -> Self::Result {
         let n = self.nodes.get_mut(&id).ok_or_else(|| AppError::node_not_found(&id))?;
         let (tx, rx) = oneshot::channel();
-        n.waiters.retain(|w| !w.is_closed());
+        // One parked control poll per node: the one it replaces is answered empty, so
+        // a node cannot pile up connections (and file descriptors) on the master.
+        for old in n.waiters.drain(..) {
+            let _ = old.send(Vec::new());
+        }
         n.waiters.push(tx);
         Self::flush_commands(n);
         Ok(rx)

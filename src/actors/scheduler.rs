@@ -18,7 +18,7 @@ use super::node_supervisor::NodeSupervisor;
 use crate::db::jobs::{self as db_jobs, JobRow};
 use crate::db::{DbError, now_micros};
 use crate::domain::params::parse_job_spec;
-use crate::domain::placement::{NodeCaps, Requirements, choose_node};
+use crate::domain::placement::{NodeCaps, Requirements, rank_nodes};
 use crate::domain::queue::{Picked, Priority, QueueName, RunnableIndex};
 use crate::domain::state::JobState;
 use crate::error::{AppError, AppResult};
@@ -68,10 +68,39 @@ struct Parked {
 
 type Deferred = Vec<(UserAction, oneshot::Sender<AppResult<ControlResponse>>)>;
 
+/// Which parked nodes the next dispatch round must look at.
+#[derive(Debug, Default)]
+enum Dirty {
+    #[default]
+    Nothing,
+    /// Only these nodes changed (a new poll, a freed slot, new capabilities).
+    Nodes(HashSet<String>),
+    /// The index gained jobs (or the periodic safety-net pass): every parked node.
+    All,
+}
+
+impl Dirty {
+    fn add_node(&mut self, id: &str) {
+        match self {
+            Dirty::All => {}
+            Dirty::Nodes(set) => {
+                set.insert(id.to_string());
+            }
+            Dirty::Nothing => *self = Dirty::Nodes(HashSet::from([id.to_string()])),
+        }
+    }
+}
+
 pub struct SchedulerActor {
     index: RunnableIndex,
     nodes: HashMap<String, NodeView>,
-    parked: Vec<Parked>,
+    /// At most one parked `/jobs/next` per node: a new poll replaces the old one.
+    parked: HashMap<String, Parked>,
+    /// Cap on parked polls overall (each holds a connection and a file descriptor).
+    max_parked: usize,
+    dirty: Dirty,
+    /// A `DispatchRound` is queued: triggers until it runs coalesce into it.
+    round_queued: bool,
     claiming: HashMap<Uuid, Deferred>,
     live: HashMap<Uuid, (Addr<JobActor>, Option<String>, i32)>,
     db: Db,
@@ -101,12 +130,23 @@ pub struct AdoptLiveJobs(pub Vec<JobRow>);
 #[rtype(result = "Option<bool>")]
 pub struct CheckPlaceable(pub Requirements);
 
+/// Parked `/jobs/next` polls allowed at once, unless configured otherwise.
+pub const DEFAULT_MAX_PARKED_POLLS: usize = 20_000;
+
 impl SchedulerActor {
+    pub fn with_max_parked_polls(mut self, max: usize) -> Self {
+        self.max_parked = max.max(1);
+        self
+    }
+
     pub fn new(db: Db, metrics: Addr<MetricsActor>, policy: Arc<JobPolicy>, aging_step_ms: u64) -> Self {
         SchedulerActor {
             index: RunnableIndex::new(),
             nodes: HashMap::new(),
-            parked: Vec::new(),
+            parked: HashMap::new(),
+            max_parked: DEFAULT_MAX_PARKED_POLLS,
+            dirty: Dirty::Nothing,
+            round_queued: false,
             claiming: HashMap::new(),
             live: HashMap::new(),
             db,
@@ -135,44 +175,75 @@ impl SchedulerActor {
     }
 
     fn report_waiting(&mut self) {
-        self.parked.retain(|p| !p.tx.is_closed());
         if self.parked.len() != self.reported_waiting {
             self.reported_waiting = self.parked.len();
             self.metrics.do_send(MetricRecorded(MetricEvent::WorkersWaiting(self.reported_waiting)));
         }
     }
 
-    /// Match parked workers with the best jobs they can run, busiest-free nodes first.
+    /// Ask for a dispatch round covering `node` (or every parked node). Rounds are
+    /// coalesced: however many triggers arrive before it runs, one round serves them.
+    fn want_round(&mut self, node: Option<&str>, ctx: &mut Context<Self>) {
+        match node {
+            Some(n) => self.dirty.add_node(n),
+            None => self.dirty = Dirty::All,
+        }
+        if !self.round_queued {
+            self.round_queued = true;
+            ctx.notify(DispatchRound);
+        }
+    }
+
+    /// Match parked workers with the best jobs they can run, most free slots first.
+    ///
+    /// Cost: O(nodes in scope × log) to order them once, plus one index lookup per node
+    /// whose capabilities were not already found to fit nothing this round — never
+    /// O(parked²). After a round every parked node left waiting can run nothing queued,
+    /// so only a change (new jobs, a new poll, a freed slot, new capabilities) needs
+    /// another round, and then only for what changed.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
-        self.dispatch_inner(ctx);
+        let scope = std::mem::take(&mut self.dirty);
+        self.dispatch_scope(scope, ctx);
         self.report_waiting();
     }
 
-    fn dispatch_inner(&mut self, ctx: &mut Context<Self>) {
-        self.parked.retain(|p| !p.tx.is_closed());
+    fn dispatch_scope(&mut self, scope: Dirty, ctx: &mut Context<Self>) {
         if self.parked.is_empty() || self.index.is_empty() {
             return;
         }
+        let ids: Vec<String> = match scope {
+            Dirty::Nothing => return,
+            Dirty::Nodes(set) => set.into_iter().filter(|id| self.parked.contains_key(id)).collect(),
+            Dirty::All => self.parked.keys().cloned().collect(),
+        };
+        // (node, free slots, load, poll id): the most free slots first, then the least
+        // loaded, then the oldest poll — ordered once per round.
+        let mut candidates: Vec<(String, u32, f64, u64)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(p) = self.parked.get(&id) else { continue };
+            if p.tx.is_closed() {
+                self.parked.remove(&id);
+                continue;
+            }
+            let Some(n) = self.nodes.get(&id) else { continue };
+            if n.accepting {
+                let poll = p.poll;
+                candidates.push((id, n.free(), n.load, poll));
+            }
+        }
         let now_ms = (now_micros() / 1000) as u64;
-        // Nodes that can run nothing queued now: skipped for the rest of this pass, so
-        // every turn either places work or retires a node (the loop always ends).
-        let mut exhausted: HashSet<String> = HashSet::new();
-        while !self.parked.is_empty() && !self.index.is_empty() {
-            // The most free slots first, then the least loaded.
-            let candidates: Vec<(usize, u32, f64)> = self
-                .parked
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| !exhausted.contains(&p.node_id))
-                .filter_map(|(i, p)| {
-                    let n = self.nodes.get(&p.node_id)?;
-                    n.accepting.then_some((i, n.free(), n.load))
-                })
-                .collect();
-            let Some(i) = choose_node(candidates) else { return };
-            let node_id = self.parked[i].node_id.clone();
-            let node = &self.nodes[&node_id];
-            let want = node.free().min(self.parked[i].max.max(1));
+        // Capabilities already found to fit nothing queued in this round: the index
+        // only shrinks during a round, so the verdict holds for every node alike.
+        let mut fits_nothing: HashSet<NodeCaps> = HashSet::new();
+        for (node_id, free) in rank_nodes(candidates) {
+            if self.index.is_empty() {
+                break;
+            }
+            let Some(node) = self.nodes.get(&node_id) else { continue };
+            if fits_nothing.contains(&node.caps) {
+                continue;
+            }
+            let want = free.min(self.parked[&node_id].max.max(1));
             let mut picks = Vec::new();
             for _ in 0..want {
                 let caps = &self.nodes[&node_id].caps;
@@ -182,10 +253,10 @@ impl SchedulerActor {
                 }
             }
             if picks.is_empty() {
-                exhausted.insert(node_id);
+                fits_nothing.insert(self.nodes[&node_id].caps.clone());
                 continue;
             }
-            let p = self.parked.remove(i);
+            let p = self.parked.remove(&node_id).expect("candidate is parked");
             self.start_claims(p, picks, ctx);
         }
     }
@@ -272,8 +343,10 @@ impl SchedulerActor {
             // Every pick was canceled or claimed by another master on the same database
             // meanwhile: the worker keeps waiting for other work instead of getting an
             // empty answer while work is still queued.
-            self.parked.push(Parked { poll, node_id, max, tx });
-            self.dispatch(ctx);
+            if !self.parked.contains_key(&node_id) {
+                self.parked.insert(node_id.clone(), Parked { poll, node_id: node_id.clone(), max, tx });
+            }
+            self.want_round(Some(&node_id), ctx);
             return;
         }
         if let Err(jobs) = tx.send(jobs) {
@@ -286,7 +359,8 @@ impl SchedulerActor {
                 }
             }
         }
-        self.dispatch(ctx);
+        // Picks lost to an error went back into the index.
+        self.want_round(None, ctx);
     }
 
     fn start_job_actor(&mut self, row: JobRow, ctx: &mut Context<Self>) -> Addr<JobActor> {
@@ -308,9 +382,12 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Aging changes the order over time, and parked requests may close: re-match
-        // periodically as well as on every event.
-        ctx.run_interval(std::time::Duration::from_secs(1), |act, ctx| act.dispatch(ctx));
+        // Parked requests may close without telling us, and a safety-net pass over
+        // every parked node costs O(parked) once a second.
+        ctx.run_interval(std::time::Duration::from_secs(1), |act, ctx| {
+            act.parked.retain(|_, p| !p.tx.is_closed());
+            act.want_round(None, ctx);
+        });
     }
 }
 
@@ -345,7 +422,7 @@ impl Handler<JobsQueued> for SchedulerActor {
         for j in jobs {
             self.enqueue(j);
         }
-        self.dispatch(ctx);
+        self.want_round(None, ctx);
     }
 }
 
@@ -355,22 +432,35 @@ impl Handler<ClaimJobs> for SchedulerActor {
         if !self.nodes.contains_key(&m.node_id) {
             return Err(AppError::node_not_found(&m.node_id));
         }
+        if !self.parked.contains_key(&m.node_id) && self.parked.len() >= self.max_parked {
+            return Err(AppError::Unavailable {
+                code: "too_many_polls",
+                message: format!("{} workers are already waiting for work; retry shortly", self.parked.len()),
+            });
+        }
         let (tx, rx) = oneshot::channel();
         self.next_poll += 1;
         let poll = self.next_poll;
-        self.parked.push(Parked { poll, node_id: m.node_id, max: m.max, tx });
-        self.dispatch(ctx);
+        let node_id = m.node_id.clone();
+        // One parked poll per node: the one it replaces is answered empty.
+        if let Some(old) = self.parked.insert(m.node_id.clone(), Parked { poll, node_id: m.node_id, max: m.max, tx }) {
+            let _ = old.tx.send(Vec::new());
+        }
+        self.want_round(Some(&node_id), ctx);
         Ok((poll, rx))
     }
 }
 
 impl Handler<EndPoll> for SchedulerActor {
     type Result = bool;
-    fn handle(&mut self, EndPoll(poll): EndPoll, _: &mut Context<Self>) -> bool {
-        let before = self.parked.len();
-        self.parked.retain(|p| p.poll != poll);
-        if self.parked.len() != before {
+    fn handle(&mut self, EndPoll { node_id, poll }: EndPoll, _: &mut Context<Self>) -> bool {
+        if self.parked.get(&node_id).is_some_and(|p| p.poll == poll) {
+            self.parked.remove(&node_id);
             self.report_waiting();
+            return true;
+        }
+        if !self.claiming_polls.contains_key(&poll) {
+            // Replaced by a newer poll of the same node (and answered empty then).
             return true;
         }
         if let Some(time_is_up) = self.claiming_polls.get_mut(&poll) {
@@ -416,7 +506,7 @@ impl Handler<ControlJob> for SchedulerActor {
                             Err(e) => {
                                 if matches!(e, DbError::Unavailable(_)) {
                                     act.index.reinsert(&entry);
-                                    act.dispatch(ctx);
+                                    act.want_round(None, ctx);
                                 }
                                 Err(e.into())
                             }
@@ -448,7 +538,7 @@ impl Handler<ControlJob> for SchedulerActor {
                         let q = queued_job_from_row(&row);
                         act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Queued, queue: q.queue, priority: q.priority, engine: row.engine.clone() });
                         act.enqueue(q);
-                        act.dispatch(ctx);
+                        act.want_round(None, ctx);
                         Ok(ControlResponse { job_id: row.id, status: "queued".into(), retry_count: Some(row.retry_count) })
                     }
                     Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
@@ -519,17 +609,18 @@ impl Handler<JobActorStopped> for SchedulerActor {
                 n.running.remove(&m.id);
             }
             self.notify_node_jobs(&node);
+            self.want_round(Some(&node), ctx);
         }
         if m.stopping && self.live.get(&m.id).is_some_and(|(_, _, a)| *a == m.attempt) {
             self.live.remove(&m.id);
         }
-        self.dispatch(ctx);
     }
 }
 
 impl Handler<NodeChanged> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, m: NodeChanged, ctx: &mut Context<Self>) {
+        let id = m.node_id.clone();
         let v = self.nodes.entry(m.node_id).or_insert_with(|| NodeView {
             caps: NodeCaps::default(),
             max_slots: 1,
@@ -538,11 +629,15 @@ impl Handler<NodeChanged> for SchedulerActor {
             running: HashSet::new(),
             claiming: 0,
         });
+        // Load only orders nodes; a change of what the node can take needs a round.
+        let placement_changed = v.caps != m.caps || v.max_slots != m.max_slots || v.accepting != m.accepting;
         v.caps = m.caps;
         v.max_slots = m.max_slots;
         v.accepting = m.accepting;
         v.load = m.load;
-        self.dispatch(ctx);
+        if placement_changed {
+            self.want_round(Some(&id), ctx);
+        }
     }
 }
 
@@ -550,14 +645,16 @@ impl Handler<NodeRemoved> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, m: NodeRemoved, _: &mut Context<Self>) {
         self.nodes.remove(&m.0);
-        self.parked.retain(|p| p.node_id != m.0);
+        self.parked.remove(&m.0);
+        self.report_waiting();
     }
 }
 
 impl Handler<NodeLost> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, m: NodeLost, _: &mut Context<Self>) {
-        self.parked.retain(|p| p.node_id != m.0);
+        self.parked.remove(&m.0);
+        self.report_waiting();
         for (addr, node, _) in self.live.values() {
             if node.as_deref() == Some(m.0.as_str()) {
                 addr.do_send(LeaseLost { reason: format!("node {} lost (missed heartbeats)", m.0), node_lost: true });
@@ -606,7 +703,7 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
 impl Handler<ReleaseWaiters> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, _: ReleaseWaiters, _: &mut Context<Self>) {
-        for p in self.parked.drain(..) {
+        for (_, p) in self.parked.drain() {
             let _ = p.tx.send(Vec::new());
         }
         self.report_waiting();
@@ -636,5 +733,13 @@ impl Handler<GetSchedulerSnapshot> for SchedulerActor {
             oldest_wait_seconds: self.index.oldest_enqueued_ms().map(|t| now_ms.saturating_sub(t) as f64 / 1000.0),
             live: self.live.values().map(|(a, _, _)| a.clone()).filter(|a| a.connected()).collect(),
         })
+    }
+}
+
+impl Handler<DispatchRound> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, _: DispatchRound, ctx: &mut Context<Self>) {
+        self.round_queued = false;
+        self.dispatch(ctx);
     }
 }

@@ -62,14 +62,14 @@ impl Requirements {
 }
 
 /// A GPU as placement sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct GpuCaps {
     pub index: u32,
     pub memory_total_mb: u64,
 }
 
 /// What a node can do, from its registration and heartbeats.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct NodeCaps {
     pub cpu_threads: u32,
     pub ram_total_mb: u64,
@@ -149,23 +149,13 @@ impl NodeCaps {
     }
 }
 
-/// Among candidate nodes `(free_slots, load_score)` pick the best: most free slots,
-/// then least loaded, then the first offered (stable).
-pub fn choose_node<T>(candidates: impl IntoIterator<Item = (T, u32, f64)>) -> Option<T> {
-    let mut best: Option<(T, u32, f64)> = None;
-    for (t, free, load) in candidates {
-        if free == 0 {
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            Some((_, bf, bl)) => free > *bf || (free == *bf && load < *bl),
-        };
-        if better {
-            best = Some((t, free, load));
-        }
-    }
-    best.map(|b| b.0)
+/// Order candidate nodes `(node, free_slots, load_score, arrival)` for one placement
+/// round: most free slots first, then least loaded, then the earliest arrival (stable).
+/// Nodes without a free slot are left out. O(n log n), once per round.
+pub fn rank_nodes<T>(mut candidates: Vec<(T, u32, f64, u64)>) -> Vec<(T, u32)> {
+    candidates.retain(|c| c.1 > 0);
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)).then(a.3.cmp(&b.3)));
+    candidates.into_iter().map(|(t, free, _, _)| (t, free)).collect()
 }
 
 #[cfg(test)]
@@ -245,7 +235,8 @@ mod tests {
 
     #[test]
     fn node_choice_prefers_free_slots_then_low_load() {
-        assert_eq!(choose_node([("a", 1, 0.1), ("b", 2, 0.9), ("c", 2, 0.5)]), Some("c"));
-        assert_eq!(choose_node([("a", 0, 0.0)]), None);
+        let order = rank_nodes(vec![("a", 1, 0.1, 0), ("b", 2, 0.9, 1), ("c", 2, 0.5, 2), ("d", 0, 0.0, 3), ("e", 2, 0.5, 0)]);
+        let names: Vec<&str> = order.iter().map(|o| o.0).collect();
+        assert_eq!(names, ["e", "c", "b", "a"], "free slots, then load, then arrival; full nodes left out");
     }
 }

@@ -270,13 +270,13 @@ pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> A
     if !(1..=64).contains(&max) {
         return Err(AppError::bad_request("invalid_query", "max must be between 1 and 64"));
     }
-    let (poll, mut rx) = state.h.scheduler.send(ClaimJobs { node_id, max }).await??;
+    let (poll, mut rx) = state.h.scheduler.send(ClaimJobs { node_id: node_id.clone(), max }).await??;
     let wait = Duration::from_secs_f64(wait.min(state.max_long_poll));
     let jobs = match tokio::time::timeout(wait, &mut rx).await {
         Ok(answer) => answer.unwrap_or_default(),
         // Time is up, unless jobs are already being claimed for this poll: those are
         // delivered after their COMMIT (bounded, in case the database stalls).
-        Err(_) if state.h.scheduler.send(EndPoll(poll)).await? => Vec::new(),
+        Err(_) if state.h.scheduler.send(EndPoll { node_id, poll }).await? => Vec::new(),
         Err(_) => tokio::time::timeout(CLAIM_COMMIT_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default(),
     };
     if jobs.is_empty() {
