@@ -23,6 +23,9 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// 403: a node-scoped call without the node's token (or with another one).
+    #[error("{0}")]
+    NodeToken(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("method not allowed")]
@@ -44,6 +47,9 @@ impl AppError {
     pub fn node_not_found(id: &str) -> Self {
         AppError::NotFound { code: "node_not_found", message: format!("no node with id '{id}'; register it first") }
     }
+    pub fn node_token(node_id: &str, why: crate::domain::credentials::TokenRefusal) -> Self {
+        AppError::NodeToken(why.message(node_id))
+    }
     pub fn stale_attempt(message: impl Into<String>) -> Self {
         AppError::Conflict { code: "stale_attempt", message: message.into() }
     }
@@ -57,6 +63,7 @@ impl AppError {
             AppError::InvalidTransition { .. } => "invalid_transition",
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
+            AppError::NodeToken(_) => "invalid_node_token",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
@@ -67,7 +74,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } | AppError::InvalidTransition { .. } => 400,
             AppError::Unauthorized(_) => 401,
-            AppError::Forbidden(_) => 403,
+            AppError::Forbidden(_) | AppError::NodeToken(_) => 403,
             AppError::NotFound { .. } => 404,
             AppError::MethodNotAllowed => 405,
             AppError::Conflict { .. } => 409,

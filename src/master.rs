@@ -78,6 +78,13 @@ pub struct MasterArgs {
     /// Parked `/jobs/next` long-polls held at once (one per node); beyond it a poll gets 503.
     #[arg(long, env = "FFRTMP_MAX_PARKED_POLLS", default_value_t = crate::actors::scheduler::DEFAULT_MAX_PARKED_POLLS)]
     pub max_parked_polls: usize,
+    /// Hosts RTMP jobs may stream to: `host`, `host:port`, `*.domain` or `*` (repeatable).
+    /// Default: the hosts of the registered workers' `--rtmp-base`.
+    #[arg(long = "rtmp-allow", env = "FFRTMP_RTMP_ALLOW", value_delimiter = ',')]
+    pub rtmp_allow: Vec<String>,
+    /// Refuse nodes that do not use a node token (seed-style agents on the shared worker key).
+    #[arg(long, env = "FFRTMP_REQUIRE_NODE_TOKENS")]
+    pub require_node_tokens: bool,
     /// HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -92,6 +99,14 @@ impl MasterArgs {
         keys.extend(self.worker_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::Worker)));
         keys.extend(self.read_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::ReadOnly)));
         ApiKeys::new(keys)
+    }
+
+    fn rtmp_allow(&self) -> anyhow::Result<Option<Vec<crate::domain::allow::HostPattern>>> {
+        if self.rtmp_allow.is_empty() {
+            return Ok(None);
+        }
+        let p = self.rtmp_allow.iter().map(|s| crate::domain::allow::HostPattern::parse(s)).collect::<Result<Vec<_>, _>>();
+        p.map(Some).map_err(|e| anyhow::anyhow!("--rtmp-allow: {e}"))
     }
 
     fn database(&self) -> anyhow::Result<db::DatabaseUrl> {
@@ -173,6 +188,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
             ..JobPolicy::default()
         },
         max_parked_polls: args.max_parked_polls,
+        require_node_tokens: args.require_node_tokens,
     };
     let handles = actors::start(pool, cfg).await?;
     if args.retention_days > 0 {
@@ -187,6 +203,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         default_max_retries: args.max_retries.clamp(0, 100),
         reject_unplaceable: args.reject_unplaceable,
         max_long_poll: args.max_long_poll.clamp(0.0, 60.0),
+        rtmp_allow: args.rtmp_allow()?,
     });
     let keys = web::Data::new(keys);
     let separate_metrics = args.metrics_port != 0;

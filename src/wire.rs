@@ -215,6 +215,23 @@ pub struct NodeRegistration {
     pub gstreamer_version: Option<String>,
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    /// The worker's `--rtmp-base`: without `--rtmp-allow`, the master allows RTMP jobs
+    /// to stream only to the hosts its workers name here.
+    #[serde(default)]
+    pub rtmp_base: Option<String>,
+    /// Ask for a node token (ffrtmp workers do): the reply carries it once, and every
+    /// later node-scoped call of this node must present it in `X-Node-Token`.
+    #[serde(default)]
+    pub request_node_token: bool,
+}
+
+/// `POST /nodes/register` reply: the node, plus its token when one was asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RegisteredNode {
+    #[serde(flatten)]
+    pub node: Node,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
 }
 
 /// A node as the API shows it.

@@ -106,6 +106,8 @@ pub struct JobsQueued(pub Vec<QueuedJob>);
 pub struct ClaimJobs {
     pub node_id: String,
     pub max: u32,
+    /// The node token the request presented.
+    pub token: Option<String>,
 }
 
 /// A long-poll's time is up: withdraw it if it is still waiting (`true`: answer it
@@ -165,6 +167,26 @@ where
     type Result = Option<M::Result>;
 }
 
+/// [`SendToLiveJob`] on behalf of a worker node: the scheduler first checks that the
+/// call may act as `node_id` (its node token, when the node has one; and an `attempt`,
+/// which token-bound ffrtmp workers always send), then forwards `msg` to the job's
+/// actor. `Ok(None)`: the job has no live actor.
+pub struct FromNode<M> {
+    pub job: Uuid,
+    pub node_id: String,
+    pub token: Option<String>,
+    pub attempt_given: bool,
+    pub msg: M,
+}
+
+impl<M> Message for FromNode<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    type Result = AppResult<Option<M::Result>>;
+}
+
 /// Why a runnable job is waiting, or None if it is not in the index.
 #[derive(Message)]
 #[rtype(result = "Option<String>")]
@@ -193,6 +215,8 @@ pub struct NodeChanged {
     /// Takes new work: registered, online and not draining.
     pub accepting: bool,
     pub load: f64,
+    /// Digest of the node's token: its node-scoped calls must present it.
+    pub token: Option<crate::domain::credentials::Digest>,
 }
 
 #[derive(Message)]
@@ -222,16 +246,29 @@ pub struct NodeJobsChanged {
 
 // ----- node supervisor ------------------------------------------------------------
 
-/// Register (or re-register) a node; true = newly created.
+/// Register (or re-register) a node. `token`: the node token the request presented.
 #[derive(Message)]
-#[rtype(result = "AppResult<(Node, bool)>")]
-pub struct RegisterNode(pub NodeRegistration);
+#[rtype(result = "AppResult<Registered>")]
+pub struct RegisterNode {
+    pub registration: NodeRegistration,
+    pub token: Option<String>,
+}
+
+/// A registration's outcome.
+#[derive(Debug)]
+pub struct Registered {
+    pub node: Node,
+    pub created: bool,
+    /// The node's new token, when the registration asked for one (shown once).
+    pub token: Option<String>,
+}
 
 #[derive(Message)]
 #[rtype(result = "AppResult<HeartbeatResponse>")]
 pub struct RecordHeartbeat {
     pub node_id: String,
     pub heartbeat: Heartbeat,
+    pub token: Option<String>,
 }
 
 #[derive(Message)]
@@ -253,10 +290,18 @@ pub struct ListNodes;
 #[rtype(result = "Option<Node>")]
 pub struct GetNode(pub String);
 
+/// The RTMP destinations (host, port) registered workers name as their `--rtmp-base`.
+#[derive(Message)]
+#[rtype(result = "Vec<(String, u16)>")]
+pub struct ListRtmpDestinations;
+
 /// A worker's control long-poll; answered when a command for one of its jobs exists.
 #[derive(Message)]
 #[rtype(result = "AppResult<oneshot::Receiver<Vec<ControlCommand>>>")]
-pub struct PollControl(pub String);
+pub struct PollControl {
+    pub node_id: String,
+    pub token: Option<String>,
+}
 
 /// Queue a control command for the node running the job.
 #[derive(Message)]

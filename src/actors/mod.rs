@@ -44,6 +44,8 @@ pub struct ActorConfig {
     pub policy: JobPolicy,
     /// Parked `/jobs/next` polls allowed at once (one per node at most).
     pub max_parked_polls: usize,
+    /// Refuse nodes that register without asking for a node token.
+    pub require_node_tokens: bool,
 }
 
 /// Addresses of the running actors, shared by the HTTP handlers.
@@ -82,8 +84,11 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     let scheduler =
         SchedulerActor::new(db.clone(), metrics.clone(), Arc::new(cfg.policy.clone()), cfg.aging_step.as_millis() as u64)
             .with_max_parked_polls(cfg.max_parked_polls)
+            .requiring_node_tokens(cfg.require_node_tokens)
             .start();
-    let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval).start();
+    let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval)
+        .requiring_node_tokens(cfg.require_node_tokens)
+        .start();
     scheduler.send(ConnectNodeSupervisor(nodes.clone())).await?;
     let node_count = node_rows.len();
     nodes.send(AdoptNodes(node_rows)).await?;

@@ -12,6 +12,7 @@ use super::metrics::MetricsActor;
 use super::scheduler::SchedulerActor;
 use crate::db::nodes::{self as db_nodes, NodeRow};
 use crate::db::now_micros;
+use crate::domain::credentials::{self, Digest, check_node_token};
 use crate::domain::placement::{GpuCaps, NodeCaps};
 use crate::error::{AppError, AppResult};
 use crate::wire::{ControlCommand, GpuInfo, HeartbeatResponse, Node, rfc3339};
@@ -35,6 +36,9 @@ pub struct Hardware {
     pub gstreamer_version: Option<String>,
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    /// The worker's `--rtmp-base` (default RTMP destinations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtmp_base: Option<String>,
 }
 
 struct NodeEntry {
@@ -48,6 +52,11 @@ struct NodeEntry {
     last_persist: Instant,
     /// What the scheduler was last told, so unchanged heartbeats tell it nothing.
     published: Option<Published>,
+    /// Digest of the node's token (None: a seed-style node on the shared worker key).
+    token: Option<Digest>,
+    /// The token before the last rotation, accepted for re-registration only: a worker
+    /// whose registration reply was lost still holds it.
+    previous_token: Option<Digest>,
 }
 
 #[derive(PartialEq)]
@@ -56,6 +65,7 @@ struct Published {
     max_slots: u32,
     accepting: bool,
     load: f64,
+    token: Option<Digest>,
 }
 
 impl Published {
@@ -64,6 +74,7 @@ impl Published {
         self.caps == other.caps
             && self.max_slots == other.max_slots
             && self.accepting == other.accepting
+            && self.token == other.token
             && (self.load - other.load).abs() < 5.0
     }
 }
@@ -79,6 +90,23 @@ fn status_slot(status: &str) -> usize {
 }
 
 impl NodeEntry {
+    fn new(row: NodeRow, hw: Hardware, deadline: Instant, offline: bool) -> Self {
+        let token = row.token_hash.as_deref().and_then(credentials::from_hex);
+        NodeEntry {
+            row,
+            hw,
+            deadline,
+            offline,
+            running: Vec::new(),
+            commands: Vec::new(),
+            waiters: Vec::new(),
+            last_persist: Instant::now(),
+            published: None,
+            token,
+            previous_token: None,
+        }
+    }
+
     fn status(&self) -> &'static str {
         if self.offline {
             "offline"
@@ -144,6 +172,8 @@ pub struct NodeSupervisor {
     heartbeat_interval: Duration,
     /// Nodes by status (available, busy, draining, offline), kept up to date per change.
     counts: [usize; 4],
+    /// `--require-node-tokens`: refuse nodes without a token (seed-style registration).
+    require_tokens: bool,
 }
 
 /// Load nodes from the database at start-up; each gets a fresh deadline (grace period).
@@ -167,7 +197,18 @@ fn host_of(address: &str) -> String {
 
 impl NodeSupervisor {
     pub fn new(db: Db, scheduler: Addr<SchedulerActor>, metrics: Addr<MetricsActor>, heartbeat_interval: Duration) -> Self {
-        NodeSupervisor { nodes: HashMap::new(), db, scheduler, metrics, heartbeat_interval, counts: [0; 4] }
+        NodeSupervisor { nodes: HashMap::new(), db, scheduler, metrics, heartbeat_interval, counts: [0; 4], require_tokens: false }
+    }
+
+    pub fn requiring_node_tokens(mut self, require: bool) -> Self {
+        self.require_tokens = require;
+        self
+    }
+
+    /// Refuse a node-scoped call that does not present the node's token.
+    fn verify(&self, id: &str, presented: Option<&str>) -> AppResult<()> {
+        let bound = self.nodes.get(id).and_then(|n| n.token.as_ref());
+        check_node_token(bound, presented, self.require_tokens).map_err(|why| AppError::node_token(id, why))
     }
 
     fn lost_after(&self) -> Duration {
@@ -189,6 +230,7 @@ impl NodeSupervisor {
                 max_slots: n.row.max_concurrent_jobs.max(1) as u32,
                 accepting: !n.offline && !n.row.draining,
                 load: n.row.cpu_load_percent,
+                token: n.token,
             };
             if !n.published.as_ref().is_some_and(|p| p.same_as(&now)) {
                 self.scheduler.do_send(NodeChanged {
@@ -197,6 +239,7 @@ impl NodeSupervisor {
                     max_slots: now.max_slots,
                     accepting: now.accepting,
                     load: now.load,
+                    token: now.token,
                 });
                 n.published = Some(now);
             }
@@ -295,29 +338,16 @@ impl Handler<AdoptNodes> for NodeSupervisor {
             let hw: Hardware = serde_json::from_str(&row.hardware).unwrap_or_default();
             let offline = row.status == "offline";
             let id = row.id.clone();
-            self.nodes.insert(
-                id.clone(),
-                NodeEntry {
-                    row,
-                    hw,
-                    deadline,
-                    offline,
-                    running: Vec::new(),
-                    commands: Vec::new(),
-                    waiters: Vec::new(),
-                    last_persist: Instant::now(),
-                    published: None,
-                },
-            );
+            self.nodes.insert(id.clone(), NodeEntry::new(row, hw, deadline, offline));
             self.publish(&id);
         }
     }
 }
 
 impl Handler<RegisterNode> for NodeSupervisor {
-    type Result = ResponseActFuture<Self, AppResult<(Node, bool)>>;
+    type Result = ResponseActFuture<Self, AppResult<Registered>>;
 
-    fn handle(&mut self, RegisterNode(reg): RegisterNode, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, RegisterNode { registration: reg, token: presented }: RegisterNode, _: &mut Context<Self>) -> Self::Result {
         let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
         if let Some(id) = &reg.node_id
             && !valid_node_id(id) {
@@ -330,14 +360,37 @@ impl Handler<RegisterNode> for NodeSupervisor {
         if !(1..=1024).contains(&max) {
             return fail(AppError::bad_request("invalid_registration", "max_concurrent_jobs must be between 1 and 1024"));
         }
-        if reg.cpu_threads > 1_000_000 || reg.ram_total_bytes > i64::MAX as u64 || reg.labels.len() > 64 || reg.gpus.len() > 64 {
+        if reg.cpu_threads > 1_000_000 || reg.ram_total_bytes > i64::MAX as u64 {
             return fail(AppError::bad_request("invalid_registration", "hardware figures out of range"));
+        }
+        if let Err(e) = crate::domain::limits::check_registration(&reg) {
+            return fail(AppError::bad_request("invalid_registration", e.message));
         }
         // Stable id from the worker; a seed agent (no id) is keyed by its address.
         let existing_id = match &reg.node_id {
             Some(id) => self.nodes.contains_key(id).then(|| id.clone()),
             None => self.nodes.iter().find(|(_, n)| n.row.address == reg.address).map(|(id, _)| id.clone()),
         };
+        // A node bound to a token re-registers only with it (or the one before it),
+        // so nobody holding the shared worker key can take its identity over.
+        let bound = existing_id.as_ref().and_then(|id| self.nodes.get(id)).and_then(|n| n.token.map(|t| (t, n.previous_token)));
+        if let Some((current, before)) = bound {
+            let shown = presented.as_deref().map(credentials::digest);
+            let ok = shown.is_some_and(|d| credentials::digests_equal(&d, &current) || before.is_some_and(|b| credentials::digests_equal(&d, &b)));
+            if !ok {
+                let id = existing_id.clone().unwrap_or_default();
+                return fail(AppError::node_token(&id, credentials::TokenRefusal::Invalid));
+            }
+        }
+        if self.require_tokens && !reg.request_node_token {
+            let id = existing_id.clone().or(reg.node_id.clone()).unwrap_or_else(|| reg.address.clone());
+            return fail(AppError::node_token(&id, credentials::TokenRefusal::Required));
+        }
+        // A new token at every registration that asks for one (rotation); a token-bound
+        // node that does not ask keeps the one it has.
+        let issued = reg.request_node_token.then(credentials::new_token);
+        let token = issued.as_deref().map(credentials::digest).or(bound.map(|b| b.0));
+        let previous_token = if issued.is_some() { bound.map(|b| b.0) } else { bound.and_then(|b| b.1) };
         let created = existing_id.is_none();
         let id = existing_id.or(reg.node_id.clone()).unwrap_or_else(|| Uuid::new_v4().to_string());
         let now = now_micros();
@@ -348,6 +401,7 @@ impl Handler<RegisterNode> for NodeSupervisor {
             ffmpeg_version: reg.ffmpeg_version.clone(),
             gstreamer_version: reg.gstreamer_version.clone(),
             disk_free_bytes: reg.disk_free_bytes,
+            rtmp_base: reg.rtmp_base.clone(),
         };
         let row = NodeRow {
             id: id.clone(),
@@ -369,6 +423,7 @@ impl Handler<RegisterNode> for NodeSupervisor {
             hardware: serde_json::to_string(&hw).unwrap_or_else(|_| "{}".into()),
             last_heartbeat: now,
             registered_at: previous.map(|p| p.row.registered_at).unwrap_or(now),
+            token_hash: token.as_ref().map(credentials::to_hex),
         };
         let db = self.db.clone();
         let persisted = row.clone();
@@ -376,24 +431,16 @@ impl Handler<RegisterNode> for NodeSupervisor {
             move |res, act, _| {
                 res?;
                 let deadline = Instant::now() + act.lost_after();
-                let entry = act.nodes.entry(id.clone()).or_insert_with(|| NodeEntry {
-                    row: row.clone(),
-                    hw: hw.clone(),
-                    deadline,
-                    offline: false,
-                    running: Vec::new(),
-                    commands: Vec::new(),
-                    waiters: Vec::new(),
-                    last_persist: Instant::now(),
-                    published: None,
-                });
+                let entry = act.nodes.entry(id.clone()).or_insert_with(|| NodeEntry::new(row.clone(), hw.clone(), deadline, false));
                 entry.row = row;
                 entry.hw = hw;
                 entry.deadline = deadline;
                 entry.offline = false;
+                entry.token = token;
+                entry.previous_token = previous_token;
                 let node = entry.to_wire();
                 act.publish(&id);
-                Ok((node, created))
+                Ok(Registered { node, created, token: issued })
             },
         ))
     }
@@ -403,6 +450,12 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
     type Result = AppResult<HeartbeatResponse>;
 
     fn handle(&mut self, m: RecordHeartbeat, ctx: &mut Context<Self>) -> Self::Result {
+        if self.nodes.contains_key(&m.node_id) {
+            self.verify(&m.node_id, m.token.as_deref())?;
+        }
+        if let Some(g) = &m.heartbeat.gpus {
+            crate::domain::limits::check_gpus(g).map_err(|e| AppError::bad_request("invalid_heartbeat", e.message))?;
+        }
         let deadline = Instant::now() + self.lost_after();
         let interval = self.heartbeat_interval.as_secs_f64();
         let hb = m.heartbeat;
@@ -421,9 +474,7 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
                 if let Some(d) = hb.disk_free_bytes {
                     n.hw.disk_free_bytes = Some(d);
                 }
-                if let Some(g) = hb.gpus
-                    && g.len() <= 64
-                {
+                if let Some(g) = hb.gpus {
                     n.hw.gpus = g;
                     n.row.hardware = serde_json::to_string(&n.hw).unwrap_or_default();
                 }
@@ -486,6 +537,17 @@ impl Handler<ListNodes> for NodeSupervisor {
     }
 }
 
+impl Handler<ListRtmpDestinations> for NodeSupervisor {
+    type Result = MessageResult<ListRtmpDestinations>;
+    fn handle(&mut self, _: ListRtmpDestinations, _: &mut Context<Self>) -> Self::Result {
+        let mut v: Vec<(String, u16)> =
+            self.nodes.values().filter_map(|n| n.hw.rtmp_base.as_deref().and_then(crate::domain::allow::rtmp_destination)).collect();
+        v.sort();
+        v.dedup();
+        MessageResult(v)
+    }
+}
+
 impl Handler<GetNode> for NodeSupervisor {
     type Result = Option<Node>;
     fn handle(&mut self, m: GetNode, _: &mut Context<Self>) -> Self::Result {
@@ -505,7 +567,10 @@ impl Handler<NodeJobsChanged> for NodeSupervisor {
 
 impl Handler<PollControl> for NodeSupervisor {
     type Result = AppResult<oneshot::Receiver<Vec<ControlCommand>>>;
-    fn handle(&mut self, PollControl(id): PollControl, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, PollControl { node_id: id, token }: PollControl, _: &mut Context<Self>) -> Self::Result {
+        if self.nodes.contains_key(&id) {
+            self.verify(&id, token.as_deref())?;
+        }
         let n = self.nodes.get_mut(&id).ok_or_else(|| AppError::node_not_found(&id))?;
         let (tx, rx) = oneshot::channel();
         // One parked control poll per node: the one it replaces is answered empty, so

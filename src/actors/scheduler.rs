@@ -17,6 +17,7 @@ use super::metrics::MetricsActor;
 use super::node_supervisor::NodeSupervisor;
 use crate::db::jobs::{self as db_jobs, JobRow};
 use crate::db::{DbError, now_micros};
+use crate::domain::credentials::{Digest, check_node_token};
 use crate::domain::params::parse_job_spec;
 use crate::domain::placement::{NodeCaps, Requirements, rank_nodes};
 use crate::domain::queue::{Picked, Priority, QueueName, RunnableIndex};
@@ -45,6 +46,8 @@ pub fn queued_job_from_row(row: &JobRow) -> QueuedJob {
 
 struct NodeView {
     caps: NodeCaps,
+    /// Digest of the node's token; its node-scoped calls must present the token.
+    token: Option<Digest>,
     max_slots: u32,
     accepting: bool,
     load: f64,
@@ -101,6 +104,8 @@ pub struct SchedulerActor {
     dirty: Dirty,
     /// A `DispatchRound` is queued: triggers until it runs coalesce into it.
     round_queued: bool,
+    /// `--require-node-tokens`: calls for nodes without a token are refused.
+    require_tokens: bool,
     claiming: HashMap<Uuid, Deferred>,
     live: HashMap<Uuid, (Addr<JobActor>, Option<String>, i32)>,
     db: Db,
@@ -134,6 +139,18 @@ pub struct CheckPlaceable(pub Requirements);
 pub const DEFAULT_MAX_PARKED_POLLS: usize = 20_000;
 
 impl SchedulerActor {
+    pub fn requiring_node_tokens(mut self, require: bool) -> Self {
+        self.require_tokens = require;
+        self
+    }
+
+    /// May this call act as `node_id`? Unknown nodes are left to the caller's own
+    /// checks (they hold no lease and get 404 or 409 there).
+    fn verify_node(&self, node_id: &str, token: Option<&str>) -> AppResult<()> {
+        let Some(n) = self.nodes.get(node_id) else { return Ok(()) };
+        check_node_token(n.token.as_ref(), token, self.require_tokens).map_err(|why| AppError::node_token(node_id, why))
+    }
+
     pub fn with_max_parked_polls(mut self, max: usize) -> Self {
         self.max_parked = max.max(1);
         self
@@ -147,6 +164,7 @@ impl SchedulerActor {
             max_parked: DEFAULT_MAX_PARKED_POLLS,
             dirty: Dirty::Nothing,
             round_queued: false,
+            require_tokens: false,
             claiming: HashMap::new(),
             live: HashMap::new(),
             db,
@@ -432,6 +450,7 @@ impl Handler<ClaimJobs> for SchedulerActor {
         if !self.nodes.contains_key(&m.node_id) {
             return Err(AppError::node_not_found(&m.node_id));
         }
+        self.verify_node(&m.node_id, m.token.as_deref())?;
         if !self.parked.contains_key(&m.node_id) && self.parked.len() >= self.max_parked {
             return Err(AppError::Unavailable {
                 code: "too_many_polls",
@@ -571,6 +590,30 @@ where
     }
 }
 
+impl<M> Handler<FromNode<M>> for SchedulerActor
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    JobActor: Handler<M>,
+{
+    type Result = ResponseFuture<AppResult<Option<M::Result>>>;
+    fn handle(&mut self, m: FromNode<M>, _: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = self.verify_node(&m.node_id, m.token.as_deref()) {
+            return Box::pin(async move { Err(e) });
+        }
+        if !m.attempt_given && self.nodes.get(&m.node_id).is_some_and(|n| n.token.is_some()) {
+            let e = AppError::bad_request("missing_attempt", "a node with a node token must send the attempt its lease is for");
+            return Box::pin(async move { Err(e) });
+        }
+        let addr = self.live_addr(&m.job);
+        let msg = m.msg;
+        Box::pin(async move {
+            let Some(addr) = addr else { return Ok(None) };
+            Ok(addr.send(msg).await.ok())
+        })
+    }
+}
+
 impl Handler<GetQueueReason> for SchedulerActor {
     type Result = Option<String>;
     fn handle(&mut self, m: GetQueueReason, _: &mut Context<Self>) -> Self::Result {
@@ -623,6 +666,7 @@ impl Handler<NodeChanged> for SchedulerActor {
         let id = m.node_id.clone();
         let v = self.nodes.entry(m.node_id).or_insert_with(|| NodeView {
             caps: NodeCaps::default(),
+            token: None,
             max_slots: 1,
             accepting: false,
             load: 0.0,
@@ -631,6 +675,7 @@ impl Handler<NodeChanged> for SchedulerActor {
         });
         // Load only orders nodes; a change of what the node can take needs a round.
         let placement_changed = v.caps != m.caps || v.max_slots != m.max_slots || v.accepting != m.accepting;
+        v.token = m.token;
         v.caps = m.caps;
         v.max_slots = m.max_slots;
         v.accepting = m.accepting;

@@ -242,7 +242,8 @@ pub fn transition_row(conn: &mut Conn, mut row: JobRow, to: JobState, changes: J
         job_id: row.id.clone(),
         from_state: Some(from),
         to_state: row.status.clone(),
-        reason: reason.to_string(),
+        // Reasons quote worker errors: bounded and single-line before they are stored.
+        reason: crate::domain::limits::event_reason(reason),
         attempt: row.attempt,
         node_id: row.node_id.clone(),
         at: now,

@@ -26,6 +26,8 @@ pub struct NodeRow {
     pub hardware: String,
     pub last_heartbeat: i64,
     pub registered_at: i64,
+    /// SHA-256 (hex) of the node's token; None for seed-style nodes.
+    pub token_hash: Option<String>,
 }
 
 /// Insert or replace a node's row.

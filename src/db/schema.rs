@@ -69,6 +69,7 @@ diesel::table! {
         hardware -> Text,
         last_heartbeat -> BigInt,
         registered_at -> BigInt,
+        token_hash -> Nullable<Text>,
     }
 }
 

@@ -237,6 +237,63 @@ fn static_str(list: &'static [&'static str], v: &str) -> Option<&'static str> {
     list.iter().copied().find(|p| *p == v)
 }
 
+/// Parameters whose value is a number, even when a client writes it as text.
+const NUMERIC_KEYS: &[&str] = &[
+    "threads", "duration", "duration_seconds", "fps", "frame_rate", "resolution_width", "resolution_height", "gpu",
+    "timeout_seconds", "gpu_memory_mb",
+];
+
+/// The parameters as stored: numbers written as text (`"fps": "30"`) become numbers, so
+/// what is kept is the parsed value, never the submitted text. Run after
+/// [`parse_job_spec`] accepted them.
+pub fn normalize_parameters(mut params: Map<String, Value>) -> Map<String, Value> {
+    let as_num = |v: &mut Value| {
+        if let Value::String(s) = v
+            && let Ok(n) = s.trim().parse::<f64>()
+            && let Some(num) = serde_json::Number::from_f64(n)
+        {
+            *v = if n.fract() == 0.0 && n.abs() < 9e15 { Value::from(n as i64) } else { Value::Number(num) };
+        }
+    };
+    for k in NUMERIC_KEYS {
+        if let Some(v) = params.get_mut(*k) {
+            as_num(v);
+        }
+    }
+    if let Some(Value::Object(limits)) = params.get_mut("resource_limits") {
+        limits.values_mut().for_each(as_num);
+    }
+    params
+}
+
+/// Bounds on the raw values: every text short and free of control characters (no
+/// NUL ever reaches the database), the whole object small.
+fn check_raw_values(params: &Map<String, Value>) -> Result<(), ParamError> {
+    use super::limits::{PARAMETER_NUMBER_TEXT_MAX, PARAMETER_TEXT_MAX, PARAMETERS_JSON_MAX};
+    fn walk(key: &str, v: &Value) -> Result<(), ParamError> {
+        match v {
+            Value::String(s) => {
+                let max = if NUMERIC_KEYS.contains(&key) { PARAMETER_NUMBER_TEXT_MAX } else { PARAMETER_TEXT_MAX };
+                if s.len() > max {
+                    return err(format!("parameter '{key}' is longer than {max} characters"));
+                }
+                if s.chars().any(char::is_control) {
+                    return err(format!("parameter '{key}' contains control characters"));
+                }
+                Ok(())
+            }
+            Value::Object(o) => o.iter().try_for_each(|(k, x)| walk(k, x)),
+            Value::Array(a) => a.iter().try_for_each(|x| walk(key, x)),
+            _ => Ok(()),
+        }
+    }
+    params.iter().try_for_each(|(k, v)| walk(k, v))?;
+    if Value::Object(params.clone()).to_string().len() > PARAMETERS_JSON_MAX {
+        return err(format!("parameters are larger than {PARAMETERS_JSON_MAX} bytes"));
+    }
+    Ok(())
+}
+
 /// Validate a job's `parameters` object and the job's engine.
 pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSpec, ParamError> {
     for k in params.keys() {
@@ -244,6 +301,7 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
             return err(format!("unknown parameter '{k}'; valid parameters: {}", KEYS.join(", ")));
         }
     }
+    check_raw_values(params)?;
     let text = |k: &str| -> Result<Option<String>, ParamError> {
         match params.get(k) {
             None | Some(Value::Null) => Ok(None),

@@ -18,30 +18,14 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
+use crate::domain::credentials::{Digest, digest, digests_equal};
 use actix_web::{HttpMessage, HttpRequest, web};
-use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     ReadOnly,
     Worker,
     Admin,
-}
-
-/// SHA-256 of a secret: keys and node tokens are compared (and stored) as digests, so
-/// the comparison takes the same time whatever the presented key's length.
-pub type Digest = [u8; 32];
-
-pub fn digest(secret: &str) -> Digest {
-    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-/// Constant-time equality of two digests.
-pub fn digests_equal(a: &Digest, b: &Digest) -> bool {
-    bool::from(a.ct_eq(b))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -113,6 +97,13 @@ pub const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
 ];
+
+pub const NODE_TOKEN_HEADER: &str = "x-node-token";
+
+/// The node token a request presents (`X-Node-Token`), for node-scoped worker calls.
+pub fn node_token(req: &HttpRequest) -> Option<String> {
+    req.headers().get(NODE_TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
 
 /// Routes anyone may call.
 pub const OPEN_ROUTES: &[&str] = &["/health", "/openapi.json"];

@@ -5,12 +5,14 @@ use crate::actors::messages::*;
 use crate::actors::scheduler::{CheckPlaceable, queued_job_from_row};
 use crate::db::jobs::{self as db_jobs, JobFilter, JobRow, NewJob};
 use crate::db::{DbError, now_micros};
-use crate::domain::params::{Engine, parse_job_spec};
+use crate::domain::limits;
+use crate::domain::params::{Engine, normalize_parameters, parse_job_spec};
 use crate::domain::placement::Requirements;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use crate::error::{AppError, AppResult};
 use crate::wire::*;
+use super::auth::node_token;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::time::Duration;
@@ -55,8 +57,8 @@ async fn resolve_uuid(state: &AppState, raw: &str) -> AppResult<Uuid> {
 
 fn bounded(name: &str, v: &Option<String>, max: usize) -> AppResult<()> {
     match v {
-        Some(s) if s.len() > max => Err(AppError::bad_request("invalid_field", format!("'{name}' is longer than {max} characters"))),
-        _ => Ok(()),
+        Some(s) => limits::check_text(name, s, max).map_err(|e| AppError::bad_request("invalid_field", e.message)),
+        None => Ok(()),
     }
 }
 
@@ -77,10 +79,12 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
     let engine = Engine::parse(&engine_s).ok_or_else(|| {
         AppError::bad_request("invalid_engine", format!("invalid engine '{engine_s}'; valid values: {}", Engine::NAMES.join(", ")))
     })?;
-    bounded("scenario", &b.scenario, 256)?;
-    bounded("confidence", &b.confidence, 32)?;
+    bounded("scenario", &b.scenario, limits::SCENARIO_MAX)?;
+    bounded("confidence", &b.confidence, limits::CONFIDENCE_MAX)?;
     let params = b.parameters.clone().unwrap_or_default();
     let spec = parse_job_spec(&params, engine.as_str()).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
+    // Numbers are stored as numbers, not as whatever text carried them.
+    let params = normalize_parameters(params);
     let max_retries = b.max_retries.unwrap_or(state.default_max_retries);
     if !(0..=100).contains(&max_retries) {
         return Err(AppError::bad_request("invalid_field", "max_retries must be between 0 and 100"));
@@ -91,6 +95,9 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
         Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k),
         _ => return Err(AppError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1–200 visible characters")),
     };
+    if let Some(url) = &spec.rtmp_url {
+        check_rtmp_destination(&state, url).await?;
+    }
     let requirements = Requirements::from_spec(&spec);
     let mut status = JobState::Pending;
     let mut reject_reason = None;
@@ -129,6 +136,25 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
         state.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
     }
     Ok(HttpResponse::Created().json(row.to_wire()))
+}
+
+/// An RTMP job may stream only where the operator allows (`--rtmp-allow`, else the
+/// workers' own `--rtmp-base` hosts): never to an arbitrary host and port, which would
+/// make the farm a port scanner whose error texts report what answered.
+async fn check_rtmp_destination(state: &AppState, url: &str) -> AppResult<()> {
+    use crate::domain::allow::{HostPattern, check_destination, rtmp_destination};
+    let refuse = |m: String| AppError::bad_request("rtmp_destination_not_allowed", m);
+    let (host, port) = rtmp_destination(url).ok_or_else(|| refuse("rtmp_url has no host".into()))?;
+    let (patterns, rule) = match &state.rtmp_allow {
+        Some(p) => (p.clone(), "--rtmp-allow"),
+        None => {
+            let bases = state.h.nodes.send(ListRtmpDestinations).await?;
+            let exact = |h: &str, p: u16| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") };
+            let p = bases.iter().filter_map(|(h, p)| HostPattern::parse(&exact(h, *p)).ok()).collect();
+            (p, "no --rtmp-allow on the master: only the workers' --rtmp-base hosts")
+        }
+    };
+    check_destination("rtmp_url", &host, port, &patterns, rule).map_err(refuse)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -259,7 +285,7 @@ pub struct NextQuery {
 const CLAIM_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 #[utoipa::path(get, path = "/jobs/next", params(NextQuery), responses((status = 200, body = NextJobResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> AppResult<HttpResponse> {
+pub async fn next_job(state: web::Data<AppState>, req: HttpRequest, q: web::Query<NextQuery>) -> AppResult<HttpResponse> {
     let node_id = q.node_id.clone().filter(|n| !n.is_empty())
         .ok_or_else(|| AppError::bad_request("missing_node_id", "node_id parameter is required"))?;
     let wait = q.wait.unwrap_or(0.0);
@@ -270,7 +296,7 @@ pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> A
     if !(1..=64).contains(&max) {
         return Err(AppError::bad_request("invalid_query", "max must be between 1 and 64"));
     }
-    let (poll, mut rx) = state.h.scheduler.send(ClaimJobs { node_id: node_id.clone(), max }).await??;
+    let (poll, mut rx) = state.h.scheduler.send(ClaimJobs { node_id: node_id.clone(), max, token: node_token(&req) }).await??;
     let wait = Duration::from_secs_f64(wait.min(state.max_long_poll));
     let jobs = match tokio::time::timeout(wait, &mut rx).await {
         Ok(answer) => answer.unwrap_or_default(),
@@ -288,14 +314,15 @@ pub async fn next_job(state: web::Data<AppState>, q: web::Query<NextQuery>) -> A
 
 #[utoipa::path(post, path = "/jobs/{id}/progress", params(("id" = String, Path)), request_body = ProgressReport,
     responses((status = 200, body = ProgressResponse), (status = 409, body = ErrorBody)))]
-pub async fn report_progress(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<ProgressReport>) -> AppResult<HttpResponse> {
+pub async fn report_progress(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<ProgressReport>) -> AppResult<HttpResponse> {
     let uid = resolve_uuid(&state, &id).await?;
     let b = body.into_inner();
     if !b.detail.percent.is_finite() {
         return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
     }
     let report = ReportProgress { node_id: b.node_id.clone(), attempt: b.attempt, detail: b.detail };
-    if let Some(control) = state.h.scheduler.send(SendToLiveJob(uid, report)).await? {
+    let from = FromNode { job: uid, node_id: b.node_id.clone(), token: node_token(&req), attempt_given: b.attempt.is_some(), msg: report };
+    if let Some(control) = state.h.scheduler.send(from).await?? {
         return Ok(HttpResponse::Ok().json(ProgressResponse { control: control? }));
     }
     let row = load_row(&state, &id).await?;
@@ -307,10 +334,12 @@ pub async fn report_progress(state: web::Data<AppState>, id: web::Path<String>, 
 
 #[utoipa::path(post, path = "/jobs/{id}/control/ack", params(("id" = String, Path)), request_body = ControlAck,
     responses((status = 200, description = "Acknowledged"), (status = 409, body = ErrorBody)))]
-pub async fn ack_control(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<ControlAck>) -> AppResult<HttpResponse> {
+pub async fn ack_control(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<ControlAck>) -> AppResult<HttpResponse> {
     let uid = resolve_uuid(&state, &id).await?;
     let b = body.into_inner();
-    if let Some(acked) = state.h.scheduler.send(SendToLiveJob(uid, AcknowledgeControl { node_id: b.node_id, attempt: b.attempt, action: b.action })).await? {
+    let ack = AcknowledgeControl { node_id: b.node_id.clone(), attempt: b.attempt, action: b.action };
+    let from = FromNode { job: uid, node_id: b.node_id, token: node_token(&req), attempt_given: true, msg: ack };
+    if let Some(acked) = state.h.scheduler.send(from).await?? {
         acked?;
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "acknowledged": true })))
@@ -318,14 +347,16 @@ pub async fn ack_control(state: web::Data<AppState>, id: web::Path<String>, body
 
 #[utoipa::path(post, path = "/results", request_body = JobResult,
     responses((status = 200, body = ResultResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>) -> AppResult<HttpResponse> {
-    let r = body.into_inner();
+pub async fn post_result(state: web::Data<AppState>, req: HttpRequest, body: web::Json<JobResult>) -> AppResult<HttpResponse> {
+    let mut r = body.into_inner();
+    limits::check_result(&mut r).map_err(|e| AppError::bad_request("invalid_result", e.message))?;
     let uid = Uuid::parse_str(&r.job_id)
         .map_err(|_| AppError::bad_request("invalid_job_id", format!("job_id '{}' is not a job UUID", r.job_id)))?;
     if r.node_id.is_empty() {
         return Err(AppError::bad_request("missing_node_id", "node_id is required"));
     }
-    if let Some(res) = state.h.scheduler.send(SendToLiveJob(uid, ReportResult(r.clone()))).await? {
+    let from = FromNode { job: uid, node_id: r.node_id.clone(), token: node_token(&req), attempt_given: r.attempt.is_some(), msg: ReportResult(r.clone()) };
+    if let Some(res) = state.h.scheduler.send(from).await?? {
         return Ok(HttpResponse::Ok().json(res?));
     }
     // No live actor: the job is queued, finished or unknown.
@@ -343,10 +374,11 @@ pub async fn post_result(state: web::Data<AppState>, body: web::Json<JobResult>)
 
 #[utoipa::path(post, path = "/jobs/{id}/release", params(("id" = String, Path)), request_body = LeaseRelease,
     responses((status = 200, description = "Handed back to the queue"), (status = 409, body = ErrorBody)))]
-pub async fn release_lease(state: web::Data<AppState>, id: web::Path<String>, body: web::Json<LeaseRelease>) -> AppResult<HttpResponse> {
+pub async fn release_lease(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<LeaseRelease>) -> AppResult<HttpResponse> {
     let uid = resolve_uuid(&state, &id).await?;
     let b = body.into_inner();
-    match state.h.scheduler.send(SendToLiveJob(uid, ReturnLease { node_id: b.node_id, attempt: b.attempt })).await? {
+    let release = ReturnLease { node_id: b.node_id.clone(), attempt: b.attempt };
+    match state.h.scheduler.send(FromNode { job: uid, node_id: b.node_id, token: node_token(&req), attempt_given: true, msg: release }).await?? {
         Some(released) => released?,
         None => return Err(AppError::stale_attempt(format!("job {uid} holds no lease"))),
     }

@@ -22,6 +22,8 @@ pub struct AppState {
     pub reject_unplaceable: bool,
     /// Cap on long-poll waits, seconds.
     pub max_long_poll: f64,
+    /// `--rtmp-allow`: where RTMP jobs may stream; None = the workers' `--rtmp-base` hosts.
+    pub rtmp_allow: Option<Vec<crate::domain::allow::HostPattern>>,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here

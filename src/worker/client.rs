@@ -32,19 +32,29 @@ const QUICK_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct MasterClient {
     base: String,
     key: Option<String>,
+    /// The node token this worker was issued (sent as `X-Node-Token`); shared by every
+    /// clone so a rotation reaches all of the worker's loops.
+    node_token: std::rc::Rc<std::cell::RefCell<Option<String>>>,
     http: awc::Client,
 }
 
 impl MasterClient {
     pub fn new(base: &str, key: Option<String>) -> Self {
         let http = awc::Client::builder().timeout(Duration::from_secs(90)).finish();
-        MasterClient { base: base.trim_end_matches('/').to_string(), key, http }
+        MasterClient { base: base.trim_end_matches('/').to_string(), key, node_token: Default::default(), http }
+    }
+
+    pub fn set_node_token(&self, token: Option<String>) {
+        *self.node_token.borrow_mut() = token;
     }
 
     fn req(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
         let mut r = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(k) = &self.key {
             r = r.insert_header(("Authorization", format!("Bearer {k}")));
+        }
+        if let Some(t) = self.node_token.borrow().as_deref() {
+            r = r.insert_header(("X-Node-Token", t));
         }
         r
     }
@@ -89,7 +99,7 @@ impl MasterClient {
         &self.base
     }
 
-    pub async fn register(&self, reg: &NodeRegistration) -> Result<Node, ClientError> {
+    pub async fn register(&self, reg: &NodeRegistration) -> Result<RegisteredNode, ClientError> {
         self.post("/nodes/register", reg).await
     }
 

@@ -42,7 +42,9 @@ pub struct WorkerArgs {
     /// Port of /metrics, /health, /ready (0 = any free port).
     #[arg(long, env = "FFRTMP_WORKER_METRICS_PORT", default_value_t = 9091)]
     pub metrics_port: u16,
-    #[arg(long, env = "FFRTMP_WORKER_METRICS_BIND", default_value = "0.0.0.0")]
+    /// Address of that listener: loopback by default, since it publishes the node id;
+    /// 0.0.0.0 (or a private address) to let a Prometheus on another host scrape it.
+    #[arg(long, env = "FFRTMP_WORKER_METRICS_BIND", default_value = "127.0.0.1")]
     pub metrics_bind: std::net::IpAddr,
     /// Node name shown by the master (default: host name).
     #[arg(long, env = "FFRTMP_NAME")]
@@ -113,6 +115,23 @@ pub struct WorkerShared {
     max_jobs: u32,
 }
 
+/// The node token kept in the work dir (owner-only), if this node was issued one.
+fn saved_node_token(work_dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(work_dir.join("node_token")).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Keep a newly issued node token: written owner-only, then renamed into place, so a
+/// crash never leaves half a token.
+fn save_node_token(work_dir: &std::path::Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = work_dir.join("node_token.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, work_dir.join("node_token"))
+}
+
 /// The node id kept in the work dir (created on first start).
 pub fn stable_node_id(work_dir: &std::path::Path) -> std::io::Result<String> {
     let path = work_dir.join("node_id");
@@ -153,6 +172,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     let node_id = stable_node_id(&work_dir)?;
     let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
     let client = MasterClient::new(&args.master, key);
+    client.set_node_token(saved_node_token(&work_dir));
     let probe = match args.executor {
         Executor::Ffmpeg => probe::probe(&args.ffmpeg, &args.gst).await,
         // A noop worker claims to have every CPU encoder, so it can take any CPU job.
@@ -193,6 +213,8 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         ffmpeg_version: probe.ffmpeg_version.clone(),
         gstreamer_version: probe.gstreamer_version.clone(),
         disk_free_bytes: snap.disk_free_bytes,
+        rtmp_base: Some(args.rtmp_base.clone()),
+        request_node_token: true,
     };
     let (metrics_addr, server) = metrics::serve(
         metrics.clone(),
@@ -236,8 +258,14 @@ async fn register(shared: &WorkerShared) {
     loop {
         let reg = shared.registration.borrow().clone();
         match shared.client.register(&reg).await {
-            Ok(node) => {
-                log::info!("registered as node {} ({})", node.id, node.name);
+            Ok(r) => {
+                if let Some(t) = r.node_token {
+                    if let Err(e) = save_node_token(&shared.cfg.work_dir, &t) {
+                        log::error!("cannot keep the node token in {}: {e}", shared.cfg.work_dir.display());
+                    }
+                    shared.client.set_node_token(Some(t));
+                }
+                log::info!("registered as node {} ({})", r.node.id, r.node.name);
                 return;
             }
             Err(e) => {

@@ -246,7 +246,7 @@ impl TestWorker {
 
     fn spawn(&mut self, master: &str, extra: &[&str]) {
         let mut child = Command::new(BIN)
-            .args(["worker", "--master", master, "--metrics-port", "0", "--metrics-bind", "127.0.0.1", "--work-dir"])
+            .args(["worker", "--master", master, "--metrics-port", "0", "--work-dir"])
             .arg(&self.work_dir)
             .args(extra)
             .env("RUST_LOG", "error")

@@ -145,3 +145,288 @@ fn read_only_key_cannot_reach_worker_routes_by_encoding() {
     }
     assert_eq!(raw_request(&m.url, "GET", "/api/v1/%6Eodes", None, None).0, 401);
 }
+
+/// A token-bound node's identity, as a test plays it.
+struct TokenNode {
+    api: Api,
+    token: String,
+}
+
+impl TokenNode {
+    fn register(api: &Api, id: &str, token: Option<&str>) -> (u16, Value) {
+        let body = json!({"node_id": id, "address": id, "encoders": ["libx264"], "request_node_token": true});
+        let headers: Vec<(&str, &str)> = token.map(|t| ("X-Node-Token", t)).into_iter().collect();
+        call(api, "POST", "/nodes/register", &headers, Some(body))
+    }
+
+    fn new(api: &Api, id: &str) -> TokenNode {
+        let (s, v) = Self::register(api, id, None);
+        assert_eq!(s, 201, "{v}");
+        let token = v["node_token"].as_str().expect("a token is issued when asked for").to_string();
+        TokenNode { api: api.clone(), token }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(&self.api, method, path, &[("X-Node-Token", &self.token)], body)
+    }
+}
+
+/// A request with extra headers, as the given API key.
+fn call(api: &Api, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
+    let mut req = ureq::request(method, &format!("{}{}", api.base, path)).timeout(Duration::from_secs(30));
+    if let Some(k) = &api.key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[test]
+fn a_worker_key_cannot_act_as_another_node() {
+    let m = TestMaster::start(&["--api-key", "adm", "--worker-api-key", "wrk", "--max-long-poll", "0.3"]);
+    let (admin, wrk) = (m.api().with_key("adm"), m.api().with_key("wrk"));
+    let victim = TokenNode::new(&wrk, "victim");
+    let id = admin.submit(json!({"parameters": {"duration": 1, "stream_key": "secret-key"}}));
+    // The attacker holds the shared worker key but not the victim's token.
+    for token in [None, Some("guess")] {
+        let h: Vec<(&str, &str)> = token.map(|t| ("X-Node-Token", t)).into_iter().collect();
+        for (method, path) in [("GET", "/jobs/next?node_id=victim&wait=0"), ("GET", "/nodes/victim/control?wait=0")] {
+            let (s, v) = call(&wrk, method, path, &h, None);
+            assert_eq!((s, v["error"].as_str()), (403, Some("invalid_node_token")), "{method} {path} with {token:?}: {v}");
+        }
+        let (s, v) = call(&wrk, "POST", "/nodes/victim/heartbeat", &h, Some(json!({})));
+        assert_eq!(s, 403, "heartbeat as the victim: {v}");
+        // Nor can it take the identity over by registering again, with or without asking for a token.
+        let (s, v) = TokenNode::register(&wrk, "victim", token);
+        assert_eq!(s, 403, "re-registration without the token: {v}");
+        let (s, v) = call(&wrk, "POST", "/nodes/register", &h, Some(json!({"node_id": "victim", "address": "victim"})));
+        assert_eq!(s, 403, "seed-style re-registration of a token node: {v}");
+        let (s, v) = call(&wrk, "POST", "/nodes/register", &h, Some(json!({"address": "victim"})));
+        assert_eq!(s, 403, "registration by the victim's address: {v}");
+    }
+    assert_eq!(admin.status(&id), "pending", "nobody received the job");
+    // The real node gets its job (and the stream key) …
+    let (s, v) = victim.call("GET", "/jobs/next?node_id=victim&wait=5", None);
+    assert_eq!(s, 200, "{v}");
+    let job = v["job"].clone();
+    assert_eq!(job["id"], id.as_str());
+    let attempt = job["attempt"].clone();
+    // … and nobody else can report on it, hand it back or acknowledge for it.
+    let forged: Vec<(&str, String, Value)> = vec![
+        ("POST", "/results".into(), json!({"job_id": id, "node_id": "victim", "attempt": attempt, "status": "completed"})),
+        ("POST", format!("/jobs/{id}/progress"), json!({"node_id": "victim", "attempt": attempt, "percent": 50.0})),
+        ("POST", format!("/jobs/{id}/release"), json!({"node_id": "victim", "attempt": attempt})),
+        ("POST", format!("/jobs/{id}/control/ack"), json!({"node_id": "victim", "attempt": attempt, "action": "cancel"})),
+    ];
+    for (method, path, body) in &forged {
+        let (s, v) = call(&wrk, method, path, &[], Some(body.clone()));
+        assert_eq!((s, v["error"].as_str()), (403, Some("invalid_node_token")), "{method} {path}: {v}");
+    }
+    assert_eq!(admin.status(&id), "processing", "the forged calls changed nothing");
+    // A token node's result must name its attempt.
+    let (s, v) = victim.call("POST", "/results", Some(json!({"job_id": id, "node_id": "victim", "status": "completed"})));
+    assert_eq!((s, v["error"].as_str()), (400, Some("missing_attempt")), "{v}");
+    let (s, v) = victim.call("POST", "/results", Some(json!({"job_id": id, "node_id": "victim", "attempt": attempt, "status": "completed"})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(admin.status(&id), "completed");
+}
+
+#[test]
+fn node_tokens_rotate_are_stored_hashed_and_can_be_required() {
+    let m = TestMaster::start(&["--worker-api-key", "wrk", "--api-key", "adm", "--max-long-poll", "0.3"]);
+    let wrk = m.api().with_key("wrk");
+    let mut node = TokenNode::new(&wrk, "rot");
+    let first = node.token.clone();
+    // Re-registration with the token rotates it; the old one stops working.
+    let (s, v) = TokenNode::register(&wrk, "rot", Some(&first));
+    assert_eq!(s, 200, "{v}");
+    let second = v["node_token"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    let (s, _) = node.call("POST", "/nodes/rot/heartbeat", Some(json!({})));
+    assert_eq!(s, 403, "the rotated-out token is refused");
+    node.token = second.clone();
+    assert_eq!(node.call("POST", "/nodes/rot/heartbeat", Some(json!({}))).0, 200);
+    // A worker whose registration reply was lost still holds the previous token: it may
+    // register with it once more.
+    let (s, v) = TokenNode::register(&wrk, "rot", Some(&first));
+    assert_eq!(s, 200, "re-registration with the token before the last rotation: {v}");
+    let third = v["node_token"].as_str().unwrap().to_string();
+    // Only a digest is stored.
+    let pool = ffrtmp::db::open(&m.database(), ffrtmp::db::Synchronous::Full, 1).unwrap();
+    let rows = ffrtmp::db::nodes::load_all(&mut pool.get().unwrap()).unwrap();
+    let stored = rows.iter().find(|r| r.id == "rot").unwrap().token_hash.clone().unwrap();
+    assert!(!stored.contains(&third) && !stored.contains(&second));
+    assert_eq!(stored, ffrtmp::domain::credentials::to_hex(&ffrtmp::domain::credentials::digest(&third)));
+    // Seed-style nodes keep working on the shared key …
+    wrk.register("seed", json!({"encoders": ["libx264"]}));
+    assert_eq!(wrk.post("/nodes/seed/heartbeat", json!({})).0, 200);
+    assert_eq!(wrk.get("/jobs/next?node_id=seed&wait=0").0, 200);
+    // … unless the master requires node tokens.
+    drop(pool);
+    let strict = TestMaster::start(&["--worker-api-key", "wrk", "--require-node-tokens"]);
+    let w = strict.api().with_key("wrk");
+    let (s, v) = w.post("/nodes/register", json!({"node_id": "seed", "address": "seed"}));
+    assert_eq!((s, v["error"].as_str()), (403, Some("invalid_node_token")), "{v}");
+    let n = TokenNode::new(&w, "modern");
+    assert_eq!(n.call("POST", "/nodes/modern/heartbeat", Some(json!({}))).0, 200);
+}
+
+#[test]
+fn real_workers_use_node_tokens_and_keep_metrics_on_loopback() {
+    let m = TestMaster::start(&["--worker-api-key", "wrk", "--api-key", "adm", "--require-node-tokens"]);
+    let admin = m.api().with_key("adm");
+    let mut w = TestWorker::start(&m, &["--api-key", "wrk", "--executor", "noop"]);
+    let id = admin.submit(json!({"parameters": {"duration": 1}}));
+    assert_eq!(wait_terminal(&admin, &id, Duration::from_secs(30))["status"], "completed");
+    let token = std::fs::read_to_string(w.work_dir.join("node_token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.work_dir.join("node_token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the token file is private to its owner");
+    // After a restart the worker proves its identity with the saved token (and gets a new one).
+    w.restart(&m, &["--api-key", "wrk", "--executor", "noop"]);
+    let id = admin.submit(json!({"parameters": {"duration": 1}}));
+    assert_eq!(wait_terminal(&admin, &id, Duration::from_secs(30))["status"], "completed");
+    assert_ne!(std::fs::read_to_string(w.work_dir.join("node_token")).unwrap(), token, "rotated at re-registration");
+    // The worker's metrics listener is bound to loopback by default.
+    let port: u16 = w.metrics_url.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
+    let hex = format!("0100007F:{port:04X}");
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    assert!(tcp.lines().any(|l| l.split_whitespace().nth(1) == Some(hex.as_str())), "metrics on 127.0.0.1:{port}");
+}
+
+#[test]
+fn nul_and_control_characters_fail_alone_and_never_spoil_a_batch() {
+    // On PostgreSQL a NUL in text aborted the whole group commit: innocent submits that
+    // shared the transaction got 503. Now such input is refused (or cleaned) before it
+    // reaches a write, on both backends.
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let handles: Vec<_> = (0..16)
+        .map(|i| {
+            let api = api.clone();
+            std::thread::spawn(move || {
+                let scenario = if i % 4 == 0 { format!("evil\u{0}{i}") } else { format!("innocent-{i}") };
+                (i, api.post("/jobs", json!({"scenario": scenario})))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, (s, v)) = h.join().unwrap();
+        if i % 4 == 0 {
+            assert_eq!((s, v["error"].as_str()), (400, Some("invalid_field")), "NUL scenario: {v}");
+            assert!(v["message"].as_str().unwrap().contains("scenario"), "the message names the field: {v}");
+        } else {
+            assert_eq!(s, 201, "innocent submit {i}: {v}");
+        }
+    }
+    for (field, value) in [("name", "node\u{0}"), ("cpu_model", "cpu\u{1b}[31m")] {
+        let (s, v) = api.post("/nodes/register", json!({"node_id": "n", "address": "n", field: value}));
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_registration")), "{field}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(field), "{v}");
+    }
+    let (s, v) = api.post("/jobs", json!({"parameters": {"input": "/in/a\u{0}.mp4"}}));
+    assert_eq!(s, 400, "NUL in a parameter: {v}");
+    // A worker's error and logs with NUL bytes are kept, cleaned, and fail nothing else.
+    api.register("n", json!({"encoders": ["libx264"]}));
+    let job = api.claim("n", 5.0).unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    let (s, v) = api.result(&job, "n", "failed", json!({"error": "bad\u{0}thing", "logs": "line\u{0}1\nline 2", "retryable": false}));
+    assert_eq!(s, 200, "{v}");
+    let j = api.job(&id);
+    assert_eq!(j["status"], "failed");
+    assert_eq!(j["error"], "badthing");
+    assert_eq!(api.get(&format!("/jobs/{id}/logs")).1["logs"], "line1\nline 2");
+}
+
+#[test]
+fn every_stored_string_and_list_is_bounded() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    // 900 KB of cpu_model (× 300 registrations grew the master by 294 MB before).
+    let (s, v) = api.post("/nodes/register", json!({"node_id": "big", "address": "big", "cpu_model": "x".repeat(900_000)}));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("cpu_model"), "{v}");
+    let (s, _) = api.post("/nodes/register", json!({"node_id": "caps", "address": "caps", "gpu_capabilities": vec!["h264_nvenc"; 500]}));
+    assert_eq!(s, 400);
+    let (s, _) = api.post("/nodes/register", json!({"node_id": "lab", "address": "lab", "labels": {"k": "v".repeat(10_000)}}));
+    assert_eq!(s, 400);
+    // A 1 MB fps string was stored verbatim; numbers are stored parsed.
+    let (s, v) = api.post("/jobs", json!({"parameters": {"fps": format!("30{}", " ".repeat(1_000_000))}}));
+    assert_eq!(s, 400, "{v}");
+    let id = api.submit(json!({"parameters": {"fps": " 30 ", "duration": "2.5"}}));
+    let p = &api.job(&id)["parameters"];
+    assert_eq!((p["fps"].clone(), p["duration"].clone()), (json!(30), json!(2.5)), "{p}");
+    // A worker's error of almost 1 MiB (the body limit) is cut to the documented bound, in the job and its events.
+    api.register("n", json!({"encoders": ["libx264"]}));
+    let job = api.claim("n", 5.0).unwrap();
+    let (s, v) = api.result(&job, "n", "failed", json!({"error": "E".repeat(1_000_000), "retryable": false}));
+    assert_eq!(s, 200, "{v}");
+    let j = api.job(&id);
+    assert_eq!(j["error"].as_str().unwrap().len(), ffrtmp::domain::limits::RESULT_ERROR_MAX);
+    for t in j["state_transitions"].as_array().unwrap() {
+        assert!(t["reason"].as_str().unwrap().len() <= ffrtmp::domain::limits::EVENT_REASON_MAX, "{t}");
+    }
+    // A heartbeat with thousands of GPUs is refused.
+    let gpus: Vec<Value> = (0..1000).map(|i| json!({"index": i, "name": "g", "memory_total_bytes": 1})).collect();
+    assert_eq!(api.post("/nodes/n/heartbeat", json!({"gpus": gpus})).0, 400);
+}
+
+#[test]
+fn results_are_range_checked() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    api.register("n", json!({"encoders": ["libx264"]}));
+    let id = api.submit(json!({}));
+    let job = api.claim("n", 5.0).unwrap();
+    for bad in [
+        json!({"qoe_score": 1e308}),
+        json!({"vmaf_score": 101}),
+        json!({"energy_joules": -1}),
+        json!({"metrics": {"frames": -10}}),
+        json!({"metrics": {"junk": "x".repeat(900_000)}}),
+        json!({"failure_reason": "made_up"}),
+    ] {
+        let (s, v) = api.result(&job, "n", "completed", bad.clone());
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_result")), "{bad}: {v}");
+    }
+    assert_eq!(api.status(&id), "processing", "refused results changed nothing");
+    let (s, v) = api.result(&job, "n", "completed", json!({"qoe_score": 97.5, "metrics": {"frames": 30}}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(api.job(&id)["qoe_score"], 97.5);
+}
+
+#[test]
+fn rtmp_destinations_must_be_allowed() {
+    let rtmp = |url: &str| json!({"parameters": {"output_mode": "rtmp", "rtmp_url": url, "duration": 1}});
+    // Default: only the hosts the workers name as their --rtmp-base.
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let (s, v) = api.post("/jobs", rtmp("rtmp://127.0.0.1:22/live/x"));
+    assert_eq!((s, v["error"].as_str()), (400, Some("rtmp_destination_not_allowed")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("--rtmp-base"), "the message names the rule: {v}");
+    api.post("/nodes/register", json!({"node_id": "w", "address": "w", "rtmp_base": "rtmp://media.internal:1935/live"}));
+    assert_eq!(api.post("/jobs", rtmp("rtmp://media.internal/live/key")).0, 201, "the worker's own RTMP server");
+    assert_eq!(api.post("/jobs", rtmp("rtmp://media.internal:8080/live/key")).0, 400, "another port of it");
+    assert_eq!(api.post("/jobs", rtmp("rtmp://user:pw@169.254.169.254/live/key")).0, 400);
+    // Explicit patterns.
+    let m = TestMaster::start(&["--rtmp-allow", "*.cdn.example,ingest.example:1935"]);
+    let api = m.api();
+    assert_eq!(api.post("/jobs", rtmp("rtmps://a.cdn.example/app/k")).0, 201);
+    assert_eq!(api.post("/jobs", rtmp("rtmp://ingest.example/app/k")).0, 201);
+    let (s, v) = api.post("/jobs", rtmp("rtmp://ingest.example:6379/app/k"));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("--rtmp-allow"), "{v}");
+    assert_eq!(api.post("/jobs", rtmp("rtmp://cdn.example.evil/app/k")).0, 400);
+}

@@ -178,7 +178,7 @@ fn worker_metrics_health_and_ready() {
 
 #[test]
 fn rtmp_output_reaches_a_listener() {
-    let m = TestMaster::start(&[]);
+    let m = TestMaster::start(&["--rtmp-allow", "127.0.0.1"]);
     let api = m.api();
     let _w = TestWorker::start(&m, &["--gst", "/nonexistent-gst"]);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
