@@ -290,6 +290,12 @@ pub struct ListNodes;
 #[rtype(result = "Option<Node>")]
 pub struct GetNode(pub String);
 
+/// Names of these nodes (unknown ids are left out): what a job listing shows, without
+/// copying every node of a large farm per request.
+#[derive(Message)]
+#[rtype(result = "std::collections::HashMap<String, String>")]
+pub struct GetNodeNames(pub Vec<String>);
+
 /// The RTMP destinations (host, port) registered workers name as their `--rtmp-base`.
 #[derive(Message)]
 #[rtype(result = "Vec<(String, u16)>")]

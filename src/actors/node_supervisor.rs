@@ -537,6 +537,13 @@ impl Handler<ListNodes> for NodeSupervisor {
     }
 }
 
+impl Handler<GetNodeNames> for NodeSupervisor {
+    type Result = MessageResult<GetNodeNames>;
+    fn handle(&mut self, GetNodeNames(ids): GetNodeNames, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(ids.into_iter().filter_map(|id| self.nodes.get(&id).map(|n| (id, n.row.name.clone()))).collect())
+    }
+}
+
 impl Handler<ListRtmpDestinations> for NodeSupervisor {
     type Result = MessageResult<ListRtmpDestinations>;
     fn handle(&mut self, _: ListRtmpDestinations, _: &mut Context<Self>) -> Self::Result {

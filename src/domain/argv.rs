@@ -23,6 +23,23 @@ pub const DEFAULT_RESOLUTION: (u32, u32) = (1280, 720);
 pub const DEFAULT_FPS: u32 = 30;
 pub const DEFAULT_DURATION: f64 = 10.0;
 
+/// Demuxers a job's file input may be opened with: containers and elementary streams
+/// only. Playlist and list demuxers (hls, dash, concat, image2 sequences, …) would let
+/// a file under an input root name other files — anywhere — as its segments, so a
+/// `.m3u8` (even renamed `.mp4`) fails to open instead of being transcoded.
+pub const INPUT_FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,mxf,ogg,wav,mp3,aac,\
+h264,hevc,ivf,nut,asf,yuv4mpegpipe,dv,gif";
+
+/// `-i FILE` with the input restrictions: only the plain `file` protocol and the
+/// container demuxers of [`INPUT_FORMATS`].
+pub fn file_input_args(path: &Path) -> Vec<String> {
+    ["-protocol_whitelist", "file", "-format_whitelist", INPUT_FORMATS, "-i"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path.to_string_lossy().into_owned()])
+        .collect()
+}
+
 /// The output file name when the job does not give one.
 pub fn default_output_name(encoder: &str) -> &'static str {
     if encoder == "libvpx-vp9" { "output.webm" } else { "output.mp4" }
@@ -115,7 +132,7 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
             if live {
                 a.push("-re".into());
             }
-            a.extend(["-i".into(), p.to_string_lossy().into_owned()]);
+            a.extend(file_input_args(p));
         }
     }
     a.extend(["-map".into(), "0:v:0".into()]);

@@ -198,8 +198,9 @@ pub fn check_result(r: &mut JobResult) -> Result<(), FieldError> {
     if let Some(c) = &r.completed_at {
         check_text("completed_at", c, 64)?;
     }
-    r.error = r.error.as_deref().map(|e| clean_multiline(e, RESULT_ERROR_MAX, false));
-    r.logs = r.logs.as_deref().map(|l| clean_multiline(l, RESULT_LOGS_MAX, true));
+    // Seed agents do not redact: stream keys and URL credentials never get stored.
+    r.error = r.error.as_deref().map(|e| clean_multiline(&super::redact::redact_urls(e), RESULT_ERROR_MAX, false));
+    r.logs = r.logs.as_deref().map(|l| clean_multiline(&super::redact::redact_urls(l), RESULT_LOGS_MAX, true));
     Ok(())
 }
 

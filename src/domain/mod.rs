@@ -9,4 +9,5 @@ pub mod params;
 pub mod placement;
 pub mod progress;
 pub mod queue;
+pub mod redact;
 pub mod state;

@@ -109,6 +109,11 @@ pub struct JobSpec {
     pub gpu_memory_mb: Option<u64>,
     pub timeout_seconds: Option<u64>,
     pub max_memory_mb: Option<u64>,
+    /// Share of the node's CPUs the encode may use (1–100): enforced by pinning the
+    /// encoder to that many cores and giving it as many threads.
+    pub max_cpu_percent: Option<u32>,
+    /// The output may grow to this many MiB; the encode is stopped beyond it.
+    pub max_disk_mb: Option<u64>,
     pub qoe: bool,
     /// Read the input at its native rate (`-re`), as a live source would arrive.
     pub realtime: bool,
@@ -401,6 +406,7 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
     let gpu_memory_mb = num("gpu_memory_mb", 0.0, 1_048_576.0)?.map(|g| g as u64);
     let mut timeout_seconds = num("timeout_seconds", 1.0, 604_800.0)?.map(|t| t as u64);
     let mut max_memory_mb = None;
+    let (mut max_cpu_percent, mut max_disk_mb) = (None, None);
     if let Some(limits) = params.get("resource_limits") {
         let Value::Object(limits) = limits else {
             return err("parameter 'resource_limits' must be an object");
@@ -414,6 +420,9 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
             match k.as_str() {
                 "timeout_sec" if n > 0.0 => timeout_seconds = timeout_seconds.or(Some(n as u64)),
                 "max_memory_mb" if n > 0.0 => max_memory_mb = Some(n as u64),
+                "max_cpu_percent" if n > 100.0 => return err("resource limit 'max_cpu_percent' must be between 1 and 100"),
+                "max_cpu_percent" if n > 0.0 => max_cpu_percent = Some(n.ceil() as u32),
+                "max_disk_mb" if n > 0.0 => max_disk_mb = Some(n.ceil() as u64),
                 _ => {}
             }
         }
@@ -444,6 +453,8 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         gpu_memory_mb,
         timeout_seconds,
         max_memory_mb,
+        max_cpu_percent,
+        max_disk_mb,
         qoe,
         realtime,
         engine,
@@ -451,6 +462,12 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
 }
 
 impl JobSpec {
+    /// Cores the encode may use on a node with `cpus` of them (`max_cpu_percent`).
+    pub fn cpu_cap(&self, cpus: usize) -> Option<usize> {
+        let pct = self.max_cpu_percent?;
+        Some(((cpus as u64 * pct as u64).div_ceil(100) as usize).clamp(1, cpus.max(1)))
+    }
+
     /// The encoder needs a GPU (NVENC, QSV or VAAPI), or hardware decoding was asked for.
     pub fn needs_gpu(&self) -> bool {
         self.hwaccel.is_some()
@@ -466,6 +483,17 @@ mod tests {
 
     fn spec(v: Value) -> Result<JobSpec, ParamError> {
         parse_job_spec(v.as_object().unwrap(), "auto")
+    }
+
+    #[test]
+    fn resource_limits_are_parsed_and_bounded() {
+        let s = spec(json!({"resource_limits": {"max_cpu_percent": 50, "max_disk_mb": "200", "max_memory_mb": 0}})).unwrap();
+        assert_eq!((s.max_cpu_percent, s.max_disk_mb, s.max_memory_mb), (Some(50), Some(200), None));
+        assert_eq!(s.cpu_cap(8), Some(4));
+        assert_eq!(s.cpu_cap(2), Some(1));
+        assert_eq!(spec(json!({"resource_limits": {"max_cpu_percent": 1}})).unwrap().cpu_cap(8), Some(1));
+        assert_eq!(spec(json!({})).unwrap().cpu_cap(8), None);
+        assert!(spec(json!({"resource_limits": {"max_cpu_percent": 150}})).is_err());
     }
 
     #[test]

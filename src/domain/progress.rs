@@ -32,6 +32,23 @@ impl ProgressBlock {
     }
 }
 
+impl ProgressBlock {
+    /// The figures of a finished encode: the `progress=end` block's, with any field it
+    /// leaves out (ffmpeg writes `N/A` for some at the end) taken from the block before.
+    pub fn finalized(end: &ProgressBlock, before: Option<&ProgressBlock>) -> ProgressBlock {
+        let b = before.cloned().unwrap_or_default();
+        ProgressBlock {
+            frame: end.frame.or(b.frame),
+            fps: end.fps.filter(|f| *f > 0.0).or(b.fps.filter(|f| *f > 0.0)),
+            bitrate_kbps: end.bitrate_kbps.or(b.bitrate_kbps),
+            total_size: end.total_size.or(b.total_size),
+            out_time_us: end.out_time_us.or(b.out_time_us),
+            speed: end.speed.or(b.speed),
+            end: end.end,
+        }
+    }
+}
+
 /// Feeds lines, yields a block at each `progress=` line.
 #[derive(Debug, Default)]
 pub struct ProgressParser {
@@ -85,6 +102,16 @@ mod tests {
         let e = &blocks[1];
         assert!(e.end);
         assert_eq!((e.frame, e.out_time_us, e.speed), (Some(60), None, None));
+    }
+
+    #[test]
+    fn final_figures_prefer_the_end_block() {
+        let before = ProgressBlock { frame: Some(50), fps: Some(25.0), out_time_us: Some(2_000_000), speed: Some(2.0), ..Default::default() };
+        let end = ProgressBlock { frame: Some(60), fps: Some(0.0), out_time_us: None, end: true, ..Default::default() };
+        let f = ProgressBlock::finalized(&end, Some(&before));
+        assert_eq!((f.frame, f.fps, f.out_time_us, f.speed, f.end), (Some(60), Some(25.0), Some(2_000_000), Some(2.0), true));
+        let alone = ProgressBlock::finalized(&end, None);
+        assert_eq!((alone.frame, alone.fps), (Some(60), None), "a zero fps is no figure");
     }
 
     #[test]

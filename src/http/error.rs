@@ -2,7 +2,10 @@
 
 use crate::error::AppError;
 use crate::wire::ErrorBody;
+use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError, web};
 
 /// Largest accepted request body.
@@ -57,4 +60,34 @@ pub async fn method_not_allowed() -> Result<HttpResponse, AppError> {
 /// Unknown paths on the open metrics listener.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound { code: "route_not_found", message: format!("no route {} {}", req.method(), req.path()) })
+}
+
+/// Every error leaves as `{"error", "message"}` JSON, including the ones actix-web
+/// answers itself (a 413 from a body extractor, a 400 from a malformed request line):
+/// a client never has to parse text/plain.
+pub fn ensure_json<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status.as_u16() {
+        413 => "payload_too_large",
+        404 => "route_not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        415 => "unsupported_media_type",
+        429 => "rate_limited",
+        400..=499 => "bad_request",
+        _ => "internal_error",
+    };
+    let message = match status.as_u16() {
+        413 => format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let body = serde_json::to_string(&ErrorBody { error: code.into(), message }).unwrap_or_default();
+    let (req, res) = res.into_parts();
+    let mut res = ServiceResponse::new(req, res.set_body(body)).map_into_boxed_body().map_into_right_body();
+    res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(ErrorHandlerResponse::Response(res))
 }

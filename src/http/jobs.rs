@@ -201,10 +201,13 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
     let rows = state.h.db.read(move |c| db_jobs::list(c, &filter)).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
     let mut jobs: Vec<Job> = rows.iter().map(|r| r.to_wire()).collect();
-    let nodes = state.h.nodes.send(ListNodes).await?;
+    let mut ids: Vec<String> = jobs.iter().filter_map(|j| j.node_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let names = if ids.is_empty() { Default::default() } else { state.h.nodes.send(GetNodeNames(ids)).await? };
     for j in &mut jobs {
         j.logs = None;
-        j.node_name = j.node_id.as_ref().and_then(|id| nodes.iter().find(|n| &n.id == id).map(|n| n.name.clone()));
+        j.node_name = j.node_id.as_ref().and_then(|id| names.get(id).cloned());
     }
     Ok(HttpResponse::Ok().json(JobList { count: jobs.len(), jobs, next_cursor }))
 }

@@ -116,6 +116,7 @@ pub fn build_app(
             .app_data(error::json_config())
             .app_data(error::query_config())
             .app_data(error::payload_config())
+            .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error::ensure_json))
             .wrap(from_fn(record_http))
             .configure(|c| configure(c, serve_metrics))
             .default_service(web::route().to(auth::unmatched))

@@ -49,6 +49,9 @@ pub fn classify_failure(code: Option<i32>, signal: Option<i32>, stderr: &str) ->
     let has = |p: &[&str]| p.iter().any(|x| s.contains(x));
     if has(&["no space left on device", "disk quota"]) {
         ("resource_error", true)
+    } else if has(&["not on whitelist"]) {
+        // A playlist or list input (hls, concat, …): refused by design, never retried.
+        ("input_error", false)
     } else if has(&["connection refused", "connection reset", "network is unreachable", "timed out", "broken pipe", "name or service not known", "i/o error", "input/output error"]) {
         ("network_error", true)
     } else if has(&["unknown encoder", "unrecognized option", "invalid argument", "option not found", "error parsing", "no such filter"]) {
@@ -107,27 +110,29 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     let (spec, encoder, program, args, output) = match prepared {
         Ok(p) => p,
         Err(ending) => {
-            report(&shared, &job, &ending, String::new(), None, None, &dir).await;
+            report(&shared, &job, &ending, Outcome::default(), &dir, Some(&mut commands)).await;
             return ending;
         }
     };
     let expected = spec.duration_seconds.or(Some(argv::DEFAULT_DURATION)).filter(|_| spec.input.is_none()).or(spec.duration_seconds);
     let energy_start = energy_now(&shared, &encoder, &spec);
-    log::info!("job {} attempt {}: {} {}", job.id, job.attempt, program, args.join(" "));
-    let mut proc = match EncoderProcess::spawn(&program, &args, &dir, cfg.nice) {
+    log::info!("job {} attempt {}: {} {}", job.id, job.attempt, program, crate::domain::redact::redact_urls(&args.join(" ")));
+    let cpus = spec.cpu_cap(super::process::available_cpus());
+    let mut proc = match EncoderProcess::spawn(&program, &args, &dir, cfg.nice, cpus) {
         Ok(p) => p,
         Err(e) => {
             let ending = fail(format!("cannot start {program}: {e}"), "platform_error", true);
-            report(&shared, &job, &ending, String::new(), None, None, &dir).await;
+            report(&shared, &job, &ending, Outcome::default(), &dir, Some(&mut commands)).await;
             return ending;
         }
     };
     shared.metrics.active_jobs.inc();
     // stderr → bounded tail, in the background.
     let stderr_buf = Rc::new(RefCell::new(String::new()));
+    let mut stderr_task = None;
     if let Some(mut err) = proc.stderr.take() {
         let buf = stderr_buf.clone();
-        actix_rt::spawn(async move {
+        stderr_task = Some(actix_rt::spawn(async move {
             let mut chunk = vec![0u8; 8192];
             while let Ok(n) = err.read(&mut chunk).await {
                 if n == 0 {
@@ -139,11 +144,12 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                     *b = tail(&b, LOG_TAIL);
                 }
             }
-        });
+        }));
     }
     let mut lines = proc.stdout.take().map(|o| BufReader::new(o).lines());
     let mut parser = ProgressParser::default();
     let mut last: Option<ProgressBlock> = None;
+    let mut before_last: Option<ProgressBlock> = None;
     let mut last_sent = Instant::now() - Duration::from_secs(1);
     let mut last_advance = Instant::now();
     let mut last_out_time: Option<i64> = None;
@@ -165,7 +171,14 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                                 last_out_time = block.out_time_us;
                                 last_advance = Instant::now();
                             }
-                            last = Some(block);
+                            let over_disk = spec.max_disk_mb.zip(block.total_size).is_some_and(|(mb, size)| size > mb << 20);
+                            before_last = last.replace(block);
+                            if over_disk && kill_at.is_none() {
+                                proc.terminate();
+                                kill_at = Some(Instant::now() + KILL_GRACE);
+                                let mb = spec.max_disk_mb.unwrap_or(0);
+                                ending = Some(fail(format!("the output grew past resource_limits.max_disk_mb ({mb} MiB)"), "resource_error", false));
+                            }
                             if last_sent.elapsed() >= Duration::from_millis(450) {
                                 last_sent = Instant::now();
                                 send_progress(&shared, &job, last.clone().unwrap(), expected, &in_flight, &tx);
@@ -227,6 +240,23 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
             st = proc.child.wait() => break st,
         }
     };
+    // ffmpeg writes its final `progress=end` block (and its last stderr lines) as it
+    // exits: read both pipes to their end before taking any figure from them, so a
+    // completed job reports the frames it really encoded. Bounded, in case something
+    // the encoder forked still holds a pipe open.
+    let drained = async {
+        if let Some(mut l) = lines.take() {
+            while let Ok(Some(line)) = l.next_line().await {
+                if let Some(block) = parser.feed(&line) {
+                    before_last = last.replace(block);
+                }
+            }
+        }
+        if let Some(t) = stderr_task.take() {
+            let _ = t.await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
     // The group may hold children of ffmpeg; make sure nothing outlives the job.
     proc.kill();
     if let Some(ack) = cancel_ack {
@@ -249,6 +279,7 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                 _ => "failed".into(),
             };
             let first = stderr_text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            let first = crate::domain::redact::redact_urls(&first);
             fail(format!("{program} {what}: {first}"), reason, retryable)
         }
         (None, Err(e)) => fail(format!("waiting for the encoder failed: {e}"), "platform_error", true),
@@ -267,11 +298,14 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         return ending;
     }
     let mut metrics = serde_json::Map::new();
-    if let Some(b) = &last {
+    let figures = last.as_ref().map(|l| if l.end { ProgressBlock::finalized(l, before_last.as_ref()) } else { l.clone() });
+    if let Some(b) = &figures {
         if let Some(f) = b.frame {
             metrics.insert("frames".into(), f.into());
         }
-        if let Some(v) = b.fps {
+        // ffmpeg's end block may say fps=0 for a short encode: frames over encode time.
+        let encode_secs = clock.elapsed().as_secs_f64();
+        if let Some(v) = b.fps.or_else(|| b.frame.filter(|_| encode_secs > 0.0).map(|f| f as f64 / encode_secs)) {
             metrics.insert("fps".into(), v.into());
         }
         if let Some(v) = b.speed {
@@ -318,7 +352,12 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     if let Some(e) = energy {
         result_metrics.insert("energy_joules".into(), e.into());
     }
-    report_full(&shared, &job, &ending, tail(&stderr_text, LOG_TAIL), Some(result_metrics), energy, scores, &dir, &output).await;
+    let output_file = match &output {
+        OutputTarget::File(p) => Some(p.clone()),
+        OutputTarget::Rtmp(_) => None,
+    };
+    let outcome = Outcome { logs: tail(&stderr_text, LOG_TAIL), metrics: Some(result_metrics), energy, scores, output: output_file };
+    report(&shared, &job, &ending, outcome, &dir, Some(&mut commands)).await;
     ending
 }
 
@@ -356,7 +395,7 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
     let mut metrics = serde_json::Map::new();
     metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
     metrics.insert("engine_used".into(), "noop".into());
-    report(&shared, &job, &ending, String::new(), Some(metrics), None, &dir).await;
+    report(&shared, &job, &ending, Outcome { metrics: Some(metrics), ..Outcome::default() }, &dir, Some(&mut commands)).await;
     ending
 }
 
@@ -467,84 +506,164 @@ fn acknowledge(shared: &Rc<WorkerShared>, job: &Job, action: ControlAction) -> a
     })
 }
 
-async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, logs: String, metrics: Option<serde_json::Map<String, serde_json::Value>>, energy: Option<f64>, dir: &Path) {
-    report_full(shared, job, ending, logs, metrics, energy, None, dir, &OutputTarget::Rtmp(String::new())).await
+/// What a finished attempt has to report besides how it ended.
+#[derive(Default)]
+pub struct Outcome {
+    pub logs: String,
+    pub metrics: Option<serde_json::Map<String, serde_json::Value>>,
+    pub energy: Option<f64>,
+    pub scores: Option<super::qoe::Scores>,
+    /// The output file in the attempt dir (None for streams and failures).
+    pub output: Option<PathBuf>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn report_full(
-    shared: &WorkerShared,
-    job: &Job,
-    ending: &Ending,
-    logs: String,
-    metrics: Option<serde_json::Map<String, serde_json::Value>>,
-    energy: Option<f64>,
-    scores: Option<super::qoe::Scores>,
-    dir: &Path,
-    output: &OutputTarget,
-) {
+/// A result waiting for the master's answer, kept beside the output (`result.json`)
+/// so that a worker restarted meanwhile can still deliver it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PendingResult {
+    pub result: JobResult,
+    pub output: Option<PathBuf>,
+}
+
+pub const PENDING_RESULT_FILE: &str = "result.json";
+
+/// Longest a finished attempt keeps trying to reach the master before it gives up
+/// (its directory is kept for the next start either way).
+const DELIVERY_PATIENCE: Duration = Duration::from_secs(24 * 3600);
+
+fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> Option<PendingResult> {
     let (status, error, reason, retryable) = match ending {
         Ending::Completed => ("completed", None, None, None),
         Ending::Failed { error, reason, retryable } => ("failed", Some(error.clone()), Some(reason.to_string()), Some(*retryable)),
         Ending::Canceled => ("canceled", None, None, Some(false)),
-        Ending::Discarded | Ending::Abandoned => return,
+        Ending::Discarded | Ending::Abandoned => return None,
     };
-    match ending {
-        Ending::Completed => shared.metrics.jobs_completed.inc(),
-        Ending::Failed { .. } => shared.metrics.jobs_failed.inc(),
-        _ => shared.metrics.jobs_canceled.inc(),
-    }
-    let r = JobResult {
+    let result = JobResult {
         job_id: job.id.clone(),
         node_id: shared.node_id.clone(),
         attempt: Some(job.attempt),
         status: status.into(),
         progress: Some(if status == "completed" { 100.0 } else { 0.0 }),
-        metrics,
+        metrics: o.metrics,
         analyzer_output: None,
-        error,
+        error: error.map(|e| crate::domain::redact::redact_urls(&e)),
         failure_reason: reason,
         retryable,
-        logs: (!logs.is_empty()).then_some(logs),
+        logs: (!o.logs.is_empty()).then(|| crate::domain::redact::redact_urls(&o.logs)),
         completed_at: Some(chrono::Utc::now().to_rfc3339()),
-        qoe_score: scores.as_ref().and_then(|s| s.qoe_score()),
+        qoe_score: o.scores.as_ref().and_then(|s| s.qoe_score()),
         efficiency_score: None,
-        energy_joules: energy,
-        vmaf_score: scores.as_ref().and_then(|s| s.vmaf),
+        energy_joules: o.energy,
+        vmaf_score: o.scores.as_ref().and_then(|s| s.vmaf),
     };
-    // Retry transport failures (the master may be restarting); stop on any answer.
+    let output = if *ending == Ending::Completed { o.output } else { None };
+    Some(PendingResult { result, output })
+}
+
+async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, outcome: Outcome, dir: &Path, commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>) {
+    let Some(pending) = result_of(shared, job, ending, outcome) else { return };
+    match ending {
+        Ending::Completed => shared.metrics.jobs_completed.inc(),
+        Ending::Failed { .. } => shared.metrics.jobs_failed.inc(),
+        _ => shared.metrics.jobs_canceled.inc(),
+    }
+    if pending.output.is_some() {
+        // Written before the first delivery attempt: from here on a restart delivers it.
+        if let Err(e) = std::fs::write(dir.join(PENDING_RESULT_FILE), serde_json::to_vec(&pending).unwrap_or_default()) {
+            log::warn!("cannot keep the result of job {} beside its output: {e}", job.id);
+        }
+    }
+    deliver(shared, &pending, dir, commands).await;
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Accepted,
+    /// The master definitely refused it (409 stale attempt, or another 4xx).
+    Refused,
+    /// Never answered (shutting down, or out of patience): the attempt dir is kept.
+    Kept,
+}
+
+/// Post a result until the master answers it. Transport errors, 5xx and 429 are the
+/// master being briefly unavailable (restarting, its database busy): retried with
+/// capped backoff for as long as the lease may still be valid — the worker keeps
+/// listing the job in its heartbeats, so the lease lives until the master answers or
+/// a heartbeat names it stale. Output is deleted only after a definite refusal, and
+/// moved into `outputs/` only after acceptance.
+pub async fn deliver(shared: &WorkerShared, pending: &PendingResult, dir: &Path, mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>) -> Delivery {
+    let r = &pending.result;
+    let started = Instant::now();
     let mut delay = Duration::from_millis(200);
-    let accepted = loop {
-        match shared.client.result(&r).await {
-            Ok(_) => break true,
-            Err(ClientError::Transport(e)) if delay < Duration::from_secs(60) => {
-                log::warn!("result for {} not delivered ({e}); retrying in {delay:?}", job.id);
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                log::warn!("result for job {} refused: {e}; discarding its output", job.id);
-                break false;
-            }
+    let delivery = loop {
+        let err = match shared.client.result(r).await {
+            Ok(_) => break Delivery::Accepted,
+            Err(e) => e,
+        };
+        let transient = match &err {
+            ClientError::Transport(_) | ClientError::Decode(_) => true,
+            ClientError::Status { status, .. } => *status >= 500 || *status == 429,
+        };
+        if !transient {
+            log::warn!("result for job {} refused: {err}; discarding its output", r.job_id);
+            break Delivery::Refused;
         }
-    };
-    if accepted && *ending == Ending::Completed
-        && let OutputTarget::File(p) = output {
-            let final_dir = shared.cfg.work_dir.join("outputs").join(format!("job-{}", job.id));
-            if std::fs::create_dir_all(&final_dir).is_ok()
-                && let Some(name) = p.file_name() {
-                    let dest = final_dir.join(name);
-                    if let Err(e) = std::fs::rename(p, &dest) {
-                        log::warn!("cannot move output to {}: {e}", dest.display());
-                    } else {
-                        log::info!("job {} output: {}", job.id, dest.display());
+        if started.elapsed() > DELIVERY_PATIENCE {
+            log::error!("result for job {} undelivered for {:?}; keeping {} for the next start", r.job_id, DELIVERY_PATIENCE, dir.display());
+            break Delivery::Kept;
+        }
+        log::warn!("result for job {} not delivered ({err}); retrying in {delay:?}", r.job_id);
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                _ = &mut wait => break,
+                cmd = async { match commands.as_deref_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => match cmd {
+                    // A heartbeat says the lease moved on: the output is nobody's now.
+                    Some(JobCommand::Stale) => {
+                        log::warn!("job {} attempt {:?} went stale while its result waited", r.job_id, r.attempt);
+                        return finish(shared, pending, dir, Delivery::Refused);
                     }
-                }
+                    // Shutting down: keep everything for the next start.
+                    Some(JobCommand::Abandon) => return finish(shared, pending, dir, Delivery::Kept),
+                    None => commands = None,
+                    _ => {}
+                },
+            }
         }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    };
+    finish(shared, pending, dir, delivery)
+}
+
+fn finish(shared: &WorkerShared, pending: &PendingResult, dir: &Path, delivery: Delivery) -> Delivery {
+    let job_id = &pending.result.job_id;
+    if delivery == Delivery::Kept {
+        return delivery;
+    }
+    if delivery == Delivery::Accepted
+        && let Some(p) = &pending.output
+    {
+        let final_dir = shared.cfg.work_dir.join("outputs").join(format!("job-{job_id}"));
+        let moved = std::fs::create_dir_all(&final_dir).and_then(|_| {
+            let name = p.file_name().ok_or_else(|| std::io::Error::other("output has no file name"))?;
+            std::fs::rename(p, final_dir.join(name)).map(|_| final_dir.join(name))
+        });
+        match moved {
+            Ok(dest) => log::info!("job {job_id} output: {}", dest.display()),
+            Err(e) => {
+                // The master has accepted this output: never delete it.
+                log::error!("cannot move the output of job {job_id} into {}: {e}; it stays in {}", final_dir.display(), dir.display());
+                return delivery;
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(dir);
     if let Some(parent) = dir.parent() {
         let _ = std::fs::remove_dir(parent);
     }
+    delivery
 }
 
 #[cfg(test)]

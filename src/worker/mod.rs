@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod probe;
 pub mod process;
 pub mod qoe;
+mod recovery;
 
 use crate::wire::*;
 use clap::Args;
@@ -163,12 +164,6 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     }
     std::fs::create_dir_all(&args.work_dir).map_err(|e| anyhow::anyhow!("cannot create work dir {}: {e}", args.work_dir.display()))?;
     let work_dir = args.work_dir.canonicalize()?;
-    // Attempt dirs of a previous run hold nothing the master still wants.
-    for e in std::fs::read_dir(&work_dir)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with("job-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
     let node_id = stable_node_id(&work_dir)?;
     let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
     let client = MasterClient::new(&args.master, key);
@@ -246,6 +241,8 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         max_jobs: args.max_concurrent_jobs,
     });
     register(&shared).await;
+    // Attempts of a previous run: deleted only once the master says so.
+    recovery::recover_attempts(&shared).await;
     actix_rt::spawn(heartbeat_loop(shared.clone()));
     actix_rt::spawn(control_loop(shared.clone()));
     actix_rt::spawn(claim_loop(shared.clone()));
@@ -369,6 +366,11 @@ async fn claim_loop(shared: Rc<WorkerShared>) {
 }
 
 fn start_job(shared: &Rc<WorkerShared>, job: Job) {
+    // Job ids name directories: only a UUID may become a path.
+    if uuid::Uuid::parse_str(&job.id).is_err() {
+        log::error!("refusing a job whose id is not a UUID: {:?}", job.id);
+        return;
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     shared.running.borrow_mut().insert(job.id.clone(), Running { attempt: job.attempt, tx: tx.clone() });
     let s = shared.clone();
@@ -378,7 +380,7 @@ fn start_job(shared: &Rc<WorkerShared>, job: Job) {
             Executor::Ffmpeg => executor::run_job(s.clone(), job, rx, tx).await,
             Executor::Noop => executor::run_noop(s.clone(), job, rx).await,
         };
-        log::info!("job {id} ended: {ending:?}");
+        log::info!("job {id} ended: {}", crate::domain::redact::redact_urls(&format!("{ending:?}")));
         s.running.borrow_mut().remove(&id);
         s.slot_freed.notify_one();
     });

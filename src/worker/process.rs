@@ -14,8 +14,40 @@ pub struct EncoderProcess {
     pub stderr: Option<tokio::process::ChildStderr>,
 }
 
+/// The first `n` CPUs this process may run on, as a CPU set.
+fn cpu_set_of_first(n: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain bits; zeroed is the empty set, and the CPU_* helpers
+    // only touch bits inside it.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            libc::CPU_SET(0, &mut set);
+            return set;
+        }
+        let mut taken = 0;
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            if taken == n {
+                break;
+            }
+            if libc::CPU_ISSET(cpu, &allowed) {
+                libc::CPU_SET(cpu, &mut set);
+                taken += 1;
+            }
+        }
+        set
+    }
+}
+
+/// CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
 impl EncoderProcess {
-    pub fn spawn(program: &str, argv: &[String], cwd: &std::path::Path, nice: i32) -> std::io::Result<EncoderProcess> {
+    /// `cpus`: pin the group to this many of the CPUs the worker may use
+    /// (`resource_limits.max_cpu_percent`); None = all of them.
+    pub fn spawn(program: &str, argv: &[String], cwd: &std::path::Path, nice: i32, cpus: Option<usize>) -> std::io::Result<EncoderProcess> {
         let mut cmd = Command::new(program);
         cmd.args(argv)
             .current_dir(cwd)
@@ -24,11 +56,18 @@ impl EncoderProcess {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        // SAFETY: only async-signal-safe calls (prctl, setpriority) between fork and exec.
+        let affinity = cpus.map(cpu_set_of_first);
+        // SAFETY: only async-signal-safe calls (prctl, setpriority, sched_setaffinity)
+        // between fork and exec; the CPU set was built before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                if let Some(set) = &affinity
+                    && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }

@@ -53,7 +53,7 @@ fn reference_args(spec: &JobSpec, roots: &[PathBuf]) -> Option<Vec<String>> {
             let d = spec.duration_seconds.unwrap_or(argv::DEFAULT_DURATION);
             Some(vec!["-f".into(), "lavfi".into(), "-i".into(), format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}")])
         }
-        Some(i) => Some(vec!["-i".into(), argv::resolve_input(i, roots).ok()?.to_string_lossy().into_owned()]),
+        Some(i) => Some(argv::file_input_args(&argv::resolve_input(i, roots).ok()?)),
     }
 }
 

@@ -430,3 +430,129 @@ fn rtmp_destinations_must_be_allowed() {
     assert!(v["message"].as_str().unwrap().contains("--rtmp-allow"), "{v}");
     assert_eq!(api.post("/jobs", rtmp("rtmp://cdn.example.evil/app/k")).0, 400);
 }
+
+#[test]
+fn playlist_inputs_cannot_escape_the_input_root() {
+    // A playlist under the root (named .mp4) that lists a segment outside it.
+    let dir = tmpdir();
+    let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let seg = outside.join("secret.ts");
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10:duration=1", "-c:v", "libx264", "-f", "mpegts", "-y"])
+        .arg(&seg)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let playlist = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n", seg.display());
+    std::fs::write(root.join("evil.mp4"), &playlist).unwrap();
+    std::fs::write(root.join("evil.m3u8"), &playlist).unwrap();
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let w = TestWorker::start(&m, &["--input-root", root.to_str().unwrap()]);
+    for name in ["evil.mp4", "evil.m3u8"] {
+        let id = api.submit(json!({"max_retries": 0, "parameters": {"input": name, "resolution": "160x90"}}));
+        let j = wait_terminal(&api, &id, Duration::from_secs(30));
+        assert_eq!((j["status"].as_str(), j["failure_reason"].as_str()), (Some("failed"), Some("input_error")), "{name}: {j}");
+        assert!(!w.work_dir.join("outputs").join(format!("job-{id}")).exists(), "{name} produced no output");
+    }
+}
+
+#[test]
+fn a_finished_encode_survives_a_master_outage_and_a_worker_restart() {
+    let port = free_port();
+    let db = tmpdir();
+    let mut m = TestMaster::start_on(port, db.path(), &[]);
+    let api = m.api();
+    let mut w = TestWorker::start(&m, &[]);
+    let encode = |api: &Api| api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 2, "realtime": true}}));
+    // 1. The master dies mid-encode and comes back after the encode has finished: the
+    //    worker keeps the output and delivers its result then.
+    let id = encode(&api);
+    wait_until(Duration::from_secs(20), "encode running", || api.status(&id) == "processing");
+    m.kill9();
+    let pending = w.work_dir.join(format!("job-{id}/attempt-1/result.json"));
+    wait_until(Duration::from_secs(30), "the encode to finish while the master is down", || pending.exists());
+    m.restart();
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["attempt"], 1, "not encoded again");
+    let out = w.work_dir.join(format!("outputs/job-{id}/output.mp4"));
+    wait_until(Duration::from_secs(10), "output moved into place", || out.exists());
+    // 2. Same, but the worker is also killed before it could deliver: its next start
+    //    asks the master, then delivers the kept result.
+    let id = encode(&api);
+    wait_until(Duration::from_secs(20), "encode running", || api.status(&id) == "processing");
+    m.kill9();
+    let pending = w.work_dir.join(format!("job-{id}/attempt-1/result.json"));
+    wait_until(Duration::from_secs(30), "the encode to finish while the master is down", || pending.exists());
+    w.kill9();
+    m.restart();
+    w.restart(&m, &[]);
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!((j["status"].as_str(), j["attempt"].as_i64()), (Some("completed"), Some(1)), "{j}");
+    let out = w.work_dir.join(format!("outputs/job-{id}/output.mp4"));
+    wait_until(Duration::from_secs(10), "output moved into place", || out.exists());
+    let (codec, ..) = probe_video(&out);
+    assert_eq!(codec, "h264");
+    // 3. An attempt the master no longer wants is deleted at start-up, and only then.
+    let stale = w.work_dir.join(format!("job-{}/attempt-7", uuid_like()));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("partial.mp4"), b"x").unwrap();
+    w.restart(&m, &[]);
+    wait_until(Duration::from_secs(20), "the unwanted attempt to be removed", || !stale.exists());
+}
+
+fn uuid_like() -> String {
+    format!("00000000-0000-4000-8000-{:012x}", std::process::id())
+}
+
+#[test]
+fn resource_limits_are_enforced_not_ignored() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let _w = TestWorker::start(&m, &[]);
+    // max_disk_mb: an output growing past it is stopped (a permanent resource error).
+    let id = api.submit(json!({"parameters": {"resolution": "640x360", "fps": 30, "duration": 20, "bitrate": "8M", "preset": "ultrafast",
+        "resource_limits": {"max_disk_mb": 1}}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!((j["status"].as_str(), j["failure_reason"].as_str()), (Some("failed"), Some("resource_error")), "{j}");
+    assert!(j["error"].as_str().unwrap().contains("max_disk_mb"), "{j}");
+    // max_cpu_percent: the encoder is pinned to that share of the node's CPUs.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 3, "realtime": true,
+        "resource_limits": {"max_cpu_percent": 1}}}));
+    let mut allowed = String::new();
+    wait_until(Duration::from_secs(20), "the encoder to run", || {
+        let pids = ffmpeg_pids(&format!("job-{id}"));
+        allowed = pids
+            .first()
+            .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .and_then(|s| s.lines().find(|l| l.starts_with("Cpus_allowed_list:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()))
+            .unwrap_or_default();
+        !allowed.is_empty()
+    });
+    assert!(!allowed.contains(',') && !allowed.contains('-'), "pinned to one of {cpus} CPUs: {allowed}");
+    assert_eq!(wait_terminal(&api, &id, Duration::from_secs(30))["status"], "completed");
+}
+
+#[test]
+fn every_error_is_json_even_from_extractors() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    api.register("n1", json!({"encoders": ["libx264"]}));
+    let big = format!("{{\"cpu_load_percent\": 1, \"pad\": \"{}\"}}", "x".repeat(2 << 20));
+    for (method, path, body) in [
+        ("POST", "/nodes/n1/heartbeat", big.as_str()),
+        ("POST", "/jobs", big.as_str()),
+        ("POST", "/jobs", "{not json"),
+        ("GET", "/jobs?limit=abc", ""),
+    ] {
+        let (s, v) = raw_request(&m.url, method, path, None, Some(body));
+        assert!(s >= 400, "{method} {path}: {s}");
+        assert!(v["error"].is_string() && v["message"].is_string(), "{method} {path} → {s}: {v}");
+    }
+    let (s, v) = raw_request(&m.url, "POST", "/nodes/n1/heartbeat", None, Some(&big));
+    assert_eq!((s, v["error"].as_str()), (413, Some("payload_too_large")), "{v}");
+}
