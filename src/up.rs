@@ -69,7 +69,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     println!("  Worker:         node {} (metrics: http://{}/metrics)", worker.shared.node_id, worker.metrics_addr);
     println!("  Database:       {}", db.display());
     let code = if args.demo {
-        let settings = Settings { master: url.clone(), api_key: None, output: OutputFormat::Table };
+        let settings = Settings { master: url.clone(), api_key: None, output: OutputFormat::Table, ca_cert: None };
         let c = crate::worker::client::MasterClient::new(&url, None);
         let job: Job = c.post("/jobs", &demo_job()).await.map_err(|e| anyhow::anyhow!("submitting the demo job failed: {e}"))?;
         println!("Submitted demo job #{} ({}): 8 s of 720p30 test pattern → H.264", job.sequence_number, job.id);

@@ -42,6 +42,9 @@ pub struct GlobalOpts {
     /// Config file [env: FFRTMP_CONFIG; default: ~/.config/ffrtmp/config.toml]
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https:// master [env: FFRTMP_CA_CERT; config: ca_cert]
+    #[arg(long, global = true)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +55,7 @@ struct ConfigFile {
     #[serde(alias = "token")]
     api_key: Option<String>,
     output: Option<OutputFormat>,
+    ca_cert: Option<PathBuf>,
 }
 
 /// Resolved connection settings.
@@ -60,6 +64,7 @@ pub struct Settings {
     pub master: String,
     pub api_key: Option<String>,
     pub output: OutputFormat,
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn env_any(names: &[&str]) -> Option<String> {
@@ -90,6 +95,7 @@ pub fn resolve(g: &GlobalOpts) -> Result<Settings, String> {
         master: master.trim_end_matches('/').to_string(),
         api_key: g.api_key.clone().or_else(|| env_any(&["MASTER_API_KEY", "FFRTMP_API_KEY"])).or(file.api_key),
         output: g.output.or(file.output).unwrap_or(OutputFormat::Table),
+        ca_cert: g.ca_cert.clone().or_else(|| env_any(&["FFRTMP_CA_CERT"]).map(PathBuf::from)).or(file.ca_cert),
     })
 }
 
@@ -220,8 +226,8 @@ impl From<ClientError> for CliError {
     }
 }
 
-fn client(s: &Settings) -> MasterClient {
-    MasterClient::new(&s.master, s.api_key.clone())
+fn client(s: &Settings) -> Result<MasterClient, CliError> {
+    MasterClient::with_ca(&s.master, s.api_key.clone(), s.ca_cert.as_deref()).map_err(|e| CliError(e, 2))
 }
 
 fn parse_value(v: &str) -> Value {
@@ -279,7 +285,7 @@ fn past_tense(action: &str) -> &'static str {
 }
 
 pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
-    let c = client(s);
+    let c = client(s)?;
     match cmd {
         JobsCommand::Submit(a) => {
             let body = submit_body(&a)?;
@@ -424,7 +430,7 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
 }
 
 pub async fn run_nodes(s: &Settings, cmd: NodesCommand) -> Result<i32, CliError> {
-    let c = client(s);
+    let c = client(s)?;
     match cmd {
         NodesCommand::List => {
             let list: NodeList = c.get("/nodes").await?;

@@ -38,10 +38,47 @@ pub struct MasterClient {
     http: awc::Client,
 }
 
+/// TLS for clients of the master: the Mozilla root store plus, when given, a private
+/// CA (`--ca-cert`, PEM) for masters whose certificate an in-house CA signed. One
+/// config per client, so connections (and their TLS sessions) are reused.
+pub fn tls_config(ca_cert: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_cert {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read CA certificate {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad CA certificate {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate in {}", path.display()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| format!("bad CA certificate {}: {e}", path.display()))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 impl MasterClient {
     pub fn new(base: &str, key: Option<String>) -> Self {
-        let http = awc::Client::builder().timeout(Duration::from_secs(90)).finish();
-        MasterClient { base: base.trim_end_matches('/').to_string(), key, node_token: Default::default(), http }
+        Self::with_ca(base, key, None).expect("the built-in root store always loads")
+    }
+
+    /// A client that also trusts the CA in `ca_cert` (PEM).
+    pub fn with_ca(base: &str, key: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<Self, String> {
+        let tls = tls_config(ca_cert)?;
+        let connector = awc::Connector::new().rustls_0_23(std::sync::Arc::new(tls));
+        let http = awc::Client::builder().timeout(Duration::from_secs(90)).connector(connector).finish();
+        Ok(MasterClient { base: base.trim_end_matches('/').to_string(), key, node_token: Default::default(), http })
     }
 
     pub fn set_node_token(&self, token: Option<String>) {

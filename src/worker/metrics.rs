@@ -113,6 +113,8 @@ pub struct ReadyInputs {
     pub ffmpeg_ok: bool,
     pub work_dir: PathBuf,
     pub master: String,
+    /// TLS for an https:// master (the worker's roots and `--ca-cert`).
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 async fn ready(inputs: web::Data<ReadyInputs>) -> HttpResponse {
@@ -125,6 +127,7 @@ async fn ready(inputs: web::Data<ReadyInputs>) -> HttpResponse {
     // Reachability only: GET /health, never a fake heartbeat.
     let master_ok = awc::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
+        .connector(awc::Connector::new().rustls_0_23(inputs.tls.clone()))
         .finish()
         .get(format!("{}/health", inputs.master))
         .send()

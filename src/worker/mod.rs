@@ -34,6 +34,9 @@ pub struct WorkerArgs {
     /// API key (worker or admin role); also FFMPEG_RTMP_API_KEY.
     #[arg(long, env = "FFRTMP_API_KEY")]
     pub api_key: Option<String>,
+    /// PEM file of a CA to trust for an https:// master (besides the public roots).
+    #[arg(long, env = "FFRTMP_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Jobs run at once.
     #[arg(long, env = "FFRTMP_MAX_CONCURRENT_JOBS", default_value_t = 1)]
     pub max_concurrent_jobs: u32,
@@ -166,7 +169,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     let work_dir = args.work_dir.canonicalize()?;
     let node_id = stable_node_id(&work_dir)?;
     let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
-    let client = MasterClient::new(&args.master, key);
+    let client = MasterClient::with_ca(&args.master, key, args.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?;
     client.set_node_token(saved_node_token(&work_dir));
     let probe = match args.executor {
         Executor::Ffmpeg => probe::probe(&args.ffmpeg, &args.gst).await,
@@ -213,7 +216,12 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     };
     let (metrics_addr, server) = metrics::serve(
         metrics.clone(),
-        metrics::ReadyInputs { ffmpeg_ok: probe.ffmpeg_version.is_some(), work_dir: work_dir.clone(), master: args.master.trim_end_matches('/').to_string() },
+        metrics::ReadyInputs {
+            ffmpeg_ok: probe.ffmpeg_version.is_some(),
+            work_dir: work_dir.clone(),
+            master: args.master.trim_end_matches('/').to_string(),
+            tls: std::sync::Arc::new(client::tls_config(args.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?),
+        },
         std::net::SocketAddr::new(args.metrics_bind, args.metrics_port),
     )?;
     actix_rt::spawn(server);

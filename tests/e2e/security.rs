@@ -556,3 +556,48 @@ fn every_error_is_json_even_from_extractors() {
     let (s, v) = raw_request(&m.url, "POST", "/nodes/n1/heartbeat", None, Some(&big));
     assert_eq!((s, v["error"].as_str()), (413, Some("payload_too_large")), "{v}");
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it (openssl); returns
+/// (ca.pem, server cert, server key).
+fn make_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=ffrtmp test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", "ca.key", "-out", "ca.pem"]);
+    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]);
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem"]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+#[test]
+fn workers_and_the_cli_reach_a_tls_master_through_a_private_ca() {
+    let dir = tmpdir();
+    let (ca, cert, key) = make_ca(dir.path());
+    let m = TestMaster::start(&["--tls", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(m.url.starts_with("https://"), "{}", m.url);
+    // The worker registers, heartbeats and runs a job over TLS.
+    let _w = TestWorker::start(&m, &["--ca-cert", ca.to_str().unwrap(), "--executor", "noop"]);
+    // The CLI submits and follows it over TLS.
+    let out = std::process::Command::new(BIN)
+        .args(["jobs", "submit", "--duration", "1", "--follow", "-o", "json", "--master", &m.url, "--ca-cert", ca.to_str().unwrap()])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "CLI over TLS: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(BIN)
+        .args(["jobs", "list", "-o", "json", "--master", &m.url, "--ca-cert", ca.to_str().unwrap()])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["jobs"][0]["status"], "completed", "{list}");
+    // Without the CA the certificate is refused — a TLS error, not "SSL is not supported".
+    let out = std::process::Command::new(BIN).args(["nodes", "list", "--master", &m.url]).env("HOME", dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("ssl is not supported") && (err.contains("certificate") || err.contains("issuer")), "{err}");
+}
