@@ -30,6 +30,9 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 429: this key's request budget is spent for now.
+    #[error("too many requests with this key; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// 503: storage full or unreachable, or the master is shutting down.
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
@@ -66,6 +69,7 @@ impl AppError {
             AppError::NodeToken(_) => "invalid_node_token",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::Internal(_) => "internal_error",
         }
     }
@@ -79,6 +83,7 @@ impl AppError {
             AppError::MethodNotAllowed => 405,
             AppError::Conflict { .. } => 409,
             AppError::PayloadTooLarge(_) => 413,
+            AppError::RateLimited { .. } => 429,
             AppError::Unavailable { .. } => 503,
             AppError::Internal(_) => 500,
         }

@@ -3,6 +3,7 @@
 use crate::actors::job::JobPolicy;
 use crate::actors::{self, ActorConfig, MasterHandles};
 use crate::db::{self, Synchronous};
+use crate::http::rate_limit::{RateLimitConfig, RateLimits};
 use crate::http::{self, AppState, auth::{ApiKeys, Role}};
 use actix_web::{HttpServer, web};
 use clap::Args;
@@ -82,6 +83,15 @@ pub struct MasterArgs {
     /// Default: the hosts of the registered workers' `--rtmp-base`.
     #[arg(long = "rtmp-allow", env = "FFRTMP_RTMP_ALLOW", value_delimiter = ',')]
     pub rtmp_allow: Vec<String>,
+    /// Requests per second each admin or read-only API key may make (0 = unlimited).
+    #[arg(long, env = "FFRTMP_RATE_LIMIT", default_value_t = 500)]
+    pub rate_limit: u32,
+    /// Burst above --rate-limit a key may spend at once.
+    #[arg(long, env = "FFRTMP_RATE_LIMIT_BURST", default_value_t = 1000)]
+    pub rate_limit_burst: u32,
+    /// Requests per second per worker API key (0 = unlimited; long-polls are never limited).
+    #[arg(long, env = "FFRTMP_WORKER_RATE_LIMIT", default_value_t = 0)]
+    pub worker_rate_limit: u32,
     /// Refuse nodes that do not use a node token (seed-style agents on the shared worker key).
     #[arg(long, env = "FFRTMP_REQUIRE_NODE_TOKENS")]
     pub require_node_tokens: bool,
@@ -206,10 +216,15 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         rtmp_allow: args.rtmp_allow()?,
     });
     let keys = web::Data::new(keys);
+    let limits = web::Data::new(RateLimits::new(RateLimitConfig {
+        per_key: args.rate_limit,
+        burst: args.rate_limit_burst,
+        per_worker_key: args.worker_rate_limit,
+    }));
     let separate_metrics = args.metrics_port != 0;
     let mut server = HttpServer::new({
-        let (state, keys) = (state.clone(), keys.clone());
-        move || http::build_app(state.clone(), keys.clone(), !separate_metrics)
+        let (state, keys, limits) = (state.clone(), keys.clone(), limits.clone());
+        move || http::build_app(state.clone(), keys.clone(), !separate_metrics).app_data(limits.clone())
     })
         // Our own SIGTERM path answers parked long-polls first, then stops gracefully.
         .disable_signals()

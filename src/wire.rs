@@ -215,6 +215,9 @@ pub struct NodeRegistration {
     pub gstreamer_version: Option<String>,
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    /// GStreamer can stream to RTMP here (its `rtmpsink` and `flvmux` are installed).
+    #[serde(default)]
+    pub gstreamer_rtmp: bool,
     /// The worker's `--rtmp-base`: without `--rtmp-allow`, the master allows RTMP jobs
     /// to stream only to the hosts its workers name here.
     #[serde(default)]
@@ -272,6 +275,9 @@ pub struct Node {
     pub ffmpeg_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gstreamer_version: Option<String>,
+    /// GStreamer can stream to RTMP on this node (`rtmpsink` installed).
+    #[serde(default)]
+    pub gstreamer_rtmp: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_free_bytes: Option<u64>,
 }

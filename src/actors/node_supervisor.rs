@@ -36,6 +36,8 @@ pub struct Hardware {
     pub gstreamer_version: Option<String>,
     #[serde(default)]
     pub disk_free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gstreamer_rtmp: bool,
     /// The worker's `--rtmp-base` (default RTMP destinations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtmp_base: Option<String>,
@@ -129,6 +131,7 @@ impl NodeEntry {
             encoders: self.hw.encoders.clone(),
             gpu_capabilities: serde_json::from_str(&self.row.gpu_capabilities).unwrap_or_default(),
             has_gstreamer: self.hw.gstreamer_version.is_some(),
+            has_gstreamer_rtmp: self.hw.gstreamer_rtmp,
             max_concurrent_jobs: self.row.max_concurrent_jobs.max(1) as u32,
         }
     }
@@ -159,6 +162,7 @@ impl NodeEntry {
             gpus: self.hw.gpus.clone(),
             ffmpeg_version: self.hw.ffmpeg_version.clone(),
             gstreamer_version: self.hw.gstreamer_version.clone(),
+            gstreamer_rtmp: self.hw.gstreamer_rtmp,
             disk_free_bytes: self.hw.disk_free_bytes,
         }
     }
@@ -402,6 +406,7 @@ impl Handler<RegisterNode> for NodeSupervisor {
             gstreamer_version: reg.gstreamer_version.clone(),
             disk_free_bytes: reg.disk_free_bytes,
             rtmp_base: reg.rtmp_base.clone(),
+            gstreamer_rtmp: reg.gstreamer_rtmp && reg.gstreamer_version.is_some(),
         };
         let row = NodeRow {
             id: id.clone(),

@@ -435,6 +435,26 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         None | Some(Value::Null) => false,
         Some(v) => as_bool("realtime", v)?,
     };
+    if engine == Engine::Gstreamer {
+        // The GStreamer pipeline is a test-pattern H.264 encode to MP4 or RTMP: refuse
+        // what it would silently ignore instead of "completing" something else.
+        let refuse = |what: &str| err(format!("engine 'gstreamer' cannot honour {what}; use engine 'ffmpeg' (or 'auto')"));
+        if input.is_some() {
+            return refuse("an input file (it encodes a test pattern)");
+        }
+        if encoders != ["libx264"] {
+            return refuse(&format!("codec '{codec}' (it encodes H.264 with x264enc)"));
+        }
+        if output.as_deref().is_some_and(|o| !o.ends_with(".mp4")) {
+            return refuse("that output container (it writes MP4)");
+        }
+        if preset.is_some() || hwaccel.is_some() || gpu_index.is_some() || threads.is_some() {
+            return refuse("preset, hwaccel, gpu or threads");
+        }
+        if params.get("qoe").is_some_and(|q| q.as_bool() == Some(true)) {
+            return refuse("qoe (its pattern is not the reference ffmpeg compares with)");
+        }
+    }
     Ok(JobSpec {
         encoders,
         bitrate_kbps,
@@ -483,6 +503,17 @@ mod tests {
 
     fn spec(v: Value) -> Result<JobSpec, ParamError> {
         parse_job_spec(v.as_object().unwrap(), "auto")
+    }
+
+    #[test]
+    fn gstreamer_refuses_what_its_pipeline_ignores() {
+        let gst = |v: Value| parse_job_spec(v.as_object().unwrap(), "gstreamer");
+        assert!(gst(json!({"resolution": "640x360", "fps": 25, "bitrate": "1M", "duration": 2})).is_ok());
+        assert!(gst(json!({"output_mode": "rtmp"})).is_ok());
+        for bad in [json!({"input": "a.mp4"}), json!({"codec": "vp9"}), json!({"output": "x.webm"}), json!({"preset": "slow"}), json!({"qoe": true})] {
+            let e = gst(bad.clone()).unwrap_err();
+            assert!(e.0.contains("gstreamer"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! only from the worker's probe (an encode that really succeeded), never from NVML's
 //! "encoder capacity" or a `has_gpu` flag: an H100 reports capacity and has no NVENC.
 
-use super::params::{Engine, JobSpec};
+use super::params::{Engine, JobSpec, OutputMode};
 
 /// What a job needs from a node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -18,6 +18,8 @@ pub struct Requirements {
     pub min_cpu_threads: u32,
     pub min_ram_mb: u64,
     pub needs_gstreamer: bool,
+    /// GStreamer streaming to RTMP (`rtmpsink`).
+    pub needs_gstreamer_rtmp: bool,
 }
 
 impl Requirements {
@@ -30,6 +32,7 @@ impl Requirements {
             min_cpu_threads: spec.threads.unwrap_or(0),
             min_ram_mb: spec.max_memory_mb.unwrap_or(0),
             needs_gstreamer: spec.engine == Engine::Gstreamer,
+            needs_gstreamer_rtmp: spec.engine == Engine::Gstreamer && spec.output_mode == OutputMode::Rtmp,
         }
     }
 
@@ -54,7 +57,9 @@ impl Requirements {
         if self.min_ram_mb > 0 {
             parts.push(format!("{} MiB of RAM", self.min_ram_mb));
         }
-        if self.needs_gstreamer {
+        if self.needs_gstreamer_rtmp {
+            parts.push("GStreamer with rtmpsink".into());
+        } else if self.needs_gstreamer {
             parts.push("GStreamer".into());
         }
         parts.join(", ")
@@ -83,6 +88,7 @@ pub struct NodeCaps {
     pub encoders: Option<Vec<String>>,
     pub gpu_capabilities: Vec<String>,
     pub has_gstreamer: bool,
+    pub has_gstreamer_rtmp: bool,
     pub max_concurrent_jobs: u32,
 }
 
@@ -133,7 +139,7 @@ impl NodeCaps {
         if req.min_ram_mb > 0 && self.ram_total_mb > 0 && req.min_ram_mb > self.ram_total_mb {
             return false;
         }
-        if req.needs_gstreamer && !self.has_gstreamer {
+        if (req.needs_gstreamer && !self.has_gstreamer) || (req.needs_gstreamer_rtmp && !self.has_gstreamer_rtmp) {
             return false;
         }
         true

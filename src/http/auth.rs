@@ -145,6 +145,11 @@ pub async fn authorize(
         let e = AppError::Forbidden(format!("this key's role may not call {} {route}", req.method()));
         return Ok(req.error_response(e));
     }
+    if let Some(limits) = req.app_data::<web::Data<super::rate_limit::RateLimits>>()
+        && let Err(e) = limits.check(caller.key.as_ref(), caller.role, route)
+    {
+        return Ok(req.error_response(e));
+    }
     req.extensions_mut().insert(caller);
     next.call(req).await
 }

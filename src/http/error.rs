@@ -24,7 +24,11 @@ impl ResponseError for AppError {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody { error: self.code().to_string(), message })
+        let mut res = HttpResponse::build(self.status_code());
+        if let AppError::RateLimited { retry_after_secs } = self {
+            res.insert_header(("Retry-After", retry_after_secs.to_string()));
+        }
+        res.json(ErrorBody { error: self.code().to_string(), message })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod jobs;
 pub mod nodes;
 pub mod ops;
+pub mod rate_limit;
 
 use crate::actors::MasterHandles;
 use crate::actors::messages::{MetricEvent, MetricRecorded};

@@ -49,6 +49,10 @@ pub fn classify_failure(code: Option<i32>, signal: Option<i32>, stderr: &str) ->
     let has = |p: &[&str]| p.iter().any(|x| s.contains(x));
     if has(&["no space left on device", "disk quota"]) {
         ("resource_error", true)
+    } else if has(&["no element", "erroneous pipeline", "could not link", "no such element or plugin"]) {
+        // gst-launch could not build its pipeline: this node lacks a plugin. Running it
+        // again here would fail the same way.
+        ("capability_mismatch", false)
     } else if has(&["not on whitelist"]) {
         // A playlist or list input (hls, concat, …): refused by design, never retried.
         ("input_error", false)
@@ -409,8 +413,8 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
     let use_gst = match spec.engine {
         Engine::Gstreamer => true,
         Engine::Ffmpeg => false,
-        // The seed's rule: GStreamer for live/RTMP output when it is installed.
-        Engine::Auto => spec.output_mode == OutputMode::Rtmp && gst_ok && spec.input.is_none() && spec.encoders.contains(&"libx264"),
+        // The seed's rule: GStreamer for live/RTMP output when it can stream there.
+        Engine::Auto => spec.output_mode == OutputMode::Rtmp && shared.probe.gstreamer_rtmp && spec.input.is_none() && spec.encoders.contains(&"libx264"),
     };
     let encoder = if use_gst {
         "x264enc".to_string()
@@ -425,8 +429,8 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
                 retryable: true,
             })?
     };
-    if use_gst && !gst_ok {
-        return Err(Ending::Failed { error: "gst-launch-1.0 is not installed on this node".into(), reason: "capability_mismatch", retryable: true });
+    if use_gst && (!gst_ok || (spec.output_mode == OutputMode::Rtmp && !shared.probe.gstreamer_rtmp)) {
+        return Err(Ending::Failed { error: "this node cannot build the GStreamer pipeline (elements missing)".into(), reason: "capability_mismatch", retryable: true });
     }
     let input = match &spec.input {
         None => InputSource::Synthetic,
@@ -679,6 +683,8 @@ mod tests {
             ("rtmp://h/live: Connection refused", None, ("network_error", true)),
             ("", Some(9), ("platform_error", true)),
             ("something odd", None, ("runtime_error", true)),
+            ("WARNING: erroneous pipeline: no element \"rtmpsink\"", None, ("capability_mismatch", false)),
+            ("[hls @ 0x1] Format not on whitelist 'mov,mp4'", None, ("input_error", false)),
         ];
         for (stderr, sig, want) in cases {
             assert_eq!(classify_failure(Some(1), sig, stderr), want, "{stderr}");

@@ -212,6 +212,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         gstreamer_version: probe.gstreamer_version.clone(),
         disk_free_bytes: snap.disk_free_bytes,
         rtmp_base: Some(args.rtmp_base.clone()),
+        gstreamer_rtmp: probe.gstreamer_rtmp,
         request_node_token: true,
     };
     let (metrics_addr, server) = metrics::serve(

@@ -7,10 +7,19 @@ use crate::domain::params::KNOWN_ENCODERS;
 use std::time::Duration;
 use tokio::process::Command;
 
+/// GStreamer elements each pipeline of `domain::argv::gstreamer_argv` needs. A
+/// gst-launch binary alone proves nothing: `rtmpsink` (plugins-bad) and `x264enc`
+/// (plugins-ugly) are packaged apart, and a pipeline missing one fails on every retry.
+pub const GST_FILE_ELEMENTS: &[&str] = &["videotestsrc", "videoconvert", "x264enc", "mp4mux", "filesink"];
+pub const GST_RTMP_ELEMENTS: &[&str] = &["videotestsrc", "videoconvert", "x264enc", "flvmux", "rtmpsink"];
+
 #[derive(Debug, Clone, Default)]
 pub struct Probe {
     pub ffmpeg_version: Option<String>,
+    /// Set only when the file pipeline's elements are all installed.
     pub gstreamer_version: Option<String>,
+    /// The RTMP pipeline's elements are installed too.
+    pub gstreamer_rtmp: bool,
     pub encoders: Vec<String>,
     pub has_libvmaf: bool,
 }
@@ -44,10 +53,37 @@ async fn encodes(ffmpeg: &str, encoder: &str) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(20), fut).await, Ok(Ok(s)) if s.success())
 }
 
+/// `gst-inspect-1.0` beside the given `gst-launch-1.0`.
+fn inspect_of(gst_launch: &str) -> String {
+    match gst_launch.rsplit_once("gst-launch-1.0") {
+        Some((dir, "")) => format!("{dir}gst-inspect-1.0"),
+        _ => "gst-inspect-1.0".to_string(),
+    }
+}
+
+async fn has_elements(inspect: &str, elements: &[&str]) -> bool {
+    for e in elements {
+        if output(inspect, &[e]).await.is_none() {
+            log::info!("GStreamer element {e} is not installed");
+            return false;
+        }
+    }
+    true
+}
+
 pub async fn probe(ffmpeg: &str, gst: &str) -> Probe {
     let mut p = Probe::default();
     p.ffmpeg_version = output(ffmpeg, &["-hide_banner", "-version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
-    p.gstreamer_version = output(gst, &["--version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+    let gst_version = output(gst, &["--version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+    if gst_version.is_some() {
+        let inspect = inspect_of(gst);
+        if has_elements(&inspect, GST_FILE_ELEMENTS).await {
+            p.gstreamer_version = gst_version;
+            p.gstreamer_rtmp = has_elements(&inspect, GST_RTMP_ELEMENTS).await;
+        } else {
+            log::warn!("{gst} is installed but its pipeline cannot be built: GStreamer not offered");
+        }
+    }
     if p.ffmpeg_version.is_none() {
         log::warn!("{ffmpeg} not found or not working: this worker can run no ffmpeg jobs");
         return p;
@@ -66,6 +102,13 @@ pub async fn probe(ffmpeg: &str, gst: &str) -> Probe {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn inspect_is_found_beside_launch() {
+        assert_eq!(super::inspect_of("/opt/gst/bin/gst-launch-1.0"), "/opt/gst/bin/gst-inspect-1.0");
+        assert_eq!(super::inspect_of("gst-launch-1.0"), "gst-inspect-1.0");
+        assert_eq!(super::inspect_of("/nonexistent-gst"), "gst-inspect-1.0");
+    }
+
     #[test]
     fn parses_encoder_list() {
         let text = " V....D libx264              libx264 H.264 / AVC\n V....D h264_nvenc           NVIDIA NVENC H.264 encoder\n A....D aac                  AAC\n V....D libtheora  Theora\n";

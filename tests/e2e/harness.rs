@@ -161,6 +161,13 @@ impl Api {
         j
     }
 
+    /// A node as `GET /nodes/{id}` shows it.
+    pub fn node(&self, node_id: &str) -> Value {
+        let (s, n) = self.get(&format!("/nodes/{node_id}"));
+        assert_eq!(s, 200, "get node {node_id}: {n}");
+        n
+    }
+
     pub fn status(&self, id: &str) -> String {
         self.job(id)["status"].as_str().unwrap().to_string()
     }

@@ -601,3 +601,63 @@ fn workers_and_the_cli_reach_a_tls_master_through_a_private_ca() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("ssl is not supported") && (err.contains("certificate") || err.contains("issuer")), "{err}");
 }
+
+#[test]
+fn each_key_has_a_request_budget() {
+    let m = TestMaster::start(&["--api-key", "a1", "--api-key", "a2", "--worker-api-key", "wrk", "--rate-limit", "5", "--rate-limit-burst", "5",
+        "--max-long-poll", "0.1"]);
+    let get = |key: &str, path: &str| {
+        match ureq::get(&format!("{}{path}", m.url)).set("Authorization", &format!("Bearer {key}")).call() {
+            Ok(r) => (r.status(), None, Value::Null),
+            Err(ureq::Error::Status(s, r)) => (s, r.header("Retry-After").map(str::to_string), r.into_json::<Value>().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let answers: Vec<_> = (0..20).map(|_| get("a1", "/jobs")).collect();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert!(!limited.is_empty() && answers.iter().filter(|a| a.0 == 200).count() >= 5, "{answers:?}");
+    let (_, retry_after, body) = limited[0];
+    assert!(retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)), "Retry-After: {retry_after:?}");
+    assert_eq!(body["error"], "rate_limited");
+    // Another key has its own budget; workers and their long-polls are not limited.
+    assert_eq!(get("a2", "/jobs").0, 200);
+    m.api().with_key("a2").register("n1", json!({"encoders": ["libx264"]}));
+    for _ in 0..20 {
+        assert_eq!(get("wrk", "/jobs/next?node_id=n1&wait=0").0, 200);
+    }
+}
+
+#[test]
+fn gstreamer_is_chosen_only_when_its_pipeline_can_be_built() {
+    let m = TestMaster::start(&["--rtmp-allow", "127.0.0.1"]);
+    let api = m.api();
+    // What the GStreamer pipeline cannot honour is refused at the door, not "completed"
+    // as a test pattern in another codec and container.
+    for p in [json!({"input": "in.mp4"}), json!({"codec": "vp9", "output": "x.webm"}), json!({"output": "x.webm"})] {
+        let (s, v) = api.post("/jobs", json!({"engine": "gstreamer", "parameters": p}));
+        assert_eq!((s, v["error"].as_str()), (400, Some("invalid_parameter")), "{p}: {v}");
+    }
+    let w = TestWorker::start(&m, &[]);
+    let inspect = |e: &str| std::process::Command::new("gst-inspect-1.0").arg(e).output().is_ok_and(|o| o.status.success());
+    let can_stream = ["x264enc", "flvmux", "rtmpsink"].iter().all(|e| inspect(e));
+    let node = api.node(&w.node_id);
+    assert_eq!(node["gstreamer_rtmp"].as_bool().unwrap_or(false), can_stream, "{node}");
+    // engine=auto + RTMP: GStreamer only where rtmpsink exists, else ffmpeg — never a
+    // pipeline that fails on every retry.
+    let port = free_port();
+    let dir = tmpdir();
+    let received = dir.path().join("received.flv");
+    let mut listener = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-listen", "1", "-i", &format!("rtmp://127.0.0.1:{port}/live/k"), "-c", "copy", "-y"])
+        .arg(&received)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), "rtmp listener", || port_listening(port));
+    let id = api.submit(json!({"queue": "live", "max_retries": 0, "parameters": {"output_mode": "rtmp",
+        "rtmp_url": format!("rtmp://127.0.0.1:{port}/live/k"), "resolution": "160x90", "fps": 10, "duration": 2}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    let _ = listener.wait();
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["metrics"]["engine_used"], if can_stream { "gstreamer" } else { "ffmpeg" }, "{j}");
+}
