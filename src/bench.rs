@@ -405,6 +405,7 @@ fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::R
                     created_at: now,
                     queued_at: now,
                     idempotency_key: None,
+                    idempotency_fingerprint: None,
                     failure_reason: None,
                     error: None,
                     completed_at: (!pending).then_some(now),

@@ -30,6 +30,10 @@ pub enum AppError {
     PayloadTooLarge(usize),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 422: well-formed, but contradicts what the server already holds (an
+    /// Idempotency-Key replayed with another body).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// 429: this key's request budget is spent for now.
     #[error("too many requests with this key; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -62,6 +66,7 @@ impl AppError {
             AppError::BadRequest { code, .. }
             | AppError::NotFound { code, .. }
             | AppError::Conflict { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::Unavailable { code, .. } => code,
             AppError::InvalidTransition { .. } => "invalid_transition",
             AppError::Unauthorized(_) => "unauthorized",
@@ -83,6 +88,7 @@ impl AppError {
             AppError::MethodNotAllowed => 405,
             AppError::Conflict { .. } => 409,
             AppError::PayloadTooLarge(_) => 413,
+            AppError::Unprocessable { .. } => 422,
             AppError::RateLimited { .. } => 429,
             AppError::Unavailable { .. } => 503,
             AppError::Internal(_) => 500,

@@ -65,6 +65,9 @@ pub struct Job {
     pub queue_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_transitions: Option<Vec<StateTransition>>,
+    /// Older transitions left out of `state_transitions` (only the newest are shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_transitions_omitted: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]

@@ -234,16 +234,16 @@ impl JobActor {
         extra: JobChanges,
     ) -> impl ActorFuture<Self, Output = AppResult<ResultResponse>> + use<> {
         self.pause_clock();
-        let can_retry = retryable && self.row.retry_count < self.row.max_retries;
+        let can_retry = retryable && self.row.automatic_retries() < self.row.max_retries;
         let now = now_micros();
         let mut changes = extra;
         changes.error = Some(Some(error.clone()));
         changes.failure_reason = Some(failure_reason);
         let (to, reason) = if can_retry {
-            let wait = backoff(&self.policy, self.row.retry_count);
+            let wait = backoff(&self.policy, self.row.automatic_retries());
             changes.retry_count = Some(self.row.retry_count + 1);
             changes.retry_at = Some(Some(now + wait.as_micros() as i64));
-            (JobState::Retrying, format!("Retry {} of {} in {:.1}s: {error}", self.row.retry_count + 1, self.row.max_retries, wait.as_secs_f64()))
+            (JobState::Retrying, format!("Retry {} of {} in {:.1}s: {error}", self.row.automatic_retries() + 1, self.row.max_retries, wait.as_secs_f64()))
         } else {
             changes.completed_at = Some(Some(now));
             (JobState::Failed, format!("Failed: {error}"))

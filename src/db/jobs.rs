@@ -41,9 +41,18 @@ pub struct JobRow {
     pub vmaf_score: Option<f64>,
     pub idempotency_key: Option<String>,
     pub updated_at: i64,
+    /// `retry_count` at the last operator retry (automatic retries count from it).
+    pub retry_base: i32,
+    /// SHA-256 of the submission its idempotency key first named.
+    pub idempotency_fingerprint: Option<String>,
 }
 
 impl JobRow {
+    /// Automatic retries used since the last operator retry.
+    pub fn automatic_retries(&self) -> i32 {
+        self.retry_count - self.retry_base
+    }
+
     pub fn state(&self) -> JobState {
         JobState::parse(&self.status).unwrap_or(JobState::Failed)
     }
@@ -81,6 +90,8 @@ impl JobRow {
             vmaf_score: None,
             idempotency_key: new.idempotency_key.clone(),
             updated_at: new.updated_at,
+            retry_base: 0,
+            idempotency_fingerprint: new.idempotency_fingerprint.clone(),
         }
     }
 }
@@ -106,6 +117,7 @@ pub struct NewJob {
     pub error: Option<String>,
     pub completed_at: Option<i64>,
     pub updated_at: i64,
+    pub idempotency_fingerprint: Option<String>,
 }
 
 /// Columns a transition may change besides the status; `None` leaves a column alone.
@@ -116,6 +128,7 @@ pub struct JobChanges {
     pub node_id: Option<Option<String>>,
     pub attempt: Option<i32>,
     pub retry_count: Option<i32>,
+    pub retry_base: Option<i32>,
     pub queued_at: Option<i64>,
     pub started_at: Option<Option<i64>>,
     pub last_activity_at: Option<Option<i64>>,
@@ -286,7 +299,7 @@ where
         }
         set!(
             "UPDATE jobs SET " status: Text, ", " progress: Double, ", " node_id: Nullable<Text>, ", " attempt: Integer,
-            ", " retry_count: Integer, ", " queued_at: BigInt, ", " started_at: Nullable<BigInt>,
+            ", " retry_count: Integer, ", " retry_base: Integer, ", " queued_at: BigInt, ", " started_at: Nullable<BigInt>,
             ", " last_activity_at: Nullable<BigInt>, ", " completed_at: Nullable<BigInt>, ", " retry_at: Nullable<BigInt>,
             ", " error: Nullable<Text>, ", " failure_reason: Nullable<Text>, ", " logs: Nullable<Text>,
             ", " metrics: Nullable<Text>, ", " qoe_score: Nullable<Double>, ", " efficiency_score: Nullable<Double>,
@@ -315,7 +328,7 @@ impl JobChanges {
             ($($column:ident),*) => { $( if let Some(v) = self.$column { row.$column = v; } )* };
         }
         set!(
-            status, progress, node_id, attempt, retry_count, queued_at, started_at, last_activity_at, completed_at, retry_at,
+            status, progress, node_id, attempt, retry_count, retry_base, queued_at, started_at, last_activity_at, completed_at, retry_at,
             error, failure_reason, logs, metrics, qoe_score, efficiency_score, energy_joules, vmaf_score, updated_at
         );
     }
@@ -327,6 +340,19 @@ pub fn record_activity(conn: &mut Conn, id: &str, attempt: i32, progress: f64, a
     Ok(crate::on_backend!(conn, |c| diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt)))
         .set((jobs::progress.eq(progress), jobs::last_activity_at.eq(at), jobs::updated_at.eq(now)))
         .execute(c))?)
+}
+
+/// The newest `limit` transitions of a job (oldest first) and how many there are.
+pub fn recent_events(conn: &mut Conn, id: &str, limit: i64) -> DbResult<(Vec<EventRow>, i64)> {
+    let total: i64 = job_events::table.filter(job_events::job_id.eq(id)).count().get_result(conn)?;
+    let mut rows: Vec<EventRow> = job_events::table
+        .filter(job_events::job_id.eq(id))
+        .order(job_events::id.desc())
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(conn)?;
+    rows.reverse();
+    Ok((rows, total))
 }
 
 pub fn events(conn: &mut Conn, id: &str) -> DbResult<Vec<EventRow>> {
@@ -506,6 +532,7 @@ impl JobRow {
             metrics: self.metrics.as_deref().and_then(parse_obj),
             queue_reason: None,
             state_transitions: None,
+            state_transitions_omitted: None,
         }
     }
 
@@ -616,6 +643,8 @@ pub fn operator_retry_changes(row: &JobRow) -> JobChanges {
     JobChanges {
         node_id: Some(None),
         retry_count: Some(row.retry_count + 1),
+        // A fresh automatic budget: the operator has looked at the job.
+        retry_base: Some(row.retry_count + 1),
         queued_at: Some(now_micros()),
         started_at: Some(None),
         completed_at: Some(None),

@@ -329,6 +329,7 @@ mod tests {
             created_at: at,
             queued_at: at,
             idempotency_key: None,
+            idempotency_fingerprint: None,
             failure_reason: None,
             error: None,
             completed_at: None,

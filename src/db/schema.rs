@@ -32,6 +32,8 @@ diesel::table! {
         vmaf_score -> Nullable<Double>,
         idempotency_key -> Nullable<Text>,
         updated_at -> BigInt,
+        retry_base -> Integer,
+        idempotency_fingerprint -> Nullable<Text>,
     }
 }
 

@@ -63,6 +63,22 @@ pub fn redact_urls(text: &str) -> String {
     out
 }
 
+/// A job's parameters as operators see them (API views, not the worker's copy):
+/// stream keys hidden, stream URLs without credentials or keys.
+pub fn redact_parameters(params: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    if let Some(k) = params.get_mut("stream_key")
+        && !k.is_null()
+    {
+        *k = Value::String("***".into());
+    }
+    for key in ["rtmp_url", "output", "input"] {
+        if let Some(Value::String(u)) = params.get_mut(key) {
+            *u = redact_urls(u);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +95,13 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
         }
+    }
+
+    #[test]
+    fn parameters_lose_their_secrets() {
+        let mut p = serde_json::json!({"rtmp_url": "rtmp://u:p@h/app/key", "stream_key": "sk", "codec": "h264"}).as_object().unwrap().clone();
+        redact_parameters(&mut p);
+        assert_eq!(serde_json::Value::Object(p), serde_json::json!({"rtmp_url": "rtmp://***@h/app/***", "stream_key": "***", "codec": "h264"}));
     }
 
     #[test]

@@ -18,6 +18,10 @@ use serde::Deserialize;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// A job's most recent transitions shown by `GET /jobs/{id}` (a job retried for weeks
+/// has thousands); `state_transitions_omitted` counts the older ones.
+pub const MAX_TRANSITIONS_SHOWN: i64 = 200;
+
 /// Longest long-poll a worker may ask for.
 pub const MAX_WAIT_SECONDS: f64 = 60.0;
 
@@ -46,6 +50,19 @@ async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
         DbError::NotFound => AppError::job_not_found(raw),
         other => other.into(),
     })
+}
+
+/// A job as operators and read-only keys see it: stream keys and URL credentials are
+/// for the worker that streams (its `/jobs/next` copy is whole), not for every reader.
+fn operator_view(mut job: Job) -> Job {
+    crate::domain::redact::redact_parameters(&mut job.parameters);
+    job
+}
+
+/// A job id on a worker route: only the UUID a worker was given. A sequence number is
+/// not looked up (that would turn a worker key into a way to map numbers to ids).
+fn worker_job_id(raw: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound { code: "job_not_found", message: "worker routes take the job's UUID".into() })
 }
 
 async fn resolve_uuid(state: &AppState, raw: &str) -> AppResult<Uuid> {
@@ -95,6 +112,17 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
         Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k),
         _ => return Err(AppError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1–200 visible characters")),
     };
+    // Keys are scoped per API key (two clients choosing the same key never see each
+    // other's jobs), and bound to what they first submitted.
+    let scope = match actix_web::HttpMessage::extensions(&req).get::<super::auth::Caller>().and_then(|c| c.key) {
+        Some(d) => crate::domain::credentials::to_hex(&d)[..16].to_string(),
+        None => "open".to_string(),
+    };
+    let idem = idem.map(|k| format!("{scope}:{k}"));
+    let fingerprint = idem.as_ref().map(|_| {
+        let canonical = serde_json::json!([queue.as_str(), priority.as_str(), engine.as_str(), b.scenario, b.confidence, params, max_retries]);
+        crate::domain::credentials::to_hex(&crate::domain::credentials::digest(&canonical.to_string()))
+    });
     if let Some(url) = &spec.rtmp_url {
         check_rtmp_destination(&state, url).await?;
     }
@@ -126,16 +154,23 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
         error: reject_reason,
         completed_at: (status == JobState::Rejected).then_some(now),
         updated_at: now,
+        idempotency_fingerprint: fingerprint.clone(),
     };
     let (row, created) = state.h.db.insert_job(new).await?;
     if !created {
-        return Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(row.to_wire()));
+        if row.idempotency_fingerprint.is_some() && row.idempotency_fingerprint != fingerprint {
+            return Err(AppError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: format!("this Idempotency-Key already named job {} with a different request; use a new key", row.id),
+            });
+        }
+        return Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(operator_view(row.to_wire())));
     }
     state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine.clone() });
     if status == JobState::Pending {
         state.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
     }
-    Ok(HttpResponse::Created().json(row.to_wire()))
+    Ok(HttpResponse::Created().json(operator_view(row.to_wire())))
 }
 
 /// An RTMP job may stream only where the operator allows (`--rtmp-allow`, else the
@@ -200,7 +235,7 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
     };
     let rows = state.h.db.read(move |c| db_jobs::list(c, &filter)).await?;
     let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
-    let mut jobs: Vec<Job> = rows.iter().map(|r| r.to_wire()).collect();
+    let mut jobs: Vec<Job> = rows.iter().map(|r| operator_view(r.to_wire())).collect();
     let mut ids: Vec<String> = jobs.iter().filter_map(|j| j.node_id.clone()).collect();
     ids.sort();
     ids.dedup();
@@ -226,9 +261,10 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
         }
     }
     let key = row.id.clone();
-    let events = state.h.db.read(move |c| db_jobs::events(c, &key)).await?;
-    let mut job = row.to_wire();
+    let (events, total) = state.h.db.read(move |c| db_jobs::recent_events(c, &key, MAX_TRANSITIONS_SHOWN)).await?;
+    let mut job = operator_view(row.to_wire());
     job.state_transitions = Some(events.iter().map(|e| e.to_wire()).collect());
+    job.state_transitions_omitted = (total > events.len() as i64).then(|| total - events.len() as i64);
     if let Some(p) = live.and_then(|v| v.progress) {
         job.progress = p.percent.floor() as i64;
         job.progress_detail = Some(p);
@@ -318,7 +354,7 @@ pub async fn next_job(state: web::Data<AppState>, req: HttpRequest, q: web::Quer
 #[utoipa::path(post, path = "/jobs/{id}/progress", params(("id" = String, Path)), request_body = ProgressReport,
     responses((status = 200, body = ProgressResponse), (status = 409, body = ErrorBody)))]
 pub async fn report_progress(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<ProgressReport>) -> AppResult<HttpResponse> {
-    let uid = resolve_uuid(&state, &id).await?;
+    let uid = worker_job_id(&id)?;
     let b = body.into_inner();
     if !b.detail.percent.is_finite() {
         return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
@@ -338,7 +374,7 @@ pub async fn report_progress(state: web::Data<AppState>, req: HttpRequest, id: w
 #[utoipa::path(post, path = "/jobs/{id}/control/ack", params(("id" = String, Path)), request_body = ControlAck,
     responses((status = 200, description = "Acknowledged"), (status = 409, body = ErrorBody)))]
 pub async fn ack_control(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<ControlAck>) -> AppResult<HttpResponse> {
-    let uid = resolve_uuid(&state, &id).await?;
+    let uid = worker_job_id(&id)?;
     let b = body.into_inner();
     let ack = AcknowledgeControl { node_id: b.node_id.clone(), attempt: b.attempt, action: b.action };
     let from = FromNode { job: uid, node_id: b.node_id, token: node_token(&req), attempt_given: true, msg: ack };
@@ -378,7 +414,7 @@ pub async fn post_result(state: web::Data<AppState>, req: HttpRequest, body: web
 #[utoipa::path(post, path = "/jobs/{id}/release", params(("id" = String, Path)), request_body = LeaseRelease,
     responses((status = 200, description = "Handed back to the queue"), (status = 409, body = ErrorBody)))]
 pub async fn release_lease(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<LeaseRelease>) -> AppResult<HttpResponse> {
-    let uid = resolve_uuid(&state, &id).await?;
+    let uid = worker_job_id(&id)?;
     let b = body.into_inner();
     let release = ReturnLease { node_id: b.node_id.clone(), attempt: b.attempt };
     match state.h.scheduler.send(FromNode { job: uid, node_id: b.node_id, token: node_token(&req), attempt_given: true, msg: release }).await?? {

@@ -661,3 +661,66 @@ fn gstreamer_is_chosen_only_when_its_pipeline_can_be_built() {
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["metrics"]["engine_used"], if can_stream { "gstreamer" } else { "ffmpeg" }, "{j}");
 }
+
+#[test]
+fn idempotency_keys_are_scoped_per_api_key_and_bound_to_their_body() {
+    let m = TestMaster::start(&["--api-key", "team-a", "--api-key", "team-b"]);
+    let post = |key: &str, body: Value| call(&m.api().with_key(key), "POST", "/jobs", &[("Idempotency-Key", "nightly-42")], Some(body));
+    let (s, first) = post("team-a", json!({"scenario": "one"}));
+    assert_eq!(s, 201, "{first}");
+    let (s, again) = post("team-a", json!({"scenario": "one"}));
+    assert_eq!((s, &again["id"]), (200, &first["id"]), "a replay returns the first job");
+    let (s, v) = post("team-a", json!({"scenario": "two"}));
+    assert_eq!((s, v["error"].as_str()), (422, Some("idempotency_key_reused")), "{v}");
+    let (s, other) = post("team-b", json!({"scenario": "one"}));
+    assert_eq!(s, 201, "another key's namespace: {other}");
+    assert_ne!(other["id"], first["id"]);
+}
+
+#[test]
+fn operator_retries_get_a_fresh_automatic_budget() {
+    let m = TestMaster::start(&["--retry-backoff-ms", "10"]);
+    let api = m.api();
+    api.register("n", json!({"encoders": ["libx264"]}));
+    let id = api.submit(json!({"max_retries": 1}));
+    let fail_once = |api: &Api| {
+        let job = api.claim("n", 5.0).expect("placed");
+        let (s, v) = api.result(&job, "n", "failed", json!({"error": "transient", "failure_reason": "runtime_error"}));
+        assert_eq!(s, 200, "{v}");
+    };
+    fail_once(&api); // automatic retry 1 of 1
+    fail_once(&api); // budget spent: failed
+    assert_eq!(api.status(&id), "failed");
+    assert_eq!(api.post(&format!("/jobs/{id}/retry"), json!({})).0, 200);
+    fail_once(&api);
+    let j = api.job(&id);
+    assert_eq!(j["status"], "retrying", "the operator's retry did not use up the automatic retry: {j}");
+    // UUID-only worker routes: a sequence number there is not resolved.
+    let seq = j["sequence_number"].as_i64().unwrap();
+    let (s, v) = api.post(&format!("/jobs/{seq}/progress"), json!({"node_id": "n", "percent": 1.0}));
+    assert_eq!(s, 404, "{v}");
+    assert!(!v.to_string().contains(&id), "the error does not reveal the job's UUID: {v}");
+}
+
+#[test]
+fn long_histories_are_capped_and_stream_keys_never_stored() {
+    let m = TestMaster::start(&["--retry-backoff-ms", "1", "--rtmp-allow", "*"]);
+    let api = m.api();
+    api.register("n", json!({"encoders": ["libx264"]}));
+    let id = api.submit(json!({"max_retries": 0, "parameters": {"output_mode": "rtmp", "rtmp_url": "rtmp://user:hunter2@live.example/app", "stream_key": "sk_live_secret"}}));
+    // Each round: placed, failed, retried by the operator (three transitions).
+    for i in 0..75 {
+        let job = api.claim("n", 5.0).expect("placed");
+        let err = "[flv @ 0x1] rtmp://user:hunter2@live.example/app/sk_live_secret: Connection refused";
+        api.result(&job, "n", "failed", json!({"error": err, "logs": format!("attempt {i}: {err}"), "failure_reason": "network_error"}));
+        if i < 74 {
+            assert_eq!(api.post(&format!("/jobs/{id}/retry"), json!({})).0, 200);
+        }
+    }
+    let j = api.job(&id);
+    assert_eq!(j["state_transitions"].as_array().unwrap().len() as i64, ffrtmp::http::jobs::MAX_TRANSITIONS_SHOWN, "{}", j["status"]);
+    assert!(j["state_transitions_omitted"].as_i64().unwrap() > 0);
+    let text = format!("{j}{}", api.get(&format!("/jobs/{id}/logs")).1);
+    assert!(!text.contains("hunter2") && !text.contains("sk_live_secret"), "credentials leaked: {}", &text[..text.len().min(2000)]);
+    assert!(text.contains("rtmp://***@live.example/app/***"), "redacted, not dropped");
+}
