@@ -477,3 +477,18 @@ fn uuid_simple() -> String {
     std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A real RTMP server for one stream: `ffmpeg -listen 1` on a free loopback port,
+/// copying what it receives into `out`. Returns the process (wait on it) and the URL.
+pub fn rtmp_listener(out: &std::path::Path, path: &str) -> (Child, String) {
+    let port = free_port();
+    let url = format!("rtmp://127.0.0.1:{port}/{path}");
+    let child = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-listen", "1", "-i", &url, "-c", "copy", "-y"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("ffmpeg listener");
+    wait_until(Duration::from_secs(10), "rtmp listener", || port_listening(port));
+    (child, url)
+}

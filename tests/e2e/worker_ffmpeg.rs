@@ -181,18 +181,10 @@ fn rtmp_output_reaches_a_listener() {
     let m = TestMaster::start(&["--rtmp-allow", "127.0.0.1"]);
     let api = m.api();
     let _w = TestWorker::start(&m, &["--gst", "/nonexistent-gst"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tmpdir();
     let received = dir.path().join("received.flv");
-    let mut listener = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-listen", "1", "-i", &format!("rtmp://127.0.0.1:{port}/live/k1"), "-c", "copy", "-y"])
-        .arg(&received)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for the listener's socket.
-    wait_until(Duration::from_secs(10), "rtmp listener", || port_listening(port));
-    let id = api.submit(json!({"queue": "live", "parameters": {"output_mode": "rtmp", "rtmp_url": format!("rtmp://127.0.0.1:{port}/live/k1"),
+    let (mut listener, url) = rtmp_listener(&received, "live/k1");
+    let id = api.submit(json!({"queue": "live", "parameters": {"output_mode": "rtmp", "rtmp_url": url,
         "resolution": "160x90", "fps": 10, "duration": 2}}));
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     let st = listener.wait().unwrap();
