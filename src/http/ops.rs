@@ -31,7 +31,7 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     components(schemas(Job, JobList, SubmitJobRequest, ControlResponse, JobLogs, NextJobResponse, Node, NodeList,
         NodeRegistration, GpuInfo, Heartbeat, HeartbeatResponse, RunningJob, ProgressReport, ProgressDetail,
         ProgressResponse, ControlAction, ControlCommand, ControlCommands, ControlAck, JobResult, ResultResponse,
-        ErrorBody, StateTransition, LeaseRelease)),
+        ErrorBody, StateTransition, LeaseRelease, RegisteredNode)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
