@@ -441,3 +441,46 @@ pub struct LeaseRelease {
     pub node_id: String,
     pub attempt: i32,
 }
+
+/// `GET /api/v1/status`: queues, running jobs and nodes, as one snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusReport {
+    pub queues: QueueStatus,
+    pub running: Vec<RunningStatus>,
+    pub nodes: Vec<NodeStatus>,
+    pub generated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct QueueStatus {
+    pub total: usize,
+    /// Queued jobs per queue (live, default, batch).
+    #[schema(value_type = Object)]
+    pub by_queue: std::collections::BTreeMap<String, usize>,
+    /// Queued jobs per priority (high, medium, low).
+    #[schema(value_type = Object)]
+    pub by_priority: std::collections::BTreeMap<String, usize>,
+    pub oldest_wait_seconds: Option<f64>,
+    /// Requirement classes of queued jobs no registered node could run.
+    pub unplaceable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RunningStatus {
+    pub job_status: String,
+    pub node_id: Option<String>,
+    pub attempt: i32,
+    pub progress: Option<ProgressDetail>,
+}
+
+/// A node as the status view shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub name: String,
+    pub node_status: String,
+    pub running_jobs: Vec<String>,
+    pub max_concurrent_jobs: u32,
+    pub cpu_load_percent: f64,
+    pub last_heartbeat: String,
+}

@@ -290,6 +290,17 @@ pub struct ListNodes;
 #[rtype(result = "Option<Node>")]
 pub struct GetNode(pub String);
 
+/// What the status view shows of each node: a few fields, cheap to collect for
+/// thousands of nodes on the actors' thread.
+#[derive(Message)]
+#[rtype(result = "Vec<crate::wire::NodeStatus>")]
+pub struct ListNodeSummaries;
+
+/// Nodes by status: available, busy, draining, offline (kept current, O(1)).
+#[derive(Message)]
+#[rtype(result = "[usize; 4]")]
+pub struct GetNodeCounts;
+
 /// Names of these nodes (unknown ids are left out): what a job listing shows, without
 /// copying every node of a large farm per request.
 #[derive(Message)]

@@ -59,6 +59,9 @@ struct NodeEntry {
     /// The token before the last rotation, accepted for re-registration only: a worker
     /// whose registration reply was lost still holds it.
     previous_token: Option<Digest>,
+    /// The row's JSON columns, parsed once: listings and placement read them often.
+    gpu_capabilities: Vec<String>,
+    labels: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(PartialEq)]
@@ -94,7 +97,11 @@ fn status_slot(status: &str) -> usize {
 impl NodeEntry {
     fn new(row: NodeRow, hw: Hardware, deadline: Instant, offline: bool) -> Self {
         let token = row.token_hash.as_deref().and_then(credentials::from_hex);
+        let gpu_capabilities = serde_json::from_str(&row.gpu_capabilities).unwrap_or_default();
+        let labels = serde_json::from_str(&row.labels).unwrap_or_default();
         NodeEntry {
+            gpu_capabilities,
+            labels,
             row,
             hw,
             deadline,
@@ -129,7 +136,7 @@ impl NodeEntry {
             gpus: self.hw.gpus.iter().map(|g| GpuCaps { index: g.index, memory_total_mb: g.memory_total_bytes >> 20 }).collect(),
             has_gpu: self.row.has_gpu,
             encoders: self.hw.encoders.clone(),
-            gpu_capabilities: serde_json::from_str(&self.row.gpu_capabilities).unwrap_or_default(),
+            gpu_capabilities: self.gpu_capabilities.clone(),
             has_gstreamer: self.hw.gstreamer_version.is_some(),
             has_gstreamer_rtmp: self.hw.gstreamer_rtmp,
             max_concurrent_jobs: self.row.max_concurrent_jobs.max(1) as u32,
@@ -148,10 +155,10 @@ impl NodeEntry {
             cpu_load_percent: r.cpu_load_percent,
             has_gpu: r.has_gpu,
             gpu_type: (!r.gpu_type.is_empty()).then(|| r.gpu_type.clone()),
-            gpu_capabilities: serde_json::from_str(&r.gpu_capabilities).unwrap_or_default(),
+            gpu_capabilities: self.gpu_capabilities.clone(),
             ram_total_bytes: r.ram_total_bytes.max(0) as u64,
             ram_free_bytes: r.ram_free_bytes.max(0) as u64,
-            labels: serde_json::from_str(&r.labels).unwrap_or_default(),
+            labels: self.labels.clone(),
             status: self.status().to_string(),
             last_heartbeat: rfc3339(r.last_heartbeat),
             registered_at: rfc3339(r.registered_at),
@@ -437,6 +444,8 @@ impl Handler<RegisterNode> for NodeSupervisor {
                 res?;
                 let deadline = Instant::now() + act.lost_after();
                 let entry = act.nodes.entry(id.clone()).or_insert_with(|| NodeEntry::new(row.clone(), hw.clone(), deadline, false));
+                entry.gpu_capabilities = serde_json::from_str(&row.gpu_capabilities).unwrap_or_default();
+                entry.labels = serde_json::from_str(&row.labels).unwrap_or_default();
                 entry.row = row;
                 entry.hw = hw;
                 entry.deadline = deadline;
@@ -539,6 +548,37 @@ impl Handler<ListNodes> for NodeSupervisor {
         let mut v: Vec<Node> = self.nodes.values().map(|n| n.to_wire()).collect();
         v.sort_by(|a, b| a.registered_at.cmp(&b.registered_at).then(a.id.cmp(&b.id)));
         MessageResult(v)
+    }
+}
+
+impl Handler<ListNodeSummaries> for NodeSupervisor {
+    type Result = MessageResult<ListNodeSummaries>;
+    fn handle(&mut self, _: ListNodeSummaries, _: &mut Context<Self>) -> Self::Result {
+        let mut v: Vec<(i64, crate::wire::NodeStatus)> = self
+            .nodes
+            .values()
+            .map(|n| {
+                let s = crate::wire::NodeStatus {
+                    node_id: n.row.id.clone(),
+                    name: n.row.name.clone(),
+                    node_status: n.status().to_string(),
+                    running_jobs: n.running.iter().map(|u| u.to_string()).collect(),
+                    max_concurrent_jobs: n.row.max_concurrent_jobs.max(1) as u32,
+                    cpu_load_percent: n.row.cpu_load_percent,
+                    last_heartbeat: rfc3339(n.row.last_heartbeat),
+                };
+                (n.row.registered_at, s)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.node_id.cmp(&b.1.node_id)));
+        MessageResult(v.into_iter().map(|(_, s)| s).collect())
+    }
+}
+
+impl Handler<GetNodeCounts> for NodeSupervisor {
+    type Result = MessageResult<GetNodeCounts>;
+    fn handle(&mut self, _: GetNodeCounts, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counts)
     }
 }
 

@@ -31,7 +31,7 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     components(schemas(Job, JobList, SubmitJobRequest, ControlResponse, JobLogs, NextJobResponse, Node, NodeList,
         NodeRegistration, GpuInfo, Heartbeat, HeartbeatResponse, RunningJob, ProgressReport, ProgressDetail,
         ProgressResponse, ControlAction, ControlCommand, ControlCommands, ControlAck, JobResult, ResultResponse,
-        ErrorBody, StateTransition, LeaseRelease, RegisteredNode)),
+        ErrorBody, StateTransition, LeaseRelease, RegisteredNode, StatusReport, QueueStatus, RunningStatus, NodeStatus)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -51,57 +51,48 @@ pub async fn openapi() -> HttpResponse {
 }
 
 /// Live status snapshot: queues, running jobs with progress, nodes.
-#[utoipa::path(get, path = "/status", responses((status = 200, description = "Queues, running jobs with progress, nodes")))]
+#[utoipa::path(get, path = "/status", responses((status = 200, body = StatusReport)))]
 pub async fn status(state: web::Data<AppState>) -> AppResult<HttpResponse> {
-    use crate::actors::messages::{GetLiveView, GetSchedulerSnapshot, ListNodes};
+    use crate::actors::messages::{GetLiveView, GetSchedulerSnapshot, ListNodeSummaries};
     let snap = state.h.scheduler.send(GetSchedulerSnapshot).await?;
-    let nodes = state.h.nodes.send(ListNodes).await?;
+    let nodes = state.h.nodes.send(ListNodeSummaries).await?;
     let mut running = Vec::new();
     for a in &snap.live {
         if let Ok(v) = a.send(GetLiveView).await
-            && v.state.is_leased() {
-                running.push(serde_json::json!({
-                    "job_status": v.state.as_str(),
-                    "node_id": v.node_id,
-                    "attempt": v.attempt,
-                    "progress": v.progress,
-                }));
-            }
+            && v.state.is_leased()
+        {
+            running.push(RunningStatus { job_status: v.state.as_str().into(), node_id: v.node_id, attempt: v.attempt, progress: v.progress });
+        }
     }
-    let mut by_queue = serde_json::Map::new();
-    let mut by_priority = serde_json::Map::new();
-    let mut total = 0usize;
+    let mut queues = QueueStatus {
+        total: 0,
+        by_queue: Default::default(),
+        by_priority: Default::default(),
+        oldest_wait_seconds: snap.oldest_wait_seconds,
+        unplaceable: snap.unplaceable,
+    };
     for (q, p, n) in &snap.queued {
-        total += n;
-        *by_queue.entry(q.as_str()).or_insert(0.into()) = (by_queue.get(q.as_str()).and_then(|v| v.as_u64()).unwrap_or(0) + *n as u64).into();
-        *by_priority.entry(p.as_str()).or_insert(0.into()) = (by_priority.get(p.as_str()).and_then(|v| v.as_u64()).unwrap_or(0) + *n as u64).into();
+        queues.total += n;
+        *queues.by_queue.entry(q.as_str().into()).or_default() += n;
+        *queues.by_priority.entry(p.as_str().into()).or_default() += n;
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "queues": { "total": total, "by_queue": by_queue, "by_priority": by_priority,
-                    "oldest_wait_seconds": snap.oldest_wait_seconds, "unplaceable": snap.unplaceable },
-        "running": running,
-        "nodes": nodes.iter().map(|n| serde_json::json!({
-            "node_id": n.id, "name": n.name, "node_status": n.status, "running_jobs": n.running_jobs,
-            "max_concurrent_jobs": n.max_concurrent_jobs, "cpu_load_percent": n.cpu_load_percent, "last_heartbeat": n.last_heartbeat,
-        })).collect::<Vec<_>>(),
-        "generated_at": chrono::Utc::now().to_rfc3339(),
-    })))
+    Ok(HttpResponse::Ok().json(StatusReport { queues, running, nodes, generated_at: chrono::Utc::now().to_rfc3339() }))
 }
 
 /// Health score 0–100 with the factors that lowered it.
 #[utoipa::path(get, path = "/health/score", responses((status = 200, description = "Score, status and factors")))]
 pub async fn health_score(state: web::Data<AppState>) -> AppResult<HttpResponse> {
-    use crate::actors::messages::{GetRecentOutcomes, GetSchedulerSnapshot, ListNodes};
+    use crate::actors::messages::{GetNodeCounts, GetRecentOutcomes, GetSchedulerSnapshot};
     use crate::domain::health::{HealthInputs, score};
     let snap = state.h.scheduler.send(GetSchedulerSnapshot).await?;
-    let nodes = state.h.nodes.send(ListNodes).await?;
+    let [available, busy, draining, offline] = state.h.nodes.send(GetNodeCounts).await?;
     let (ok, failed) = state.h.metrics.send(GetRecentOutcomes).await?;
     let database_ok = state.h.db.read(crate::db::ping).await.is_ok();
     let inputs = HealthInputs {
         database_ok,
-        nodes_online: nodes.iter().filter(|n| n.status != "offline").count(),
-        nodes_offline: nodes.iter().filter(|n| n.status == "offline").count(),
-        nodes_total: nodes.len(),
+        nodes_online: available + busy + draining,
+        nodes_offline: offline,
+        nodes_total: available + busy + draining + offline,
         queued: snap.queued.iter().map(|(_, _, n)| n).sum(),
         unplaceable_classes: snap.unplaceable.len(),
         oldest_wait_seconds: snap.oldest_wait_seconds,
