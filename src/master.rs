@@ -269,18 +269,8 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let running = start(&args).await?;
     println!("ffrtmp master listening on {} (metrics: {})", running.api_url(), running.metrics_url());
     std::io::stdout().flush().ok();
-    wait_for_shutdown_signal().await;
+    crate::os::wait_for_shutdown_signal().await;
     log::info!("shutting down: finishing in-flight requests");
     running.stop().await;
     Ok(())
-}
-
-pub async fn wait_for_shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
 }

@@ -18,3 +18,14 @@ pub fn raise_open_file_limit() -> u64 {
         Err(_) => 0,
     }
 }
+
+/// Resolve at the first SIGTERM or SIGINT (master and worker shut down gracefully).
+pub async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

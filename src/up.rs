@@ -70,7 +70,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     println!("  Database:       {}", db.display());
     let code = if args.demo {
         let settings = Settings { master: url.clone(), api_key: None, output: OutputFormat::Table, ca_cert: None };
-        let c = crate::worker::client::MasterClient::new(&url, None);
+        let c = crate::api_client::MasterClient::new(&url, None);
         let job: Job = c.post("/jobs", &demo_job()).await.map_err(|e| anyhow::anyhow!("submitting the demo job failed: {e}"))?;
         println!("Submitted demo job #{} ({}): 8 s of 720p30 test pattern → H.264", job.sequence_number, job.id);
         let code = client::follow(&settings, &c, &job.id).await.map_err(|e| anyhow::anyhow!(e.0))?;
@@ -81,7 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
         code
     } else {
         println!("Press Ctrl-C to stop.");
-        master::wait_for_shutdown_signal().await;
+        crate::os::wait_for_shutdown_signal().await;
         0
     };
     worker.drain(Duration::from_secs(if args.demo { 5 } else { 60 })).await;

@@ -134,7 +134,11 @@ pub struct JobList {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NextJobResponse {
+    /// The first of `jobs` (what a seed agent, which takes one at a time, reads).
     pub job: Option<Job>,
+    /// Every job placed on the node by this request (up to `max`).
+    #[serde(default)]
+    pub jobs: Vec<Job>,
 }
 
 /// Reply to pause/resume/cancel/retry.

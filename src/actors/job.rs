@@ -12,7 +12,7 @@ use super::node_supervisor::NodeSupervisor;
 use super::scheduler::SchedulerActor;
 use crate::db::jobs::{self as db_jobs, JobChanges, JobRow};
 use crate::db::now_micros;
-use crate::domain::params::{JobSpec, parse_job_spec};
+use crate::domain::params::parse_job_spec;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use crate::error::{AppError, AppResult};
@@ -61,15 +61,6 @@ pub fn backoff(policy: &JobPolicy, retry: i32) -> Duration {
     capped.mul_f64(0.75 + fastrand::f64() * 0.5)
 }
 
-/// Wall-clock limit of one attempt: the job's own, else 3 × duration + 60 s, else 6 h.
-pub fn attempt_timeout(spec: Option<&JobSpec>) -> Duration {
-    match spec {
-        Some(JobSpec { timeout_seconds: Some(t), .. }) => Duration::from_secs(*t),
-        Some(JobSpec { duration_seconds: Some(d), .. }) => Duration::from_secs_f64(d * 3.0 + 60.0),
-        _ => Duration::from_secs(6 * 3600),
-    }
-}
-
 pub struct JobActor {
     id: Uuid,
     row: JobRow,
@@ -106,7 +97,7 @@ impl JobActor {
     ) -> Self {
         let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.parameters).unwrap_or_default();
         let spec = parse_job_spec(&params, &row.engine).ok();
-        let timeout = attempt_timeout(spec.as_ref()) + policy.timeout_grace;
+        let timeout = crate::domain::params::attempt_timeout(spec.as_ref()) + policy.timeout_grace;
         let running = row.state() == JobState::Processing;
         let placed_attempt = row.attempt;
         JobActor {

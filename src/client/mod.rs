@@ -8,7 +8,7 @@
 
 mod render;
 
-use crate::worker::client::{ClientError, MasterClient};
+use crate::api_client::{ClientError, MasterClient};
 use crate::wire::*;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;

@@ -481,6 +481,17 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
     })
 }
 
+/// Wall-clock limit of one attempt: the job's own, else 3 × duration + 60 s, else 6 h.
+/// The worker enforces it; the master's JobActor adds a grace period on top.
+pub fn attempt_timeout(spec: Option<&JobSpec>) -> std::time::Duration {
+    use std::time::Duration;
+    match spec {
+        Some(JobSpec { timeout_seconds: Some(t), .. }) => Duration::from_secs(*t),
+        Some(JobSpec { duration_seconds: Some(d), .. }) => Duration::from_secs_f64(d * 3.0 + 60.0),
+        _ => Duration::from_secs(6 * 3600),
+    }
+}
+
 impl JobSpec {
     /// Cores the encode may use on a node with `cpus` of them (`max_cpu_percent`).
     pub fn cpu_cap(&self, cpus: usize) -> Option<usize> {

@@ -347,8 +347,7 @@ pub async fn next_job(state: web::Data<AppState>, req: HttpRequest, q: web::Quer
     if jobs.is_empty() {
         state.h.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("no_jobs")));
     }
-    let first = jobs.first().cloned();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "job": first, "jobs": jobs })))
+    Ok(HttpResponse::Ok().json(NextJobResponse { job: jobs.first().cloned(), jobs }))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/progress", params(("id" = String, Path)), request_body = ProgressReport,

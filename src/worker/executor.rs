@@ -2,7 +2,7 @@
 //! stall watchdog and control, coalesced progress reports, a classified result, QoE
 //! and energy figures, and the output moved into place only once the master accepts.
 
-use super::client::ClientError;
+use crate::api_client::ClientError;
 use super::process::EncoderProcess;
 use super::{WorkerConfig, WorkerShared};
 use crate::domain::argv::{self, InputSource, OutputTarget};
@@ -159,7 +159,7 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     let mut last_out_time: Option<i64> = None;
     let in_flight = Rc::new(RefCell::new(false));
     let mut clock = Clock { run: Duration::ZERO, since: Some(Instant::now()) };
-    let timeout = crate::actors::job::attempt_timeout(Some(&spec));
+    let timeout = crate::domain::params::attempt_timeout(Some(&spec));
     let mut paused = false;
     let mut kill_at: Option<Instant> = None;
     let mut ending: Option<Ending> = None;

@@ -6,7 +6,6 @@
 //! for control commands, and runs each job through [`executor`]. Everything runs on
 //! one actix thread (the HTTP client is not `Send`); shared state is single-threaded.
 
-pub mod client;
 pub mod executor;
 pub mod hardware;
 pub mod metrics;
@@ -17,7 +16,7 @@ mod recovery;
 
 use crate::wire::*;
 use clap::Args;
-use client::{ClientError, MasterClient};
+use crate::api_client::{self as client, ClientError, MasterClient};
 use executor::JobCommand;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -424,7 +423,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     println!("ffrtmp worker {} running (metrics: http://{}/metrics)", h.shared.node_id, h.metrics_addr);
     use std::io::Write;
     std::io::stdout().flush().ok();
-    crate::master::wait_for_shutdown_signal().await;
+    crate::os::wait_for_shutdown_signal().await;
     log::info!("draining: no new jobs, waiting up to {drain:?} for {} running", h.running());
     h.drain(drain).await;
     Ok(())

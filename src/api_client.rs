@@ -1,5 +1,5 @@
-//! The worker's client of the master API (awc; it lives on the worker's actix thread
-//! because `awc::Client` is not `Send`).
+//! The one typed HTTP client of the master API, used by the worker and the CLI (awc;
+//! it lives on its caller's actix thread because `awc::Client` is not `Send`).
 
 use crate::wire::*;
 use serde::Serialize;
@@ -145,9 +145,8 @@ impl MasterClient {
     }
 
     pub async fn next_jobs(&self, node_id: &str, wait: f64, max: u32) -> Result<Vec<Job>, ClientError> {
-        let v: serde_json::Value = self.get(&format!("/jobs/next?node_id={node_id}&wait={wait}&max={max}")).await?;
-        let jobs = v.get("jobs").cloned().unwrap_or_else(|| serde_json::Value::Array(vec![]));
-        serde_json::from_value(jobs).map_err(|e| ClientError::Decode(e.to_string()))
+        let r: NextJobResponse = self.get(&format!("/jobs/next?node_id={node_id}&wait={wait}&max={max}")).await?;
+        Ok(r.jobs)
     }
 
     pub async fn control(&self, node_id: &str, wait: f64) -> Result<ControlCommands, ClientError> {
