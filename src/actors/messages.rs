@@ -81,7 +81,30 @@ pub struct MetricRecorded(pub MetricEvent);
 #[rtype(result = "String")]
 pub struct RenderMetrics;
 
+/// Retention removed terminal jobs: they leave the current-state gauges (never the
+/// all-time counters).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsForgotten(pub Vec<(JobState, i64)>);
+
 // ----- scheduler ----------------------------------------------------------------
+
+/// Give the scheduler its node supervisor (they reference each other).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectNodeSupervisor(pub Addr<super::node_supervisor::NodeSupervisor>);
+
+/// Start JobActors for jobs that were live when the master stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptLiveJobs(pub Vec<crate::db::jobs::JobRow>);
+
+/// Could any registered node ever run a job with these requirements?
+/// None when no node is registered at all.
+#[derive(Message)]
+#[rtype(result = "Option<bool>")]
+pub struct CheckPlaceable(pub Requirements);
+
 
 /// A runnable job as the index holds it.
 #[derive(Debug, Clone)]
@@ -245,6 +268,12 @@ pub struct NodeJobsChanged {
 }
 
 // ----- node supervisor ------------------------------------------------------------
+
+/// Load nodes from the database at start-up; each gets a fresh deadline (grace period).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptNodes(pub Vec<crate::db::nodes::NodeRow>);
+
 
 /// Register (or re-register) a node. `token`: the node token the request presented.
 #[derive(Message)]

@@ -5,7 +5,7 @@
 //! stored jobs. Every known label value is created at zero at start-up, so no series
 //! appears late or vanishes, and ratios such as the success rate never go empty.
 
-use super::messages::{JobStateChanged, MetricEvent, MetricRecorded, RenderMetrics};
+use super::messages::{JobStateChanged, JobsForgotten, MetricEvent, MetricRecorded, RenderMetrics};
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use actix::prelude::*;
@@ -248,12 +248,6 @@ impl Handler<JobStateChanged> for MetricsActor {
         self.refresh_job_gauges();
     }
 }
-
-/// Retention removed terminal jobs: they leave the current-state gauges (never the
-/// all-time counters).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct JobsForgotten(pub Vec<(JobState, i64)>);
 
 impl Handler<JobsForgotten> for MetricsActor {
     type Result = ();

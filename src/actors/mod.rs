@@ -28,10 +28,10 @@ use actix::prelude::*;
 use db_executor::{Db, DbExecutor};
 use group_commit::GroupCommit;
 use job::JobPolicy;
-use messages::JobsQueued;
+use messages::{AdoptLiveJobs, AdoptNodes, ConnectNodeSupervisor, JobsQueued};
 use metrics::MetricsActor;
-use node_supervisor::{AdoptNodes, NodeSupervisor};
-use scheduler::{AdoptLiveJobs, ConnectNodeSupervisor, SchedulerActor, queued_job_from_row};
+use node_supervisor::NodeSupervisor;
+use scheduler::{SchedulerActor, queued_job_from_row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,7 +149,7 @@ pub async fn run_retention(handles: MasterHandles, retention: Duration, every: D
                         }
                     }
                     log::info!("retention removed {} finished jobs", by.values().sum::<i64>());
-                    handles.metrics.do_send(metrics::JobsForgotten(by.into_iter().collect()));
+                    handles.metrics.do_send(messages::JobsForgotten(by.into_iter().collect()));
                 }
                 Err(e) => {
                     log::warn!("retention cleanup failed: {e}");

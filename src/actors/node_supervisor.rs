@@ -187,11 +187,6 @@ pub struct NodeSupervisor {
     require_tokens: bool,
 }
 
-/// Load nodes from the database at start-up; each gets a fresh deadline (grace period).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AdoptNodes(pub Vec<NodeRow>);
-
 fn valid_node_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }

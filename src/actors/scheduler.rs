@@ -119,22 +119,6 @@ pub struct SchedulerActor {
     claiming_polls: HashMap<u64, bool>,
 }
 
-/// Give the scheduler its node supervisor (they reference each other).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnectNodeSupervisor(pub Addr<NodeSupervisor>);
-
-/// Start JobActors for jobs that were live when the master stopped.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AdoptLiveJobs(pub Vec<JobRow>);
-
-/// Could any registered node ever run a job with these requirements?
-/// None when no node is registered at all.
-#[derive(Message)]
-#[rtype(result = "Option<bool>")]
-pub struct CheckPlaceable(pub Requirements);
-
 /// Parked `/jobs/next` polls allowed at once, unless configured otherwise.
 pub const DEFAULT_MAX_PARKED_POLLS: usize = 20_000;
 

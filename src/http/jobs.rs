@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::actors::messages::*;
-use crate::actors::scheduler::{CheckPlaceable, queued_job_from_row};
+use crate::actors::scheduler::queued_job_from_row;
 use crate::db::jobs::{self as db_jobs, JobFilter, JobRow, NewJob};
 use crate::db::{DbError, now_micros};
 use crate::domain::limits;
