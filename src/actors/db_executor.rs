@@ -69,7 +69,7 @@ impl Handler<CommitBatch> for DbExecutor {
             match op {
                 WriteOp::Apply(f) => applies.push(f),
                 WriteOp::InsertJob(job, reply) => {
-                    new_jobs.push(job);
+                    new_jobs.push(*job);
                     new_job_replies.push(reply);
                 }
             }
@@ -149,7 +149,7 @@ impl Db {
         let op: super::messages::WriteFn = Box::new(move |conn: &mut Conn| {
             let result = f(conn);
             let spoils = matches!(&result, Err(e) if !matches!(e, DbError::Conflict(_) | DbError::NotFound));
-            let finish: Box<dyn FnOnce(Option<&DbError>) + Send> = Box::new(move |commit_error: Option<&DbError>| {
+            let finish: super::messages::AnswerFn = Box::new(move |commit_error: Option<&DbError>| {
                 let answer = match (commit_error, result) {
                     // A logical refusal is the caller's answer even if the batch failed.
                     (_, Err(e @ (DbError::Conflict(_) | DbError::NotFound))) => Err(e),
@@ -172,7 +172,7 @@ impl Db {
             return self.write(move |c| db::jobs::insert(c, &new)).await;
         }
         let (tx, rx) = oneshot::channel();
-        self.writer.do_send(SubmitWrite(WriteOp::InsertJob(new, tx)));
+        self.writer.do_send(SubmitWrite(WriteOp::InsertJob(Box::new(new), tx)));
         let row = rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))?;
         Ok((row, true))
     }

@@ -19,7 +19,10 @@ use uuid::Uuid;
 /// Runs inside the group's write transaction. Returns whether it failed in a way that
 /// spoils the transaction (anything but a logical refusal), and the closure that answers
 /// the caller once COMMIT (or the rollback) is done.
-pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> (bool, Box<dyn FnOnce(Option<&DbError>) + Send>) + Send>;
+pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> (bool, AnswerFn) + Send>;
+
+/// Answers a write's caller once its batch committed (or rolled back: the error).
+pub type AnswerFn = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
 pub enum WriteOp {
     /// Any write; a batch runs these in arrival order.
@@ -27,7 +30,7 @@ pub enum WriteOp {
     /// A new job without an idempotency key: the executor stores all of a batch's new
     /// jobs with one multi-row INSERT (and one for their events) before the other
     /// writes, instead of two statements per job — on PostgreSQL each is a round trip.
-    InsertJob(crate::db::jobs::NewJob, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
+    InsertJob(Box<crate::db::jobs::NewJob>, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
 }
 
 /// Queue one write for the next group commit.

@@ -100,6 +100,8 @@ pub fn resolve(g: &GlobalOpts) -> Result<Settings, String> {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the submit variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 pub enum JobsCommand {
     /// Submit a job.
     Submit(SubmitArgs),

@@ -86,7 +86,8 @@ mod tests {
     fn token_checks() {
         let t = new_token();
         let d = digest(&t);
-        let cases: Vec<(Option<&Digest>, Option<&str>, bool, Result<(), TokenRefusal>)> = vec![
+        type Case<'a> = (Option<&'a Digest>, Option<&'a str>, bool, Result<(), TokenRefusal>);
+        let cases: Vec<Case> = vec![
             (Some(&d), Some(t.as_str()), false, Ok(())),
             (Some(&d), Some(t.as_str()), true, Ok(())),
             (Some(&d), None, false, Err(TokenRefusal::Invalid)),

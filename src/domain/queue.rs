@@ -82,7 +82,7 @@ pub fn base_level(q: QueueName, p: Priority) -> u8 {
 
 /// The effective level after `waited_ms` of waiting.
 pub fn effective_level(base: u8, waited_ms: u64, aging_step_ms: u64) -> u8 {
-    let bonus = if aging_step_ms == 0 { 0 } else { waited_ms / aging_step_ms };
+    let bonus = waited_ms.checked_div(aging_step_ms).unwrap_or(0);
     (base as u64 + bonus).min(TOP_LEVEL as u64) as u8
 }
 

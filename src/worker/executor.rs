@@ -198,14 +198,14 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
                         proc.pause();
                         paused = true;
                         clock.stop();
-                        let _ = acknowledge(&shared, &job, ControlAction::Pause);
+                        drop(acknowledge(&shared, &job, ControlAction::Pause));
                     }
                     Some(JobCommand::Control(ControlAction::Resume | ControlAction::Run)) if paused => {
                         proc.resume();
                         paused = false;
                         clock.start();
                         last_advance = Instant::now();
-                        let _ = acknowledge(&shared, &job, ControlAction::Resume);
+                        drop(acknowledge(&shared, &job, ControlAction::Resume));
                     }
                     Some(JobCommand::Control(ControlAction::Cancel)) if kill_at.is_none() => {
                         proc.terminate();
@@ -381,7 +381,7 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
                     break Ending::Canceled;
                 }
                 Some(JobCommand::Control(a @ (ControlAction::Pause | ControlAction::Resume))) => {
-                    let _ = acknowledge(&shared, &job, a);
+                    drop(acknowledge(&shared, &job, a));
                 }
                 Some(JobCommand::Stale) => break Ending::Discarded,
                 Some(JobCommand::Abandon) => {

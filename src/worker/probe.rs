@@ -72,8 +72,8 @@ async fn has_elements(inspect: &str, elements: &[&str]) -> bool {
 }
 
 pub async fn probe(ffmpeg: &str, gst: &str) -> Probe {
-    let mut p = Probe::default();
-    p.ffmpeg_version = output(ffmpeg, &["-hide_banner", "-version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+    let ffmpeg_version = output(ffmpeg, &["-hide_banner", "-version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+    let mut p = Probe { ffmpeg_version, ..Probe::default() };
     let gst_version = output(gst, &["--version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
     if gst_version.is_some() {
         let inspect = inspect_of(gst);
