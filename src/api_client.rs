@@ -96,7 +96,14 @@ impl MasterClient {
         r
     }
 
-    async fn finish<T: DeserializeOwned>(res: Result<awc::ClientResponse<impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin>, awc::error::SendRequestError>) -> Result<T, ClientError> {
+    async fn finish<T: DeserializeOwned>(
+        res: Result<
+            awc::ClientResponse<
+                impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+            >,
+            awc::error::SendRequestError,
+        >,
+    ) -> Result<T, ClientError> {
         let mut resp = res.map_err(|e| ClientError::Transport(e.to_string()))?;
         let body = resp.body().limit(16 << 20).await.map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
@@ -124,7 +131,12 @@ impl MasterClient {
     }
 
     /// POST with extra headers (e.g. Idempotency-Key); returns the status too.
-    pub async fn post_with<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B, headers: &[(&str, String)]) -> Result<T, ClientError> {
+    pub async fn post_with<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        headers: &[(&str, String)],
+    ) -> Result<T, ClientError> {
         let mut r = self.req(awc::http::Method::POST, path);
         for (k, v) in headers {
             r = r.insert_header((*k, v.as_str()));

@@ -46,9 +46,10 @@ pub fn references(text: &str) -> Vec<String> {
 fn family_of(name: &str, exported: &BTreeSet<String>) -> String {
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = name.strip_suffix(suffix)
-            && exported.contains(base) {
-                return base.to_string();
-            }
+            && exported.contains(base)
+        {
+            return base.to_string();
+        }
     }
     name.to_string()
 }
@@ -94,7 +95,8 @@ pub fn audit(args: &AuditArgs) -> Result<Report, String> {
     let mut files_read = 0;
     for f in files(&args.dashboards, &["json"])? {
         let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", f.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", f.display()))?;
         let mut exprs = Vec::new();
         collect_exprs(&v, &mut exprs);
         for e in exprs {
@@ -161,9 +163,19 @@ mod tests {
     #[test]
     fn extracts_references() {
         let e = r#"100 * sum(ffrtmp_jobs_total{state="completed"}) / ffrtmp:job_success_ratio:all_time + rate(x[5m]) or ffrtmp_http_request_duration_seconds_bucket"#;
-        assert_eq!(references(e), vec!["ffrtmp_jobs_total", "ffrtmp:job_success_ratio:all_time", "ffrtmp_http_request_duration_seconds_bucket"]);
+        assert_eq!(
+            references(e),
+            vec![
+                "ffrtmp_jobs_total",
+                "ffrtmp:job_success_ratio:all_time",
+                "ffrtmp_http_request_duration_seconds_bucket"
+            ]
+        );
         let exported = exported_families();
-        assert_eq!(family_of("ffrtmp_http_request_duration_seconds_bucket", &exported), "ffrtmp_http_request_duration_seconds");
+        assert_eq!(
+            family_of("ffrtmp_http_request_duration_seconds_bucket", &exported),
+            "ffrtmp_http_request_duration_seconds"
+        );
         assert!(exported.contains("ffrtmp_worker_gpu_temperature_celsius"), "label-less vecs are listed too");
         assert!(exported.contains("ffrtmp_jobs_total"));
     }

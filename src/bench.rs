@@ -55,7 +55,11 @@ impl Store {
         Ok(match self {
             Store::Sqlite => db::DatabaseUrl::Sqlite(tmp.join(format!("{name}.db"))),
             Store::Postgres(admin) => {
-                let n = format!("ffrtmp_bench_{}_{}", name.replace('-', "_"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                let n = format!(
+                    "ffrtmp_bench_{}_{}",
+                    name.replace('-', "_"),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
                 db::DatabaseUrl::Postgres(db::create_postgres_database(admin, &n)?)
             }
         })
@@ -83,7 +87,15 @@ struct Report {
 }
 
 impl Report {
-    fn add(&mut self, id: &'static str, name: impl Into<String>, value: f64, unit: &'static str, target: Option<(&str, f64)>, detail: Value) {
+    fn add(
+        &mut self,
+        id: &'static str,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        target: Option<(&str, f64)>,
+        detail: Value,
+    ) {
         let (target_s, pass) = match target {
             Some((op, t)) => {
                 let ok = match op {
@@ -115,7 +127,8 @@ impl Drop for Proc {
 
 fn spawn(args: &[&str], ready_prefix: &str) -> anyhow::Result<Proc> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe).args(args).env("RUST_LOG", "error").stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut child =
+        Command::new(exe).args(args).env("RUST_LOG", "error").stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     let prefix = ready_prefix.to_string();
@@ -144,7 +157,8 @@ fn master_on(database: &db::DatabaseUrl, extra: &[&str]) -> anyhow::Result<Maste
         db::DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
         db::DatabaseUrl::Postgres(u) => u.clone(),
     };
-    let mut args = vec!["master", "--port", "0", "--metrics-port", "0", "--database-url", &url, "--retention-days", "0"];
+    let mut args =
+        vec!["master", "--port", "0", "--metrics-port", "0", "--database-url", &url, "--retention-days", "0"];
     args.extend_from_slice(extra);
     let proc = spawn(&args, "ffrtmp master listening on ")?;
     let url = proc.line.split_whitespace().nth(4).unwrap_or_default().to_string();
@@ -153,7 +167,8 @@ fn master_on(database: &db::DatabaseUrl, extra: &[&str]) -> anyhow::Result<Maste
 
 fn worker(url: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     let d = dir.to_string_lossy().to_string();
-    let mut args = vec!["worker", "--master", url, "--work-dir", &d, "--metrics-port", "0", "--metrics-bind", "127.0.0.1"];
+    let mut args =
+        vec!["worker", "--master", url, "--work-dir", &d, "--metrics-port", "0", "--metrics-bind", "127.0.0.1"];
     args.extend_from_slice(extra);
     spawn(&args, "ffrtmp worker ")
 }
@@ -161,7 +176,9 @@ fn worker(url: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
 fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024
 }
@@ -180,10 +197,7 @@ fn ms_stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 fn http() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .connector(awc::Connector::new().limit(512))
-        .finish()
+    awc::Client::builder().timeout(Duration::from_secs(120)).connector(awc::Connector::new().limit(512)).finish()
 }
 
 async fn post(c: &awc::Client, url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
@@ -264,7 +278,13 @@ async fn submit_many(c: &awc::Client, base: &str, n: usize, clients: usize) -> a
     Ok(())
 }
 
-async fn wait_metric(c: &awc::Client, base: &str, name: &str, at_least: f64, timeout: Duration) -> anyhow::Result<Duration> {
+async fn wait_metric(
+    c: &awc::Client,
+    base: &str,
+    name: &str,
+    at_least: f64,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if metric(c, base, name).await >= at_least {
@@ -291,8 +311,22 @@ async fn p1(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
         let (p50, p99, _) = ms_stats(lat);
         let rate = n as f64 / secs;
         let t = (clients == 64).then_some((">=", 10_000.0));
-        r.add("P1", format!("[{b}] durable submits/s, {clients} clients"), rate, "jobs/s", t, json!({"p50_ms": p50, "p99_ms": p99, "jobs": n}));
-        r.add("P1", format!("[{b}] submit p99 latency, {clients} clients"), p99, "ms", (clients == 64).then_some(("<=", 20.0)), json!({"p50_ms": p50}));
+        r.add(
+            "P1",
+            format!("[{b}] durable submits/s, {clients} clients"),
+            rate,
+            "jobs/s",
+            t,
+            json!({"p50_ms": p50, "p99_ms": p99, "jobs": n}),
+        );
+        r.add(
+            "P1",
+            format!("[{b}] submit p99 latency, {clients} clients"),
+            p99,
+            "ms",
+            (clients == 64).then_some(("<=", 20.0)),
+            json!({"p50_ms": p50}),
+        );
         drop(m);
     }
     Ok(())
@@ -310,7 +344,11 @@ async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
         submit_many(&c, &m.url, n, 64).await?;
         let mut ws = Vec::new();
         for i in 0..2 {
-            ws.push(worker(&m.url, &tmp.join(format!("p2-{n}-w{i}")), &["--executor", "noop", "--max-concurrent-jobs", "64"])?);
+            ws.push(worker(
+                &m.url,
+                &tmp.join(format!("p2-{n}-w{i}")),
+                &["--executor", "noop", "--max-concurrent-jobs", "64"],
+            )?);
         }
         // The clock starts at the first placement, so worker start-up is not counted.
         wait_metric(&c, &m.url, "ffrtmp_jobs_total{state=\"completed\"}", n as f64, Duration::from_secs(1800)).await?;
@@ -325,10 +363,24 @@ async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
         };
         let rate = n as f64 / secs;
         rates.push(rate);
-        r.add("P2", format!("[{b}] dispatch jobs/s, {n} queued, 2 no-op workers"), rate, "jobs/s", Some((">=", 8_000.0)), json!({"seconds": secs}));
+        r.add(
+            "P2",
+            format!("[{b}] dispatch jobs/s, {n} queued, 2 no-op workers"),
+            rate,
+            "jobs/s",
+            Some((">=", 8_000.0)),
+            json!({"seconds": secs}),
+        );
     }
     if rates.len() == 2 {
-        r.add("P2", format!("[{b}] dispatch rate 100k vs 1k queued"), rates[1] / rates[0], "ratio", Some((">=", 0.9)), json!({}));
+        r.add(
+            "P2",
+            format!("[{b}] dispatch rate 100k vs 1k queued"),
+            rates[1] / rates[0],
+            "ratio",
+            Some((">=", 0.9)),
+            json!({}),
+        );
     }
     Ok(())
 }
@@ -341,14 +393,25 @@ async fn p3(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
     let c = http();
     // Two idle workers, one parked poll each (a node holds at most one).
     for node in ["p3a", "p3b"] {
-        post(&c, &format!("{}/nodes/register", m.url), &json!({"node_id": node, "encoders": ["libx264"], "max_concurrent_jobs": 1024})).await?;
+        post(
+            &c,
+            &format!("{}/nodes/register", m.url),
+            &json!({"node_id": node, "encoders": ["libx264"], "max_concurrent_jobs": 1024}),
+        )
+        .await?;
     }
     let sent: Rc<RefCell<std::collections::HashMap<String, Instant>>> = Rc::default();
     let lat: Rc<RefCell<Vec<f64>>> = Rc::default();
     let done = Rc::new(RefCell::new(false));
     let mut pollers = Vec::new();
     for node in ["p3a", "p3b"] {
-        let (c, url, sent, lat, done) = (c.clone(), format!("{}/jobs/next?node_id={node}&wait=5&max=64", m.url), sent.clone(), lat.clone(), done.clone());
+        let (c, url, sent, lat, done) = (
+            c.clone(),
+            format!("{}/jobs/next?node_id={node}&wait=5&max=64", m.url),
+            sent.clone(),
+            lat.clone(),
+            done.clone(),
+        );
         pollers.push(actix_rt::spawn(async move {
             while !*done.borrow() {
                 if let Ok((200, v)) = get(&c, &url).await {
@@ -375,7 +438,14 @@ async fn p3(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
     }
     *done.borrow_mut() = true;
     let (p50, p99, max) = ms_stats(lat.borrow().clone());
-    r.add("P3", format!("[{b}] submit→assign p99, {n} jobs at 200/s"), p99, "ms", Some(("<=", 5.0)), json!({"p50_ms": p50, "max_ms": max, "samples": lat.borrow().len()}));
+    r.add(
+        "P3",
+        format!("[{b}] submit→assign p99, {n} jobs at 200/s"),
+        p99,
+        "ms",
+        Some(("<=", 5.0)),
+        json!({"p50_ms": p50, "max_ms": max, "samples": lat.borrow().len()}),
+    );
     Ok(())
 }
 
@@ -434,7 +504,11 @@ async fn p4_p5(r: &mut Report, tmp: &Path, store: &Store, run_p4: bool, run_p5: 
     let c = http();
     let b = store.label();
     if run_p4 {
-        let sizes: &[(usize, usize)] = if r.quick { &[(2_000, 200), (20_000, 2_000)] } else { &[(10_000, 1_000), (100_000, 10_000), (1_000_000, 100_000)] };
+        let sizes: &[(usize, usize)] = if r.quick {
+            &[(2_000, 200), (20_000, 2_000)]
+        } else {
+            &[(10_000, 1_000), (100_000, 10_000), (1_000_000, 100_000)]
+        };
         // All stores are served at once and sampled round-robin, so machine noise falls
         // on every size alike and the ratio compares the stores, not the moments.
         let mut masters = Vec::new();
@@ -465,10 +539,24 @@ async fn p4_p5(r: &mut Report, tmp: &Path, store: &Store, run_p4: bool, run_p5: 
         for ((&(total, queued), lat), size) in sizes.iter().zip(lat).zip(size) {
             let (p50, p99, _) = ms_stats(lat);
             p99s.push(p99);
-            r.add("P4", format!("[{b}] GET /metrics p99, {total} jobs stored ({queued} queued)"), p99, "ms", Some(("<=", 25.0)), json!({"p50_ms": p50, "bytes": size}));
+            r.add(
+                "P4",
+                format!("[{b}] GET /metrics p99, {total} jobs stored ({queued} queued)"),
+                p99,
+                "ms",
+                Some(("<=", 25.0)),
+                json!({"p50_ms": p50, "bytes": size}),
+            );
         }
         let spread = p99s.iter().cloned().fold(f64::MIN, f64::max) / p99s.iter().cloned().fold(f64::MAX, f64::min);
-        r.add("P4", format!("[{b}] /metrics p99 largest/smallest store"), spread, "ratio", Some(("<=", 1.1)), json!({}));
+        r.add(
+            "P4",
+            format!("[{b}] /metrics p99 largest/smallest store"),
+            spread,
+            "ratio",
+            Some(("<=", 1.1)),
+            json!({}),
+        );
     }
     if run_p5 {
         let idle = master_on(&store.database(tmp, "p5-idle")?, &[])?;
@@ -484,7 +572,14 @@ async fn p4_p5(r: &mut Report, tmp: &Path, store: &Store, run_p4: bool, run_p5: 
         wait_metric(&c, &m.url, "ffrtmp_queue_length", n as f64, Duration::from_secs(600)).await?;
         let rss = rss_bytes(m.proc.child.id());
         let per = (rss.saturating_sub(idle_rss)) as f64 / n as f64;
-        r.add("P5", format!("[{b}] RSS per queued job, {n} queued"), per, "bytes", Some(("<=", 256.0)), json!({"rss_mb": rss as f64 / 1e6}));
+        r.add(
+            "P5",
+            format!("[{b}] RSS per queued job, {n} queued"),
+            per,
+            "bytes",
+            Some(("<=", 256.0)),
+            json!({"rss_mb": rss as f64 / 1e6}),
+        );
     }
     Ok(())
 }
@@ -502,7 +597,12 @@ async fn p6(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         let out = tmp.join(format!("p6-direct-{i}.mp4"));
         let args = argv::ffmpeg_argv(&spec, "libx264", &InputSource::Synthetic, &OutputTarget::File(out));
         let t = Instant::now();
-        let st = tokio::process::Command::new("ffmpeg").args(&args).stdout(Stdio::null()).stderr(Stdio::null()).status().await?;
+        let st = tokio::process::Command::new("ffmpeg")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await?;
         anyhow::ensure!(st.success(), "direct ffmpeg failed");
         direct.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
@@ -520,15 +620,27 @@ async fn p6(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         };
         // Submit → completion as the master stamped them (µs), plus the submit's own
         // round trip: how often the bench looks is not part of the farm's cost.
-        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(done[k].as_str().unwrap_or_default()).map_err(|e| anyhow::anyhow!("{k}: {e}"));
-        farm.push((at("completed_at")? - at("created_at")?).num_microseconds().unwrap_or_default() as f64 / 1e6 + submit_s);
+        let at = |k: &str| {
+            chrono::DateTime::parse_from_rfc3339(done[k].as_str().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("{k}: {e}"))
+        };
+        farm.push(
+            (at("completed_at")? - at("created_at")?).num_microseconds().unwrap_or_default() as f64 / 1e6 + submit_s,
+        );
     }
     let med = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
     let (d, f) = (med(direct.clone()), med(farm.clone()));
-    r.add("P6", format!("transcode overhead, {secs}s 720p x264"), (f - d) / d * 100.0, "%", Some(("<=", 2.0)), json!({"direct_s": direct, "farm_s": farm}));
+    r.add(
+        "P6",
+        format!("transcode overhead, {secs}s 720p x264"),
+        (f - d) / d * 100.0,
+        "%",
+        Some(("<=", 2.0)),
+        json!({"direct_s": direct, "farm_s": farm}),
+    );
     Ok(())
 }
 
@@ -568,7 +680,12 @@ async fn p7(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     let c = http();
     let (mut pause, mut cancel) = (Vec::new(), Vec::new());
     for _ in 0..reps {
-        let (_, j) = post(&c, &format!("{}/jobs", m.url), &json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 60, "realtime": true}})).await?;
+        let (_, j) = post(
+            &c,
+            &format!("{}/jobs", m.url),
+            &json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 60, "realtime": true}}),
+        )
+        .await?;
         let id = j["id"].as_str().unwrap_or_default().to_string();
         let mut pid = None;
         until(Duration::from_secs(30), || {
@@ -626,7 +743,14 @@ async fn p8(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "job never moved");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-    r.add("P8", format!("worker kill -9 → job running elsewhere (heartbeat {hb}s)"), t.elapsed().as_secs_f64(), "s", Some(("<=", 15.0)), json!({}));
+    r.add(
+        "P8",
+        format!("worker kill -9 → job running elsewhere (heartbeat {hb}s)"),
+        t.elapsed().as_secs_f64(),
+        "s",
+        Some(("<=", 15.0)),
+        json!({}),
+    );
     Ok(())
 }
 
@@ -635,7 +759,12 @@ async fn p9(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     let (jobs, secs) = if r.quick { (100, 2.0) } else { (1000, 10.0) };
     let m = master(&tmp.join("p9.db"), &[])?;
     let c = http();
-    post(&c, &format!("{}/nodes/register", m.url), &json!({"node_id": "p9", "encoders": ["libx264"], "max_concurrent_jobs": 1024})).await?;
+    post(
+        &c,
+        &format!("{}/nodes/register", m.url),
+        &json!({"node_id": "p9", "encoders": ["libx264"], "max_concurrent_jobs": 1024}),
+    )
+    .await?;
     submit_many(&c, &m.url, jobs, 32).await?;
     let mut ids = Vec::new();
     while ids.len() < jobs {
@@ -657,9 +786,23 @@ async fn p9(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     })
     .await;
     let writes = metric(&c, &m.url, "ffrtmp_db_writes_total").await - writes_before;
-    r.add("P9", "progress updates absorbed per second", n as f64 / secs, "updates/s", Some((">=", 25_000.0)), json!({"updates": n}));
+    r.add(
+        "P9",
+        "progress updates absorbed per second",
+        n as f64 / secs,
+        "updates/s",
+        Some((">=", 25_000.0)),
+        json!({"updates": n}),
+    );
     let per_job_per_5s = writes / jobs as f64 / (secs / 5.0);
-    r.add("P9", "database writes per job per 5 s under progress load", per_job_per_5s, "writes", Some(("<=", 1.0)), json!({"writes": writes}));
+    r.add(
+        "P9",
+        "database writes per job per 5 s under progress load",
+        per_job_per_5s,
+        "writes",
+        Some(("<=", 1.0)),
+        json!({"writes": writes}),
+    );
     Ok(())
 }
 
@@ -676,7 +819,14 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// One simulated idle worker of P14: parks `/jobs/next` (long-poll) and heartbeats
 /// every `hb`; a job it receives is reported completed at once and its arrival time
 /// recorded by scenario.
-fn spawn_idle_node(c: &awc::Client, base: &str, node: String, hb: Duration, stop: Rc<RefCell<bool>>, got: Rc<RefCell<std::collections::HashMap<String, Instant>>>) {
+fn spawn_idle_node(
+    c: &awc::Client,
+    base: &str,
+    node: String,
+    hb: Duration,
+    stop: Rc<RefCell<bool>>,
+    got: Rc<RefCell<std::collections::HashMap<String, Instant>>>,
+) {
     let (c1, base1, node1, stop1) = (c.clone(), base.to_string(), node.clone(), stop.clone());
     actix_rt::spawn(async move {
         let url = format!("{base1}/jobs/next?node_id={node1}&wait=30");
@@ -723,21 +873,35 @@ async fn p14(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     let stop = Rc::new(RefCell::new(false));
     let got: Rc<RefCell<std::collections::HashMap<String, Instant>>> = Rc::default();
     // The job nobody can run: it stays queued with a reason, by design.
-    let (s, _) = post(&c, &format!("{}/jobs", m.url), &json!({"scenario": "unplaceable", "parameters": {"codec": "h264_nvenc"}})).await?;
+    let (s, _) = post(
+        &c,
+        &format!("{}/jobs", m.url),
+        &json!({"scenario": "unplaceable", "parameters": {"codec": "h264_nvenc"}}),
+    )
+    .await?;
     anyhow::ensure!(s == 201, "unplaceable job not accepted: {s}");
     let mut registered = 0;
     let mut rows = Vec::new();
     for &n in steps {
         while registered < n {
             let node = format!("p14-{registered}");
-            let (s, _) = post(&c, &format!("{}/nodes/register", m.url), &json!({"node_id": node, "address": node, "encoders": ["libx264"], "max_concurrent_jobs": 1})).await?;
+            let (s, _) = post(
+                &c,
+                &format!("{}/nodes/register", m.url),
+                &json!({"node_id": node, "address": node, "encoders": ["libx264"], "max_concurrent_jobs": 1}),
+            )
+            .await?;
             anyhow::ensure!(s == 201 || s == 200, "registration failed: {s}");
             spawn_idle_node(&c, &m.url, node, hb, stop.clone(), got.clone());
             registered += 1;
         }
         let t = Instant::now();
         while metric(&c, &m.url, "ffrtmp_workers_waiting").await < n as f64 {
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(120), "only {} of {n} polls parked", metric(&c, &m.url, "ffrtmp_workers_waiting").await);
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(120),
+                "only {} of {n} polls parked",
+                metric(&c, &m.url, "ffrtmp_workers_waiting").await
+            );
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
         // Measure a window: status p99 and claim latency of placeable jobs, while every
@@ -776,7 +940,10 @@ async fn p14(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
             let (_, j) = get(&c, &format!("{}/jobs/{id}", m.url)).await?;
             let stamp = |s: &Value| s.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
             let created = stamp(&j["created_at"]);
-            let claimed = j["state_transitions"].as_array().and_then(|t| t.iter().find(|e| e["to"] == "processing")).and_then(|e| stamp(&e["timestamp"]));
+            let claimed = j["state_transitions"]
+                .as_array()
+                .and_then(|t| t.iter().find(|e| e["to"] == "processing"))
+                .and_then(|e| stamp(&e["timestamp"]));
             if let (Some(a), Some(b)) = (created, claimed) {
                 claim_ms.push((b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0);
             }
@@ -786,9 +953,30 @@ async fn p14(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         let (_, claim_p99, _) = ms_stats(claim_ms);
         let last = Some(n) == steps.last().copied();
         let judged = |t: (&'static str, f64)| last.then_some(t);
-        r.add("P14", format!("master CPU with {n} parked polls + heartbeats"), cores, "cores", judged(("<=", 0.5)), json!({"parked": n}));
-        r.add("P14", format!("/api/v1/status p99 with {n} parked polls"), status_p99, "ms", judged(("<=", 50.0)), json!({"parked": n}));
-        r.add("P14", format!("submit → claim p99 with {n} parked polls"), claim_p99, "ms", judged(("<=", 10.0)), json!({"parked": n, "placed": placed, "submitted": sent.len()}));
+        r.add(
+            "P14",
+            format!("master CPU with {n} parked polls + heartbeats"),
+            cores,
+            "cores",
+            judged(("<=", 0.5)),
+            json!({"parked": n}),
+        );
+        r.add(
+            "P14",
+            format!("/api/v1/status p99 with {n} parked polls"),
+            status_p99,
+            "ms",
+            judged(("<=", 50.0)),
+            json!({"parked": n}),
+        );
+        r.add(
+            "P14",
+            format!("submit → claim p99 with {n} parked polls"),
+            claim_p99,
+            "ms",
+            judged(("<=", 10.0)),
+            json!({"parked": n, "placed": placed, "submitted": sent.len()}),
+        );
         anyhow::ensure!(placed == sent.len(), "only {placed} of {} placeable jobs were claimed", sent.len());
         rows.push((n, cores));
     }
@@ -797,7 +985,14 @@ async fn p14(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         && first.0 != last.0
     {
         let per = |(n, cores): (usize, f64)| cores / n as f64;
-        r.add("P14", format!("CPU per parked poll, {} vs {}", last.0, first.0), per(*last) / per(*first).max(1e-9), "ratio", None, json!({}));
+        r.add(
+            "P14",
+            format!("CPU per parked poll, {} vs {}", last.0, first.0),
+            per(*last) / per(*first).max(1e-9),
+            "ratio",
+            None,
+            json!({}),
+        );
     }
     *stop.borrow_mut() = true;
     Ok(())
@@ -844,7 +1039,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED).set_header(vec!["", "figure", "value", "target", "result"]);
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_header(vec!["", "figure", "value", "target", "result"]);
     for f in &r.figures {
         t.add_row(vec![
             f.id.to_string(),
@@ -854,7 +1050,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             match f.pass {
                 Some(true) => "pass".into(),
                 Some(false) => "FAIL".into(),
-                None => if r.quick { "(quick: not judged)".into() } else { String::new() },
+                None => {
+                    if r.quick {
+                        "(quick: not judged)".into()
+                    } else {
+                        String::new()
+                    }
+                }
             },
         ]);
     }

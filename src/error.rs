@@ -112,7 +112,10 @@ impl From<DbError> for AppError {
 
 impl From<actix::MailboxError> for AppError {
     fn from(e: actix::MailboxError) -> Self {
-        AppError::Unavailable { code: "service_unavailable", message: format!("the master is not accepting requests ({e})") }
+        AppError::Unavailable {
+            code: "service_unavailable",
+            message: format!("the master is not accepting requests ({e})"),
+        }
     }
 }
 

@@ -76,7 +76,16 @@ mod layer_rules {
     fn domain_is_pure() {
         let found = offences(
             &["domain"],
-            &["actix", "diesel", "crate::actors", "crate::db", "crate::http", "crate::worker", "crate::client", "tokio::"],
+            &[
+                "actix",
+                "diesel",
+                "crate::actors",
+                "crate::db",
+                "crate::http",
+                "crate::worker",
+                "crate::client",
+                "tokio::",
+            ],
         );
         assert!(found.is_empty(), "domain must stay free of actix, diesel and IO layers:\n{}", found.join("\n"));
     }

@@ -58,8 +58,12 @@ fn main() {
         Command::Up(args) => system.block_on(ffrtmp::up::run(args)),
         Command::Audit { command } => Ok(ffrtmp::audit::run(command)),
         Command::Bench(args) => system.block_on(ffrtmp::bench::run(args)),
-        Command::Jobs { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_jobs(&s, command).await })),
-        Command::Nodes { global, command } => run_client(&system, &global, |s| Box::pin(async move { client::run_nodes(&s, command).await })),
+        Command::Jobs { global, command } => {
+            run_client(&system, &global, |s| Box::pin(async move { client::run_jobs(&s, command).await }))
+        }
+        Command::Nodes { global, command } => {
+            run_client(&system, &global, |s| Box::pin(async move { client::run_nodes(&s, command).await }))
+        }
     };
     match code {
         Ok(c) => std::process::exit(c),
@@ -72,7 +76,11 @@ fn main() {
 
 type ClientFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<i32, client::CliError>>>>;
 
-fn run_client(system: &actix_web::rt::SystemRunner, g: &GlobalOpts, f: impl FnOnce(client::Settings) -> ClientFuture) -> anyhow::Result<i32> {
+fn run_client(
+    system: &actix_web::rt::SystemRunner,
+    g: &GlobalOpts,
+    f: impl FnOnce(client::Settings) -> ClientFuture,
+) -> anyhow::Result<i32> {
     let settings = match client::resolve(g) {
         Ok(s) => s,
         Err(e) => {

@@ -4,7 +4,10 @@ use crate::actors::job::JobPolicy;
 use crate::actors::{self, ActorConfig, MasterHandles};
 use crate::db::{self, Synchronous};
 use crate::http::rate_limit::{RateLimitConfig, RateLimits};
-use crate::http::{self, AppState, auth::{ApiKeys, Role}};
+use crate::http::{
+    self, AppState,
+    auth::{ApiKeys, Role},
+};
 use actix_web::{HttpServer, web};
 use clap::Args;
 use std::io::Write;
@@ -104,7 +107,8 @@ impl MasterArgs {
     fn keys(&self) -> ApiKeys {
         let fallback = std::env::var("FFMPEG_RTMP_API_KEY").ok().filter(|k| !k.is_empty());
         let mut keys: Vec<(String, Role)> = Vec::new();
-        let admins: Vec<String> = if self.api_keys.is_empty() { fallback.into_iter().collect() } else { self.api_keys.clone() };
+        let admins: Vec<String> =
+            if self.api_keys.is_empty() { fallback.into_iter().collect() } else { self.api_keys.clone() };
         keys.extend(admins.into_iter().filter(|k| !k.is_empty()).map(|k| (k, Role::Admin)));
         keys.extend(self.worker_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::Worker)));
         keys.extend(self.read_keys.iter().filter(|k| !k.is_empty()).map(|k| (k.clone(), Role::ReadOnly)));
@@ -115,7 +119,8 @@ impl MasterArgs {
         if self.rtmp_allow.is_empty() {
             return Ok(None);
         }
-        let p = self.rtmp_allow.iter().map(|s| crate::domain::allow::HostPattern::parse(s)).collect::<Result<Vec<_>, _>>();
+        let p =
+            self.rtmp_allow.iter().map(|s| crate::domain::allow::HostPattern::parse(s)).collect::<Result<Vec<_>, _>>();
         p.map(Some).map_err(|e| anyhow::anyhow!("--rtmp-allow: {e}"))
     }
 
@@ -164,7 +169,8 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<r
         .map_err(|e| anyhow::anyhow!("cannot read certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("bad certificate {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("cannot read key {}: {e}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("cannot read key {}: {e}", key.display()))?;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -226,11 +232,11 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         let (state, keys, limits) = (state.clone(), keys.clone(), limits.clone());
         move || http::build_app(state.clone(), keys.clone(), !separate_metrics).app_data(limits.clone())
     })
-        // Our own SIGTERM path answers parked long-polls first, then stops gracefully.
-        .disable_signals()
-        .shutdown_timeout(30)
-        .client_request_timeout(Duration::from_secs(30))
-        .keep_alive(Duration::from_secs(120));
+    // Our own SIGTERM path answers parked long-polls first, then stops gracefully.
+    .disable_signals()
+    .shutdown_timeout(30)
+    .client_request_timeout(Duration::from_secs(30))
+    .keep_alive(Duration::from_secs(120));
     if let Some(w) = args.http_workers {
         server = server.workers(w.max(1));
     }

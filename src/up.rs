@@ -52,14 +52,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&args.data_dir)?;
     let db = args.data_dir.join("ffrtmp.db");
     let port = args.port.to_string();
-    let m = MasterOnly::try_parse_from(["master", "--port", &port, "--metrics-port", "0", "--db", &db.to_string_lossy()])?.a;
+    let m =
+        MasterOnly::try_parse_from(["master", "--port", &port, "--metrics-port", "0", "--db", &db.to_string_lossy()])?
+            .a;
     let running = master::start(&m).await?;
     let url = running.api_url();
     let work = args.data_dir.join("work");
     let slots = args.max_concurrent_jobs.to_string();
     let w = WorkerOnly::try_parse_from([
-        "worker", "--master", &url, "--work-dir", &work.to_string_lossy(), "--metrics-port", "0", "--metrics-bind", "127.0.0.1",
-        "--max-concurrent-jobs", &slots,
+        "worker",
+        "--master",
+        &url,
+        "--work-dir",
+        &work.to_string_lossy(),
+        "--metrics-port",
+        "0",
+        "--metrics-bind",
+        "127.0.0.1",
+        "--max-concurrent-jobs",
+        &slots,
     ])?
     .a;
     let worker = worker::start(w).await?;
@@ -71,7 +82,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
     let code = if args.demo {
         let settings = Settings { master: url.clone(), api_key: None, output: OutputFormat::Table, ca_cert: None };
         let c = crate::api_client::MasterClient::new(&url, None);
-        let job: Job = c.post("/jobs", &demo_job()).await.map_err(|e| anyhow::anyhow!("submitting the demo job failed: {e}"))?;
+        let job: Job =
+            c.post("/jobs", &demo_job()).await.map_err(|e| anyhow::anyhow!("submitting the demo job failed: {e}"))?;
         println!("Submitted demo job #{} ({}): 8 s of 720p30 test pattern → H.264", job.sequence_number, job.id);
         let code = client::follow(&settings, &c, &job.id).await.map_err(|e| anyhow::anyhow!(e.0))?;
         let out = worker.shared.cfg.work_dir.join("outputs").join(format!("job-{}", job.id)).join("output.mp4");

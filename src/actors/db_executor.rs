@@ -173,7 +173,9 @@ impl Db {
         }
         let (tx, rx) = oneshot::channel();
         self.writer.do_send(SubmitWrite(WriteOp::InsertJob(Box::new(new), tx)));
-        let row = rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))?;
+        let row = rx
+            .await
+            .unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))?;
         Ok((row, true))
     }
 

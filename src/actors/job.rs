@@ -95,7 +95,8 @@ impl JobActor {
         metrics: Addr<MetricsActor>,
         policy: Arc<JobPolicy>,
     ) -> Self {
-        let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.parameters).unwrap_or_default();
+        let params: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&row.parameters).unwrap_or_default();
         let spec = parse_job_spec(&params, &row.engine).ok();
         let timeout = crate::domain::params::attempt_timeout(spec.as_ref()) + policy.timeout_grace;
         let running = row.state() == JobState::Processing;
@@ -138,12 +139,13 @@ impl JobActor {
             )));
         }
         if let Some(a) = attempt
-            && a != self.row.attempt {
-                return Err(AppError::stale_attempt(format!(
-                    "attempt {a} of job {} is stale (current attempt is {}); stop it and discard its output",
-                    self.id, self.row.attempt
-                )));
-            }
+            && a != self.row.attempt
+        {
+            return Err(AppError::stale_attempt(format!(
+                "attempt {a} of job {} is stale (current attempt is {}); stop it and discard its output",
+                self.id, self.row.attempt
+            )));
+        }
         Ok(())
     }
 
@@ -179,7 +181,12 @@ impl JobActor {
     }
 
     fn release_slot(&self) {
-        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: false, attempt: self.placed_attempt });
+        self.scheduler.do_send(JobActorStopped {
+            id: self.id,
+            node_id: self.node_id(),
+            stopping: false,
+            attempt: self.placed_attempt,
+        });
     }
 
     fn stop_with_release(&mut self, ctx: &mut Context<Self>) {
@@ -199,15 +206,19 @@ impl JobActor {
     /// The worker confirmed `action`: record the API-call → effect latency once.
     fn control_took_effect(&mut self, action: ControlAction) {
         if let Some((pending, at)) = self.pending_control
-            && pending == action {
-                let name = match action {
-                    ControlAction::Pause => "pause",
-                    ControlAction::Resume => "resume",
-                    _ => "cancel",
-                };
-                self.metrics.do_send(MetricRecorded(MetricEvent::ControlAcknowledged { action: name, seconds: at.elapsed().as_secs_f64() }));
-                self.pending_control = None;
-            }
+            && pending == action
+        {
+            let name = match action {
+                ControlAction::Pause => "pause",
+                ControlAction::Resume => "resume",
+                _ => "cancel",
+            };
+            self.metrics.do_send(MetricRecorded(MetricEvent::ControlAcknowledged {
+                action: name,
+                seconds: at.elapsed().as_secs_f64(),
+            }));
+            self.pending_control = None;
+        }
     }
 
     fn pause_clock(&mut self) {
@@ -234,7 +245,15 @@ impl JobActor {
             let wait = backoff(&self.policy, self.row.automatic_retries());
             changes.retry_count = Some(self.row.retry_count + 1);
             changes.retry_at = Some(Some(now + wait.as_micros() as i64));
-            (JobState::Retrying, format!("Retry {} of {} in {:.1}s: {error}", self.row.automatic_retries() + 1, self.row.max_retries, wait.as_secs_f64()))
+            (
+                JobState::Retrying,
+                format!(
+                    "Retry {} of {} in {:.1}s: {error}",
+                    self.row.automatic_retries() + 1,
+                    self.row.max_retries,
+                    wait.as_secs_f64()
+                ),
+            )
         } else {
             changes.completed_at = Some(Some(now));
             (JobState::Failed, format!("Failed: {error}"))
@@ -259,7 +278,12 @@ impl JobActor {
                 })
             } else {
                 act.stop_with_release(ctx);
-                Ok(ResultResponse { status: "success".into(), job_status: to.as_str().into(), retry: None, max_retries: None })
+                Ok(ResultResponse {
+                    status: "success".into(),
+                    job_status: to.as_str().into(),
+                    retry: None,
+                    max_retries: None,
+                })
             }
         })
     }
@@ -283,18 +307,19 @@ impl JobActor {
             progress: Some(0.0),
             ..Default::default()
         };
-        let fut = self.transition(JobState::Queued, changes, "Backoff elapsed; queued again".into()).map(|res, act, ctx| {
-            match res {
-                Ok(()) => {
-                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
-                    ctx.stop();
+        let fut =
+            self.transition(JobState::Queued, changes, "Backoff elapsed; queued again".into()).map(|res, act, ctx| {
+                match res {
+                    Ok(()) => {
+                        act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                        ctx.stop();
+                    }
+                    Err(e) => {
+                        log::warn!("job {}: requeue failed ({e}); trying again in 1s", act.id);
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.requeue(ctx));
+                    }
                 }
-                Err(e) => {
-                    log::warn!("job {}: requeue failed ({e}); trying again in 1s", act.id);
-                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.requeue(ctx));
-                }
-            }
-        });
+            });
         ctx.wait(fut);
     }
 
@@ -313,8 +338,13 @@ impl JobActor {
             .then(move |res, act, _| {
                 let after: Box<dyn ActorFuture<Self, Output = ()>> = match res {
                     Ok(()) => Box::new(
-                        act.fail_or_retry(format!("timed out after {secs}s"), Some("timeout".into()), true, JobChanges::default())
-                            .map(|_, _, _| ()),
+                        act.fail_or_retry(
+                            format!("timed out after {secs}s"),
+                            Some("timeout".into()),
+                            true,
+                            JobChanges::default(),
+                        )
+                        .map(|_, _, _| ()),
                     ),
                     Err(_) => Box::new(actix::fut::ready(())),
                 };
@@ -332,7 +362,9 @@ impl Actor for JobActor {
             JobState::Retrying => self.schedule_retry(ctx),
             JobState::TimedOut => {
                 // Restarted between "timed out" and its retry decision.
-                let fut = self.fail_or_retry("timed out".into(), Some("timeout".into()), true, JobChanges::default()).map(|_, _, _| ());
+                let fut = self
+                    .fail_or_retry("timed out".into(), Some("timeout".into()), true, JobChanges::default())
+                    .map(|_, _, _| ());
                 ctx.wait(fut);
             }
             _ => {}
@@ -341,14 +373,24 @@ impl Actor for JobActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.scheduler.do_send(JobActorStopped { id: self.id, node_id: self.node_id(), stopping: true, attempt: self.placed_attempt });
+        self.scheduler.do_send(JobActorStopped {
+            id: self.id,
+            node_id: self.node_id(),
+            stopping: true,
+            attempt: self.placed_attempt,
+        });
     }
 }
 
 impl Handler<GetLiveView> for JobActor {
     type Result = MessageResult<GetLiveView>;
     fn handle(&mut self, _: GetLiveView, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(LiveView { state: self.state(), attempt: self.row.attempt, node_id: self.node_id(), progress: self.progress.clone() })
+        MessageResult(LiveView {
+            state: self.state(),
+            attempt: self.row.attempt,
+            node_id: self.node_id(),
+            progress: self.progress.clone(),
+        })
     }
 }
 
@@ -423,22 +465,33 @@ impl Handler<ReportResult> for JobActor {
         }
         // A retried identical report gets the same answer.
         if let Some((fp, resp)) = &self.last_result
-            && *fp == fingerprint(&r) {
-                return Box::pin(actix::fut::ready(Ok(resp.clone())));
-            }
+            && *fp == fingerprint(&r)
+        {
+            return Box::pin(actix::fut::ready(Ok(resp.clone())));
+        }
         let state = self.state();
         if state == JobState::Canceled {
             // The worker's end of the job answers the cancel even when its ack was lost.
             self.control_took_effect(ControlAction::Cancel);
             // The kill raced the worker's own end: the job stays canceled.
-            let resp = ResultResponse { status: "success".into(), job_status: "canceled".into(), retry: None, max_retries: None };
-            return Box::pin(actix::fut::ready(Ok(resp)).map(|res: AppResult<ResultResponse>, act: &mut Self, ctx: &mut Context<Self>| {
-                act.stop_with_release(ctx);
-                res
-            }));
+            let resp = ResultResponse {
+                status: "success".into(),
+                job_status: "canceled".into(),
+                retry: None,
+                max_retries: None,
+            };
+            return Box::pin(actix::fut::ready(Ok(resp)).map(
+                |res: AppResult<ResultResponse>, act: &mut Self, ctx: &mut Context<Self>| {
+                    act.stop_with_release(ctx);
+                    res
+                },
+            ));
         }
         if !state.is_leased() {
-            return fail(AppError::stale_attempt(format!("job {} is '{state}'; this attempt's lease is gone", self.id)));
+            return fail(AppError::stale_attempt(format!(
+                "job {} is '{state}'; this attempt's lease is gone",
+                self.id
+            )));
         }
         let fp = fingerprint(&r);
         let metrics_json = r.metrics.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string());
@@ -466,14 +519,25 @@ impl Handler<ReportResult> for JobActor {
                         act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
                     }
                     act.stop_with_release(ctx);
-                    Ok(ResultResponse { status: "success".into(), job_status: "completed".into(), retry: None, max_retries: None })
+                    Ok(ResultResponse {
+                        status: "success".into(),
+                        job_status: "completed".into(),
+                        retry: None,
+                        max_retries: None,
+                    })
                 }))
             }
             "failed" | "timed_out" | "canceled" => {
-                let reason = r.failure_reason.clone().or_else(|| (r.status == "timed_out").then(|| "timeout".to_string()));
-                let permanent_reason = matches!(reason.as_deref(), Some("user_error" | "input_error" | "capability_mismatch"));
+                let reason =
+                    r.failure_reason.clone().or_else(|| (r.status == "timed_out").then(|| "timeout".to_string()));
+                let permanent_reason =
+                    matches!(reason.as_deref(), Some("user_error" | "input_error" | "capability_mismatch"));
                 let retryable = r.retryable.unwrap_or(!permanent_reason) && r.status != "canceled";
-                let error = r.error.clone().filter(|e| !e.is_empty()).unwrap_or_else(|| format!("worker reported {}", r.status));
+                let error = r
+                    .error
+                    .clone()
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| format!("worker reported {}", r.status));
                 Box::pin(self.fail_or_retry(error, reason.or(Some("runtime_error".into())), retryable, changes))
             }
             other => fail(AppError::bad_request(
@@ -511,8 +575,8 @@ impl Handler<ApplyControl> for JobActor {
                     },
                 ))
             }
-            UserAction::Resume if state == JobState::Paused => {
-                Box::pin(self.transition(JobState::Processing, JobChanges::default(), "User requested resume".into()).map(
+            UserAction::Resume if state == JobState::Paused => Box::pin(
+                self.transition(JobState::Processing, JobChanges::default(), "User requested resume".into()).map(
                     move |res, act, _| {
                         res?;
                         act.run_since = Some(Instant::now());
@@ -520,8 +584,8 @@ impl Handler<ApplyControl> for JobActor {
                         act.deliver(ControlAction::Resume);
                         Ok(ControlResponse { job_id: id, status: "resumed".into(), retry_count: None })
                     },
-                ))
-            }
+                ),
+            ),
             UserAction::Cancel if !state.is_terminal() => {
                 self.pause_clock();
                 let changes = JobChanges { completed_at: Some(Some(now_micros())), ..Default::default() };
@@ -543,13 +607,24 @@ impl Handler<ApplyControl> for JobActor {
             UserAction::Retry if matches!(state, JobState::Canceled | JobState::Failed) => {
                 let changes = db_jobs::operator_retry_changes(&self.row);
                 let node = self.node_id();
-                Box::pin(self.transition(JobState::Queued, changes, "User requested retry".into()).map(move |res, act, ctx| {
-                    res?;
-                    act.scheduler.do_send(JobActorStopped { id: act.id, node_id: node, stopping: false, attempt: act.placed_attempt });
-                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
-                    ctx.stop();
-                    Ok(ControlResponse { job_id: id, status: "queued".into(), retry_count: Some(act.row.retry_count) })
-                }))
+                Box::pin(self.transition(JobState::Queued, changes, "User requested retry".into()).map(
+                    move |res, act, ctx| {
+                        res?;
+                        act.scheduler.do_send(JobActorStopped {
+                            id: act.id,
+                            node_id: node,
+                            stopping: false,
+                            attempt: act.placed_attempt,
+                        });
+                        act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                        ctx.stop();
+                        Ok(ControlResponse {
+                            job_id: id,
+                            status: "queued".into(),
+                            retry_count: Some(act.row.retry_count),
+                        })
+                    },
+                ))
             }
             UserAction::Retry => Box::pin(actix::fut::ready(Err(AppError::bad_request(
                 "invalid_transition",
@@ -631,7 +706,12 @@ impl Handler<HandBackJob> for JobActor {
         };
         let fut = self.transition(JobState::Queued, changes, m.reason).map(move |res, act, ctx| match res {
             Ok(()) => {
-                act.scheduler.do_send(JobActorStopped { id: act.id, node_id: node, stopping: false, attempt: act.placed_attempt });
+                act.scheduler.do_send(JobActorStopped {
+                    id: act.id,
+                    node_id: node,
+                    stopping: false,
+                    attempt: act.placed_attempt,
+                });
                 act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
                 ctx.stop();
             }

@@ -63,12 +63,22 @@ pub enum MetricEvent {
     LeaseExpired,
     NodeLost,
     ProgressUpdated,
-    ControlAcknowledged { action: &'static str, seconds: f64 },
+    ControlAcknowledged {
+        action: &'static str,
+        seconds: f64,
+    },
     QueueWaited(f64),
     Executed(f64),
-    HttpServed { method: String, route: String, status: u16, seconds: f64 },
+    HttpServed {
+        method: String,
+        route: String,
+        status: u16,
+        seconds: f64,
+    },
     /// One group commit carrying this many writes.
-    Committed { writes: usize },
+    Committed {
+        writes: usize,
+    },
     /// Worker requests parked in `/jobs/next` right now.
     WorkersWaiting(usize),
     /// Node counts by status: available, busy, draining, offline.
@@ -107,7 +117,6 @@ pub struct AdoptLiveJobs(pub Vec<crate::db::jobs::JobRow>);
 #[derive(Message)]
 #[rtype(result = "Option<bool>")]
 pub struct CheckPlaceable(pub Requirements);
-
 
 /// A runnable job as the index holds it.
 #[derive(Debug, Clone)]
@@ -276,7 +285,6 @@ pub struct NodeJobsChanged {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AdoptNodes(pub Vec<crate::db::nodes::NodeRow>);
-
 
 /// Register (or re-register) a node. `token`: the node token the request presented.
 #[derive(Message)]

@@ -9,7 +9,10 @@ use super::messages::{JobStateChanged, JobsForgotten, MetricEvent, MetricRecorde
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use actix::prelude::*;
-use prometheus::{Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -91,31 +94,132 @@ impl MetricsActor {
     /// jobs per state now; `queued`: runnable jobs per queue and priority now.
     pub fn new(entered: &[(String, i64)], current: &[(String, i64)], queued: &[((QueueName, Priority), i64)]) -> Self {
         let r = Registry::new();
-        let jobs_total = reg(&r, IntCounterVec::new(Opts::new("ffrtmp_jobs_total", "Jobs that entered each state, all time (counter; survives restarts)"), &["state"]).unwrap());
-        let jobs_in_state = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_jobs_in_state", "Jobs currently in each state"), &["state"]).unwrap());
-        let active_jobs = reg(&r, IntGauge::new("ffrtmp_active_jobs", "Jobs leased to workers (assigned, processing or paused)").unwrap());
-        let queue_length = reg(&r, IntGauge::new("ffrtmp_queue_length", "Runnable jobs waiting for a worker (pending + queued)").unwrap());
-        let queue_by_priority = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_queue_by_priority", "Runnable jobs by priority"), &["priority"]).unwrap());
-        let queue_by_type = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_queue_by_type", "Runnable jobs by queue"), &["type"]).unwrap());
+        let jobs_total = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new("ffrtmp_jobs_total", "Jobs that entered each state, all time (counter; survives restarts)"),
+                &["state"],
+            )
+            .unwrap(),
+        );
+        let jobs_in_state = reg(
+            &r,
+            IntGaugeVec::new(Opts::new("ffrtmp_jobs_in_state", "Jobs currently in each state"), &["state"]).unwrap(),
+        );
+        let active_jobs = reg(
+            &r,
+            IntGauge::new("ffrtmp_active_jobs", "Jobs leased to workers (assigned, processing or paused)").unwrap(),
+        );
+        let queue_length = reg(
+            &r,
+            IntGauge::new("ffrtmp_queue_length", "Runnable jobs waiting for a worker (pending + queued)").unwrap(),
+        );
+        let queue_by_priority = reg(
+            &r,
+            IntGaugeVec::new(Opts::new("ffrtmp_queue_by_priority", "Runnable jobs by priority"), &["priority"])
+                .unwrap(),
+        );
+        let queue_by_type =
+            reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_queue_by_type", "Runnable jobs by queue"), &["type"]).unwrap());
         let nodes_total = reg(&r, IntGauge::new("ffrtmp_nodes_registered", "Registered nodes").unwrap());
-        let nodes_by_status = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_nodes_by_status", "Registered nodes by status"), &["status"]).unwrap());
+        let nodes_by_status = reg(
+            &r,
+            IntGaugeVec::new(Opts::new("ffrtmp_nodes_by_status", "Registered nodes by status"), &["status"]).unwrap(),
+        );
         let buckets = vec![0.005, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0];
-        let queue_wait = reg(&r, Histogram::with_opts(HistogramOpts::new("ffrtmp_job_queue_wait_seconds", "Time from runnable to placed on a worker").buckets(buckets.clone())).unwrap());
-        let execution = reg(&r, Histogram::with_opts(HistogramOpts::new("ffrtmp_job_execution_seconds", "Time from placement to a final result, per attempt").buckets(buckets)).unwrap());
-        let schedule_attempts = reg(&r, IntCounterVec::new(Opts::new("ffrtmp_schedule_attempts_total", "Worker claims by outcome"), &["result"]).unwrap());
+        let queue_wait = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new("ffrtmp_job_queue_wait_seconds", "Time from runnable to placed on a worker")
+                    .buckets(buckets.clone()),
+            )
+            .unwrap(),
+        );
+        let execution = reg(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "ffrtmp_job_execution_seconds",
+                    "Time from placement to a final result, per attempt",
+                )
+                .buckets(buckets),
+            )
+            .unwrap(),
+        );
+        let schedule_attempts = reg(
+            &r,
+            IntCounterVec::new(Opts::new("ffrtmp_schedule_attempts_total", "Worker claims by outcome"), &["result"])
+                .unwrap(),
+        );
         let retries = reg(&r, IntCounter::new("ffrtmp_job_retries_total", "Automatic retries scheduled").unwrap());
-        let lease_expirations = reg(&r, IntCounter::new("ffrtmp_lease_expirations_total", "Leases lost (node lost or worker no longer running the job)").unwrap());
-        let node_losses = reg(&r, IntCounter::new("ffrtmp_node_losses_total", "Nodes declared offline after missed heartbeats").unwrap());
-        let control_latency = reg(&r, HistogramVec::new(HistogramOpts::new("ffrtmp_control_latency_seconds", "From a pause/resume/cancel API call to the worker's acknowledgement").buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]), &["action"]).unwrap());
-        let progress_updates = reg(&r, IntCounter::new("ffrtmp_progress_updates_total", "Progress reports accepted from workers").unwrap());
-        let completed_by_engine = reg(&r, IntCounterVec::new(Opts::new("ffrtmp_jobs_completed_by_engine_total", "Completed jobs by requested engine"), &["engine"]).unwrap());
-        let http_requests = reg(&r, IntCounterVec::new(Opts::new("ffrtmp_http_requests_total", "API requests by route template and status class"), &["method", "route", "code"]).unwrap());
-        let http_duration = reg(&r, HistogramVec::new(HistogramOpts::new("ffrtmp_http_request_duration_seconds", "API request latency by route template").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0]), &["method", "route"]).unwrap());
+        let lease_expirations = reg(
+            &r,
+            IntCounter::new(
+                "ffrtmp_lease_expirations_total",
+                "Leases lost (node lost or worker no longer running the job)",
+            )
+            .unwrap(),
+        );
+        let node_losses = reg(
+            &r,
+            IntCounter::new("ffrtmp_node_losses_total", "Nodes declared offline after missed heartbeats").unwrap(),
+        );
+        let control_latency = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ffrtmp_control_latency_seconds",
+                    "From a pause/resume/cancel API call to the worker's acknowledgement",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                &["action"],
+            )
+            .unwrap(),
+        );
+        let progress_updates = reg(
+            &r,
+            IntCounter::new("ffrtmp_progress_updates_total", "Progress reports accepted from workers").unwrap(),
+        );
+        let completed_by_engine = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new("ffrtmp_jobs_completed_by_engine_total", "Completed jobs by requested engine"),
+                &["engine"],
+            )
+            .unwrap(),
+        );
+        let http_requests = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new("ffrtmp_http_requests_total", "API requests by route template and status class"),
+                &["method", "route", "code"],
+            )
+            .unwrap(),
+        );
+        let http_duration = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new("ffrtmp_http_request_duration_seconds", "API request latency by route template")
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0]),
+                &["method", "route"],
+            )
+            .unwrap(),
+        );
         let uptime = reg(&r, Gauge::new("ffrtmp_master_uptime_seconds", "Seconds since the master started").unwrap());
-        let db_commits = reg(&r, IntCounter::new("ffrtmp_db_commits_total", "Group-committed write transactions").unwrap());
-        let db_writes = reg(&r, IntCounter::new("ffrtmp_db_writes_total", "Writes applied (several per commit under load)").unwrap());
-        let workers_waiting = reg(&r, IntGauge::new("ffrtmp_workers_waiting", "Worker requests parked in /jobs/next waiting for work").unwrap());
-        let build = reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_build_info", "Build information (always 1)"), &["version"]).unwrap());
+        let db_commits =
+            reg(&r, IntCounter::new("ffrtmp_db_commits_total", "Group-committed write transactions").unwrap());
+        let db_writes = reg(
+            &r,
+            IntCounter::new("ffrtmp_db_writes_total", "Writes applied (several per commit under load)").unwrap(),
+        );
+        let workers_waiting = reg(
+            &r,
+            IntGauge::new("ffrtmp_workers_waiting", "Worker requests parked in /jobs/next waiting for work").unwrap(),
+        );
+        let build = reg(
+            &r,
+            IntGaugeVec::new(Opts::new("ffrtmp_build_info", "Build information (always 1)"), &["version"]).unwrap(),
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         for s in JobState::ALL {

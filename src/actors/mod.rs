@@ -19,9 +19,9 @@ pub mod metrics;
 pub mod node_supervisor;
 pub mod scheduler;
 
+use crate::db::DbPool;
 use crate::db::jobs as db_jobs;
 use crate::db::nodes as db_nodes;
-use crate::db::DbPool;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use actix::prelude::*;
@@ -81,11 +81,15 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     let metrics = MetricsActor::new(&entered, &current, &queued_counts).start();
     let writer = GroupCommit::new(executor, metrics.clone()).start();
     let db = Db::new(pool.clone(), writer);
-    let scheduler =
-        SchedulerActor::new(db.clone(), metrics.clone(), Arc::new(cfg.policy.clone()), cfg.aging_step.as_millis() as u64)
-            .with_max_parked_polls(cfg.max_parked_polls)
-            .requiring_node_tokens(cfg.require_node_tokens)
-            .start();
+    let scheduler = SchedulerActor::new(
+        db.clone(),
+        metrics.clone(),
+        Arc::new(cfg.policy.clone()),
+        cfg.aging_step.as_millis() as u64,
+    )
+    .with_max_parked_polls(cfg.max_parked_polls)
+    .requiring_node_tokens(cfg.require_node_tokens)
+    .start();
     let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval)
         .requiring_node_tokens(cfg.require_node_tokens)
         .start();

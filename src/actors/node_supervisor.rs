@@ -133,7 +133,12 @@ impl NodeEntry {
             cpu_threads: self.row.cpu_threads.max(0) as u32,
             ram_total_mb: (self.row.ram_total_bytes.max(0) as u64) >> 20,
             ram_free_mb: (self.row.ram_free_bytes > 0).then_some((self.row.ram_free_bytes as u64) >> 20),
-            gpus: self.hw.gpus.iter().map(|g| GpuCaps { index: g.index, memory_total_mb: g.memory_total_bytes >> 20 }).collect(),
+            gpus: self
+                .hw
+                .gpus
+                .iter()
+                .map(|g| GpuCaps { index: g.index, memory_total_mb: g.memory_total_bytes >> 20 })
+                .collect(),
             has_gpu: self.row.has_gpu,
             encoders: self.hw.encoders.clone(),
             gpu_capabilities: self.gpu_capabilities.clone(),
@@ -188,7 +193,9 @@ pub struct NodeSupervisor {
 }
 
 fn valid_node_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 /// `http://host:port/x` → `host`, as the seed named nodes.
@@ -202,8 +209,21 @@ fn host_of(address: &str) -> String {
 }
 
 impl NodeSupervisor {
-    pub fn new(db: Db, scheduler: Addr<SchedulerActor>, metrics: Addr<MetricsActor>, heartbeat_interval: Duration) -> Self {
-        NodeSupervisor { nodes: HashMap::new(), db, scheduler, metrics, heartbeat_interval, counts: [0; 4], require_tokens: false }
+    pub fn new(
+        db: Db,
+        scheduler: Addr<SchedulerActor>,
+        metrics: Addr<MetricsActor>,
+        heartbeat_interval: Duration,
+    ) -> Self {
+        NodeSupervisor {
+            nodes: HashMap::new(),
+            db,
+            scheduler,
+            metrics,
+            heartbeat_interval,
+            counts: [0; 4],
+            require_tokens: false,
+        }
     }
 
     pub fn requiring_node_tokens(mut self, require: bool) -> Self {
@@ -285,16 +305,19 @@ impl NodeSupervisor {
         n.row.status = n.status().to_string();
         let row = n.row.clone();
         let db = self.db.clone();
-        ctx.spawn(async move { db.write(move |c| db_nodes::upsert(c, &row)).await }.into_actor(self).map(|res, _, _| {
-            if let Err(e) = res {
-                log::warn!("node state not persisted: {e}");
-            }
-        }));
+        ctx.spawn(async move { db.write(move |c| db_nodes::upsert(c, &row)).await }.into_actor(self).map(
+            |res, _, _| {
+                if let Err(e) = res {
+                    log::warn!("node state not persisted: {e}");
+                }
+            },
+        ));
     }
 
     fn check_deadlines(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let lost: Vec<String> = self.nodes.iter().filter(|(_, n)| !n.offline && n.deadline <= now).map(|(id, _)| id.clone()).collect();
+        let lost: Vec<String> =
+            self.nodes.iter().filter(|(_, n)| !n.offline && n.deadline <= now).map(|(id, _)| id.clone()).collect();
         for id in lost {
             log::warn!("node {id} missed {} heartbeats: offline, its leases are revoked", 3);
             if let Some(n) = self.nodes.get_mut(&id) {
@@ -353,18 +376,29 @@ impl Handler<AdoptNodes> for NodeSupervisor {
 impl Handler<RegisterNode> for NodeSupervisor {
     type Result = ResponseActFuture<Self, AppResult<Registered>>;
 
-    fn handle(&mut self, RegisterNode { registration: reg, token: presented }: RegisterNode, _: &mut Context<Self>) -> Self::Result {
+    fn handle(
+        &mut self,
+        RegisterNode { registration: reg, token: presented }: RegisterNode,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
         let fail = |e| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
         if let Some(id) = &reg.node_id
-            && !valid_node_id(id) {
-                return fail(AppError::bad_request("invalid_node_id", "node_id must be 1–128 characters of letters, digits, '-', '_', '.' or ':'"));
-            }
+            && !valid_node_id(id)
+        {
+            return fail(AppError::bad_request(
+                "invalid_node_id",
+                "node_id must be 1–128 characters of letters, digits, '-', '_', '.' or ':'",
+            ));
+        }
         if reg.node_id.is_none() && reg.address.trim().is_empty() {
             return fail(AppError::bad_request("invalid_registration", "give a node_id or an address"));
         }
         let max = reg.max_concurrent_jobs.unwrap_or(1);
         if !(1..=1024).contains(&max) {
-            return fail(AppError::bad_request("invalid_registration", "max_concurrent_jobs must be between 1 and 1024"));
+            return fail(AppError::bad_request(
+                "invalid_registration",
+                "max_concurrent_jobs must be between 1 and 1024",
+            ));
         }
         if reg.cpu_threads > 1_000_000 || reg.ram_total_bytes > i64::MAX as u64 {
             return fail(AppError::bad_request("invalid_registration", "hardware figures out of range"));
@@ -379,10 +413,13 @@ impl Handler<RegisterNode> for NodeSupervisor {
         };
         // A node bound to a token re-registers only with it (or the one before it),
         // so nobody holding the shared worker key can take its identity over.
-        let bound = existing_id.as_ref().and_then(|id| self.nodes.get(id)).and_then(|n| n.token.map(|t| (t, n.previous_token)));
+        let bound =
+            existing_id.as_ref().and_then(|id| self.nodes.get(id)).and_then(|n| n.token.map(|t| (t, n.previous_token)));
         if let Some((current, before)) = bound {
             let shown = presented.as_deref().map(credentials::digest);
-            let ok = shown.is_some_and(|d| credentials::digests_equal(&d, &current) || before.is_some_and(|b| credentials::digests_equal(&d, &b)));
+            let ok = shown.is_some_and(|d| {
+                credentials::digests_equal(&d, &current) || before.is_some_and(|b| credentials::digests_equal(&d, &b))
+            });
             if !ok {
                 let id = existing_id.clone().unwrap_or_default();
                 return fail(AppError::node_token(&id, credentials::TokenRefusal::Invalid));
@@ -438,7 +475,10 @@ impl Handler<RegisterNode> for NodeSupervisor {
             move |res, act, _| {
                 res?;
                 let deadline = Instant::now() + act.lost_after();
-                let entry = act.nodes.entry(id.clone()).or_insert_with(|| NodeEntry::new(row.clone(), hw.clone(), deadline, false));
+                let entry = act
+                    .nodes
+                    .entry(id.clone())
+                    .or_insert_with(|| NodeEntry::new(row.clone(), hw.clone(), deadline, false));
                 entry.gpu_capabilities = serde_json::from_str(&row.gpu_capabilities).unwrap_or_default();
                 entry.labels = serde_json::from_str(&row.labels).unwrap_or_default();
                 entry.row = row;
@@ -497,7 +537,12 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
         if due {
             self.persist(&m.node_id, ctx);
         }
-        Ok(HeartbeatResponse { node_id: m.node_id, heartbeat_interval_seconds: interval, draining, stale_jobs: Vec::new() })
+        Ok(HeartbeatResponse {
+            node_id: m.node_id,
+            heartbeat_interval_seconds: interval,
+            draining,
+            stale_jobs: Vec::new(),
+        })
     }
 }
 
@@ -527,13 +572,15 @@ impl Handler<RemoveNode> for NodeSupervisor {
         }
         let db = self.db.clone();
         let key = id.clone();
-        Box::pin(async move { db.write(move |c| db_nodes::delete(c, &key)).await }.into_actor(self).map(move |res, act, _| {
-            res?;
-            act.nodes.remove(&id);
-            act.scheduler.do_send(NodeRemoved(id));
-            act.count();
-            Ok(())
-        }))
+        Box::pin(async move { db.write(move |c| db_nodes::delete(c, &key)).await }.into_actor(self).map(
+            move |res, act, _| {
+                res?;
+                act.nodes.remove(&id);
+                act.scheduler.do_send(NodeRemoved(id));
+                act.count();
+                Ok(())
+            },
+        ))
     }
 }
 
@@ -587,8 +634,11 @@ impl Handler<GetNodeNames> for NodeSupervisor {
 impl Handler<ListRtmpDestinations> for NodeSupervisor {
     type Result = MessageResult<ListRtmpDestinations>;
     fn handle(&mut self, _: ListRtmpDestinations, _: &mut Context<Self>) -> Self::Result {
-        let mut v: Vec<(String, u16)> =
-            self.nodes.values().filter_map(|n| n.hw.rtmp_base.as_deref().and_then(crate::domain::allow::rtmp_destination)).collect();
+        let mut v: Vec<(String, u16)> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.hw.rtmp_base.as_deref().and_then(crate::domain::allow::rtmp_destination))
+            .collect();
         v.sort();
         v.dedup();
         MessageResult(v)

@@ -288,7 +288,13 @@ impl SchedulerActor {
         .spawn(ctx);
     }
 
-    fn finish_claims(&mut self, poll: Parked, picks: Vec<Picked>, res: Result<Vec<Result<JobRow, DbError>>, DbError>, ctx: &mut Context<Self>) {
+    fn finish_claims(
+        &mut self,
+        poll: Parked,
+        picks: Vec<Picked>,
+        res: Result<Vec<Result<JobRow, DbError>>, DbError>,
+        ctx: &mut Context<Self>,
+    ) {
         let Parked { poll, node_id, max, tx } = poll;
         let time_is_up = self.claiming_polls.remove(&poll).unwrap_or(true);
         let mut lost_all = !picks.is_empty();
@@ -305,10 +311,19 @@ impl SchedulerActor {
             let deferred = self.claiming.remove(&pick.id).unwrap_or_default();
             match result {
                 Ok(row) => {
-                    let from = if row.retry_count > 0 || row.attempt > 1 { JobState::Queued } else { JobState::Pending };
-                    self.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Processing, queue: pick.queue(), priority: pick.priority(), engine: row.engine.clone() });
+                    let from =
+                        if row.retry_count > 0 || row.attempt > 1 { JobState::Queued } else { JobState::Pending };
+                    self.metrics.do_send(JobStateChanged {
+                        from: Some(from),
+                        to: JobState::Processing,
+                        queue: pick.queue(),
+                        priority: pick.priority(),
+                        engine: row.engine.clone(),
+                    });
                     self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("success")));
-                    self.metrics.do_send(MetricRecorded(MetricEvent::QueueWaited(((now / 1000) as u64).saturating_sub(pick.enqueued_ms) as f64 / 1000.0)));
+                    self.metrics.do_send(MetricRecorded(MetricEvent::QueueWaited(
+                        ((now / 1000) as u64).saturating_sub(pick.enqueued_ms) as f64 / 1000.0,
+                    )));
                     let addr = self.start_job_actor(row.clone(), ctx);
                     if let Some(n) = self.nodes.get_mut(&node_id) {
                         n.running.insert(pick.id);
@@ -326,7 +341,10 @@ impl SchedulerActor {
                 Err(DbError::Conflict(_)) | Err(DbError::NotFound) => {
                     // Canceled or gone in the meantime: nothing to place.
                     for (action, reply) in deferred {
-                        let _ = reply.send(Err(AppError::bad_request("invalid_transition", format!("job changed while being placed; {} again", action.as_str()))));
+                        let _ = reply.send(Err(AppError::bad_request(
+                            "invalid_transition",
+                            format!("job changed while being placed; {} again", action.as_str()),
+                        )));
                     }
                 }
                 Err(e) => {
@@ -335,7 +353,10 @@ impl SchedulerActor {
                     self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("error")));
                     self.index.reinsert(&pick);
                     for (action, reply) in deferred {
-                        let _ = reply.send(Err(AppError::Unavailable { code: "database_unavailable", message: format!("could not {} now", action.as_str()) }));
+                        let _ = reply.send(Err(AppError::Unavailable {
+                            code: "database_unavailable",
+                            message: format!("could not {} now", action.as_str()),
+                        }));
                     }
                 }
             }
@@ -370,7 +391,8 @@ impl SchedulerActor {
         let node = row.node_id.clone();
         let ns = self.node_supervisor.clone().expect("node supervisor connected at start-up");
         let attempt = row.attempt;
-        let addr = JobActor::new(row, self.db.clone(), ctx.address(), ns, self.metrics.clone(), self.policy.clone()).start();
+        let addr =
+            JobActor::new(row, self.db.clone(), ctx.address(), ns, self.metrics.clone(), self.policy.clone()).start();
         self.live.insert(id, (addr.clone(), node, attempt));
         addr
     }
@@ -481,7 +503,8 @@ impl Handler<ControlJob> for SchedulerActor {
         let action = m.action;
         if let Some(addr) = self.live_addr(&id) {
             return Box::pin(
-                async move { addr.send(ApplyControl(action)).await.map_err(AppError::from).and_then(|r| r) }.into_actor(self),
+                async move { addr.send(ApplyControl(action)).await.map_err(AppError::from).and_then(|r| r) }
+                    .into_actor(self),
             );
         }
         if let Some(deferred) = self.claiming.get_mut(&id) {
@@ -489,7 +512,12 @@ impl Handler<ControlJob> for SchedulerActor {
             deferred.push((action, tx));
             return Box::pin(
                 async move {
-                    rx.await.unwrap_or_else(|_| Err(AppError::Unavailable { code: "service_unavailable", message: "placement in progress".into() }))
+                    rx.await.unwrap_or_else(|_| {
+                        Err(AppError::Unavailable {
+                            code: "service_unavailable",
+                            message: "placement in progress".into(),
+                        })
+                    })
                 }
                 .into_actor(self),
             );
@@ -500,21 +528,33 @@ impl Handler<ControlJob> for SchedulerActor {
             return match action {
                 UserAction::Cancel => {
                     let entry = self.take(&id).expect("indexed job is in the index");
-                    Box::pin(async move { db.write(move |c| db_jobs::cancel_runnable(c, &sid)).await }.into_actor(self).map(
-                        move |res, act, ctx| match res {
-                            Ok((from, row)) => {
-                                act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Canceled, queue: entry.queue(), priority: entry.priority(), engine: row.engine });
-                                Ok(ControlResponse { job_id: id.to_string(), status: "canceled".into(), retry_count: None })
-                            }
-                            Err(e) => {
-                                if matches!(e, DbError::Unavailable(_)) {
-                                    act.index.reinsert(&entry);
-                                    act.want_round(None, ctx);
+                    Box::pin(
+                        async move { db.write(move |c| db_jobs::cancel_runnable(c, &sid)).await }.into_actor(self).map(
+                            move |res, act, ctx| match res {
+                                Ok((from, row)) => {
+                                    act.metrics.do_send(JobStateChanged {
+                                        from: Some(from),
+                                        to: JobState::Canceled,
+                                        queue: entry.queue(),
+                                        priority: entry.priority(),
+                                        engine: row.engine,
+                                    });
+                                    Ok(ControlResponse {
+                                        job_id: id.to_string(),
+                                        status: "canceled".into(),
+                                        retry_count: None,
+                                    })
                                 }
-                                Err(e.into())
-                            }
-                        },
-                    ))
+                                Err(e) => {
+                                    if matches!(e, DbError::Unavailable(_)) {
+                                        act.index.reinsert(&entry);
+                                        act.want_round(None, ctx);
+                                    }
+                                    Err(e.into())
+                                }
+                            },
+                        ),
+                    )
                 }
                 UserAction::Retry => Box::pin(actix::fut::ready(Err(AppError::bad_request(
                     "invalid_transition",
@@ -522,41 +562,56 @@ impl Handler<ControlJob> for SchedulerActor {
                 )))),
                 _ => {
                     let current = JobState::Pending;
-                    Box::pin(
-                        async move { db.read(move |c| db_jobs::get(c, &sid)).await }
-                            .into_actor(self)
-                            .map(move |row, _, _| {
-                                let current = row.map(|r| r.state()).unwrap_or(current);
-                                Err(AppError::InvalidTransition { current, action: action.as_str() })
-                            }),
-                    )
+                    Box::pin(async move { db.read(move |c| db_jobs::get(c, &sid)).await }.into_actor(self).map(
+                        move |row, _, _| {
+                            let current = row.map(|r| r.state()).unwrap_or(current);
+                            Err(AppError::InvalidTransition { current, action: action.as_str() })
+                        },
+                    ))
                 }
             };
         }
         // Terminal (database only) or unknown.
         match action {
-            UserAction::Retry => Box::pin(async move { db.write(move |c| db_jobs::retry_finished(c, &sid)).await }.into_actor(self).map(
-                move |res, act, ctx| match res {
-                    Ok((from, row)) => {
-                        let q = queued_job_from_row(&row);
-                        act.metrics.do_send(JobStateChanged { from: Some(from), to: JobState::Queued, queue: q.queue, priority: q.priority, engine: row.engine.clone() });
-                        act.enqueue(q);
-                        act.want_round(None, ctx);
-                        Ok(ControlResponse { job_id: row.id, status: "queued".into(), retry_count: Some(row.retry_count) })
-                    }
+            UserAction::Retry => {
+                Box::pin(async move { db.write(move |c| db_jobs::retry_finished(c, &sid)).await }.into_actor(self).map(
+                    move |res, act, ctx| match res {
+                        Ok((from, row)) => {
+                            let q = queued_job_from_row(&row);
+                            act.metrics.do_send(JobStateChanged {
+                                from: Some(from),
+                                to: JobState::Queued,
+                                queue: q.queue,
+                                priority: q.priority,
+                                engine: row.engine.clone(),
+                            });
+                            act.enqueue(q);
+                            act.want_round(None, ctx);
+                            Ok(ControlResponse {
+                                job_id: row.id,
+                                status: "queued".into(),
+                                retry_count: Some(row.retry_count),
+                            })
+                        }
+                        Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
+                        Err(e @ DbError::Conflict(_)) => Err(AppError::bad_request(
+                            "invalid_transition",
+                            format!(
+                                "only failed or canceled jobs can be retried; {}",
+                                e.to_string().trim_start_matches("conflict: ")
+                            ),
+                        )),
+                        Err(e) => Err(e.into()),
+                    },
+                ))
+            }
+            _ => Box::pin(async move { db.read(move |c| db_jobs::get(c, &sid)).await }.into_actor(self).map(
+                move |row, _, _| match row {
+                    Ok(r) => Err(AppError::InvalidTransition { current: r.state(), action: action.as_str() }),
                     Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
-                    Err(e @ DbError::Conflict(_)) => Err(AppError::bad_request(
-                        "invalid_transition",
-                        format!("only failed or canceled jobs can be retried; {}", e.to_string().trim_start_matches("conflict: ")),
-                    )),
                     Err(e) => Err(e.into()),
                 },
             )),
-            _ => Box::pin(async move { db.read(move |c| db_jobs::get(c, &sid)).await }.into_actor(self).map(move |row, _, _| match row {
-                Ok(r) => Err(AppError::InvalidTransition { current: r.state(), action: action.as_str() }),
-                Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
-                Err(e) => Err(e.into()),
-            })),
         }
     }
 }
@@ -586,7 +641,10 @@ where
             return Box::pin(async move { Err(e) });
         }
         if !m.attempt_given && self.nodes.get(&m.node_id).is_some_and(|n| n.token.is_some()) {
-            let e = AppError::bad_request("missing_attempt", "a node with a node token must send the attempt its lease is for");
+            let e = AppError::bad_request(
+                "missing_attempt",
+                "a node with a node token must send the attempt its lease is for",
+            );
             return Box::pin(async move { Err(e) });
         }
         let addr = self.live_addr(&m.job);
@@ -700,7 +758,10 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
         let mut stale: Vec<RunningJob> = Vec::new();
         let mut checks = Vec::new();
         for r in &m.reported {
-            match Uuid::parse_str(&r.job_id).ok().and_then(|id| self.live.get(&id).map(|(a, n, _)| (a.clone(), n.clone()))) {
+            match Uuid::parse_str(&r.job_id)
+                .ok()
+                .and_then(|id| self.live.get(&id).map(|(a, n, _)| (a.clone(), n.clone())))
+            {
                 Some((addr, Some(node))) if node == m.node_id => checks.push((r.clone(), addr)),
                 _ => stale.push(r.clone()),
             }
@@ -710,9 +771,10 @@ impl Handler<ReconcileNodeJobs> for SchedulerActor {
         if let Some(n) = self.nodes.get(&m.node_id) {
             for id in &n.running {
                 if !reported.contains_key(id)
-                    && let Some((a, _, _)) = self.live.get(id) {
-                        unreported.push(a.clone());
-                    }
+                    && let Some((a, _, _)) = self.live.get(id)
+                {
+                    unreported.push(a.clone());
+                }
             }
         }
         Box::pin(async move {

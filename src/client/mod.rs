@@ -77,8 +77,10 @@ pub fn resolve(g: &GlobalOpts) -> Result<Settings, String> {
     let path = path.or_else(|| env_any(&["HOME"]).map(|h| PathBuf::from(h).join(".config/ffrtmp/config.toml")));
     let file = match path {
         Some(p) if p.exists() || explicit => {
-            let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-            toml::from_str::<ConfigFile>(&text).map_err(|e| format!("bad config file {}: {}", p.display(), e.message()))?
+            let text =
+                std::fs::read_to_string(&p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            toml::from_str::<ConfigFile>(&text)
+                .map_err(|e| format!("bad config file {}: {}", p.display(), e.message()))?
         }
         _ => ConfigFile::default(),
     };
@@ -222,7 +224,9 @@ impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Transport(m) => CliError(format!("cannot reach the master: {m}"), 1),
-            ClientError::Status { status, code, message } => CliError(format!("master answered {status} {code}: {message}"), 1),
+            ClientError::Status { status, code, message } => {
+                CliError(format!("master answered {status} {code}: {message}"), 1)
+            }
             ClientError::Decode(m) => CliError(format!("unexpected answer from the master: {m}"), 1),
         }
     }
@@ -236,7 +240,11 @@ fn parse_value(v: &str) -> Value {
     match v {
         "true" => Value::Bool(true),
         "false" => Value::Bool(false),
-        _ => v.parse::<i64>().map(Value::from).or_else(|_| v.parse::<f64>().map(Value::from)).unwrap_or_else(|_| Value::String(v.to_string())),
+        _ => v
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| v.parse::<f64>().map(Value::from))
+            .unwrap_or_else(|_| Value::String(v.to_string())),
     }
 }
 
@@ -291,7 +299,8 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
     match cmd {
         JobsCommand::Submit(a) => {
             let body = submit_body(&a)?;
-            let headers: Vec<(&str, String)> = a.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
+            let headers: Vec<(&str, String)> =
+                a.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
             let job: Job = c.post_with("/jobs", &body, &headers).await?;
             if a.follow {
                 if s.output == OutputFormat::Table {
@@ -310,7 +319,13 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
         }
         JobsCommand::List(a) => {
             let mut q = vec![format!("limit={}", a.limit)];
-            for (k, v) in [("status", &a.status), ("queue", &a.queue), ("priority", &a.priority), ("node_id", &a.node), ("cursor", &a.cursor)] {
+            for (k, v) in [
+                ("status", &a.status),
+                ("queue", &a.queue),
+                ("priority", &a.priority),
+                ("node_id", &a.node),
+                ("cursor", &a.cursor),
+            ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", urlencode(v)));
                 }
@@ -456,7 +471,9 @@ pub async fn run_nodes(s: &Settings, cmd: NodesCommand) -> Result<i32, CliError>
             let node: Node = c.post(&format!("/nodes/{}/drain", urlencode(&id)), &serde_json::json!({})).await?;
             match s.output {
                 OutputFormat::Json => print_json(&node),
-                OutputFormat::Table => println!("✓ Node {} is draining ({} running job(s) will finish)", node.id, node.running_jobs.len()),
+                OutputFormat::Table => {
+                    println!("✓ Node {} is draining ({} running job(s) will finish)", node.id, node.running_jobs.len())
+                }
             }
         }
         NodesCommand::Undrain { id } => {

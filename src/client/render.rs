@@ -22,7 +22,8 @@ fn gib(b: u64) -> String {
 }
 
 pub fn jobs_table(jobs: &[Job]) -> Table {
-    let mut t = table(&["Job #", "ID", "Scenario", "Status", "Queue", "Priority", "Progress", "Node", "Failure", "Created"]);
+    let mut t =
+        table(&["Job #", "ID", "Scenario", "Status", "Queue", "Priority", "Progress", "Node", "Failure", "Created"]);
     for j in jobs {
         t.add_row(vec![
             j.sequence_number.to_string(),
@@ -53,7 +54,15 @@ pub fn job_table(j: &Job) -> Table {
     row("Engine", j.engine.clone());
     row("Progress", format!("{}%", j.progress));
     if let Some(d) = &j.progress_detail {
-        row("Speed", format!("{} fps, {}x, ETA {}", d.fps.map(|f| format!("{f:.0}")).unwrap_or("-".into()), d.speed.map(|s| format!("{s:.2}")).unwrap_or("-".into()), d.eta_seconds.map(|e| format!("{e:.0}s")).unwrap_or("-".into())));
+        row(
+            "Speed",
+            format!(
+                "{} fps, {}x, ETA {}",
+                d.fps.map(|f| format!("{f:.0}")).unwrap_or("-".into()),
+                d.speed.map(|s| format!("{s:.2}")).unwrap_or("-".into()),
+                d.eta_seconds.map(|e| format!("{e:.0}s")).unwrap_or("-".into())
+            ),
+        );
     }
     row("Attempt / Retries", format!("{} / {} of {}", j.attempt, j.retry_count, j.max_retries));
     row("Node", j.node_name.clone().or_else(|| j.node_id.clone()).unwrap_or_else(|| "-".into()));
@@ -75,9 +84,10 @@ pub fn job_table(j: &Job) -> Table {
         }
     }
     if let Some(m) = &j.metrics
-        && let Some(p) = m.get("psnr_db").and_then(|v| v.as_f64()) {
-            row("PSNR (dB)", format!("{p:.2}"));
-        }
+        && let Some(p) = m.get("psnr_db").and_then(|v| v.as_f64())
+    {
+        row("PSNR (dB)", format!("{p:.2}"));
+    }
     row("Parameters", serde_json::to_string_pretty(&j.parameters).unwrap_or_default());
     t
 }
@@ -91,7 +101,11 @@ pub fn nodes_table(nodes: &[Node]) -> Table {
             n.status.clone(),
             format!("{} ({})", n.cpu_model, n.cpu_threads),
             gib(n.ram_total_bytes),
-            if n.gpus.is_empty() { if n.has_gpu { "Yes".into() } else { "No".into() } } else { n.gpus.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", ") },
+            if n.gpus.is_empty() {
+                if n.has_gpu { "Yes".into() } else { "No".into() }
+            } else {
+                n.gpus.iter().map(|g| g.name.clone()).collect::<Vec<_>>().join(", ")
+            },
             n.encoders.as_ref().map(|e| e.join(" ")).unwrap_or_else(|| "not probed".into()),
             format!("{}/{}", n.running_jobs.len(), n.max_concurrent_jobs),
         ]);
@@ -132,7 +146,10 @@ pub fn node_table(n: &Node) -> Table {
         }
         row("GPU", parts.join(", "));
     }
-    row("Encoders (probed)", n.encoders.as_ref().map(|e| e.join(", ")).unwrap_or_else(|| "not probed (seed agent)".into()));
+    row(
+        "Encoders (probed)",
+        n.encoders.as_ref().map(|e| e.join(", ")).unwrap_or_else(|| "not probed (seed agent)".into()),
+    );
     row("ffmpeg", n.ffmpeg_version.clone().unwrap_or_else(|| "-".into()));
     row("GStreamer", n.gstreamer_version.clone().unwrap_or_else(|| "-".into()));
     row("Slots", format!("{}/{} busy", n.running_jobs.len(), n.max_concurrent_jobs));

@@ -191,10 +191,12 @@ pub fn insert(conn: &mut Conn, new: &NewJob) -> DbResult<(JobRow, bool)> {
 /// "Submitted" events in another; rows come back in the order given.
 pub fn insert_many(conn: &mut Conn, new: &[NewJob]) -> DbResult<Vec<JobRow>> {
     // Only (id, seq) come back: decoding whole rows cost more than the insert.
-    let seqs: HashMap<String, i64> =
-        crate::on_backend!(conn, |c| diesel::insert_into(jobs::table).values(new).returning((jobs::id, jobs::seq)).get_results::<(String, i64)>(c))?
-            .into_iter()
-            .collect();
+    let seqs: HashMap<String, i64> = crate::on_backend!(conn, |c| diesel::insert_into(jobs::table)
+        .values(new)
+        .returning((jobs::id, jobs::seq))
+        .get_results::<(String, i64)>(c))?
+    .into_iter()
+    .collect();
     let rows = new
         .iter()
         .map(|n| seqs.get(&n.id).map(|&seq| JobRow::inserted(seq, n)).ok_or(DbError::NotFound))
@@ -239,7 +241,13 @@ pub fn get_by_seq(conn: &mut Conn, seq: i64) -> DbResult<JobRow> {
 /// changeset of optional columns made new SQL for every write. The `WHERE` repeats the
 /// state and attempt of `row`, so a stale row (or a second master on the same
 /// PostgreSQL database) is a `Conflict`, never an overwrite.
-pub fn transition_row(conn: &mut Conn, mut row: JobRow, to: JobState, changes: JobChanges, reason: &str) -> DbResult<JobRow> {
+pub fn transition_row(
+    conn: &mut Conn,
+    mut row: JobRow,
+    to: JobState,
+    changes: JobChanges,
+    reason: &str,
+) -> DbResult<JobRow> {
     let (from, read_attempt) = (row.status.clone(), row.attempt);
     let now = now_micros();
     changes.apply_to(&mut row);
@@ -328,8 +336,26 @@ impl JobChanges {
             ($($column:ident),*) => { $( if let Some(v) = self.$column { row.$column = v; } )* };
         }
         set!(
-            status, progress, node_id, attempt, retry_count, retry_base, queued_at, started_at, last_activity_at, completed_at, retry_at,
-            error, failure_reason, logs, metrics, qoe_score, efficiency_score, energy_joules, vmaf_score, updated_at
+            status,
+            progress,
+            node_id,
+            attempt,
+            retry_count,
+            retry_base,
+            queued_at,
+            started_at,
+            last_activity_at,
+            completed_at,
+            retry_at,
+            error,
+            failure_reason,
+            logs,
+            metrics,
+            qoe_score,
+            efficiency_score,
+            energy_joules,
+            vmaf_score,
+            updated_at
         );
     }
 }
@@ -337,9 +363,11 @@ impl JobChanges {
 /// Progress and activity of a running attempt (no state change), guarded by the attempt.
 pub fn record_activity(conn: &mut Conn, id: &str, attempt: i32, progress: f64, at: i64) -> DbResult<usize> {
     let now = now_micros();
-    Ok(crate::on_backend!(conn, |c| diesel::update(jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt)))
-        .set((jobs::progress.eq(progress), jobs::last_activity_at.eq(at), jobs::updated_at.eq(now)))
-        .execute(c))?)
+    Ok(crate::on_backend!(conn, |c| diesel::update(
+        jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt))
+    )
+    .set((jobs::progress.eq(progress), jobs::last_activity_at.eq(at), jobs::updated_at.eq(now)))
+    .execute(c))?)
 }
 
 /// The newest `limit` transitions of a job (oldest first) and how many there are.
@@ -412,8 +440,14 @@ pub fn load_unfinished(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<
 /// span of a dispatch run as the database recorded it).
 pub fn event_span(conn: &mut Conn, first: JobState, last: JobState) -> DbResult<(Option<i64>, Option<i64>)> {
     use diesel::dsl::{max, min};
-    let start = job_events::table.filter(job_events::to_state.eq(first.as_str())).select(min(job_events::at)).get_result(conn)?;
-    let end = job_events::table.filter(job_events::to_state.eq(last.as_str())).select(max(job_events::at)).get_result(conn)?;
+    let start = job_events::table
+        .filter(job_events::to_state.eq(first.as_str()))
+        .select(min(job_events::at))
+        .get_result(conn)?;
+    let end = job_events::table
+        .filter(job_events::to_state.eq(last.as_str()))
+        .select(max(job_events::at))
+        .get_result(conn)?;
     Ok((start, end))
 }
 
@@ -426,7 +460,9 @@ pub fn state_entry_totals(conn: &mut Conn) -> DbResult<Vec<(String, i64)>> {
         .load::<(String, i64)>(conn)?
         .into_iter()
         .collect();
-    for (state, n) in state_totals::table.select((state_totals::state, state_totals::total)).load::<(String, i64)>(conn)? {
+    for (state, n) in
+        state_totals::table.select((state_totals::state, state_totals::total)).load::<(String, i64)>(conn)?
+    {
         *totals.entry(state).or_default() += n;
     }
     Ok(totals.into_iter().collect())
@@ -569,7 +605,8 @@ pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Ve
         .load::<(String, String)>(c))?
     .into_iter()
     .collect();
-    let candidates: Vec<&String> = ids.iter().filter(|id| before.get(*id).is_some_and(|s| runnable.contains(&s.as_str()))).collect();
+    let candidates: Vec<&String> =
+        ids.iter().filter(|id| before.get(*id).is_some_and(|s| runnable.contains(&s.as_str()))).collect();
     let now = now_micros();
     let mut claimed: HashMap<String, JobRow> = HashMap::new();
     if !candidates.is_empty() {

@@ -133,7 +133,8 @@ impl From<r2d2::Error> for DbError {
 
 fn classify_message(msg: &str) -> DbError {
     let m = msg.to_ascii_lowercase();
-    let unavailable = ["full", "locked", "busy", "disk i/o", "unable to open", "readonly", "read-only", "no space", "out of memory"];
+    let unavailable =
+        ["full", "locked", "busy", "disk i/o", "unable to open", "readonly", "read-only", "no space", "out of memory"];
     if unavailable.iter().any(|p| m.contains(p)) {
         DbError::Unavailable(msg.to_string())
     } else {
@@ -174,8 +175,10 @@ fn connect(url: &DatabaseUrl, synchronous: Synchronous) -> Result<AnyConnection,
                 Synchronous::Full => "FULL",
                 Synchronous::Normal => "NORMAL",
             };
-            c.batch_execute(&format!("PRAGMA busy_timeout = 5000; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            c.batch_execute(&format!(
+                "PRAGMA busy_timeout = 5000; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+            ))
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(AnyConnection::Sqlite(c))
         }
     }
@@ -224,15 +227,18 @@ pub fn revert_migrations(conn: &mut AnyConnection) -> anyhow::Result<Vec<String>
 pub fn open(url: &DatabaseUrl, synchronous: Synchronous, pool_size: u32) -> anyhow::Result<DbPool> {
     if let DatabaseUrl::Sqlite(path) = url
         && let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", parent.display()))?;
-            }
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", parent.display()))?;
+    }
     let shown = url.display();
     {
-        let mut conn = connect(url, synchronous).map_err(|e| anyhow::anyhow!("cannot connect to {shown}: {}", e.to_string().trim()))?;
+        let mut conn = connect(url, synchronous)
+            .map_err(|e| anyhow::anyhow!("cannot connect to {shown}: {}", e.to_string().trim()))?;
         if let AnyConnection::Sqlite(c) = &mut conn {
-            c.batch_execute("PRAGMA journal_mode = WAL;").map_err(|e| anyhow::anyhow!("cannot switch {shown} to WAL: {e}"))?;
+            c.batch_execute("PRAGMA journal_mode = WAL;")
+                .map_err(|e| anyhow::anyhow!("cannot switch {shown} to WAL: {e}"))?;
         }
         run_migrations(&mut conn).map_err(|e| anyhow::anyhow!("migrations failed on {shown}: {e}"))?;
     }
@@ -278,7 +284,8 @@ pub fn rollback_write(conn: &mut AnyConnection) -> QueryResult<()> {
 
 /// Create a fresh PostgreSQL database next to `admin_url` (tests, bench); returns its URL.
 pub fn create_postgres_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
-    let mut c = diesel::PgConnection::establish(admin_url).map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(admin_url)))?;
+    let mut c = diesel::PgConnection::establish(admin_url)
+        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", redact(admin_url)))?;
     c.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
     let base = match admin_url.rfind('/') {
         Some(i) if i > admin_url.find("://").map(|s| s + 2).unwrap_or(0) => &admin_url[..i],
@@ -297,7 +304,10 @@ pub fn ping(conn: &mut Conn) -> DbResult<()> {
 /// reads every table must simply succeed there.
 pub fn integrity_check(conn: &mut Conn) -> DbResult<String> {
     if let AnyConnection::Postgresql(_) = conn {
-        diesel::sql_query("SELECT count(*) FROM jobs, (SELECT count(*) FROM job_events) e, (SELECT count(*) FROM nodes) n").execute(conn)?;
+        diesel::sql_query(
+            "SELECT count(*) FROM jobs, (SELECT count(*) FROM job_events) e, (SELECT count(*) FROM nodes) n",
+        )
+        .execute(conn)?;
         return Ok("ok".into());
     }
     #[derive(QueryableByName)]
@@ -388,15 +398,23 @@ mod tests {
         assert_eq!(inserted, jobs::get(&mut c, "a").unwrap(), "insert builds the stored row");
         let claimed = jobs::claim(&mut c, "a", "n1").unwrap();
         assert_eq!(claimed, jobs::get(&mut c, "a").unwrap(), "a claim returns the stored row");
-        assert_eq!((claimed.status.as_str(), claimed.attempt, claimed.node_id.as_deref()), ("processing", 1, Some("n1")));
+        assert_eq!(
+            (claimed.status.as_str(), claimed.attempt, claimed.node_id.as_deref()),
+            ("processing", 1, Some("n1"))
+        );
         let done = JobChanges { logs: Some(Some("tail".into())), progress: Some(100.0), ..Default::default() };
         let completed = jobs::transition_row(&mut c, claimed.clone(), JobState::Completed, done, "done").unwrap();
         assert_eq!(completed, jobs::get(&mut c, "a").unwrap(), "a transition returns the stored row");
         assert_eq!(completed.logs.as_deref(), Some("tail"));
-        let events: Vec<_> = jobs::events(&mut c, "a").unwrap().into_iter().map(|e| (e.from_state, e.to_state)).collect();
+        let events: Vec<_> =
+            jobs::events(&mut c, "a").unwrap().into_iter().map(|e| (e.from_state, e.to_state)).collect();
         assert_eq!(
             events,
-            vec![(None, "pending".into()), (Some("pending".into()), "processing".into()), (Some("processing".into()), "completed".into())]
+            vec![
+                (None, "pending".into()),
+                (Some("pending".into()), "processing".into()),
+                (Some("processing".into()), "completed".into())
+            ]
         );
         // A row kept from before a change is stale: writing it back is refused.
         let err = jobs::transition_row(&mut c, claimed, JobState::Failed, JobChanges::default(), "stale").unwrap_err();
@@ -420,7 +438,10 @@ mod tests {
         assert_eq!(out[3].as_ref().unwrap().attempt, 1);
         assert_eq!(jobs::get(&mut c, "b").unwrap().node_id.as_deref(), Some("n0"), "a refused claim writes nothing");
         let last = jobs::events(&mut c, "c").unwrap().pop().unwrap();
-        assert_eq!((last.from_state.as_deref(), last.to_state.as_str(), last.node_id.as_deref()), (Some("pending"), "processing", Some("n1")));
+        assert_eq!(
+            (last.from_state.as_deref(), last.to_state.as_str(), last.node_id.as_deref()),
+            (Some("pending"), "processing", Some("n1"))
+        );
     }
 
     #[test]
@@ -437,7 +458,8 @@ mod tests {
         for row in &rows {
             assert_eq!(row, &jobs::get(&mut c, &row.id).unwrap(), "the returned row is the stored row");
         }
-        let reasons: Vec<String> = rows.iter().map(|r| jobs::events(&mut c, &r.id).unwrap()[0].reason.clone()).collect();
+        let reasons: Vec<String> =
+            rows.iter().map(|r| jobs::events(&mut c, &r.id).unwrap()[0].reason.clone()).collect();
         assert_eq!(reasons, ["Submitted", "Submitted", "Rejected at submission"]);
     }
 }

@@ -61,7 +61,9 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
         Some(_) => None,
         None => Some((s, None)),
     }
-    .filter(|(h, _)| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | ':')))
+    .filter(|(h, _)| {
+        !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | ':'))
+    })
 }
 
 /// Host and port of an `rtmp://` / `rtmps://` URL (default ports 1935 and 443);
@@ -83,11 +85,21 @@ pub fn rtmp_destination(url: &str) -> Option<(String, u16)> {
 }
 
 /// Is `host:port` allowed by any of `patterns`? Returns the refusal text otherwise.
-pub fn check_destination(what: &str, host: &str, port: u16, patterns: &[HostPattern], rule: &str) -> Result<(), String> {
+pub fn check_destination(
+    what: &str,
+    host: &str,
+    port: u16,
+    patterns: &[HostPattern],
+    rule: &str,
+) -> Result<(), String> {
     if patterns.iter().any(|p| p.matches(host, port)) {
         return Ok(());
     }
-    let allowed = if patterns.is_empty() { "none".to_string() } else { patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ") };
+    let allowed = if patterns.is_empty() {
+        "none".to_string()
+    } else {
+        patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    };
     Err(format!("{what} destination {host}:{port} is not allowed ({rule}; allowed: {allowed})"))
 }
 

@@ -82,14 +82,19 @@ fn preset_args(encoder: &str, preset: Option<&str>) -> Vec<String> {
     match encoder {
         "libx264" | "libx265" => {
             let name = if p.starts_with('p') || matches!(p, "hq" | "ll" | "llhq" | "hp" | "default") {
-                ["veryslow", "slower", "slow", "medium", "fast", "faster", "veryfast", "superfast", "ultrafast"][(r - 1) as usize]
+                ["veryslow", "slower", "slow", "medium", "fast", "faster", "veryfast", "superfast", "ultrafast"]
+                    [(r - 1) as usize]
             } else {
                 p
             };
             vec!["-preset".into(), name.into()]
         }
         e if e.ends_with("_nvenc") => {
-            let name = if p.starts_with('p') && p.len() == 2 { p.to_string() } else { format!("p{}", (8u32.saturating_sub(r)).clamp(1, 7)) };
+            let name = if p.starts_with('p') && p.len() == 2 {
+                p.to_string()
+            } else {
+                format!("p{}", (8u32.saturating_sub(r)).clamp(1, 7))
+            };
             vec!["-preset".into(), name]
         }
         "libvpx-vp9" => {
@@ -105,10 +110,11 @@ fn preset_args(encoder: &str, preset: Option<&str>) -> Vec<String> {
 /// The full ffmpeg argv (without the program name). `encoder` is the one chosen from
 /// `spec.encoders` for this node; progress goes to stdout (`-progress pipe:1`).
 pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &OutputTarget) -> Vec<String> {
-    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut a: Vec<String> =
+        ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let live = matches!(output, OutputTarget::Rtmp(_)) || spec.realtime;
     let duration = spec.duration_seconds;
     if let Some(h) = spec.hwaccel {
@@ -122,11 +128,21 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
             if live {
                 a.push("-re".into());
             }
-            a.extend(["-f".into(), "lavfi".into(), "-i".into(), format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}")]);
+            a.extend([
+                "-f".into(),
+                "lavfi".into(),
+                "-i".into(),
+                format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}"),
+            ]);
             if live {
                 a.push("-re".into());
             }
-            a.extend(["-f".into(), "lavfi".into(), "-i".into(), format!("sine=frequency=440:sample_rate=48000:duration={d}")]);
+            a.extend([
+                "-f".into(),
+                "lavfi".into(),
+                "-i".into(),
+                format!("sine=frequency=440:sample_rate=48000:duration={d}"),
+            ]);
         }
         InputSource::File(p) => {
             if live {
@@ -140,7 +156,14 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
     a.extend(["-c:v".into(), encoder.to_string()]);
     a.extend(preset_args(encoder, spec.preset));
     if let Some(k) = spec.bitrate_kbps {
-        a.extend(["-b:v".into(), format!("{k}k"), "-maxrate".into(), format!("{k}k"), "-bufsize".into(), format!("{}k", k * 2)]);
+        a.extend([
+            "-b:v".into(),
+            format!("{k}k"),
+            "-maxrate".into(),
+            format!("{k}k"),
+            "-bufsize".into(),
+            format!("{}k", k * 2),
+        ]);
     }
     if let (Some((w, h)), InputSource::File(_)) = (spec.resolution, input) {
         a.extend(["-vf".into(), format!("scale={w}:{h}")]);
@@ -186,11 +209,31 @@ pub fn gstreamer_argv(spec: &JobSpec, output: &OutputTarget) -> Vec<String> {
     if matches!(output, OutputTarget::Rtmp(_)) {
         a.push("is-live=true".into());
     }
-    a.extend(["!".into(), format!("video/x-raw,width={w},height={h},framerate={fps}/1"), "!".into(), "videoconvert".into(), "!".into()]);
-    a.extend(["x264enc".into(), format!("bitrate={kbps}"), "speed-preset=veryfast".into(), "tune=zerolatency".into(), "!".into()]);
+    a.extend([
+        "!".into(),
+        format!("video/x-raw,width={w},height={h},framerate={fps}/1"),
+        "!".into(),
+        "videoconvert".into(),
+        "!".into(),
+    ]);
+    a.extend([
+        "x264enc".into(),
+        format!("bitrate={kbps}"),
+        "speed-preset=veryfast".into(),
+        "tune=zerolatency".into(),
+        "!".into(),
+    ]);
     match output {
-        OutputTarget::File(p) => a.extend(["mp4mux".into(), "!".into(), "filesink".into(), format!("location={}", p.display())]),
-        OutputTarget::Rtmp(u) => a.extend(["flvmux".into(), "streamable=true".into(), "!".into(), "rtmpsink".into(), format!("location={u}")]),
+        OutputTarget::File(p) => {
+            a.extend(["mp4mux".into(), "!".into(), "filesink".into(), format!("location={}", p.display())])
+        }
+        OutputTarget::Rtmp(u) => a.extend([
+            "flvmux".into(),
+            "streamable=true".into(),
+            "!".into(),
+            "rtmpsink".into(),
+            format!("location={u}"),
+        ]),
     }
     a
 }
@@ -199,14 +242,17 @@ pub fn gstreamer_argv(spec: &JobSpec, output: &OutputTarget) -> Vec<String> {
 /// following links, lie inside one of them.
 pub fn resolve_input(path: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
     let p = Path::new(path);
-    let candidates: Vec<PathBuf> = if p.is_absolute() { vec![p.to_path_buf()] } else { roots.iter().map(|r| r.join(p)).collect() };
+    let candidates: Vec<PathBuf> =
+        if p.is_absolute() { vec![p.to_path_buf()] } else { roots.iter().map(|r| r.join(p)).collect() };
     for c in candidates {
         let Ok(real) = c.canonicalize() else { continue };
         for r in roots {
             if let Ok(root) = r.canonicalize()
-                && real.starts_with(&root) && real.is_file() {
-                    return Ok(real);
-                }
+                && real.starts_with(&root)
+                && real.is_file()
+            {
+                return Ok(real);
+            }
         }
     }
     Err(format!("input '{path}' is not a file under the worker's input roots"))
@@ -224,7 +270,9 @@ mod tests {
 
     #[test]
     fn synthetic_h264_file() {
-        let s = spec(json!({"codec": "h264", "resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "500k", "preset": "ultrafast"}));
+        let s = spec(
+            json!({"codec": "h264", "resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "500k", "preset": "ultrafast"}),
+        );
         let a = ffmpeg_argv(&s, "libx264", &InputSource::Synthetic, &OutputTarget::File("/w/out.mp4".into()));
         let joined = a.join(" ");
         assert!(joined.contains("-f lavfi -i testsrc2=size=160x90:rate=15:duration=2"), "{joined}");

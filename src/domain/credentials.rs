@@ -61,9 +61,9 @@ impl TokenRefusal {
                 "node {node_id} is bound to a node token: send the token it was issued in X-Node-Token \
                  (an admin can DELETE the node to let it register anew)"
             ),
-            TokenRefusal::Required => format!(
-                "this master requires node tokens: node {node_id} must register with request_node_token=true"
-            ),
+            TokenRefusal::Required => {
+                format!("this master requires node tokens: node {node_id} must register with request_node_token=true")
+            }
         }
     }
 }

@@ -39,24 +39,50 @@ pub fn score(h: &HealthInputs) -> HealthScore {
         f.push(Factor { factor: "database", penalty: 100.0, detail: "the database cannot be read".into() });
     }
     if h.nodes_online == 0 {
-        f.push(Factor { factor: "no_workers", penalty: 50.0, detail: format!("no worker is online ({} registered)", h.nodes_total) });
+        f.push(Factor {
+            factor: "no_workers",
+            penalty: 50.0,
+            detail: format!("no worker is online ({} registered)", h.nodes_total),
+        });
     } else if h.nodes_offline > 0 {
         let frac = h.nodes_offline as f64 / h.nodes_total.max(1) as f64;
-        f.push(Factor { factor: "offline_nodes", penalty: (20.0 * frac).round(), detail: format!("{} of {} nodes offline", h.nodes_offline, h.nodes_total) });
+        f.push(Factor {
+            factor: "offline_nodes",
+            penalty: (20.0 * frac).round(),
+            detail: format!("{} of {} nodes offline", h.nodes_offline, h.nodes_total),
+        });
     }
     let finished = h.recent_completed + h.recent_failed;
     if h.recent_failed > 0 {
         let ratio = h.recent_failed as f64 / finished as f64;
-        f.push(Factor { factor: "failure_rate", penalty: (40.0 * ratio).round(), detail: format!("{} of the last {finished} finished jobs failed", h.recent_failed) });
+        f.push(Factor {
+            factor: "failure_rate",
+            penalty: (40.0 * ratio).round(),
+            detail: format!("{} of the last {finished} finished jobs failed", h.recent_failed),
+        });
     }
     if h.unplaceable_classes > 0 {
-        f.push(Factor { factor: "unplaceable_jobs", penalty: 10.0, detail: format!("{} kind(s) of queued job no registered node can run", h.unplaceable_classes) });
+        f.push(Factor {
+            factor: "unplaceable_jobs",
+            penalty: 10.0,
+            detail: format!("{} kind(s) of queued job no registered node can run", h.unplaceable_classes),
+        });
     }
     if let Some(w) = h.oldest_wait_seconds.filter(|w| *w > STALE_QUEUE_SECONDS) {
-        f.push(Factor { factor: "queue_wait", penalty: 10.0, detail: format!("the oldest of {} queued jobs has waited {w:.0}s", h.queued) });
+        f.push(Factor {
+            factor: "queue_wait",
+            penalty: 10.0,
+            detail: format!("the oldest of {} queued jobs has waited {w:.0}s", h.queued),
+        });
     }
     let score = (100.0 - f.iter().map(|x| x.penalty).sum::<f64>()).clamp(0.0, 100.0);
-    let status = if score >= 80.0 { "healthy" } else if score >= 50.0 { "degraded" } else { "critical" };
+    let status = if score >= 80.0 {
+        "healthy"
+    } else if score >= 50.0 {
+        "degraded"
+    } else {
+        "critical"
+    };
     HealthScore { score, status, factors: f }
 }
 
@@ -66,7 +92,13 @@ mod tests {
 
     #[test]
     fn score_table() {
-        let ok = HealthInputs { database_ok: true, nodes_online: 2, nodes_total: 2, recent_completed: 10, ..Default::default() };
+        let ok = HealthInputs {
+            database_ok: true,
+            nodes_online: 2,
+            nodes_total: 2,
+            recent_completed: 10,
+            ..Default::default()
+        };
         assert_eq!(score(&ok).score, 100.0);
         assert_eq!(score(&ok).status, "healthy");
         let cases: Vec<(HealthInputs, f64, &str)> = vec![

@@ -149,7 +149,9 @@ fn check_list(field: &str, items: &[String]) -> Result<(), FieldError> {
 
 fn in_range(field: &str, v: Option<f64>, min: f64, max: f64) -> Result<(), FieldError> {
     match v {
-        Some(x) if !x.is_finite() || x < min || x > max => field_err(field, format!("'{field}' must be between {min} and {max}")),
+        Some(x) if !x.is_finite() || x < min || x > max => {
+            field_err(field, format!("'{field}' must be between {min} and {max}"))
+        }
         _ => Ok(()),
     }
 }
@@ -211,7 +213,8 @@ mod tests {
 
     #[test]
     fn text_checks() {
-        let cases = [("ok", 8, true), ("toolongtext", 4, false), ("nul\0", 8, false), ("tab\t", 8, false), ("é", 2, true)];
+        let cases =
+            [("ok", 8, true), ("toolongtext", 4, false), ("nul\0", 8, false), ("tab\t", 8, false), ("é", 2, true)];
         for (v, max, ok) in cases {
             assert_eq!(check_text("f", v, max).is_ok(), ok, "{v:?}");
         }

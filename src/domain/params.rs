@@ -29,20 +29,71 @@ const CODECS: &[(&[&str], &[&str])] = &[
 
 /// Every encoder a worker probes for.
 pub const KNOWN_ENCODERS: &[&str] = &[
-    "libx264", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1", "h264_nvenc", "hevc_nvenc",
-    "av1_nvenc", "h264_qsv", "hevc_qsv", "av1_qsv", "h264_vaapi", "hevc_vaapi", "av1_vaapi",
+    "libx264",
+    "libx265",
+    "libvpx-vp9",
+    "libsvtav1",
+    "libaom-av1",
+    "h264_nvenc",
+    "hevc_nvenc",
+    "av1_nvenc",
+    "h264_qsv",
+    "hevc_qsv",
+    "av1_qsv",
+    "h264_vaapi",
+    "hevc_vaapi",
+    "av1_vaapi",
 ];
 
 const PRESETS: &[&str] = &[
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-    "p1", "p2", "p3", "p4", "p5", "p6", "p7", "hq", "ll", "llhq", "hp", "default",
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "p1",
+    "p2",
+    "p3",
+    "p4",
+    "p5",
+    "p6",
+    "p7",
+    "hq",
+    "ll",
+    "llhq",
+    "hp",
+    "default",
 ];
 
 const KEYS: &[&str] = &[
-    "codec", "hwaccel", "threads", "duration", "duration_seconds", "bitrate", "preset", "input",
-    "output", "output_mode", "rtmp_url", "stream_key", "resolution", "fps", "resolution_width",
-    "resolution_height", "frame_rate", "engine", "resource_limits", "gpu", "timeout_seconds",
-    "qoe", "gpu_memory_mb", "realtime",
+    "codec",
+    "hwaccel",
+    "threads",
+    "duration",
+    "duration_seconds",
+    "bitrate",
+    "preset",
+    "input",
+    "output",
+    "output_mode",
+    "rtmp_url",
+    "stream_key",
+    "resolution",
+    "fps",
+    "resolution_width",
+    "resolution_height",
+    "frame_rate",
+    "engine",
+    "resource_limits",
+    "gpu",
+    "timeout_seconds",
+    "qoe",
+    "gpu_memory_mb",
+    "realtime",
 ];
 
 const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb", "timeout_sec"];
@@ -204,11 +255,15 @@ pub fn check_input_path(p: &str) -> Result<(), ParamError> {
     }
     // `file:`, `http:`, `concat:`, `subfile,,` … would let ffmpeg read anything.
     if let Some(colon) = p.find(':')
-        && !p[..colon].contains('/') {
-            return err("parameter 'input' must be a file path, not a protocol URL");
-        }
+        && !p[..colon].contains('/')
+    {
+        return err("parameter 'input' must be a file path, not a protocol URL");
+    }
     if p.chars().any(|c| SHELL_META.contains(&c)) || p.split('/').any(|c| c == "..") {
-        return err(format!("parameter 'input' must not contain '..' or any of {}", SHELL_META.iter().collect::<String>()));
+        return err(format!(
+            "parameter 'input' must not contain '..' or any of {}",
+            SHELL_META.iter().collect::<String>()
+        ));
     }
     Ok(())
 }
@@ -244,8 +299,16 @@ fn static_str(list: &'static [&'static str], v: &str) -> Option<&'static str> {
 
 /// Parameters whose value is a number, even when a client writes it as text.
 const NUMERIC_KEYS: &[&str] = &[
-    "threads", "duration", "duration_seconds", "fps", "frame_rate", "resolution_width", "resolution_height", "gpu",
-    "timeout_seconds", "gpu_memory_mb",
+    "threads",
+    "duration",
+    "duration_seconds",
+    "fps",
+    "frame_rate",
+    "resolution_width",
+    "resolution_height",
+    "gpu",
+    "timeout_seconds",
+    "gpu_memory_mb",
 ];
 
 /// The parameters as stored: numbers written as text (`"fps": "30"`) become numbers, so
@@ -349,16 +412,18 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
     let bitrate_kbps = match text("bitrate")? {
         None => None,
         Some(b) if b.is_empty() => None,
-        Some(b) => Some(parse_bitrate_kbps(&b).ok_or_else(|| {
-            ParamError(format!("invalid bitrate '{b}'; write e.g. 2500k or 5M (16k to 1000M)"))
-        })?),
+        Some(b) => Some(
+            parse_bitrate_kbps(&b)
+                .ok_or_else(|| ParamError(format!("invalid bitrate '{b}'; write e.g. 2500k or 5M (16k to 1000M)")))?,
+        ),
     };
     let preset = match text("preset")? {
         None => None,
         Some(p) if p.is_empty() => None,
-        Some(p) => Some(static_str(PRESETS, &p).ok_or_else(|| {
-            ParamError(format!("invalid preset '{p}'; valid values: {}", PRESETS.join(", ")))
-        })?),
+        Some(p) => Some(
+            static_str(PRESETS, &p)
+                .ok_or_else(|| ParamError(format!("invalid preset '{p}'; valid values: {}", PRESETS.join(", "))))?,
+        ),
     };
     let resolution = match text("resolution")? {
         Some(r) if !r.is_empty() => Some(parse_resolution(&r).ok_or_else(|| {
@@ -371,8 +436,8 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         },
     };
     let fps = num("fps", 1.0, 240.0)?.or(num("frame_rate", 1.0, 240.0)?).map(|f| f.round() as u32);
-    let duration_seconds = num("duration", 0.04, MAX_DURATION_SECONDS)?
-        .or(num("duration_seconds", 0.04, MAX_DURATION_SECONDS)?);
+    let duration_seconds =
+        num("duration", 0.04, MAX_DURATION_SECONDS)?.or(num("duration_seconds", 0.04, MAX_DURATION_SECONDS)?);
     let input = text("input")?.filter(|s| !s.is_empty());
     if let Some(i) = &input {
         check_input_path(i)?;
@@ -392,16 +457,18 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
     }
     let stream_key = text("stream_key")?.filter(|s| !s.is_empty());
     if let Some(k) = &stream_key
-        && (k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
-            return err("parameter 'stream_key' may hold only letters, digits, '_' and '-' (at most 128)");
-        }
+        && (k.len() > 128 || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+    {
+        return err("parameter 'stream_key' may hold only letters, digits, '_' and '-' (at most 128)");
+    }
     let threads = num("threads", 0.0, 512.0)?.map(|t| t as u32).filter(|t| *t > 0);
-    let hwaccel = match text("hwaccel")?.as_deref() {
-        None | Some("") | Some("none") => None,
-        Some(h) => Some(static_str(&["auto", "cuda", "qsv", "vaapi"], h).ok_or_else(|| {
-            ParamError(format!("invalid hwaccel '{h}'; valid values: none, auto, cuda, qsv, vaapi"))
-        })?),
-    };
+    let hwaccel =
+        match text("hwaccel")?.as_deref() {
+            None | Some("") | Some("none") => None,
+            Some(h) => Some(static_str(&["auto", "cuda", "qsv", "vaapi"], h).ok_or_else(|| {
+                ParamError(format!("invalid hwaccel '{h}'; valid values: none, auto, cuda, qsv, vaapi"))
+            })?),
+        };
     let gpu_index = num("gpu", 0.0, 15.0)?.map(|g| g as u32);
     let gpu_memory_mb = num("gpu_memory_mb", 0.0, 1_048_576.0)?.map(|g| g as u64);
     let mut timeout_seconds = num("timeout_seconds", 1.0, 604_800.0)?.map(|t| t as u64);
@@ -420,7 +487,9 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
             match k.as_str() {
                 "timeout_sec" if n > 0.0 => timeout_seconds = timeout_seconds.or(Some(n as u64)),
                 "max_memory_mb" if n > 0.0 => max_memory_mb = Some(n as u64),
-                "max_cpu_percent" if n > 100.0 => return err("resource limit 'max_cpu_percent' must be between 1 and 100"),
+                "max_cpu_percent" if n > 100.0 => {
+                    return err("resource limit 'max_cpu_percent' must be between 1 and 100");
+                }
                 "max_cpu_percent" if n > 0.0 => max_cpu_percent = Some(n.ceil() as u32),
                 "max_disk_mb" if n > 0.0 => max_disk_mb = Some(n.ceil() as u64),
                 _ => {}
@@ -438,7 +507,8 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
     if engine == Engine::Gstreamer {
         // The GStreamer pipeline is a test-pattern H.264 encode to MP4 or RTMP: refuse
         // what it would silently ignore instead of "completing" something else.
-        let refuse = |what: &str| err(format!("engine 'gstreamer' cannot honour {what}; use engine 'ffmpeg' (or 'auto')"));
+        let refuse =
+            |what: &str| err(format!("engine 'gstreamer' cannot honour {what}; use engine 'ffmpeg' (or 'auto')"));
         if input.is_some() {
             return refuse("an input file (it encodes a test pattern)");
         }
@@ -521,7 +591,13 @@ mod tests {
         let gst = |v: Value| parse_job_spec(v.as_object().unwrap(), "gstreamer");
         assert!(gst(json!({"resolution": "640x360", "fps": 25, "bitrate": "1M", "duration": 2})).is_ok());
         assert!(gst(json!({"output_mode": "rtmp"})).is_ok());
-        for bad in [json!({"input": "a.mp4"}), json!({"codec": "vp9"}), json!({"output": "x.webm"}), json!({"preset": "slow"}), json!({"qoe": true})] {
+        for bad in [
+            json!({"input": "a.mp4"}),
+            json!({"codec": "vp9"}),
+            json!({"output": "x.webm"}),
+            json!({"preset": "slow"}),
+            json!({"qoe": true}),
+        ] {
             let e = gst(bad.clone()).unwrap_err();
             assert!(e.0.contains("gstreamer"), "{bad}: {e}");
         }
@@ -529,7 +605,8 @@ mod tests {
 
     #[test]
     fn resource_limits_are_parsed_and_bounded() {
-        let s = spec(json!({"resource_limits": {"max_cpu_percent": 50, "max_disk_mb": "200", "max_memory_mb": 0}})).unwrap();
+        let s = spec(json!({"resource_limits": {"max_cpu_percent": 50, "max_disk_mb": "200", "max_memory_mb": 0}}))
+            .unwrap();
         assert_eq!((s.max_cpu_percent, s.max_disk_mb, s.max_memory_mb), (Some(50), Some(200), None));
         assert_eq!(s.cpu_cap(8), Some(4));
         assert_eq!(s.cpu_cap(2), Some(1));

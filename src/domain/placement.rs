@@ -100,9 +100,7 @@ impl NodeCaps {
     fn has_encoder(&self, enc: &str) -> bool {
         match &self.encoders {
             Some(list) => list.iter().any(|e| e == enc),
-            None if is_gpu_encoder(enc) => {
-                self.has_gpu && self.gpu_capabilities.iter().any(|c| c == enc)
-            }
+            None if is_gpu_encoder(enc) => self.has_gpu && self.gpu_capabilities.iter().any(|c| c == enc),
             None => true,
         }
     }
@@ -120,9 +118,10 @@ impl NodeCaps {
             return false;
         }
         if let Some(i) = req.gpu_index
-            && i as usize >= self.gpu_count() {
-                return false;
-            }
+            && i as usize >= self.gpu_count()
+        {
+            return false;
+        }
         if req.min_gpu_memory_mb > 0 {
             let fits = |g: &GpuCaps| g.memory_total_mb >= req.min_gpu_memory_mb;
             let ok = match req.gpu_index {
@@ -203,7 +202,12 @@ mod tests {
 
     #[test]
     fn placement_table() {
-        let seed_gpu = NodeCaps { has_gpu: true, gpu_capabilities: vec!["h264_nvenc".into()], encoders: None, ..Default::default() };
+        let seed_gpu = NodeCaps {
+            has_gpu: true,
+            gpu_capabilities: vec!["h264_nvenc".into()],
+            encoders: None,
+            ..Default::default()
+        };
         let seed_cpu = NodeCaps { encoders: None, ..Default::default() };
         let cases: Vec<(serde_json::Value, NodeCaps, bool)> = vec![
             (json!({"codec":"h264"}), cpu_node(), true),
@@ -241,7 +245,8 @@ mod tests {
 
     #[test]
     fn node_choice_prefers_free_slots_then_low_load() {
-        let order = rank_nodes(vec![("a", 1, 0.1, 0), ("b", 2, 0.9, 1), ("c", 2, 0.5, 2), ("d", 0, 0.0, 3), ("e", 2, 0.5, 0)]);
+        let order =
+            rank_nodes(vec![("a", 1, 0.1, 0), ("b", 2, 0.9, 1), ("c", 2, 0.5, 2), ("d", 0, 0.0, 3), ("e", 2, 0.5, 0)]);
         let names: Vec<&str> = order.iter().map(|o| o.0).collect();
         assert_eq!(names, ["e", "c", "b", "a"], "free slots, then load, then arrival; full nodes left out");
     }

@@ -106,10 +106,19 @@ mod tests {
 
     #[test]
     fn final_figures_prefer_the_end_block() {
-        let before = ProgressBlock { frame: Some(50), fps: Some(25.0), out_time_us: Some(2_000_000), speed: Some(2.0), ..Default::default() };
+        let before = ProgressBlock {
+            frame: Some(50),
+            fps: Some(25.0),
+            out_time_us: Some(2_000_000),
+            speed: Some(2.0),
+            ..Default::default()
+        };
         let end = ProgressBlock { frame: Some(60), fps: Some(0.0), out_time_us: None, end: true, ..Default::default() };
         let f = ProgressBlock::finalized(&end, Some(&before));
-        assert_eq!((f.frame, f.fps, f.out_time_us, f.speed, f.end), (Some(60), Some(25.0), Some(2_000_000), Some(2.0), true));
+        assert_eq!(
+            (f.frame, f.fps, f.out_time_us, f.speed, f.end),
+            (Some(60), Some(25.0), Some(2_000_000), Some(2.0), true)
+        );
         let alone = ProgressBlock::finalized(&end, None);
         assert_eq!((alone.frame, alone.fps), (Some(60), None), "a zero fps is no figure");
     }
@@ -123,6 +132,9 @@ mod tests {
         let b = p.feed("progress=continue").unwrap();
         assert_eq!(b, ProgressBlock::default());
         assert_eq!(b.percent(Some(1.0)), None);
-        assert_eq!(ProgressBlock { out_time_us: Some(5_000_000), ..Default::default() }.percent(Some(2.0)), Some(100.0));
+        assert_eq!(
+            ProgressBlock { out_time_us: Some(5_000_000), ..Default::default() }.percent(Some(2.0)),
+            Some(100.0)
+        );
     }
 }

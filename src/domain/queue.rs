@@ -200,7 +200,12 @@ impl RunnableIndex {
     }
 
     /// The best job whose class `accept` allows, without removing it.
-    pub fn best(&self, now_ms: u64, aging_step_ms: u64, mut accept: impl FnMut(&Requirements) -> bool) -> Option<Picked> {
+    pub fn best(
+        &self,
+        now_ms: u64,
+        aging_step_ms: u64,
+        mut accept: impl FnMut(&Requirements) -> bool,
+    ) -> Option<Picked> {
         let mut verdicts: HashMap<ClassId, bool> = HashMap::new();
         let mut best: Option<(u8, u64, Picked)> = None;
         for (&(level, class), bucket) in &self.buckets {
@@ -303,7 +308,9 @@ mod tests {
 
     #[test]
     fn effective_level_table() {
-        for (base, waited, step, want) in [(0, 0, 60, 0), (0, 59, 60, 0), (0, 60, 60, 1), (5, 600, 60, 8), (8, 0, 60, 8), (3, 1000, 0, 3)] {
+        for (base, waited, step, want) in
+            [(0, 0, 60, 0), (0, 59, 60, 0), (0, 60, 60, 1), (5, 600, 60, 8), (8, 0, 60, 8), (3, 1000, 0, 3)]
+        {
             assert_eq!(effective_level(base, waited, step), want);
         }
     }

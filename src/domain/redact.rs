@@ -99,9 +99,15 @@ mod tests {
 
     #[test]
     fn parameters_lose_their_secrets() {
-        let mut p = serde_json::json!({"rtmp_url": "rtmp://u:p@h/app/key", "stream_key": "sk", "codec": "h264"}).as_object().unwrap().clone();
+        let mut p = serde_json::json!({"rtmp_url": "rtmp://u:p@h/app/key", "stream_key": "sk", "codec": "h264"})
+            .as_object()
+            .unwrap()
+            .clone();
         redact_parameters(&mut p);
-        assert_eq!(serde_json::Value::Object(p), serde_json::json!({"rtmp_url": "rtmp://***@h/app/***", "stream_key": "***", "codec": "h264"}));
+        assert_eq!(
+            serde_json::Value::Object(p),
+            serde_json::json!({"rtmp_url": "rtmp://***@h/app/***", "stream_key": "***", "codec": "h264"})
+        );
     }
 
     #[test]

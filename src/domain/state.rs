@@ -70,10 +70,7 @@ impl JobState {
 
     /// No further transition except an operator's explicit retry.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Completed | JobState::Failed | JobState::Canceled | JobState::Rejected
-        )
+        matches!(self, JobState::Completed | JobState::Failed | JobState::Canceled | JobState::Rejected)
     }
 
     /// Waiting in the scheduler's runnable index.
@@ -85,11 +82,7 @@ impl JobState {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            JobState::Assigned
-                | JobState::Processing
-                | JobState::Paused
-                | JobState::Retrying
-                | JobState::TimedOut
+            JobState::Assigned | JobState::Processing | JobState::Paused | JobState::Retrying | JobState::TimedOut
         )
     }
 
@@ -118,11 +111,7 @@ impl JobState {
     /// Ok when `self -> to` is legal; a same-state move is not a transition and is refused
     /// here (callers treat identical repeats as idempotent before asking).
     pub fn check_transition(self, to: JobState) -> Result<(), InvalidTransition> {
-        if self.allowed_next().contains(&to) {
-            Ok(())
-        } else {
-            Err(InvalidTransition { from: self, to })
-        }
+        if self.allowed_next().contains(&to) { Ok(()) } else { Err(InvalidTransition { from: self, to }) }
     }
 }
 

@@ -13,12 +13,12 @@
 //! `/health` and `/openapi.json` are always open. With no key configured the API is open (and the master
 //! refuses to bind a non-loopback address that way unless told it is on purpose).
 
+use crate::domain::credentials::{Digest, digest, digests_equal};
 use crate::error::AppError;
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use crate::domain::credentials::{Digest, digest, digests_equal};
 use actix_web::{HttpMessage, HttpRequest, web};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,7 +76,9 @@ impl ApiKeys {
         }
         let header = req.headers().get("authorization").and_then(|h| h.to_str().ok());
         let Some(header) = header else {
-            return Err(AppError::Unauthorized("missing Authorization header; send 'Authorization: Bearer <key>'".into()));
+            return Err(AppError::Unauthorized(
+                "missing Authorization header; send 'Authorization: Bearer <key>'".into(),
+            ));
         };
         let presented = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("");
         match self.role_of(presented.trim()) {
@@ -102,7 +104,11 @@ pub const NODE_TOKEN_HEADER: &str = "x-node-token";
 
 /// The node token a request presents (`X-Node-Token`), for node-scoped worker calls.
 pub fn node_token(req: &HttpRequest) -> Option<String> {
-    req.headers().get(NODE_TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    req.headers()
+        .get(NODE_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Routes anyone may call.
@@ -187,7 +193,11 @@ mod tests {
 
     #[test]
     fn keys_resolve_to_roles() {
-        let k = ApiKeys::new([("a".to_string(), Role::Admin), ("w".to_string(), Role::Worker), (String::new(), Role::Admin)]);
+        let k = ApiKeys::new([
+            ("a".to_string(), Role::Admin),
+            ("w".to_string(), Role::Worker),
+            (String::new(), Role::Admin),
+        ]);
         assert_eq!(k.role_of("w").map(|r| r.0), Some(Role::Worker));
         assert_eq!(k.role_of("x"), None);
         assert_eq!(k.role_of(""), None, "an empty key is never configured");

@@ -38,7 +38,9 @@ pub fn json_config() -> web::JsonConfig {
             JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
                 AppError::PayloadTooLarge(MAX_BODY_BYTES)
             }
-            JsonPayloadError::Deserialize(d) => AppError::bad_request("invalid_json", format!("invalid request body: {d}")),
+            JsonPayloadError::Deserialize(d) => {
+                AppError::bad_request("invalid_json", format!("invalid request body: {d}"))
+            }
             JsonPayloadError::ContentType => {
                 AppError::bad_request("invalid_content_type", "send the body as application/json")
             }

@@ -1,6 +1,7 @@
 //! Job routes: submit, list, get, control, logs, and the worker-facing next/progress/results.
 
 use super::AppState;
+use super::auth::node_token;
 use crate::actors::messages::*;
 use crate::actors::scheduler::queued_job_from_row;
 use crate::db::jobs::{self as db_jobs, JobFilter, JobRow, NewJob};
@@ -12,7 +13,6 @@ use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use crate::error::{AppError, AppResult};
 use crate::wire::*;
-use super::auth::node_token;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::time::Duration;
@@ -35,9 +35,9 @@ pub fn parse_job_ref(s: &str) -> AppResult<JobRef> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse::<i64>().map(JobRef::Seq).map_err(|_| AppError::job_not_found(s));
     }
-    Uuid::parse_str(s)
-        .map(JobRef::Id)
-        .map_err(|_| AppError::bad_request("invalid_job_id", format!("'{s}' is neither a job UUID nor a sequence number")))
+    Uuid::parse_str(s).map(JobRef::Id).map_err(|_| {
+        AppError::bad_request("invalid_job_id", format!("'{s}' is neither a job UUID nor a sequence number"))
+    })
 }
 
 async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
@@ -62,7 +62,8 @@ fn operator_view(mut job: Job) -> Job {
 /// A job id on a worker route: only the UUID a worker was given. A sequence number is
 /// not looked up (that would turn a worker key into a way to map numbers to ids).
 fn worker_job_id(raw: &str) -> AppResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| AppError::NotFound { code: "job_not_found", message: "worker routes take the job's UUID".into() })
+    Uuid::parse_str(raw)
+        .map_err(|_| AppError::NotFound { code: "job_not_found", message: "worker routes take the job's UUID".into() })
 }
 
 async fn resolve_uuid(state: &AppState, raw: &str) -> AppResult<Uuid> {
@@ -82,19 +83,32 @@ fn bounded(name: &str, v: &Option<String>, max: usize) -> AppResult<()> {
 #[utoipa::path(post, path = "/jobs", request_body = SubmitJobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the job first created with this key")),
     responses((status = 201, body = Job), (status = 200, description = "Idempotent replay", body = Job), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web::Json<SubmitJobRequest>) -> AppResult<HttpResponse> {
+pub async fn submit_job(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SubmitJobRequest>,
+) -> AppResult<HttpResponse> {
     let b = body.into_inner();
     let queue_s = b.queue.clone().unwrap_or_default();
     let queue = QueueName::parse(&queue_s).ok_or_else(|| {
-        AppError::bad_request("invalid_queue", format!("invalid queue '{queue_s}'; valid values: {}", QueueName::NAMES.join(", ")))
+        AppError::bad_request(
+            "invalid_queue",
+            format!("invalid queue '{queue_s}'; valid values: {}", QueueName::NAMES.join(", ")),
+        )
     })?;
     let prio_s = b.priority.clone().unwrap_or_default();
     let priority = Priority::parse(&prio_s).ok_or_else(|| {
-        AppError::bad_request("invalid_priority", format!("invalid priority '{prio_s}'; valid values: {}", Priority::NAMES.join(", ")))
+        AppError::bad_request(
+            "invalid_priority",
+            format!("invalid priority '{prio_s}'; valid values: {}", Priority::NAMES.join(", ")),
+        )
     })?;
     let engine_s = b.engine.clone().unwrap_or_else(|| "auto".into());
     let engine = Engine::parse(&engine_s).ok_or_else(|| {
-        AppError::bad_request("invalid_engine", format!("invalid engine '{engine_s}'; valid values: {}", Engine::NAMES.join(", ")))
+        AppError::bad_request(
+            "invalid_engine",
+            format!("invalid engine '{engine_s}'; valid values: {}", Engine::NAMES.join(", ")),
+        )
     })?;
     bounded("scenario", &b.scenario, limits::SCENARIO_MAX)?;
     bounded("confidence", &b.confidence, limits::CONFIDENCE_MAX)?;
@@ -110,7 +124,12 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
     let idem = match idem {
         None => None,
         Some(Ok(k)) if !k.is_empty() && k.len() <= 200 => Some(k),
-        _ => return Err(AppError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1–200 visible characters")),
+        _ => {
+            return Err(AppError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1–200 visible characters",
+            ));
+        }
     };
     // Keys are scoped per API key (two clients choosing the same key never see each
     // other's jobs), and bound to what they first submitted.
@@ -120,7 +139,15 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
     };
     let idem = idem.map(|k| format!("{scope}:{k}"));
     let fingerprint = idem.as_ref().map(|_| {
-        let canonical = serde_json::json!([queue.as_str(), priority.as_str(), engine.as_str(), b.scenario, b.confidence, params, max_retries]);
+        let canonical = serde_json::json!([
+            queue.as_str(),
+            priority.as_str(),
+            engine.as_str(),
+            b.scenario,
+            b.confidence,
+            params,
+            max_retries
+        ]);
         crate::domain::credentials::to_hex(&crate::domain::credentials::digest(&canonical.to_string()))
     });
     if let Some(url) = &spec.rtmp_url {
@@ -130,10 +157,11 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
     let mut status = JobState::Pending;
     let mut reject_reason = None;
     if state.reject_unplaceable
-        && let Some(false) = state.h.scheduler.send(CheckPlaceable(requirements.clone())).await? {
-            status = JobState::Rejected;
-            reject_reason = Some(format!("no registered node can run it (needs {})", requirements.describe()));
-        }
+        && let Some(false) = state.h.scheduler.send(CheckPlaceable(requirements.clone())).await?
+    {
+        status = JobState::Rejected;
+        reject_reason = Some(format!("no registered node can run it (needs {})", requirements.describe()));
+    }
     let now = now_micros();
     let new = NewJob {
         // Time-ordered (v7): inserts append to the id indexes instead of dirtying a
@@ -161,10 +189,15 @@ pub async fn submit_job(state: web::Data<AppState>, req: HttpRequest, body: web:
         if row.idempotency_fingerprint.is_some() && row.idempotency_fingerprint != fingerprint {
             return Err(AppError::Unprocessable {
                 code: "idempotency_key_reused",
-                message: format!("this Idempotency-Key already named job {} with a different request; use a new key", row.id),
+                message: format!(
+                    "this Idempotency-Key already named job {} with a different request; use a new key",
+                    row.id
+                ),
             });
         }
-        return Ok(HttpResponse::Ok().insert_header(("Idempotent-Replayed", "true")).json(operator_view(row.to_wire())));
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(operator_view(row.to_wire())));
     }
     state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine.clone() });
     if status == JobState::Pending {
@@ -223,7 +256,9 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
     }
     let before_seq = match &q.cursor {
         None => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| AppError::bad_request("invalid_cursor", format!("invalid cursor '{c}'")))?),
+        Some(c) => Some(
+            c.parse::<i64>().map_err(|_| AppError::bad_request("invalid_cursor", format!("invalid cursor '{c}'")))?,
+        ),
     };
     let filter = JobFilter {
         status: check(&q.status, &states, "invalid_status", "status")?,
@@ -324,18 +359,29 @@ pub struct NextQuery {
 const CLAIM_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 #[utoipa::path(get, path = "/jobs/next", params(NextQuery), responses((status = 200, body = NextJobResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn next_job(state: web::Data<AppState>, req: HttpRequest, q: web::Query<NextQuery>) -> AppResult<HttpResponse> {
-    let node_id = q.node_id.clone().filter(|n| !n.is_empty())
+pub async fn next_job(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<NextQuery>,
+) -> AppResult<HttpResponse> {
+    let node_id = q
+        .node_id
+        .clone()
+        .filter(|n| !n.is_empty())
         .ok_or_else(|| AppError::bad_request("missing_node_id", "node_id parameter is required"))?;
     let wait = q.wait.unwrap_or(0.0);
     if !(0.0..=MAX_WAIT_SECONDS).contains(&wait) || wait.is_nan() {
-        return Err(AppError::bad_request("invalid_query", format!("wait must be between 0 and {MAX_WAIT_SECONDS} seconds")));
+        return Err(AppError::bad_request(
+            "invalid_query",
+            format!("wait must be between 0 and {MAX_WAIT_SECONDS} seconds"),
+        ));
     }
     let max = q.max.unwrap_or(1);
     if !(1..=64).contains(&max) {
         return Err(AppError::bad_request("invalid_query", "max must be between 1 and 64"));
     }
-    let (poll, mut rx) = state.h.scheduler.send(ClaimJobs { node_id: node_id.clone(), max, token: node_token(&req) }).await??;
+    let (poll, mut rx) =
+        state.h.scheduler.send(ClaimJobs { node_id: node_id.clone(), max, token: node_token(&req) }).await??;
     let wait = Duration::from_secs_f64(wait.min(state.max_long_poll));
     let jobs = match tokio::time::timeout(wait, &mut rx).await {
         Ok(answer) => answer.unwrap_or_default(),
@@ -352,14 +398,25 @@ pub async fn next_job(state: web::Data<AppState>, req: HttpRequest, q: web::Quer
 
 #[utoipa::path(post, path = "/jobs/{id}/progress", params(("id" = String, Path)), request_body = ProgressReport,
     responses((status = 200, body = ProgressResponse), (status = 409, body = ErrorBody)))]
-pub async fn report_progress(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<ProgressReport>) -> AppResult<HttpResponse> {
+pub async fn report_progress(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<ProgressReport>,
+) -> AppResult<HttpResponse> {
     let uid = worker_job_id(&id)?;
     let b = body.into_inner();
     if !b.detail.percent.is_finite() {
         return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
     }
     let report = ReportProgress { node_id: b.node_id.clone(), attempt: b.attempt, detail: b.detail };
-    let from = FromNode { job: uid, node_id: b.node_id.clone(), token: node_token(&req), attempt_given: b.attempt.is_some(), msg: report };
+    let from = FromNode {
+        job: uid,
+        node_id: b.node_id.clone(),
+        token: node_token(&req),
+        attempt_given: b.attempt.is_some(),
+        msg: report,
+    };
     if let Some(control) = state.h.scheduler.send(from).await?? {
         return Ok(HttpResponse::Ok().json(ProgressResponse { control: control? }));
     }
@@ -367,12 +424,20 @@ pub async fn report_progress(state: web::Data<AppState>, req: HttpRequest, id: w
     if row.state() == JobState::Canceled && row.node_id.as_deref() == Some(b.node_id.as_str()) {
         return Ok(HttpResponse::Ok().json(ProgressResponse { control: ControlAction::Cancel }));
     }
-    Err(AppError::stale_attempt(format!("job {} is '{}'; node {} holds no lease on it: stop it and discard its output", row.id, row.status, b.node_id)))
+    Err(AppError::stale_attempt(format!(
+        "job {} is '{}'; node {} holds no lease on it: stop it and discard its output",
+        row.id, row.status, b.node_id
+    )))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/control/ack", params(("id" = String, Path)), request_body = ControlAck,
     responses((status = 200, description = "Acknowledged"), (status = 409, body = ErrorBody)))]
-pub async fn ack_control(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<ControlAck>) -> AppResult<HttpResponse> {
+pub async fn ack_control(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<ControlAck>,
+) -> AppResult<HttpResponse> {
     let uid = worker_job_id(&id)?;
     let b = body.into_inner();
     let ack = AcknowledgeControl { node_id: b.node_id.clone(), attempt: b.attempt, action: b.action };
@@ -385,7 +450,11 @@ pub async fn ack_control(state: web::Data<AppState>, req: HttpRequest, id: web::
 
 #[utoipa::path(post, path = "/results", request_body = JobResult,
     responses((status = 200, body = ResultResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn post_result(state: web::Data<AppState>, req: HttpRequest, body: web::Json<JobResult>) -> AppResult<HttpResponse> {
+pub async fn post_result(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<JobResult>,
+) -> AppResult<HttpResponse> {
     let mut r = body.into_inner();
     limits::check_result(&mut r).map_err(|e| AppError::bad_request("invalid_result", e.message))?;
     let uid = Uuid::parse_str(&r.job_id)
@@ -393,7 +462,13 @@ pub async fn post_result(state: web::Data<AppState>, req: HttpRequest, body: web
     if r.node_id.is_empty() {
         return Err(AppError::bad_request("missing_node_id", "node_id is required"));
     }
-    let from = FromNode { job: uid, node_id: r.node_id.clone(), token: node_token(&req), attempt_given: r.attempt.is_some(), msg: ReportResult(r.clone()) };
+    let from = FromNode {
+        job: uid,
+        node_id: r.node_id.clone(),
+        token: node_token(&req),
+        attempt_given: r.attempt.is_some(),
+        msg: ReportResult(r.clone()),
+    };
     if let Some(res) = state.h.scheduler.send(from).await?? {
         return Ok(HttpResponse::Ok().json(res?));
     }
@@ -402,7 +477,12 @@ pub async fn post_result(state: web::Data<AppState>, req: HttpRequest, body: web
     let same_holder = row.node_id.as_deref() == Some(r.node_id.as_str()) && r.attempt.is_none_or(|a| a == row.attempt);
     if row.state().is_terminal() && same_holder && (row.status == r.status || row.state() == JobState::Canceled) {
         // A repeat of a report already applied (or a late one for a canceled job).
-        return Ok(HttpResponse::Ok().json(ResultResponse { status: "success".into(), job_status: row.status, retry: None, max_retries: None }));
+        return Ok(HttpResponse::Ok().json(ResultResponse {
+            status: "success".into(),
+            job_status: row.status,
+            retry: None,
+            max_retries: None,
+        }));
     }
     Err(AppError::stale_attempt(format!(
         "job {} is '{}' (attempt {}); this report's lease is gone: discard its output",
@@ -412,11 +492,21 @@ pub async fn post_result(state: web::Data<AppState>, req: HttpRequest, body: web
 
 #[utoipa::path(post, path = "/jobs/{id}/release", params(("id" = String, Path)), request_body = LeaseRelease,
     responses((status = 200, description = "Handed back to the queue"), (status = 409, body = ErrorBody)))]
-pub async fn release_lease(state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Json<LeaseRelease>) -> AppResult<HttpResponse> {
+pub async fn release_lease(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Json<LeaseRelease>,
+) -> AppResult<HttpResponse> {
     let uid = worker_job_id(&id)?;
     let b = body.into_inner();
     let release = ReturnLease { node_id: b.node_id.clone(), attempt: b.attempt };
-    match state.h.scheduler.send(FromNode { job: uid, node_id: b.node_id, token: node_token(&req), attempt_given: true, msg: release }).await?? {
+    match state
+        .h
+        .scheduler
+        .send(FromNode { job: uid, node_id: b.node_id, token: node_token(&req), attempt_given: true, msg: release })
+        .await??
+    {
         Some(released) => released?,
         None => return Err(AppError::stale_attempt(format!("job {uid} holds no lease"))),
     }

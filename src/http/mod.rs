@@ -29,18 +29,30 @@ pub struct AppState {
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here
 /// is both the router's pattern and the one the role check uses, so they cannot differ.
-fn guarded(path: &'static str) -> actix_web::Resource<
-    impl actix_web::dev::ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse, Error = actix_web::Error, InitError = ()>,
+fn guarded(
+    path: &'static str,
+) -> actix_web::Resource<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
 > {
     web::resource(path)
-        .wrap(from_fn(move |req: ServiceRequest, next: Next<actix_web::body::BoxBody>| auth::authorize(path, req, next)))
+        .wrap(from_fn(move |req: ServiceRequest, next: Next<actix_web::body::BoxBody>| {
+            auth::authorize(path, req, next)
+        }))
         .default_service(web::route().to(error::method_not_allowed))
 }
 
 fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.service(guarded("/nodes/register").route(web::post().to(nodes::register_node)))
         .service(guarded("/nodes").route(web::get().to(nodes::list_nodes)))
-        .service(guarded("/nodes/{id}").route(web::get().to(nodes::get_node)).route(web::delete().to(nodes::remove_node)))
+        .service(
+            guarded("/nodes/{id}").route(web::get().to(nodes::get_node)).route(web::delete().to(nodes::remove_node)),
+        )
         .service(guarded("/nodes/{id}/heartbeat").route(web::post().to(nodes::heartbeat)))
         .service(guarded("/nodes/{id}/drain").route(web::post().to(nodes::drain_node)))
         .service(guarded("/nodes/{id}/undrain").route(web::post().to(nodes::undrain_node)))
@@ -92,7 +104,12 @@ pub async fn record_http(
     };
     if let Some(m) = metrics {
         let method = if route == "unmatched" { "OTHER".to_string() } else { method };
-        m.do_send(MetricRecorded(MetricEvent::HttpServed { method, route, status, seconds: started.elapsed().as_secs_f64() }));
+        m.do_send(MetricRecorded(MetricEvent::HttpServed {
+            method,
+            route,
+            status,
+            seconds: started.elapsed().as_secs_f64(),
+        }));
     }
     res
 }
@@ -111,20 +128,22 @@ pub fn build_app(
         InitError = (),
     >,
 > {
-        App::new()
-            .app_data(state.clone())
-            .app_data(keys.clone())
-            .app_data(error::json_config())
-            .app_data(error::query_config())
-            .app_data(error::payload_config())
-            .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error::ensure_json))
-            .wrap(from_fn(record_http))
-            .configure(|c| configure(c, serve_metrics))
-            .default_service(web::route().to(auth::unmatched))
+    App::new()
+        .app_data(state.clone())
+        .app_data(keys.clone())
+        .app_data(error::json_config())
+        .app_data(error::query_config())
+        .app_data(error::payload_config())
+        .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error::ensure_json))
+        .wrap(from_fn(record_http))
+        .configure(|c| configure(c, serve_metrics))
+        .default_service(web::route().to(auth::unmatched))
 }
 
 /// The separate metrics listener (`--metrics-port`): `/metrics` and `/health`, no auth.
-pub fn metrics_app(state: web::Data<AppState>) -> App<
+pub fn metrics_app(
+    state: web::Data<AppState>,
+) -> App<
     impl actix_web::dev::ServiceFactory<
         ServiceRequest,
         Config = (),

@@ -42,7 +42,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -61,7 +64,12 @@ pub async fn status(state: web::Data<AppState>) -> AppResult<HttpResponse> {
         if let Ok(v) = a.send(GetLiveView).await
             && v.state.is_leased()
         {
-            running.push(RunningStatus { job_status: v.state.as_str().into(), node_id: v.node_id, attempt: v.attempt, progress: v.progress });
+            running.push(RunningStatus {
+                job_status: v.state.as_str().into(),
+                node_id: v.node_id,
+                attempt: v.attempt,
+                progress: v.progress,
+            });
         }
     }
     let mut queues = QueueStatus {

@@ -42,7 +42,11 @@ fn limiter(per_second: u32, burst: u32) -> Option<Limiter> {
 
 impl RateLimits {
     pub fn new(c: RateLimitConfig) -> Self {
-        RateLimits { users: limiter(c.per_key, c.burst), workers: limiter(c.per_worker_key, c.burst.max(c.per_worker_key)), clock: DefaultClock::default() }
+        RateLimits {
+            users: limiter(c.per_key, c.burst),
+            workers: limiter(c.per_worker_key, c.burst.max(c.per_worker_key)),
+            clock: DefaultClock::default(),
+        }
     }
 
     /// Count one request of `key` (with `role`) on `route`; Err(429) when over budget.

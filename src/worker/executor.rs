@@ -2,9 +2,9 @@
 //! stall watchdog and control, coalesced progress reports, a classified result, QoE
 //! and energy figures, and the output moved into place only once the master accepts.
 
-use crate::api_client::ClientError;
 use super::process::EncoderProcess;
 use super::{WorkerConfig, WorkerShared};
+use crate::api_client::ClientError;
 use crate::domain::argv::{self, InputSource, OutputTarget};
 use crate::domain::params::{Engine, JobSpec, OutputMode, parse_job_spec};
 use crate::domain::progress::{ProgressBlock, ProgressParser};
@@ -35,7 +35,11 @@ pub enum JobCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
     Completed,
-    Failed { error: String, reason: &'static str, retryable: bool },
+    Failed {
+        error: String,
+        reason: &'static str,
+        retryable: bool,
+    },
     Canceled,
     /// Killed because the lease is gone: no report.
     Discarded,
@@ -56,11 +60,32 @@ pub fn classify_failure(code: Option<i32>, signal: Option<i32>, stderr: &str) ->
     } else if has(&["not on whitelist"]) {
         // A playlist or list input (hls, concat, …): refused by design, never retried.
         ("input_error", false)
-    } else if has(&["connection refused", "connection reset", "network is unreachable", "timed out", "broken pipe", "name or service not known", "i/o error", "input/output error"]) {
+    } else if has(&[
+        "connection refused",
+        "connection reset",
+        "network is unreachable",
+        "timed out",
+        "broken pipe",
+        "name or service not known",
+        "i/o error",
+        "input/output error",
+    ]) {
         ("network_error", true)
-    } else if has(&["unknown encoder", "unrecognized option", "invalid argument", "option not found", "error parsing", "no such filter"]) {
+    } else if has(&[
+        "unknown encoder",
+        "unrecognized option",
+        "invalid argument",
+        "option not found",
+        "error parsing",
+        "no such filter",
+    ]) {
         ("user_error", false)
-    } else if has(&["invalid data found", "no such file or directory", "could not find codec parameters", "moov atom not found"]) {
+    } else if has(&[
+        "invalid data found",
+        "no such file or directory",
+        "could not find codec parameters",
+        "moov atom not found",
+    ]) {
         ("input_error", false)
     } else if signal.is_some() {
         ("platform_error", true)
@@ -105,7 +130,12 @@ fn attempt_dir(cfg: &WorkerConfig, job: &Job) -> PathBuf {
 }
 
 /// Run the job and report its result; returns how it ended.
-pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::UnboundedReceiver<JobCommand>, tx: mpsc::UnboundedSender<JobCommand>) -> Ending {
+pub async fn run_job(
+    shared: Rc<WorkerShared>,
+    job: Job,
+    mut commands: mpsc::UnboundedReceiver<JobCommand>,
+    tx: mpsc::UnboundedSender<JobCommand>,
+) -> Ending {
     let cfg = shared.cfg.clone();
     let started = Instant::now();
     let dir = attempt_dir(&cfg, &job);
@@ -118,9 +148,19 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
             return ending;
         }
     };
-    let expected = spec.duration_seconds.or(Some(argv::DEFAULT_DURATION)).filter(|_| spec.input.is_none()).or(spec.duration_seconds);
+    let expected = spec
+        .duration_seconds
+        .or(Some(argv::DEFAULT_DURATION))
+        .filter(|_| spec.input.is_none())
+        .or(spec.duration_seconds);
     let energy_start = energy_now(&shared, &encoder, &spec);
-    log::info!("job {} attempt {}: {} {}", job.id, job.attempt, program, crate::domain::redact::redact_urls(&args.join(" ")));
+    log::info!(
+        "job {} attempt {}: {} {}",
+        job.id,
+        job.attempt,
+        program,
+        crate::domain::redact::redact_urls(&args.join(" "))
+    );
     let cpus = spec.cpu_cap(super::process::available_cpus());
     let mut proc = match EncoderProcess::spawn(&program, &args, &dir, cfg.nice, cpus) {
         Ok(p) => p,
@@ -271,7 +311,9 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
     let ending = match (ending, status) {
         (Some(e), _) => e,
         (None, Ok(st)) if st.success() => match &output {
-            OutputTarget::File(p) if !p.metadata().is_ok_and(|m| m.len() > 0) => fail("the encoder exited 0 but wrote no output".into(), "runtime_error", true),
+            OutputTarget::File(p) if !p.metadata().is_ok_and(|m| m.len() > 0) => {
+                fail("the encoder exited 0 but wrote no output".into(), "runtime_error", true)
+            }
             _ => Ending::Completed,
         },
         (None, Ok(st)) => {
@@ -302,7 +344,8 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         return ending;
     }
     let mut metrics = serde_json::Map::new();
-    let figures = last.as_ref().map(|l| if l.end { ProgressBlock::finalized(l, before_last.as_ref()) } else { l.clone() });
+    let figures =
+        last.as_ref().map(|l| if l.end { ProgressBlock::finalized(l, before_last.as_ref()) } else { l.clone() });
     if let Some(b) = &figures {
         if let Some(f) = b.frame {
             metrics.insert("frames".into(), f.into());
@@ -323,16 +366,18 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         }
     }
     if let OutputTarget::File(p) = &output
-        && let Ok(m) = p.metadata() {
-            metrics.insert("output_bytes".into(), m.len().into());
-        }
+        && let Ok(m) = p.metadata()
+    {
+        metrics.insert("output_bytes".into(), m.len().into());
+    }
     metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
     metrics.insert("encoder".into(), encoder.clone().into());
     metrics.insert("engine_used".into(), if program.contains("gst") { "gstreamer" } else { "ffmpeg" }.into());
     if let Some(s) = job.started_at.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        && let Ok(c) = chrono::DateTime::parse_from_rfc3339(&job.created_at) {
-            metrics.insert("queue_wait_seconds".into(), ((s - c).num_milliseconds() as f64 / 1000.0).into());
-        }
+        && let Ok(c) = chrono::DateTime::parse_from_rfc3339(&job.created_at)
+    {
+        metrics.insert("queue_wait_seconds".into(), ((s - c).num_milliseconds() as f64 / 1000.0).into());
+    }
     let energy = energy_start.and_then(|(start, range, kind)| {
         let (now, _, _) = energy_now(&shared, &encoder, &spec)?;
         let d = if now >= start { now - start } else { now + range - start };
@@ -340,18 +385,20 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         Some(d)
     });
     let mut scores = None;
-    if ending == Ending::Completed && spec.qoe
-        && let OutputTarget::File(p) = &output {
-            scores = super::qoe::measure(&cfg.ffmpeg, p, &spec, &shared.probe, &cfg.input_roots).await;
-            if let Some(s) = &scores {
-                if let Some(v) = s.psnr {
-                    metrics.insert("psnr_db".into(), v.into());
-                }
-                if let Some(v) = s.ssim {
-                    metrics.insert("ssim".into(), v.into());
-                }
+    if ending == Ending::Completed
+        && spec.qoe
+        && let OutputTarget::File(p) = &output
+    {
+        scores = super::qoe::measure(&cfg.ffmpeg, p, &spec, &shared.probe, &cfg.input_roots).await;
+        if let Some(s) = &scores {
+            if let Some(v) = s.psnr {
+                metrics.insert("psnr_db".into(), v.into());
+            }
+            if let Some(v) = s.ssim {
+                metrics.insert("ssim".into(), v.into());
             }
         }
+    }
     let mut result_metrics = metrics;
     if let Some(e) = energy {
         result_metrics.insert("energy_joules".into(), e.into());
@@ -360,7 +407,13 @@ pub async fn run_job(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Unb
         OutputTarget::File(p) => Some(p.clone()),
         OutputTarget::Rtmp(_) => None,
     };
-    let outcome = Outcome { logs: tail(&stderr_text, LOG_TAIL), metrics: Some(result_metrics), energy, scores, output: output_file };
+    let outcome = Outcome {
+        logs: tail(&stderr_text, LOG_TAIL),
+        metrics: Some(result_metrics),
+        energy,
+        scores,
+        output: output_file,
+    };
     report(&shared, &job, &ending, outcome, &dir, Some(&mut commands)).await;
     ending
 }
@@ -399,7 +452,8 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
     let mut metrics = serde_json::Map::new();
     metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
     metrics.insert("engine_used".into(), "noop".into());
-    report(&shared, &job, &ending, Outcome { metrics: Some(metrics), ..Outcome::default() }, &dir, Some(&mut commands)).await;
+    report(&shared, &job, &ending, Outcome { metrics: Some(metrics), ..Outcome::default() }, &dir, Some(&mut commands))
+        .await;
     ending
 }
 
@@ -414,29 +468,44 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
         Engine::Gstreamer => true,
         Engine::Ffmpeg => false,
         // The seed's rule: GStreamer for live/RTMP output when it can stream there.
-        Engine::Auto => spec.output_mode == OutputMode::Rtmp && shared.probe.gstreamer_rtmp && spec.input.is_none() && spec.encoders.contains(&"libx264"),
+        Engine::Auto => {
+            spec.output_mode == OutputMode::Rtmp
+                && shared.probe.gstreamer_rtmp
+                && spec.input.is_none()
+                && spec.encoders.contains(&"libx264")
+        }
     };
     let encoder = if use_gst {
         "x264enc".to_string()
     } else {
-        spec.encoders
-            .iter()
-            .find(|e| shared.probe.encoders.iter().any(|p| p == *e))
-            .map(|e| e.to_string())
-            .ok_or_else(|| Ending::Failed {
+        spec.encoders.iter().find(|e| shared.probe.encoders.iter().any(|p| p == *e)).map(|e| e.to_string()).ok_or_else(
+            || Ending::Failed {
                 error: format!("this node has no working encoder among {}", spec.encoders.join(", ")),
                 reason: "capability_mismatch",
                 retryable: true,
-            })?
+            },
+        )?
     };
     if use_gst && (!gst_ok || (spec.output_mode == OutputMode::Rtmp && !shared.probe.gstreamer_rtmp)) {
-        return Err(Ending::Failed { error: "this node cannot build the GStreamer pipeline (elements missing)".into(), reason: "capability_mismatch", retryable: true });
+        return Err(Ending::Failed {
+            error: "this node cannot build the GStreamer pipeline (elements missing)".into(),
+            reason: "capability_mismatch",
+            retryable: true,
+        });
     }
     let input = match &spec.input {
         None => InputSource::Synthetic,
-        Some(i) => InputSource::File(argv::resolve_input(i, &cfg.input_roots).map_err(|e| Ending::Failed { error: e, reason: "input_error", retryable: false })?),
+        Some(i) => InputSource::File(argv::resolve_input(i, &cfg.input_roots).map_err(|e| Ending::Failed {
+            error: e,
+            reason: "input_error",
+            retryable: false,
+        })?),
     };
-    std::fs::create_dir_all(dir).map_err(|e| Ending::Failed { error: format!("cannot create {}: {e}", dir.display()), reason: "resource_error", retryable: true })?;
+    std::fs::create_dir_all(dir).map_err(|e| Ending::Failed {
+        error: format!("cannot create {}: {e}", dir.display()),
+        reason: "resource_error",
+        retryable: true,
+    })?;
     let output = match spec.output_mode {
         OutputMode::File => {
             let name = spec.output.clone().unwrap_or_else(|| argv::default_output_name(&encoder).to_string());
@@ -462,7 +531,14 @@ fn energy_now(shared: &WorkerShared, encoder: &str, spec: &JobSpec) -> Option<(f
     }
 }
 
-fn send_progress(shared: &Rc<WorkerShared>, job: &Job, b: ProgressBlock, expected: Option<f64>, in_flight: &Rc<RefCell<bool>>, tx: &mpsc::UnboundedSender<JobCommand>) {
+fn send_progress(
+    shared: &Rc<WorkerShared>,
+    job: &Job,
+    b: ProgressBlock,
+    expected: Option<f64>,
+    in_flight: &Rc<RefCell<bool>>,
+    tx: &mpsc::UnboundedSender<JobCommand>,
+) {
     // Coalesce: one report in flight; a newer block simply waits for the next tick.
     if *in_flight.borrow() {
         return;
@@ -538,7 +614,9 @@ const DELIVERY_PATIENCE: Duration = Duration::from_secs(24 * 3600);
 fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> Option<PendingResult> {
     let (status, error, reason, retryable) = match ending {
         Ending::Completed => ("completed", None, None, None),
-        Ending::Failed { error, reason, retryable } => ("failed", Some(error.clone()), Some(reason.to_string()), Some(*retryable)),
+        Ending::Failed { error, reason, retryable } => {
+            ("failed", Some(error.clone()), Some(reason.to_string()), Some(*retryable))
+        }
         Ending::Canceled => ("canceled", None, None, Some(false)),
         Ending::Discarded | Ending::Abandoned => return None,
     };
@@ -564,7 +642,14 @@ fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> O
     Some(PendingResult { result, output })
 }
 
-async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, outcome: Outcome, dir: &Path, commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>) {
+async fn report(
+    shared: &WorkerShared,
+    job: &Job,
+    ending: &Ending,
+    outcome: Outcome,
+    dir: &Path,
+    commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
+) {
     let Some(pending) = result_of(shared, job, ending, outcome) else { return };
     match ending {
         Ending::Completed => shared.metrics.jobs_completed.inc(),
@@ -573,7 +658,8 @@ async fn report(shared: &WorkerShared, job: &Job, ending: &Ending, outcome: Outc
     }
     if pending.output.is_some() {
         // Written before the first delivery attempt: from here on a restart delivers it.
-        if let Err(e) = std::fs::write(dir.join(PENDING_RESULT_FILE), serde_json::to_vec(&pending).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(dir.join(PENDING_RESULT_FILE), serde_json::to_vec(&pending).unwrap_or_default())
+        {
             log::warn!("cannot keep the result of job {} beside its output: {e}", job.id);
         }
     }
@@ -596,7 +682,12 @@ pub enum Delivery {
 /// listing the job in its heartbeats, so the lease lives until the master answers or
 /// a heartbeat names it stale. Output is deleted only after a definite refusal, and
 /// moved into `outputs/` only after acceptance.
-pub async fn deliver(shared: &WorkerShared, pending: &PendingResult, dir: &Path, mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>) -> Delivery {
+pub async fn deliver(
+    shared: &WorkerShared,
+    pending: &PendingResult,
+    dir: &Path,
+    mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
+) -> Delivery {
     let r = &pending.result;
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
@@ -614,7 +705,12 @@ pub async fn deliver(shared: &WorkerShared, pending: &PendingResult, dir: &Path,
             break Delivery::Refused;
         }
         if started.elapsed() > DELIVERY_PATIENCE {
-            log::error!("result for job {} undelivered for {:?}; keeping {} for the next start", r.job_id, DELIVERY_PATIENCE, dir.display());
+            log::error!(
+                "result for job {} undelivered for {:?}; keeping {} for the next start",
+                r.job_id,
+                DELIVERY_PATIENCE,
+                dir.display()
+            );
             break Delivery::Kept;
         }
         log::warn!("result for job {} not delivered ({err}); retrying in {delay:?}", r.job_id);
@@ -658,7 +754,11 @@ fn finish(shared: &WorkerShared, pending: &PendingResult, dir: &Path, delivery: 
             Ok(dest) => log::info!("job {job_id} output: {}", dest.display()),
             Err(e) => {
                 // The master has accepted this output: never delete it.
-                log::error!("cannot move the output of job {job_id} into {}: {e}; it stays in {}", final_dir.display(), dir.display());
+                log::error!(
+                    "cannot move the output of job {job_id} into {}: {e}; it stays in {}",
+                    final_dir.display(),
+                    dir.display()
+                );
                 return delivery;
             }
         }

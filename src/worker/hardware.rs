@@ -103,7 +103,10 @@ pub fn rapl_energy_joules() -> Option<(f64, f64)> {
             continue;
         }
         let uj: f64 = std::fs::read_to_string(e.path().join("energy_uj")).ok()?.trim().parse().ok()?;
-        let max: f64 = std::fs::read_to_string(e.path().join("max_energy_range_uj")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0.0);
+        let max: f64 = std::fs::read_to_string(e.path().join("max_energy_range_uj"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0.0);
         total += uj / 1e6;
         range += max / 1e6;
         found = true;

@@ -34,7 +34,8 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     pub fn new(node_id: &str) -> Self {
-        let r = Registry::new_custom(None, Some([("node_id".to_string(), node_id.to_string())].into_iter().collect())).expect("registry");
+        let r = Registry::new_custom(None, Some([("node_id".to_string(), node_id.to_string())].into_iter().collect()))
+            .expect("registry");
         fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
             r.register(Box::new(c.clone())).expect("unique metric");
             c
@@ -47,11 +48,30 @@ impl WorkerMetrics {
             disk_free: reg(&r, IntGauge::new("ffrtmp_worker_disk_free_bytes", "Free space in the work dir").unwrap()),
             active_jobs: reg(&r, IntGauge::new("ffrtmp_worker_active_jobs", "Encodes running now").unwrap()),
             slots: reg(&r, IntGauge::new("ffrtmp_worker_slots", "Concurrent job slots").unwrap()),
-            jobs_completed: reg(&r, IntCounter::new("ffrtmp_worker_jobs_completed_total", "Jobs this worker completed").unwrap()),
-            jobs_failed: reg(&r, IntCounter::new("ffrtmp_worker_jobs_failed_total", "Jobs that failed on this worker").unwrap()),
-            jobs_canceled: reg(&r, IntCounter::new("ffrtmp_worker_jobs_canceled_total", "Jobs canceled on this worker").unwrap()),
-            heartbeats: reg(&r, IntCounter::new("ffrtmp_worker_heartbeats_total", "Heartbeats the master accepted").unwrap()),
-            encoders: reg(&r, IntGaugeVec::new(Opts::new("ffrtmp_worker_encoder_available", "1 when the encoder's probe encode succeeded"), &["encoder"]).unwrap()),
+            jobs_completed: reg(
+                &r,
+                IntCounter::new("ffrtmp_worker_jobs_completed_total", "Jobs this worker completed").unwrap(),
+            ),
+            jobs_failed: reg(
+                &r,
+                IntCounter::new("ffrtmp_worker_jobs_failed_total", "Jobs that failed on this worker").unwrap(),
+            ),
+            jobs_canceled: reg(
+                &r,
+                IntCounter::new("ffrtmp_worker_jobs_canceled_total", "Jobs canceled on this worker").unwrap(),
+            ),
+            heartbeats: reg(
+                &r,
+                IntCounter::new("ffrtmp_worker_heartbeats_total", "Heartbeats the master accepted").unwrap(),
+            ),
+            encoders: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("ffrtmp_worker_encoder_available", "1 when the encoder's probe encode succeeded"),
+                    &["encoder"],
+                )
+                .unwrap(),
+            ),
             gpu_util: gv(&r, "ffrtmp_worker_gpu_utilization_ratio", "GPU busy ratio, 0–1"),
             gpu_mem_used: gv(&r, "ffrtmp_worker_gpu_memory_used_bytes", "GPU memory used"),
             gpu_mem_total: gv(&r, "ffrtmp_worker_gpu_memory_total_bytes", "GPU memory"),
@@ -59,7 +79,11 @@ impl WorkerMetrics {
             gpu_temp: gv(&r, "ffrtmp_worker_gpu_temperature_celsius", "GPU temperature"),
             gpu_energy: gv(&r, "ffrtmp_worker_gpu_energy_joules", "GPU energy counter since driver load"),
             gpu_sessions: gv(&r, "ffrtmp_worker_gpu_encoder_sessions", "Active NVENC sessions"),
-            gpus: reg(&r, IntGauge::new("ffrtmp_worker_gpus", "GPUs NVML sees on this node (0 without NVIDIA driver or GPU)").unwrap()),
+            gpus: reg(
+                &r,
+                IntGauge::new("ffrtmp_worker_gpus", "GPUs NVML sees on this node (0 without NVIDIA driver or GPU)")
+                    .unwrap(),
+            ),
             registry: r,
         }
     }
@@ -74,9 +98,25 @@ impl WorkerMetrics {
     pub fn family_names(&self) -> Vec<String> {
         use prometheus::core::Collector;
         let cs: Vec<&dyn Collector> = vec![
-            &self.cpu_usage, &self.memory_used, &self.memory_total, &self.disk_free, &self.active_jobs, &self.slots,
-            &self.jobs_completed, &self.jobs_failed, &self.jobs_canceled, &self.heartbeats, &self.encoders, &self.gpu_util,
-            &self.gpu_mem_used, &self.gpu_mem_total, &self.gpu_power, &self.gpu_temp, &self.gpu_energy, &self.gpu_sessions, &self.gpus,
+            &self.cpu_usage,
+            &self.memory_used,
+            &self.memory_total,
+            &self.disk_free,
+            &self.active_jobs,
+            &self.slots,
+            &self.jobs_completed,
+            &self.jobs_failed,
+            &self.jobs_canceled,
+            &self.heartbeats,
+            &self.encoders,
+            &self.gpu_util,
+            &self.gpu_mem_used,
+            &self.gpu_mem_total,
+            &self.gpu_power,
+            &self.gpu_temp,
+            &self.gpu_energy,
+            &self.gpu_sessions,
+            &self.gpus,
         ];
         cs.iter().flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone())).collect()
     }
@@ -147,19 +187,30 @@ async fn ready(inputs: web::Data<ReadyInputs>) -> HttpResponse {
 }
 
 /// Serve `/metrics`, `/health`, `/ready`; returns the bound address.
-pub fn serve(metrics: WorkerMetrics, inputs: ReadyInputs, bind: std::net::SocketAddr) -> std::io::Result<(std::net::SocketAddr, actix_web::dev::Server)> {
+pub fn serve(
+    metrics: WorkerMetrics,
+    inputs: ReadyInputs,
+    bind: std::net::SocketAddr,
+) -> std::io::Result<(std::net::SocketAddr, actix_web::dev::Server)> {
     let m = web::Data::new(metrics);
     let i = web::Data::new(inputs);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(m.clone())
             .app_data(i.clone())
-            .route("/metrics", web::get().to(|m: web::Data<WorkerMetrics>| async move {
-                HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(m.render())
-            }))
-            .route("/health", web::get().to(|| async {
-                HttpResponse::Ok().json(serde_json::json!({"status": "healthy", "timestamp": chrono::Utc::now().to_rfc3339()}))
-            }))
+            .route(
+                "/metrics",
+                web::get().to(|m: web::Data<WorkerMetrics>| async move {
+                    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(m.render())
+                }),
+            )
+            .route(
+                "/health",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .json(serde_json::json!({"status": "healthy", "timestamp": chrono::Utc::now().to_rfc3339()}))
+                }),
+            )
             .route("/ready", web::get().to(ready))
     })
     .workers(1)

@@ -14,9 +14,9 @@ pub mod process;
 pub mod qoe;
 mod recovery;
 
+use crate::api_client::{self as client, ClientError, MasterClient};
 use crate::wire::*;
 use clap::Args;
-use crate::api_client::{self as client, ClientError, MasterClient};
 use executor::JobCommand;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -150,7 +150,9 @@ pub fn stable_node_id(work_dir: &std::path::Path) -> std::io::Result<String> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "worker".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "worker".into())
 }
 
 /// A running worker (for `ffrtmp up` and tests).
@@ -164,22 +166,32 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     if args.max_concurrent_jobs == 0 || args.max_concurrent_jobs > 1024 {
         anyhow::bail!("--max-concurrent-jobs must be between 1 and 1024");
     }
-    std::fs::create_dir_all(&args.work_dir).map_err(|e| anyhow::anyhow!("cannot create work dir {}: {e}", args.work_dir.display()))?;
+    std::fs::create_dir_all(&args.work_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create work dir {}: {e}", args.work_dir.display()))?;
     let work_dir = args.work_dir.canonicalize()?;
     let node_id = stable_node_id(&work_dir)?;
     let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
-    let client = MasterClient::with_ca(&args.master, key, args.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?;
+    let client = MasterClient::with_ca(&args.master, key, args.ca_cert.as_deref())
+        .map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?;
     client.set_node_token(saved_node_token(&work_dir));
     let probe = match args.executor {
         Executor::Ffmpeg => probe::probe(&args.ffmpeg, &args.gst).await,
         // A noop worker claims to have every CPU encoder, so it can take any CPU job.
         Executor::Noop => probe::Probe {
             ffmpeg_version: Some("noop executor".into()),
-            encoders: crate::domain::params::KNOWN_ENCODERS.iter().filter(|e| e.starts_with("lib")).map(|e| e.to_string()).collect(),
+            encoders: crate::domain::params::KNOWN_ENCODERS
+                .iter()
+                .filter(|e| e.starts_with("lib"))
+                .map(|e| e.to_string())
+                .collect(),
             ..Default::default()
         },
     };
-    log::info!("node {node_id}: encoders {:?}, {}", probe.encoders, probe.ffmpeg_version.as_deref().unwrap_or("no ffmpeg"));
+    log::info!(
+        "node {node_id}: encoders {:?}, {}",
+        probe.encoders,
+        probe.ffmpeg_version.as_deref().unwrap_or("no ffmpeg")
+    );
     let mut hw = hardware::Hardware::new();
     let snap = hw.snapshot(&work_dir);
     let gpus = hw.gpus();
@@ -200,7 +212,12 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         cpu_load_percent: Some(snap.cpu_load_percent),
         has_gpu: !gpus.is_empty(),
         gpu_type: gpus.first().map(|g| g.name.clone()),
-        gpu_capabilities: probe.encoders.iter().filter(|e| e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi")).cloned().collect(),
+        gpu_capabilities: probe
+            .encoders
+            .iter()
+            .filter(|e| e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi"))
+            .cloned()
+            .collect(),
         ram_total_bytes: snap.ram_total_bytes,
         ram_free_bytes: Some(snap.ram_free_bytes),
         labels,
@@ -220,7 +237,9 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
             ffmpeg_ok: probe.ffmpeg_version.is_some(),
             work_dir: work_dir.clone(),
             master: args.master.trim_end_matches('/').to_string(),
-            tls: std::sync::Arc::new(client::tls_config(args.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?),
+            tls: std::sync::Arc::new(
+                client::tls_config(args.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?,
+            ),
         },
         std::net::SocketAddr::new(args.metrics_bind, args.metrics_port),
     )?;
@@ -288,9 +307,10 @@ fn running_jobs(shared: &WorkerShared) -> Vec<RunningJob> {
 
 fn send(shared: &WorkerShared, job_id: &str, attempt: Option<i32>, cmd: JobCommand) {
     if let Some(r) = shared.running.borrow().get(job_id)
-        && attempt.is_none_or(|a| a == r.attempt) {
-            let _ = r.tx.send(cmd);
-        }
+        && attempt.is_none_or(|a| a == r.attempt)
+    {
+        let _ = r.tx.send(cmd);
+    }
 }
 
 async fn heartbeat_loop(shared: Rc<WorkerShared>) {

@@ -44,12 +44,27 @@ pub fn listed_encoders(text: &str) -> Vec<String> {
 
 async fn encodes(ffmpeg: &str, encoder: &str) -> bool {
     // Hardware encoders refuse tiny frames; 256x144 suits all of them.
-    let mut args = vec!["-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=256x144:rate=10:duration=0.2"];
+    let mut args = vec![
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=256x144:rate=10:duration=0.2",
+    ];
     if encoder.ends_with("_vaapi") {
         args.extend(["-vaapi_device", "/dev/dri/renderD128", "-vf", "format=nv12,hwupload"]);
     }
     args.extend(["-frames:v", "1", "-c:v", encoder, "-f", "null", "-"]);
-    let fut = Command::new(ffmpeg).args(&args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true).status();
+    let fut = Command::new(ffmpeg)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
     matches!(tokio::time::timeout(Duration::from_secs(20), fut).await, Ok(Ok(s)) if s.success())
 }
 
@@ -72,7 +87,9 @@ async fn has_elements(inspect: &str, elements: &[&str]) -> bool {
 }
 
 pub async fn probe(ffmpeg: &str, gst: &str) -> Probe {
-    let ffmpeg_version = output(ffmpeg, &["-hide_banner", "-version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
+    let ffmpeg_version = output(ffmpeg, &["-hide_banner", "-version"])
+        .await
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
     let mut p = Probe { ffmpeg_version, ..Probe::default() };
     let gst_version = output(gst, &["--version"]).await.and_then(|t| t.lines().next().map(|l| l.trim().to_string()));
     if gst_version.is_some() {

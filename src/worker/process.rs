@@ -47,7 +47,13 @@ pub fn available_cpus() -> usize {
 impl EncoderProcess {
     /// `cpus`: pin the group to this many of the CPUs the worker may use
     /// (`resource_limits.max_cpu_percent`); None = all of them.
-    pub fn spawn(program: &str, argv: &[String], cwd: &std::path::Path, nice: i32, cpus: Option<usize>) -> std::io::Result<EncoderProcess> {
+    pub fn spawn(
+        program: &str,
+        argv: &[String],
+        cwd: &std::path::Path,
+        nice: i32,
+        cpus: Option<usize>,
+    ) -> std::io::Result<EncoderProcess> {
         let mut cmd = Command::new(program);
         cmd.args(argv)
             .current_dir(cwd)

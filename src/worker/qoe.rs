@@ -27,7 +27,8 @@ impl Scores {
 pub fn parse_scores(stderr: &str) -> Scores {
     let after = |line: &str, key: &str| -> Option<f64> {
         let rest = &line[line.find(key)? + key.len()..];
-        let v: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-').collect();
+        let v: String =
+            rest.trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-').collect();
         v.parse().ok().or_else(|| rest.trim_start().starts_with("inf").then_some(f64::INFINITY))
     };
     let mut s = Scores::default();
@@ -51,7 +52,12 @@ fn reference_args(spec: &JobSpec, roots: &[PathBuf]) -> Option<Vec<String>> {
             let (w, h) = spec.resolution.unwrap_or(DEFAULT_RESOLUTION);
             let fps = spec.fps.unwrap_or(DEFAULT_FPS);
             let d = spec.duration_seconds.unwrap_or(argv::DEFAULT_DURATION);
-            Some(vec!["-f".into(), "lavfi".into(), "-i".into(), format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}")])
+            Some(vec![
+                "-f".into(),
+                "lavfi".into(),
+                "-i".into(),
+                format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}"),
+            ])
         }
         Some(i) => Some(argv::file_input_args(&argv::resolve_input(i, roots).ok()?)),
     }
@@ -65,7 +71,14 @@ async fn run(ffmpeg: &str, args: &[String]) -> Option<String> {
 
 pub async fn measure(ffmpeg: &str, output: &Path, spec: &JobSpec, probe: &Probe, roots: &[PathBuf]) -> Option<Scores> {
     let reference = reference_args(spec, roots)?;
-    let mut base: Vec<String> = vec!["-hide_banner".into(), "-nostdin".into(), "-loglevel".into(), "info".into(), "-i".into(), output.to_string_lossy().into_owned()];
+    let mut base: Vec<String> = vec![
+        "-hide_banner".into(),
+        "-nostdin".into(),
+        "-loglevel".into(),
+        "info".into(),
+        "-i".into(),
+        output.to_string_lossy().into_owned(),
+    ];
     base.extend(reference);
     // Compare at the output's size. The synthetic reference is generated at that size;
     // a file reference is scaled only when the job resized. (Not scale2ref: under

@@ -57,7 +57,10 @@ pub async fn recover_attempts(shared: &Rc<WorkerShared>) {
     let stale = match shared.client.heartbeat(&shared.node_id, &hb).await {
         Ok(r) => r.stale_jobs,
         Err(e) => {
-            log::warn!("cannot ask the master about {} earlier attempt(s): {e}; keeping them for the next start", found.len());
+            log::warn!(
+                "cannot ask the master about {} earlier attempt(s): {e}; keeping them for the next start",
+                found.len()
+            );
             return;
         }
     };

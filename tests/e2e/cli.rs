@@ -44,7 +44,27 @@ fn every_command_in_table_and_json() {
     let api = m.api();
     api.register("n1", json!({"name": "box-1", "cpu_threads": 4, "cpu_model": "EPYC", "encoders": ["libx264"]}));
 
-    let o = cli(u, &["jobs", "submit", "--scenario", "cli-1", "--codec", "h264", "--resolution", "160x90", "--duration", "1", "--queue", "live", "--priority", "high", "--param", "qoe=true"]);
+    let o = cli(
+        u,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "cli-1",
+            "--codec",
+            "h264",
+            "--resolution",
+            "160x90",
+            "--duration",
+            "1",
+            "--queue",
+            "live",
+            "--priority",
+            "high",
+            "--param",
+            "qoe=true",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("Job submitted: #1"), "{}", stdout(&o));
     let j = json_out(&cli(u, &["jobs", "submit", "--scenario", "cli-2", "-o", "json", "--idempotency-key", "k1"]));
@@ -109,7 +129,10 @@ fn every_command_in_table_and_json() {
 fn errors_are_one_line_and_non_zero() {
     let m = TestMaster::start(&["--api-key", "sekret"]);
     // Unreachable master.
-    let dead = format!("http://127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
     let o = cli(&dead, &["jobs", "list"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).starts_with("error: cannot reach the master"), "{}", stderr(&o));
@@ -118,7 +141,11 @@ fn errors_are_one_line_and_non_zero() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("401"), "{}", stderr(&o));
     // Bad value → 400 naming valid values.
-    let o = cli_env(&["jobs", "submit", "--queue", "urgent"], &[("MASTER_URL", &m.url), ("MASTER_API_KEY", "sekret")], None);
+    let o = cli_env(
+        &["jobs", "submit", "--queue", "urgent"],
+        &[("MASTER_URL", &m.url), ("MASTER_API_KEY", "sekret")],
+        None,
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("live, default, batch"), "{}", stderr(&o));
     // Bad flag → clap's usage error, exit 2.
@@ -127,7 +154,11 @@ fn errors_are_one_line_and_non_zero() {
     let o = cli("ftp://x", &["jobs", "list"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("must start with http"));
-    let o = cli_env(&["jobs", "submit", "--param", "novalue"], &[("MASTER_URL", &m.url), ("MASTER_API_KEY", "sekret")], None);
+    let o = cli_env(
+        &["jobs", "submit", "--param", "novalue"],
+        &[("MASTER_URL", &m.url), ("MASTER_API_KEY", "sekret")],
+        None,
+    );
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -137,7 +168,11 @@ fn settings_precedence_flag_env_file_default() {
     let dead = "http://127.0.0.1:9"; // discard port: nothing listens
     let home = tmpdir();
     std::fs::create_dir_all(home.path().join(".config/ffrtmp")).unwrap();
-    std::fs::write(home.path().join(".config/ffrtmp/config.toml"), format!("master_url = \"{}\"\napi_key = \"good-key\"\noutput = \"json\"\n", good.url)).unwrap();
+    std::fs::write(
+        home.path().join(".config/ffrtmp/config.toml"),
+        format!("master_url = \"{}\"\napi_key = \"good-key\"\noutput = \"json\"\n", good.url),
+    )
+    .unwrap();
     // File alone: works, and its output setting applies.
     let o = cli_env(&["nodes", "list"], &[], Some(home.path()));
     assert_eq!(json_out(&o)["count"], 0);
@@ -149,7 +184,11 @@ fn settings_precedence_flag_env_file_default() {
     // Flag beats env.
     let o = cli_env(&["nodes", "list", "--master", &good.url], &[("MASTER_URL", dead)], Some(home.path()));
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = cli_env(&["nodes", "list", "--api-key", "good-key", "-o", "table"], &[("MASTER_API_KEY", "bad-key")], Some(home.path()));
+    let o = cli_env(
+        &["nodes", "list", "--api-key", "good-key", "-o", "table"],
+        &[("MASTER_API_KEY", "bad-key")],
+        Some(home.path()),
+    );
     assert!(stdout(&o).contains("No nodes registered"), "{}", stderr(&o));
     // Default: no file, no env → http://127.0.0.1:8080 (named in the error).
     let empty = tmpdir();
@@ -204,16 +243,16 @@ fn readme_commands_are_the_tested_ones() {
     let start = "cargo run --release -- up --demo";
     assert!(readme.contains(&format!("\n{start}\n")), "README's first command must be `{start}`");
     let test_cmd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/test-command")).unwrap();
-    assert!(readme.contains(&format!("\n{}\n", test_cmd.trim())), "README must give the test command `{}`", test_cmd.trim());
+    assert!(
+        readme.contains(&format!("\n{}\n", test_cmd.trim())),
+        "README must give the test command `{}`",
+        test_cmd.trim()
+    );
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
     assert!(ci.contains(".ci/test-command"), ".ci/run runs the README's test command");
     // Run the first command's arguments on a free port and a temp dir.
     let dir = tmpdir();
-    let o = Command::new(BIN)
-        .args(["up", "--demo", "--port", "0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let o = Command::new(BIN).args(["up", "--demo", "--port", "0", "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     let path = out.lines().find_map(|l| l.strip_prefix("Output: ")).expect("prints where the output is");

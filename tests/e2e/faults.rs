@@ -62,7 +62,9 @@ fn master_kill9_under_load_loses_nothing() {
             })
             .collect();
         let before = acked.lock().unwrap().len();
-        wait_until(Duration::from_secs(10), "some submissions acknowledged", || acked.lock().unwrap().len() >= before + 10);
+        wait_until(Duration::from_secs(10), "some submissions acknowledged", || {
+            acked.lock().unwrap().len() >= before + 10
+        });
         m.kill9();
         stop.store(true, Ordering::Relaxed);
         for s in submitters {
@@ -84,7 +86,12 @@ fn master_kill9_under_load_loses_nothing() {
     for j in jobs.iter().filter(|j| acked.contains(j["id"].as_str().unwrap())).take(200) {
         assert!(j["attempt"].as_i64().unwrap() <= j["max_retries"].as_i64().unwrap() + 1, "{j}");
         let full = api.job(j["id"].as_str().unwrap());
-        let terminal = full["state_transitions"].as_array().unwrap().iter().filter(|t| matches!(t["to"].as_str(), Some("completed" | "failed" | "canceled" | "rejected"))).count();
+        let terminal = full["state_transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| matches!(t["to"].as_str(), Some("completed" | "failed" | "canceled" | "rejected")))
+            .count();
         assert_eq!(terminal, 1, "exactly one terminal transition: {full}");
     }
     m.kill9();
@@ -104,7 +111,9 @@ fn zombie_worker_gets_409_and_discards_its_output() {
         api.get(&format!("/nodes/{}", zombie.node_id)).1["status"] == "offline"
     });
     let healthy = TestWorker::start(&m, &[]);
-    wait_until(Duration::from_secs(30), "the job moved to the healthy worker", || api.job(&id)["node_id"] == healthy.node_id.as_str());
+    wait_until(Duration::from_secs(30), "the job moved to the healthy worker", || {
+        api.job(&id)["node_id"] == healthy.node_id.as_str()
+    });
     unsafe { libc::kill(zombie.pid() as i32, libc::SIGCONT) };
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     assert_eq!((j["status"].as_str(), j["attempt"].as_i64()), (Some("completed"), Some(2)), "{j}");
@@ -135,7 +144,11 @@ fn full_disk_gives_503_and_recovers() {
         eprintln!("skipped: the full-disk fault applies to the embedded SQLite database");
         return;
     }
-    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
     if !mounted {
         assert!(std::env::var_os("CI").is_none(), "CI runs as root and must be able to mount a tmpfs");
         eprintln!("skipped: cannot mount a tmpfs (not root)");
@@ -150,7 +163,11 @@ fn full_disk_gives_503_and_recovers() {
     }
     // Fill the disk.
     let filler = mnt.join("filler");
-    let _ = std::process::Command::new("dd").args(["if=/dev/zero", "bs=64k", "count=100000"]).arg(format!("of={}", filler.display())).stderr(std::process::Stdio::null()).status();
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "count=100000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
     let mut statuses = HashSet::new();
     let big = "x".repeat(20_000);
     for i in 0..40 {
@@ -166,7 +183,9 @@ fn full_disk_gives_503_and_recovers() {
     let (s, _) = api.get("/jobs?limit=5");
     assert_eq!(s, 200);
     std::fs::remove_file(&filler).unwrap();
-    wait_until(Duration::from_secs(10), "submissions succeed again", || api.post("/jobs", json!({"scenario": "after"})).0 == 201);
+    wait_until(Duration::from_secs(10), "submissions succeed again", || {
+        api.post("/jobs", json!({"scenario": "after"})).0 == 201
+    });
     for id in &ok {
         assert_eq!(api.job(id)["status"], "pending");
     }
@@ -176,7 +195,16 @@ fn full_disk_gives_503_and_recovers() {
 
 #[test]
 fn auth_matrix_every_route_and_role() {
-    let m = TestMaster::start(&["--api-key", "adm", "--worker-api-key", "wrk", "--read-api-key", "ro", "--max-long-poll", "0.3"]);
+    let m = TestMaster::start(&[
+        "--api-key",
+        "adm",
+        "--worker-api-key",
+        "wrk",
+        "--read-api-key",
+        "ro",
+        "--max-long-poll",
+        "0.3",
+    ]);
     let admin = m.api().with_key("adm");
     admin.post("/nodes/register", json!({"node_id": "n1", "encoders": ["libx264"]}));
     let id = admin.submit(json!({}));
@@ -262,16 +290,40 @@ fn schemathesis_finds_no_5xx_and_no_schema_violations() {
         eprintln!("skipped: schemathesis is not installed (pip install schemathesis)");
         return;
     }
-    let m = TestMaster::start(&["--api-key", "adm", "--worker-api-key", "wrk", "--read-api-key", "ro", "--max-long-poll", "0.2"]);
+    let m = TestMaster::start(&[
+        "--api-key",
+        "adm",
+        "--worker-api-key",
+        "wrk",
+        "--read-api-key",
+        "ro",
+        "--max-long-poll",
+        "0.2",
+    ]);
     let schema = format!("{}/openapi.json", m.url);
     for key in ["adm", "wrk", "ro"] {
         let out = std::process::Command::new("schemathesis")
-            .args(["run", &schema, "-H", &format!("Authorization: Bearer {key}"), "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "10", "--seed", "1"])
+            .args([
+                "run",
+                &schema,
+                "-H",
+                &format!("Authorization: Bearer {key}"),
+                "--checks",
+                "not_a_server_error,response_schema_conformance",
+                "--max-examples",
+                "10",
+                "--seed",
+                "1",
+            ])
             .env("NO_COLOR", "1")
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "schemathesis with the {key} key:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "schemathesis with the {key} key:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("passed") && !text.contains("failed,"), "{text}");
     }
     // The master is still healthy and nothing it stored is corrupt.
@@ -301,7 +353,13 @@ fn bench_harness_quick_mode_produces_every_figure() {
     if pg.is_some() {
         let names: Vec<&str> = doc["figures"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
         for p in ["P1", "P2", "P3", "P4", "P5"] {
-            let on = |b: &str| doc["figures"].as_array().unwrap().iter().any(|f| f["id"] == p && f["name"].as_str().unwrap().starts_with(&format!("[{b}]")));
+            let on = |b: &str| {
+                doc["figures"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["id"] == p && f["name"].as_str().unwrap().starts_with(&format!("[{b}]")))
+            };
             assert!(on("sqlite") && on("postgres"), "{p} on both backends: {names:?}");
         }
     }

@@ -38,7 +38,14 @@ impl TestMaster {
         let dir = tmp.path().to_path_buf();
         let explicit = extra.contains(&"--database-url");
         let pg_url = (suite_on_postgres() && !explicit).then(new_pg_database);
-        let mut m = TestMaster { child: None, url: String::new(), dir, args: extra.iter().map(|s| s.to_string()).collect(), pg_url, _tmp: Some(tmp) };
+        let mut m = TestMaster {
+            child: None,
+            url: String::new(),
+            dir,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            pg_url,
+            _tmp: Some(tmp),
+        };
         m.spawn();
         m
     }
@@ -65,8 +72,7 @@ impl TestMaster {
         if let Some(u) = &self.pg_url {
             cmd.args(["--database-url", u]);
         }
-        cmd
-            .args(&self.args)
+        cmd.args(&self.args)
             .env("RUST_LOG", "warn")
             .env_remove("MASTER_API_KEY")
             .env_remove("FFMPEG_RTMP_API_KEY")
@@ -86,7 +92,6 @@ impl TestMaster {
         self.url = rx.recv_timeout(Duration::from_secs(30)).expect("master printed its address");
         self.child = Some(child);
     }
-
 
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -191,7 +196,8 @@ impl Api {
     }
 
     pub fn result(&self, job: &Value, node_id: &str, status: &str, extra: Value) -> (u16, Value) {
-        let mut b = serde_json::json!({"job_id": job["id"], "node_id": node_id, "attempt": job["attempt"], "status": status});
+        let mut b =
+            serde_json::json!({"job_id": job["id"], "node_id": node_id, "attempt": job["attempt"], "status": status});
         if let Value::Object(m) = extra {
             for (k, v) in m {
                 b[k] = v;
@@ -226,7 +232,6 @@ pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-
 /// A real `ffrtmp worker` process with its own work dir.
 pub struct TestWorker {
     pub child: Option<Child>,
@@ -240,7 +245,8 @@ impl TestWorker {
     pub fn start(master: &TestMaster, extra: &[&str]) -> TestWorker {
         let tmp = tempfile::tempdir().unwrap();
         let work_dir = tmp.path().join("work");
-        let mut w = TestWorker { child: None, work_dir, node_id: String::new(), metrics_url: String::new(), _tmp: Some(tmp) };
+        let mut w =
+            TestWorker { child: None, work_dir, node_id: String::new(), metrics_url: String::new(), _tmp: Some(tmp) };
         w.spawn(&master.url, extra);
         w
     }
@@ -303,11 +309,19 @@ impl Drop for TestWorker {
     }
 }
 
-
 /// ffprobe: (codec, width, height, duration seconds) of the first video stream.
 pub fn probe_video(path: &std::path::Path) -> (String, u32, u32, f64) {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height:format=duration", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height:format=duration",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe");
@@ -447,7 +461,13 @@ pub fn pg_admin_url() -> Option<String> {
         let _ = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status();
         let port = free_port();
         let su = |cmd: String| {
-            Command::new("su").args(["postgres", "-s", "/bin/sh", "-c"]).arg(cmd).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+            Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c"])
+                .arg(cmd)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
         };
         let d = dir.display();
         if !su(format!("{bin}/initdb -D {d}/data -U postgres --auth=trust --no-sync")) {
@@ -455,7 +475,9 @@ pub fn pg_admin_url() -> Option<String> {
         }
         *PG_DIR.lock().unwrap() = Some(dir.clone());
         unsafe { libc::atexit(stop_pg) };
-        let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={d} -c fsync=off -c max_connections=600");
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={d} -c fsync=off -c max_connections=600"
+        );
         if !su(format!("{bin}/pg_ctl -D {d}/data -l {d}/server.log -o '{opts}' -w start")) {
             return None;
         }
@@ -467,7 +489,8 @@ pub fn pg_admin_url() -> Option<String> {
 
 /// A fresh database on the test server.
 pub fn new_pg_database() -> String {
-    let admin = pg_admin_url().expect("FFRTMP_TEST_BACKEND=postgres needs root and PostgreSQL 15 (or FFRTMP_TEST_PG_URL)");
+    let admin =
+        pg_admin_url().expect("FFRTMP_TEST_BACKEND=postgres needs root and PostgreSQL 15 (or FFRTMP_TEST_PG_URL)");
     let name = format!("ffrtmp_t_{}", uuid_simple());
     ffrtmp::db::create_postgres_database(&admin, &name).expect("create test database")
 }

@@ -43,8 +43,11 @@ fn encoder_and_gpu_placement_without_head_of_line_blocking() {
     let api = m.api();
     api.register("cpu", cpu_node());
     // An H100: NVML says "encoder capacity", the worker's probe found no NVENC.
-    api.register("h100", json!({"has_gpu": true, "gpu_capabilities": ["h264_nvenc"], "encoders": ["libx264"],
-        "gpus": [{"index": 0, "name": "NVIDIA H100", "memory_total_bytes": 85899345920u64}], "max_concurrent_jobs": 4}));
+    api.register(
+        "h100",
+        json!({"has_gpu": true, "gpu_capabilities": ["h264_nvenc"], "encoders": ["libx264"],
+        "gpus": [{"index": 0, "name": "NVIDIA H100", "memory_total_bytes": 85899345920u64}], "max_concurrent_jobs": 4}),
+    );
     let nvenc = api.submit(json!({"queue": "live", "priority": "high", "parameters": {"codec": "h264_nvenc"}}));
     let cpu_job = api.submit(json!({"queue": "batch", "priority": "low", "parameters": {"codec": "h264"}}));
     // The CPU node gets the CPU job although a higher-priority GPU job is first.
@@ -113,10 +116,12 @@ fn pause_resume_cancel_reach_the_worker() {
     assert_eq!(cmds["commands"][0]["action"], "pause");
     assert_eq!(cmds["commands"][0]["job_id"], id.as_str());
     assert_eq!(api.status(&id), "paused");
-    let (s, _) = api.post(&format!("/jobs/{id}/control/ack"), json!({"node_id": "n1", "attempt": attempt, "action": "pause"}));
+    let (s, _) =
+        api.post(&format!("/jobs/{id}/control/ack"), json!({"node_id": "n1", "attempt": attempt, "action": "pause"}));
     assert_eq!(s, 200);
     // Progress replies carry the desired state too.
-    let (_, p) = api.post(&format!("/jobs/{id}/progress"), json!({"node_id": "n1", "attempt": attempt, "percent": 10.0}));
+    let (_, p) =
+        api.post(&format!("/jobs/{id}/progress"), json!({"node_id": "n1", "attempt": attempt, "percent": 10.0}));
     assert_eq!(p["control"], "pause");
 
     // Pausing twice is an illegal transition naming the state.
@@ -134,7 +139,8 @@ fn pause_resume_cancel_reach_the_worker() {
     assert_eq!((s, r["status"].as_str()), (200, Some("canceled")));
     let (_, cmds) = api.get("/nodes/n1/control?wait=5");
     assert_eq!(cmds["commands"][0]["action"], "cancel");
-    let (_, p) = api.post(&format!("/jobs/{id}/progress"), json!({"node_id": "n1", "attempt": attempt, "percent": 20.0}));
+    let (_, p) =
+        api.post(&format!("/jobs/{id}/progress"), json!({"node_id": "n1", "attempt": attempt, "percent": 20.0}));
     assert_eq!(p["control"], "cancel");
     // A late "completed" cannot overwrite "canceled" (seed bug B8).
     let (s, _) = api.result(&job, "n1", "completed", json!({}));
@@ -192,7 +198,12 @@ fn retries_with_backoff_then_final_failure() {
     let id2 = api.submit(json!({"max_retries": 3}));
     let job = api.claim("n1", 5.0).unwrap();
     assert_eq!(job["id"], id2.as_str());
-    let (_, r) = api.result(&job, "n1", "failed", json!({"error": "Unknown encoder", "failure_reason": "user_error", "retryable": false}));
+    let (_, r) = api.result(
+        &job,
+        "n1",
+        "failed",
+        json!({"error": "Unknown encoder", "failure_reason": "user_error", "retryable": false}),
+    );
     assert_eq!(r["job_status"], "failed");
     assert_eq!(api.job(&id2)["failure_reason"], "user_error");
 }
@@ -350,7 +361,11 @@ fn restart_preserves_every_state_and_running_leases() {
     for (id, s) in &before {
         assert_eq!(&api.status(id), s, "job {id} keeps its state across kill -9");
     }
-    assert_eq!(api.metric("ffrtmp_jobs_total{state=\"completed\"}"), completed_total, "all-time counter survives restart");
+    assert_eq!(
+        api.metric("ffrtmp_jobs_total{state=\"completed\"}"),
+        completed_total,
+        "all-time counter survives restart"
+    );
     assert_eq!(api.metric("ffrtmp_jobs_in_state{state=\"pending\"}"), 1.0);
     // The worker re-attaches within the grace period: its reports are accepted.
     let (s, r) = api.result(&leased[&processing], "n1", "completed", json!({}));
@@ -372,7 +387,9 @@ fn concurrent_submits_are_all_persisted() {
     let handles: Vec<_> = (0..20)
         .map(|t| {
             let api = api.clone();
-            std::thread::spawn(move || (0..10).map(|i| api.submit(json!({"scenario": format!("c{t}-{i}")}))).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..10).map(|i| api.submit(json!({"scenario": format!("c{t}-{i}")}))).collect::<Vec<_>>()
+            })
         })
         .collect();
     let ids: HashSet<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
@@ -555,7 +572,18 @@ fn openapi_and_metrics_are_served() {
         assert!(doc["paths"].get(p).is_some(), "openapi documents {p}");
     }
     let text = api.text("/metrics");
-    for state in ["pending", "queued", "processing", "paused", "completed", "failed", "canceled", "retrying", "rejected", "timed_out"] {
+    for state in [
+        "pending",
+        "queued",
+        "processing",
+        "paused",
+        "completed",
+        "failed",
+        "canceled",
+        "retrying",
+        "rejected",
+        "timed_out",
+    ] {
         assert!(text.contains(&format!("ffrtmp_jobs_total{{state=\"{state}\"}} 0")), "{state} exported at 0");
     }
     assert!(text.contains("ffrtmp_nodes_by_status{status=\"offline\"} 0"));
@@ -571,7 +599,22 @@ fn serves_https_with_rustls() {
     let dir = tmpdir();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -580,9 +623,18 @@ fn serves_https_with_rustls() {
     assert!(ok.status.success());
     let m = TestMaster::start(&["--tls", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
     assert!(m.url.starts_with("https://"), "{}", m.url);
-    let out = std::process::Command::new("curl").args(["-s", "--cacert"]).arg(&cert).arg(format!("{}/health", m.url)).output().expect("curl");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&cert)
+        .arg(format!("{}/health", m.url))
+        .output()
+        .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), r#"{"status":"healthy"}"#);
-    let plain = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]).arg(format!("{}/health", m.url.replace("https", "http"))).output().unwrap();
+    let plain = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/health", m.url.replace("https", "http")))
+        .output()
+        .unwrap();
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP is not served on a TLS port");
 }
 

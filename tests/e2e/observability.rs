@@ -23,7 +23,13 @@ fn tool(name: &str, probe: &[&str]) -> bool {
 }
 
 fn promtool_check_metrics(text: &str) -> (bool, String) {
-    let mut child = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -46,7 +52,19 @@ fn live_metrics_pass_promtool_and_start_at_zero() {
     // Every known label value is present at zero on a fresh master.
     let fresh = TestMaster::start(&[]).api().text("/metrics");
     let mut want: Vec<String> = Vec::new();
-    for s in ["pending", "queued", "assigned", "processing", "paused", "completed", "failed", "canceled", "retrying", "rejected", "timed_out"] {
+    for s in [
+        "pending",
+        "queued",
+        "assigned",
+        "processing",
+        "paused",
+        "completed",
+        "failed",
+        "canceled",
+        "retrying",
+        "rejected",
+        "timed_out",
+    ] {
         want.push(format!("ffrtmp_jobs_total{{state=\"{s}\"}} 0"));
         want.push(format!("ffrtmp_jobs_in_state{{state=\"{s}\"}} 0"));
     }
@@ -78,12 +96,34 @@ fn rules_check_and_unit_tests_pass() {
     if !tool("promtool", &["--version"]) {
         return;
     }
-    let check = Command::new("promtool").args(["check", "rules"]).arg(repo("prometheus/rules/ffrtmp.rules.yml")).output().unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(repo("prometheus/rules/ffrtmp.rules.yml"))
+        .output()
+        .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
-    let config = Command::new("promtool").args(["check", "config", "--syntax-only"]).arg(repo("prometheus/prometheus.yml")).output().unwrap();
-    assert!(config.status.success(), "{}{}", String::from_utf8_lossy(&config.stdout), String::from_utf8_lossy(&config.stderr));
-    let test = Command::new("promtool").args(["test", "rules"]).arg(repo("prometheus/tests/ffrtmp.test.yml")).output().unwrap();
-    assert!(test.status.success(), "{}{}", String::from_utf8_lossy(&test.stdout), String::from_utf8_lossy(&test.stderr));
+    let config = Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(repo("prometheus/prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        config.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&config.stdout),
+        String::from_utf8_lossy(&config.stderr)
+    );
+    let test = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(repo("prometheus/tests/ffrtmp.test.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
     // Every alert rule has a unit test.
     let rules = std::fs::read_to_string(repo("prometheus/rules/ffrtmp.rules.yml")).unwrap();
     let tests = std::fs::read_to_string(repo("prometheus/tests/ffrtmp.test.yml")).unwrap();
@@ -105,7 +145,9 @@ fn dashboards_validate_against_the_grafana_schema() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // The validator really rejects a broken dashboard.
     let bad = tmpdir();
-    let mut d: Value = serde_json::from_str(&std::fs::read_to_string(repo("grafana/dashboards/ffrtmp-overview.json")).unwrap()).unwrap();
+    let mut d: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("grafana/dashboards/ffrtmp-overview.json")).unwrap())
+            .unwrap();
     d["panels"][1]["gridPos"] = json!({"h": 1});
     d["panels"][2]["colour"] = json!("red");
     std::fs::write(bad.path().join("bad.json"), d.to_string()).unwrap();
@@ -145,7 +187,10 @@ fn audit_is_clean_and_catches_a_missing_metric() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("missing:") && text.contains("ffrtmp_jobs_waiting_total"), "{text}");
-    assert!(text.contains("unused: ffrtmp_worker_cpu_usage_ratio"), "families only the shipped dashboards use are reported unused: {text}");
+    assert!(
+        text.contains("unused: ffrtmp_worker_cpu_usage_ratio"),
+        "families only the shipped dashboards use are reported unused: {text}"
+    );
 }
 
 fn panel_queries() -> Vec<(String, String)> {
@@ -171,7 +216,8 @@ fn every_panel_query_returns_series_from_a_real_prometheus() {
     let api = m.api();
     let w = TestWorker::start(&m, &[]);
     // A workload with completed AND failed jobs (and some API traffic).
-    let ok: Vec<String> = (0..3).map(|_| api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 1}}))).collect();
+    let ok: Vec<String> =
+        (0..3).map(|_| api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 1}}))).collect();
     let bad = api.submit(json!({"max_retries": 0, "parameters": {"input": "/etc/hostname"}}));
     for id in ok.iter().chain([&bad]) {
         wait_terminal(&api, id, Duration::from_secs(60));
@@ -212,17 +258,22 @@ fn every_panel_query_returns_series_from_a_real_prometheus() {
     };
     let series = |q: &str| -> usize { query(q)["data"]["result"].as_array().map(|a| a.len()).unwrap_or(0) };
     wait_until(Duration::from_secs(60), "Prometheus has scraped both targets a few times", || {
-        series("count_over_time(ffrtmp_queue_length[1m]) >= 3") == 1 && series("count_over_time(ffrtmp_worker_slots[1m]) >= 3") == 1
+        series("count_over_time(ffrtmp_queue_length[1m]) >= 3") == 1
+            && series("count_over_time(ffrtmp_worker_slots[1m]) >= 3") == 1
     });
     let queries = panel_queries();
     assert!(queries.len() > 40, "{} panel queries", queries.len());
     for (panel, expr) in &queries {
         let mut last = Value::Null;
-        wait_until(Duration::from_secs(30), &format!("{panel}: `{expr}` returns a series (last answer: see panic)"), || {
-            last = query(expr);
-            assert_eq!(last["status"], "success", "{panel}: `{expr}` does not parse: {last}");
-            last["data"]["result"].as_array().is_some_and(|a| !a.is_empty())
-        });
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{panel}: `{expr}` returns a series (last answer: see panic)"),
+            || {
+                last = query(expr);
+                assert_eq!(last["status"], "success", "{panel}: `{expr}` does not parse: {last}");
+                last["data"]["result"].as_array().is_some_and(|a| !a.is_empty())
+            },
+        );
     }
     // The all-time success rate is the SLA formula over the real counters: 3 of 4.
     let v = query("ffrtmp:job_success_ratio:all_time");
@@ -269,7 +320,10 @@ fn status_snapshot_and_health_score() {
     api.submit(json!({"queue": "live"}));
     api.submit(json!({"parameters": {"codec": "h264_nvenc"}}));
     let job = api.claim("n1", 5.0).unwrap();
-    api.post(&format!("/jobs/{}/progress", job["id"].as_str().unwrap()), json!({"node_id": "n1", "attempt": 1, "percent": 42.0, "fps": 30.0}));
+    api.post(
+        &format!("/jobs/{}/progress", job["id"].as_str().unwrap()),
+        json!({"node_id": "n1", "attempt": 1, "percent": 42.0, "fps": 30.0}),
+    );
     let (s, st) = api.get("/api/v1/status");
     assert_eq!(s, 200);
     assert_eq!(st["queues"]["total"], 1);
@@ -289,7 +343,12 @@ fn compose_stack_is_valid_and_uses_real_flags() {
         assert!(compose.contains(&format!("\n  {svc}")), "compose has service {svc}");
     }
     if tool("docker-compose", &["version"]) {
-        let out = Command::new("docker-compose").args(["-f"]).arg(repo("docker-compose.yml")).args(["config", "-q"]).output().unwrap();
+        let out = Command::new("docker-compose")
+            .args(["-f"])
+            .arg(repo("docker-compose.yml"))
+            .args(["config", "-q"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let commands: Vec<Vec<String>> = compose
@@ -304,7 +363,13 @@ fn compose_stack_is_valid_and_uses_real_flags() {
         assert!(help.status.success(), "`ffrtmp {}` exists", c[0]);
         let help = String::from_utf8_lossy(&help.stdout).to_string();
         for flag in c.iter().filter(|a| a.starts_with("--")) {
-            assert!(help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")) || help.contains(&format!("{flag} <")), "`ffrtmp {} {flag}` is not in --help", c[0]);
+            assert!(
+                help.contains(&format!("{flag} "))
+                    || help.contains(&format!("{flag}\n"))
+                    || help.contains(&format!("{flag} <")),
+                "`ffrtmp {} {flag}` is not in --help",
+                c[0]
+            );
         }
     }
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();

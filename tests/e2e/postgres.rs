@@ -65,14 +65,20 @@ fn bad_database_urls_fail_fast_with_the_reason() {
     ];
     for (url, want) in cases {
         let started = std::time::Instant::now();
-        let o = std::process::Command::new(BIN).args(["master", "--port", "0", "--metrics-port", "0", "--database-url", url]).output().unwrap();
+        let o = std::process::Command::new(BIN)
+            .args(["master", "--port", "0", "--metrics-port", "0", "--database-url", url])
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
         assert!(err.contains(want), "{url}: {err}");
         assert!(started.elapsed() < Duration::from_secs(10), "no 30 s pool timeout");
     }
     // The password never shows in errors.
-    let o = std::process::Command::new(BIN).args(["master", "--port", "0", "--metrics-port", "0", "--database-url", "postgres://u:s3cret@127.0.0.1:1/x"]).output().unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["master", "--port", "0", "--metrics-port", "0", "--database-url", "postgres://u:s3cret@127.0.0.1:1/x"])
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&o.stderr).contains("s3cret"));
 }
 
@@ -100,7 +106,8 @@ fn two_masters_on_one_database_never_hand_a_job_twice() {
                 let mut got = Vec::new();
                 loop {
                     let (_, j) = api.get(&format!("/jobs/next?node_id={node}&wait=0.5&max=8"));
-                    let batch: Vec<String> = j["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+                    let batch: Vec<String> =
+                        j["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
                     if batch.is_empty() {
                         return got;
                     }

@@ -13,7 +13,8 @@ pub fn raw_request(base: &str, method: &str, path: &str, key: Option<&str>, body
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or("");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
     }
@@ -28,7 +29,11 @@ pub fn raw_request(base: &str, method: &str, path: &str, key: Option<&str>, body
     let text = String::from_utf8_lossy(&out);
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, payload) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(payload) } else { payload.to_string() };
+    let payload = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(payload)
+    } else {
+        payload.to_string()
+    };
     (status, serde_json::from_str(&payload).unwrap_or(Value::String(payload)))
 }
 
@@ -81,7 +86,16 @@ fn spellings(path: &str) -> Vec<String> {
 
 #[test]
 fn percent_encoded_and_odd_paths_never_skip_authentication() {
-    let m = TestMaster::start(&["--api-key", "adm", "--worker-api-key", "wrk", "--read-api-key", "ro", "--max-long-poll", "0.2"]);
+    let m = TestMaster::start(&[
+        "--api-key",
+        "adm",
+        "--worker-api-key",
+        "wrk",
+        "--read-api-key",
+        "ro",
+        "--max-long-poll",
+        "0.2",
+    ]);
     let admin = m.api().with_key("adm");
     admin.register("n1", json!({"encoders": ["libx264"]}));
     let id = admin.submit(json!({"parameters": {"duration": 1}}));
@@ -140,7 +154,9 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
 fn read_only_key_cannot_reach_worker_routes_by_encoding() {
     let m = TestMaster::start(&["--api-key", "adm", "--read-api-key", "ro", "--max-long-poll", "0.2"]);
     m.api().with_key("adm").register("n1", json!({"encoders": ["libx264"]}));
-    for p in ["/jobs/%6Eext?node_id=n1&wait=0", "/api/v1/jobs/%6Eext?node_id=n1&wait=0", "/%6Aobs/next?node_id=n1&wait=0"] {
+    for p in
+        ["/jobs/%6Eext?node_id=n1&wait=0", "/api/v1/jobs/%6Eext?node_id=n1&wait=0", "/%6Aobs/next?node_id=n1&wait=0"]
+    {
         assert_eq!(raw_request(&m.url, "GET", p, Some("ro"), None).0, 403, "GET {p} as read-only");
     }
     assert_eq!(raw_request(&m.url, "GET", "/api/v1/%6Eodes", None, None).0, 401);
@@ -204,7 +220,11 @@ fn a_worker_key_cannot_act_as_another_node() {
         let h: Vec<(&str, &str)> = token.map(|t| ("X-Node-Token", t)).into_iter().collect();
         for (method, path) in [("GET", "/jobs/next?node_id=victim&wait=0"), ("GET", "/nodes/victim/control?wait=0")] {
             let (s, v) = call(&wrk, method, path, &h, None);
-            assert_eq!((s, v["error"].as_str()), (403, Some("invalid_node_token")), "{method} {path} with {token:?}: {v}");
+            assert_eq!(
+                (s, v["error"].as_str()),
+                (403, Some("invalid_node_token")),
+                "{method} {path} with {token:?}: {v}"
+            );
         }
         let (s, v) = call(&wrk, "POST", "/nodes/victim/heartbeat", &h, Some(json!({})));
         assert_eq!(s, 403, "heartbeat as the victim: {v}");
@@ -225,10 +245,18 @@ fn a_worker_key_cannot_act_as_another_node() {
     let attempt = job["attempt"].clone();
     // … and nobody else can report on it, hand it back or acknowledge for it.
     let forged: Vec<(&str, String, Value)> = vec![
-        ("POST", "/results".into(), json!({"job_id": id, "node_id": "victim", "attempt": attempt, "status": "completed"})),
+        (
+            "POST",
+            "/results".into(),
+            json!({"job_id": id, "node_id": "victim", "attempt": attempt, "status": "completed"}),
+        ),
         ("POST", format!("/jobs/{id}/progress"), json!({"node_id": "victim", "attempt": attempt, "percent": 50.0})),
         ("POST", format!("/jobs/{id}/release"), json!({"node_id": "victim", "attempt": attempt})),
-        ("POST", format!("/jobs/{id}/control/ack"), json!({"node_id": "victim", "attempt": attempt, "action": "cancel"})),
+        (
+            "POST",
+            format!("/jobs/{id}/control/ack"),
+            json!({"node_id": "victim", "attempt": attempt, "action": "cancel"}),
+        ),
     ];
     for (method, path, body) in &forged {
         let (s, v) = call(&wrk, method, path, &[], Some(body.clone()));
@@ -236,9 +264,14 @@ fn a_worker_key_cannot_act_as_another_node() {
     }
     assert_eq!(admin.status(&id), "processing", "the forged calls changed nothing");
     // A token node's result must name its attempt.
-    let (s, v) = victim.call("POST", "/results", Some(json!({"job_id": id, "node_id": "victim", "status": "completed"})));
+    let (s, v) =
+        victim.call("POST", "/results", Some(json!({"job_id": id, "node_id": "victim", "status": "completed"})));
     assert_eq!((s, v["error"].as_str()), (400, Some("missing_attempt")), "{v}");
-    let (s, v) = victim.call("POST", "/results", Some(json!({"job_id": id, "node_id": "victim", "attempt": attempt, "status": "completed"})));
+    let (s, v) = victim.call(
+        "POST",
+        "/results",
+        Some(json!({"job_id": id, "node_id": "victim", "attempt": attempt, "status": "completed"})),
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(admin.status(&id), "completed");
 }
@@ -342,7 +375,12 @@ fn nul_and_control_characters_fail_alone_and_never_spoil_a_batch() {
     api.register("n", json!({"encoders": ["libx264"]}));
     let job = api.claim("n", 5.0).unwrap();
     let id = job["id"].as_str().unwrap().to_string();
-    let (s, v) = api.result(&job, "n", "failed", json!({"error": "bad\u{0}thing", "logs": "line\u{0}1\nline 2", "retryable": false}));
+    let (s, v) = api.result(
+        &job,
+        "n",
+        "failed",
+        json!({"error": "bad\u{0}thing", "logs": "line\u{0}1\nline 2", "retryable": false}),
+    );
     assert_eq!(s, 200, "{v}");
     let j = api.job(&id);
     assert_eq!(j["status"], "failed");
@@ -355,12 +393,17 @@ fn every_stored_string_and_list_is_bounded() {
     let m = TestMaster::start(&[]);
     let api = m.api();
     // 900 KB of cpu_model (× 300 registrations grew the master by 294 MB before).
-    let (s, v) = api.post("/nodes/register", json!({"node_id": "big", "address": "big", "cpu_model": "x".repeat(900_000)}));
+    let (s, v) =
+        api.post("/nodes/register", json!({"node_id": "big", "address": "big", "cpu_model": "x".repeat(900_000)}));
     assert_eq!(s, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("cpu_model"), "{v}");
-    let (s, _) = api.post("/nodes/register", json!({"node_id": "caps", "address": "caps", "gpu_capabilities": vec!["h264_nvenc"; 500]}));
+    let (s, _) = api.post(
+        "/nodes/register",
+        json!({"node_id": "caps", "address": "caps", "gpu_capabilities": vec!["h264_nvenc"; 500]}),
+    );
     assert_eq!(s, 400);
-    let (s, _) = api.post("/nodes/register", json!({"node_id": "lab", "address": "lab", "labels": {"k": "v".repeat(10_000)}}));
+    let (s, _) =
+        api.post("/nodes/register", json!({"node_id": "lab", "address": "lab", "labels": {"k": "v".repeat(10_000)}}));
     assert_eq!(s, 400);
     // A 1 MB fps string was stored verbatim; numbers are stored parsed.
     let (s, v) = api.post("/jobs", json!({"parameters": {"fps": format!("30{}", " ".repeat(1_000_000))}}));
@@ -416,7 +459,10 @@ fn rtmp_destinations_must_be_allowed() {
     let (s, v) = api.post("/jobs", rtmp("rtmp://127.0.0.1:22/live/x"));
     assert_eq!((s, v["error"].as_str()), (400, Some("rtmp_destination_not_allowed")), "{v}");
     assert!(v["message"].as_str().unwrap().contains("--rtmp-base"), "the message names the rule: {v}");
-    api.post("/nodes/register", json!({"node_id": "w", "address": "w", "rtmp_base": "rtmp://media.internal:1935/live"}));
+    api.post(
+        "/nodes/register",
+        json!({"node_id": "w", "address": "w", "rtmp_base": "rtmp://media.internal:1935/live"}),
+    );
     assert_eq!(api.post("/jobs", rtmp("rtmp://media.internal/live/key")).0, 201, "the worker's own RTMP server");
     assert_eq!(api.post("/jobs", rtmp("rtmp://media.internal:8080/live/key")).0, 400, "another port of it");
     assert_eq!(api.post("/jobs", rtmp("rtmp://user:pw@169.254.169.254/live/key")).0, 400);
@@ -440,7 +486,19 @@ fn playlist_inputs_cannot_escape_the_input_root() {
     std::fs::create_dir_all(&outside).unwrap();
     let seg = outside.join("secret.ts");
     let ok = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=10:duration=1", "-c:v", "libx264", "-f", "mpegts", "-y"])
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=10:duration=1",
+            "-c:v",
+            "libx264",
+            "-f",
+            "mpegts",
+            "-y",
+        ])
         .arg(&seg)
         .status()
         .unwrap();
@@ -454,7 +512,11 @@ fn playlist_inputs_cannot_escape_the_input_root() {
     for name in ["evil.mp4", "evil.m3u8"] {
         let id = api.submit(json!({"max_retries": 0, "parameters": {"input": name, "resolution": "160x90"}}));
         let j = wait_terminal(&api, &id, Duration::from_secs(30));
-        assert_eq!((j["status"].as_str(), j["failure_reason"].as_str()), (Some("failed"), Some("input_error")), "{name}: {j}");
+        assert_eq!(
+            (j["status"].as_str(), j["failure_reason"].as_str()),
+            (Some("failed"), Some("input_error")),
+            "{name}: {j}"
+        );
         assert!(!w.work_dir.join("outputs").join(format!("job-{id}")).exists(), "{name} produced no output");
     }
 }
@@ -466,7 +528,9 @@ fn a_finished_encode_survives_a_master_outage_and_a_worker_restart() {
     let mut m = TestMaster::start_on(port, db.path(), &[]);
     let api = m.api();
     let mut w = TestWorker::start(&m, &[]);
-    let encode = |api: &Api| api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 2, "realtime": true}}));
+    let encode = |api: &Api| {
+        api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 2, "realtime": true}}))
+    };
     // 1. The master dies mid-encode and comes back after the encode has finished: the
     //    worker keeps the output and delivers its result then.
     let id = encode(&api);
@@ -529,7 +593,11 @@ fn resource_limits_are_enforced_not_ignored() {
         allowed = pids
             .first()
             .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .and_then(|s| s.lines().find(|l| l.starts_with("Cpus_allowed_list:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Cpus_allowed_list:"))
+                    .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            })
             .unwrap_or_default();
         !allowed.is_empty()
     });
@@ -565,11 +633,63 @@ fn make_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, st
         let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=ffrtmp test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", "ca.key", "-out", "ca.pem"]);
-    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"]);
-    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ffrtmp test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
     (p("ca.pem"), p("server.pem"), p("server.key"))
 }
 
@@ -583,11 +703,28 @@ fn workers_and_the_cli_reach_a_tls_master_through_a_private_ca() {
     let _w = TestWorker::start(&m, &["--ca-cert", ca.to_str().unwrap(), "--executor", "noop"]);
     // The CLI submits and follows it over TLS.
     let out = std::process::Command::new(BIN)
-        .args(["jobs", "submit", "--duration", "1", "--follow", "-o", "json", "--master", &m.url, "--ca-cert", ca.to_str().unwrap()])
+        .args([
+            "jobs",
+            "submit",
+            "--duration",
+            "1",
+            "--follow",
+            "-o",
+            "json",
+            "--master",
+            &m.url,
+            "--ca-cert",
+            ca.to_str().unwrap(),
+        ])
         .env("HOME", dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "CLI over TLS: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "CLI over TLS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(BIN)
         .args(["jobs", "list", "-o", "json", "--master", &m.url, "--ca-cert", ca.to_str().unwrap()])
         .env("HOME", dir.path())
@@ -596,7 +733,11 @@ fn workers_and_the_cli_reach_a_tls_master_through_a_private_ca() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["jobs"][0]["status"], "completed", "{list}");
     // Without the CA the certificate is refused — a TLS error, not "SSL is not supported".
-    let out = std::process::Command::new(BIN).args(["nodes", "list", "--master", &m.url]).env("HOME", dir.path()).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["nodes", "list", "--master", &m.url])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("ssl is not supported") && (err.contains("certificate") || err.contains("issuer")), "{err}");
@@ -604,20 +745,38 @@ fn workers_and_the_cli_reach_a_tls_master_through_a_private_ca() {
 
 #[test]
 fn each_key_has_a_request_budget() {
-    let m = TestMaster::start(&["--api-key", "a1", "--api-key", "a2", "--worker-api-key", "wrk", "--rate-limit", "5", "--rate-limit-burst", "5",
-        "--max-long-poll", "0.1"]);
-    let get = |key: &str, path: &str| {
-        match ureq::get(&format!("{}{path}", m.url)).set("Authorization", &format!("Bearer {key}")).call() {
-            Ok(r) => (r.status(), None, Value::Null),
-            Err(ureq::Error::Status(s, r)) => (s, r.header("Retry-After").map(str::to_string), r.into_json::<Value>().unwrap_or(Value::Null)),
-            Err(e) => panic!("{e}"),
+    let m = TestMaster::start(&[
+        "--api-key",
+        "a1",
+        "--api-key",
+        "a2",
+        "--worker-api-key",
+        "wrk",
+        "--rate-limit",
+        "5",
+        "--rate-limit-burst",
+        "5",
+        "--max-long-poll",
+        "0.1",
+    ]);
+    let get = |key: &str, path: &str| match ureq::get(&format!("{}{path}", m.url))
+        .set("Authorization", &format!("Bearer {key}"))
+        .call()
+    {
+        Ok(r) => (r.status(), None, Value::Null),
+        Err(ureq::Error::Status(s, r)) => {
+            (s, r.header("Retry-After").map(str::to_string), r.into_json::<Value>().unwrap_or(Value::Null))
         }
+        Err(e) => panic!("{e}"),
     };
     let answers: Vec<_> = (0..20).map(|_| get("a1", "/jobs")).collect();
     let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
     assert!(!limited.is_empty() && answers.iter().filter(|a| a.0 == 200).count() >= 5, "{answers:?}");
     let (_, retry_after, body) = limited[0];
-    assert!(retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)), "Retry-After: {retry_after:?}");
+    assert!(
+        retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)),
+        "Retry-After: {retry_after:?}"
+    );
     assert_eq!(body["error"], "rate_limited");
     // Another key has its own budget; workers and their long-polls are not limited.
     assert_eq!(get("a2", "/jobs").0, 200);
@@ -638,7 +797,8 @@ fn gstreamer_is_chosen_only_when_its_pipeline_can_be_built() {
         assert_eq!((s, v["error"].as_str()), (400, Some("invalid_parameter")), "{p}: {v}");
     }
     let w = TestWorker::start(&m, &[]);
-    let inspect = |e: &str| std::process::Command::new("gst-inspect-1.0").arg(e).output().is_ok_and(|o| o.status.success());
+    let inspect =
+        |e: &str| std::process::Command::new("gst-inspect-1.0").arg(e).output().is_ok_and(|o| o.status.success());
     let can_stream = ["x264enc", "flvmux", "rtmpsink"].iter().all(|e| inspect(e));
     let node = api.node(&w.node_id);
     assert_eq!(node["gstreamer_rtmp"].as_bool().unwrap_or(false), can_stream, "{node}");
@@ -657,7 +817,9 @@ fn gstreamer_is_chosen_only_when_its_pipeline_can_be_built() {
 #[test]
 fn idempotency_keys_are_scoped_per_api_key_and_bound_to_their_body() {
     let m = TestMaster::start(&["--api-key", "team-a", "--api-key", "team-b"]);
-    let post = |key: &str, body: Value| call(&m.api().with_key(key), "POST", "/jobs", &[("Idempotency-Key", "nightly-42")], Some(body));
+    let post = |key: &str, body: Value| {
+        call(&m.api().with_key(key), "POST", "/jobs", &[("Idempotency-Key", "nightly-42")], Some(body))
+    };
     let (s, first) = post("team-a", json!({"scenario": "one"}));
     assert_eq!(s, 201, "{first}");
     let (s, again) = post("team-a", json!({"scenario": "one"}));
@@ -686,8 +848,12 @@ fn operator_retries_get_a_fresh_automatic_budget() {
     assert_eq!(api.post(&format!("/jobs/{id}/retry"), json!({})).0, 200);
     fail_once(&api);
     let j = api.job(&id);
-    let after_operator: Vec<&Value> =
-        j["state_transitions"].as_array().unwrap().iter().skip_while(|t| t["reason"] != "User requested retry").collect();
+    let after_operator: Vec<&Value> = j["state_transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip_while(|t| t["reason"] != "User requested retry")
+        .collect();
     assert!(
         after_operator.iter().any(|t| t["to"] == "retrying") && j["status"] != "failed",
         "the operator's retry did not use up the automatic retry: {j}"
@@ -709,15 +875,29 @@ fn long_histories_are_capped_and_stream_keys_never_stored() {
     for i in 0..75 {
         let job = api.claim("n", 5.0).expect("placed");
         let err = "[flv @ 0x1] rtmp://user:hunter2@live.example/app/sk_live_secret: Connection refused";
-        api.result(&job, "n", "failed", json!({"error": err, "logs": format!("attempt {i}: {err}"), "failure_reason": "network_error"}));
+        api.result(
+            &job,
+            "n",
+            "failed",
+            json!({"error": err, "logs": format!("attempt {i}: {err}"), "failure_reason": "network_error"}),
+        );
         if i < 74 {
             assert_eq!(api.post(&format!("/jobs/{id}/retry"), json!({})).0, 200);
         }
     }
     let j = api.job(&id);
-    assert_eq!(j["state_transitions"].as_array().unwrap().len() as i64, ffrtmp::http::jobs::MAX_TRANSITIONS_SHOWN, "{}", j["status"]);
+    assert_eq!(
+        j["state_transitions"].as_array().unwrap().len() as i64,
+        ffrtmp::http::jobs::MAX_TRANSITIONS_SHOWN,
+        "{}",
+        j["status"]
+    );
     assert!(j["state_transitions_omitted"].as_i64().unwrap() > 0);
     let text = format!("{j}{}", api.get(&format!("/jobs/{id}/logs")).1);
-    assert!(!text.contains("hunter2") && !text.contains("sk_live_secret"), "credentials leaked: {}", &text[..text.len().min(2000)]);
+    assert!(
+        !text.contains("hunter2") && !text.contains("sk_live_secret"),
+        "credentials leaked: {}",
+        &text[..text.len().min(2000)]
+    );
     assert!(text.contains("rtmp://***@live.example/app/***"), "redacted, not dropped");
 }

@@ -45,7 +45,9 @@ fn transcodes_h264_and_vp9_with_probed_encoders() {
     assert!(ssim > 0.9 && ssim <= 1.0);
     assert!(j["qoe_score"].as_f64().unwrap() > 90.0);
     // Attempt directories are gone; only the accepted outputs remain.
-    wait_until(Duration::from_secs(10), "attempt directory removed", || !w.work_dir.join(format!("job-{h264}")).exists());
+    wait_until(Duration::from_secs(10), "attempt directory removed", || {
+        !w.work_dir.join(format!("job-{h264}")).exists()
+    });
 }
 
 #[test]
@@ -59,12 +61,13 @@ fn progress_is_live_and_monotonic() {
     wait_until(Duration::from_secs(60), "job to complete", || {
         let j = api.job(&id);
         if let Some(p) = j["progress"].as_i64()
-            && j["status"] == "processing" {
-                seen.push(p);
-                if j["progress_detail"].is_object() {
-                    detail = j["progress_detail"].clone();
-                }
+            && j["status"] == "processing"
+        {
+            seen.push(p);
+            if j["progress_detail"].is_object() {
+                detail = j["progress_detail"].clone();
             }
+        }
         j["status"] == "completed"
     });
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "monotonic: {seen:?}");
@@ -80,7 +83,9 @@ fn pause_stops_the_process_and_resume_finishes_identically() {
     let w = TestWorker::start(&m, &[]);
     let params = json!({"resolution": "160x90", "fps": 10, "duration": 3, "realtime": true});
     let id = api.submit(json!({"parameters": params}));
-    wait_until(Duration::from_secs(30), "encode running", || !ffmpeg_pids(&id).is_empty() && api.job(&id)["progress"].as_i64().unwrap_or(0) > 0);
+    wait_until(Duration::from_secs(30), "encode running", || {
+        !ffmpeg_pids(&id).is_empty() && api.job(&id)["progress"].as_i64().unwrap_or(0) > 0
+    });
     let (s, _) = api.post(&format!("/jobs/{id}/pause"), json!({}));
     assert_eq!(s, 200);
     let pid = ffmpeg_pids(&id)[0];
@@ -251,7 +256,8 @@ fn gpu_inventory_and_nvenc_probe_on_a_real_gpu() {
 
 #[test]
 fn gstreamer_engine_transcodes() {
-    let has_x264enc = std::process::Command::new("gst-inspect-1.0").arg("x264enc").output().is_ok_and(|o| o.status.success());
+    let has_x264enc =
+        std::process::Command::new("gst-inspect-1.0").arg("x264enc").output().is_ok_and(|o| o.status.success());
     if !has_x264enc {
         eprintln!("skipped: GStreamer with x264enc is not installed");
         return;
@@ -261,7 +267,8 @@ fn gstreamer_engine_transcodes() {
     let w = TestWorker::start(&m, &[]);
     let (_, node) = api.get(&format!("/nodes/{}", w.node_id));
     assert!(node["gstreamer_version"].as_str().is_some(), "{node}");
-    let id = api.submit(json!({"engine": "gstreamer", "parameters": {"resolution": "160x90", "fps": 10, "duration": 1}}));
+    let id =
+        api.submit(json!({"engine": "gstreamer", "parameters": {"resolution": "160x90", "fps": 10, "duration": 1}}));
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["metrics"]["engine_used"], "gstreamer");
@@ -305,7 +312,10 @@ fn stale_attempt_dirs_are_removed_at_start() {
 /// VMAF needs an ffmpeg built with libvmaf (Debian's is not): the imageio-ffmpeg wheel
 /// ships one, which CI installs.
 fn libvmaf_ffmpeg() -> Option<String> {
-    let out = std::process::Command::new("python3").args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"]).output().ok()?;
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"])
+        .output()
+        .ok()?;
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && !path.is_empty()).then_some(path)
 }
@@ -320,7 +330,9 @@ fn qoe_includes_vmaf_when_the_ffmpeg_has_libvmaf() {
     let m = TestMaster::start(&[]);
     let api = m.api();
     let _w = TestWorker::start(&m, &["--ffmpeg", &ffmpeg]);
-    let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "1M", "qoe": true}}));
+    let id = api.submit(
+        json!({"parameters": {"resolution": "160x90", "fps": 15, "duration": 2, "bitrate": "1M", "qoe": true}}),
+    );
     let j = wait_terminal(&api, &id, Duration::from_secs(120));
     assert_eq!(j["status"], "completed", "{j}");
     let vmaf = j["vmaf_score"].as_f64().unwrap_or_else(|| panic!("vmaf_score missing: {j}"));
