@@ -164,3 +164,6 @@ pub async fn run_retention(handles: MasterHandles, retention: Duration, every: D
         actix_rt::time::sleep(every).await;
     }
 }
+
+#[cfg(test)]
+mod tests;
