@@ -8,13 +8,13 @@ use crate::db::{self, now_micros};
 use crate::domain::argv::{self, InputSource, OutputTarget};
 use crate::domain::params::parse_job_spec;
 use crate::domain::state::JobState;
+use crate::testkit::{Proc, cpu_seconds, rss_bytes, spawn_ready, url_after};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -112,35 +112,10 @@ impl Report {
     }
 }
 
-/// A child process killed on drop.
-struct Proc {
-    child: Child,
-    line: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spawn(args: &[&str], ready_prefix: &str) -> anyhow::Result<Proc> {
-    let exe = std::env::current_exe()?;
-    let mut child =
-        Command::new(exe).args(args).env("RUST_LOG", "error").stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = ready_prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with(&prefix) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx.recv_timeout(Duration::from_secs(600)).map_err(|_| anyhow::anyhow!("{args:?} did not start"))?;
-    Ok(Proc { child, line })
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(args).env("RUST_LOG", "error").stderr(Stdio::null());
+    spawn_ready(cmd, ready_prefix, Duration::from_secs(600)).map_err(|e| anyhow::anyhow!("{args:?} did not start: {e}"))
 }
 
 struct Master {
@@ -161,7 +136,7 @@ fn master_on(database: &db::DatabaseUrl, extra: &[&str]) -> anyhow::Result<Maste
         vec!["master", "--port", "0", "--metrics-port", "0", "--database-url", &url, "--retention-days", "0"];
     args.extend_from_slice(extra);
     let proc = spawn(&args, "ffrtmp master listening on ")?;
-    let url = proc.line.split_whitespace().nth(4).unwrap_or_default().to_string();
+    let url = url_after(&proc.line, "listening on ").unwrap_or_default();
     Ok(Master { proc, url })
 }
 
@@ -171,16 +146,6 @@ fn worker(url: &str, dir: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
         vec!["worker", "--master", url, "--work-dir", &d, "--metrics-port", "0", "--metrics-bind", "127.0.0.1"];
     args.extend_from_slice(extra);
     spawn(&args, "ffrtmp worker ")
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -804,16 +769,6 @@ async fn p9(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
         json!({"writes": writes}),
     );
     Ok(())
-}
-
-/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(14) + ticks(15)) / hz.max(1.0)
 }
 
 /// One simulated idle worker of P14: parks `/jobs/next` (long-poll) and heartbeats

@@ -16,6 +16,7 @@ pub mod error;
 pub mod http;
 pub mod master;
 pub mod os;
+pub mod testkit;
 pub mod up;
 pub mod wire;
 pub mod worker;

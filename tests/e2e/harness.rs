@@ -5,21 +5,12 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ffrtmp");
 
-/// Poll `cond` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
+// Waiting, /proc and port helpers shared with the bench harness.
+pub use ffrtmp::testkit::{free_port, pid_state, port_listening, process_state, wait_until};
 
 pub struct TestMaster {
     pub child: Option<Child>,
@@ -83,8 +74,7 @@ impl TestMaster {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on ") {
-                    let url = line[i + 13..].split_whitespace().next().unwrap_or("").to_string();
+                if let Some(url) = ffrtmp::testkit::url_after(&line, "listening on ") {
                     let _ = tx.send(url);
                 }
             }
@@ -353,15 +343,6 @@ pub fn ffmpeg_pids(needle: &str) -> Vec<i32> {
     out
 }
 
-/// The state letter from /proc/<pid>/stat.
-pub fn process_state(stat: &str) -> Option<char> {
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
-}
-
-pub fn pid_state(pid: i32) -> Option<char> {
-    process_state(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
 /// Wait for a job to reach a terminal state and return it.
 pub fn wait_terminal(api: &Api, id: &str, timeout: Duration) -> Value {
     let mut last = Value::Null;
@@ -370,17 +351,6 @@ pub fn wait_terminal(api: &Api, id: &str, timeout: Duration) -> Value {
         matches!(last["status"].as_str(), Some("completed" | "failed" | "canceled" | "rejected"))
     });
     last
-}
-
-/// Is something listening on this loopback TCP port (from /proc/net/tcp, without connecting)?
-pub fn port_listening(port: u16) -> bool {
-    let hex = format!(":{port:04X} ");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).unwrap_or_default().lines().any(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.len() > 3 && format!("{} ", &cols[1][cols[1].len() - 5..]) == hex && cols[3] == "0A"
-        })
-    })
 }
 
 impl TestMaster {
@@ -408,10 +378,6 @@ impl TestMaster {
         self.child = None;
         st
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 // ----- PostgreSQL ---------------------------------------------------------------------
