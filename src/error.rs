@@ -104,7 +104,7 @@ impl From<DbError> for AppError {
                 code: "database_unavailable",
                 message: format!("the database cannot take writes now ({m}); retry later"),
             },
-            DbError::Conflict(m) => AppError::Conflict { code: "conflict", message: m },
+            DbError::Conflict { message, .. } => AppError::Conflict { code: "conflict", message },
             DbError::Other(m) => AppError::Internal(format!("database error: {m}")),
         }
     }

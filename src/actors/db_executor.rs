@@ -148,11 +148,11 @@ impl Db {
         let (tx, rx) = oneshot::channel::<DbResult<T>>();
         let op: super::messages::WriteFn = Box::new(move |conn: &mut Conn| {
             let result = f(conn);
-            let spoils = matches!(&result, Err(e) if !matches!(e, DbError::Conflict(_) | DbError::NotFound));
+            let spoils = matches!(&result, Err(e) if !matches!(e, DbError::Conflict { .. } | DbError::NotFound));
             let finish: super::messages::AnswerFn = Box::new(move |commit_error: Option<&DbError>| {
                 let answer = match (commit_error, result) {
                     // A logical refusal is the caller's answer even if the batch failed.
-                    (_, Err(e @ (DbError::Conflict(_) | DbError::NotFound))) => Err(e),
+                    (_, Err(e @ (DbError::Conflict { .. } | DbError::NotFound))) => Err(e),
                     (Some(e), _) => Err(DbError::Unavailable(e.to_string())),
                     (None, r) => r,
                 };

@@ -338,7 +338,7 @@ impl SchedulerActor {
                     jobs.push(row.to_wire());
                     lost_all = false;
                 }
-                Err(DbError::Conflict(_)) | Err(DbError::NotFound) => {
+                Err(DbError::Conflict { .. }) | Err(DbError::NotFound) => {
                     // Canceled or gone in the meantime: nothing to place.
                     for (action, reply) in deferred {
                         let _ = reply.send(Err(AppError::bad_request(
@@ -594,12 +594,9 @@ impl Handler<ControlJob> for SchedulerActor {
                             })
                         }
                         Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
-                        Err(e @ DbError::Conflict(_)) => Err(AppError::bad_request(
+                        Err(DbError::Conflict { message, .. }) => Err(AppError::bad_request(
                             "invalid_transition",
-                            format!(
-                                "only failed or canceled jobs can be retried; {}",
-                                e.to_string().trim_start_matches("conflict: ")
-                            ),
+                            format!("only failed or canceled jobs can be retried; {message}"),
                         )),
                         Err(e) => Err(e.into()),
                     },

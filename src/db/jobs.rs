@@ -257,7 +257,11 @@ pub fn transition_row(
     let written = crate::on_backend!(conn, |c| update.execute(c))?;
     if written == 0 {
         let current = get(conn, &row.id)?;
-        return Err(DbError::Conflict(format!("job is '{}', not '{}'", current.status, from)));
+        let message = format!("job is '{}', not '{}'", current.status, from);
+        return Err(match JobState::parse(&current.status) {
+            Some(state) => DbError::job_in(state, message),
+            None => DbError::Conflict { current: None, message },
+        });
     }
     let event = NewEvent {
         job_id: row.id.clone(),
@@ -523,7 +527,7 @@ pub fn delete_terminal_before(conn: &mut Conn, cutoff_micros: i64, batch: i64) -
 /// Map a conflict from `transition` into the state the job is really in, when known.
 pub fn conflict_state(err: &DbError) -> Option<JobState> {
     match err {
-        DbError::Conflict(m) => m.strip_prefix("job is '").and_then(|r| r.split('\'').next()).and_then(JobState::parse),
+        DbError::Conflict { current, .. } => *current,
         _ => None,
     }
 }
@@ -657,9 +661,12 @@ pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Ve
             (Some(row), _) => Ok(row),
             (None, None) => Err(DbError::NotFound),
             (None, Some(status)) if runnable.contains(&status.as_str()) => {
-                Err(DbError::Conflict("job is 'processing', not runnable (claimed elsewhere)".into()))
+                Err(DbError::job_in(JobState::Processing, "job is 'processing', not runnable (claimed elsewhere)"))
             }
-            (None, Some(status)) => Err(DbError::Conflict(format!("job is '{status}', not runnable"))),
+            (None, Some(status)) => {
+                let message = format!("job is '{status}', not runnable");
+                Err(DbError::Conflict { current: JobState::parse(status), message })
+            }
         })
         .collect())
 }
@@ -669,7 +676,7 @@ pub fn cancel_runnable(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)
     let row = get(conn, id)?;
     let from = row.state();
     if !from.is_runnable() {
-        return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Queued)));
+        return Err(DbError::job_in(from, format!("job is '{from}', not '{}'", JobState::Queued)));
     }
     let changes = JobChanges { completed_at: Some(Some(now_micros())), ..Default::default() };
     Ok((from, transition_row(conn, row, JobState::Canceled, changes, "User requested cancel")?))
@@ -697,7 +704,7 @@ pub fn retry_finished(conn: &mut Conn, id: &str) -> DbResult<(JobState, JobRow)>
     let row = get(conn, id)?;
     let from = row.state();
     if !matches!(from, JobState::Failed | JobState::Canceled) {
-        return Err(DbError::Conflict(format!("job is '{from}', not '{}'", JobState::Failed)));
+        return Err(DbError::job_in(from, format!("job is '{from}', not '{}'", JobState::Failed)));
     }
     let changes = operator_retry_changes(&row);
     Ok((from, transition_row(conn, row, JobState::Queued, changes, "User requested retry")?))

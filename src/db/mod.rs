@@ -104,11 +104,20 @@ pub enum DbError {
     /// Disk full, database locked past the busy timeout, I/O error, pool exhausted.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// A guarded write found the row in another state than expected.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// A guarded write found the row in another state than expected: `current` is the
+    /// state the job is really in, when the write knows it (typed, never parsed back out
+    /// of `message`).
+    #[error("conflict: {message}")]
+    Conflict { current: Option<crate::domain::state::JobState>, message: String },
     #[error("database error: {0}")]
     Other(String),
+}
+
+impl DbError {
+    /// A job was found in `current` where the write expected something else.
+    pub fn job_in(current: crate::domain::state::JobState, message: impl Into<String>) -> Self {
+        DbError::Conflict { current: Some(current), message: message.into() }
+    }
 }
 
 impl From<diesel::result::Error> for DbError {
@@ -117,7 +126,7 @@ impl From<diesel::result::Error> for DbError {
         match e {
             Error::NotFound => DbError::NotFound,
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                DbError::Conflict(info.message().to_string())
+                DbError::Conflict { current: None, message: info.message().to_string() }
             }
             Error::DatabaseError(_, info) => classify_message(info.message()),
             other => classify_message(&other.to_string()),
