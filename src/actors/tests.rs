@@ -131,19 +131,15 @@ async fn a_poll_deadline_racing_its_claim_never_loses_or_doubles_a_job() {
         let stored = f.row(&row.id).await;
         assert_eq!((stored.status.as_str(), stored.attempt), ("processing", 1), "claimed exactly once");
         // Free the slot for the next round.
-        let r = JobResult {
-            job_id: row.id.clone(),
-            node_id: "n1".into(),
-            attempt: Some(1),
-            status: "completed".into(),
-            ..result()
-        };
+        let r = result(&row, "completed");
         f.h.scheduler.send(SendToLiveJob(row.uuid(), ReportResult(r))).await.unwrap().unwrap().unwrap();
     }
 }
 
-fn result() -> JobResult {
-    serde_json::from_value(serde_json::json!({"job_id": "", "node_id": "", "status": "completed"})).unwrap()
+/// The result node n1 reports for its first attempt of `row`.
+fn result(row: &JobRow, status: &str) -> JobResult {
+    serde_json::from_value(serde_json::json!({"job_id": row.id, "node_id": "n1", "attempt": 1, "status": status}))
+        .unwrap()
 }
 
 #[actix_rt::test]
@@ -164,13 +160,7 @@ async fn a_cancel_racing_a_claim_is_applied_exactly_once() {
             let cmds = f.h.nodes.send(PollControl { node_id: "n1".into(), token: None }).await.unwrap().unwrap();
             let cmds = within("the cancel command", cmds).await.unwrap();
             assert_eq!((cmds[0].job_id.as_str(), cmds[0].action), (row.id.as_str(), ControlAction::Cancel));
-            let r = JobResult {
-                job_id: row.id.clone(),
-                node_id: "n1".into(),
-                attempt: Some(1),
-                status: "canceled".into(),
-                ..result()
-            };
+            let r = result(&row, "canceled");
             let _ = f.h.scheduler.send(SendToLiveJob(row.uuid(), ReportResult(r))).await.unwrap();
         }
     }
@@ -199,13 +189,7 @@ async fn the_job_actor_fences_reports_by_node_and_attempt() {
     );
     let view = s.send(SendToLiveJob(row.uuid(), GetLiveView)).await.unwrap().unwrap();
     assert_eq!(view.progress.map(|p| p.percent), Some(50.0));
-    let r = JobResult {
-        job_id: row.id.clone(),
-        node_id: "n1".into(),
-        attempt: Some(1),
-        status: "completed".into(),
-        ..result()
-    };
+    let r = result(&row, "completed");
     s.send(SendToLiveJob(row.uuid(), ReportResult(r))).await.unwrap().unwrap().unwrap();
     assert_eq!(f.row(&row.id).await.status, "completed");
     // The actor has stopped: nothing live answers for the job any more.

@@ -160,7 +160,7 @@ fn in_range(field: &str, v: Option<f64>, min: f64, max: f64) -> Result<(), Field
 /// and scores all are), and the whole is bounded.
 fn check_metrics(field: &str, m: Option<&Map<String, Value>>) -> Result<(), FieldError> {
     let Some(m) = m else { return Ok(()) };
-    if Value::Object(m.clone()).to_string().len() > RESULT_METRICS_MAX {
+    if serde_json::to_vec(m).map_or(usize::MAX, |b| b.len()) > RESULT_METRICS_MAX {
         return field_err(field, format!("'{field}' is larger than {RESULT_METRICS_MAX} bytes"));
     }
     fn walk(field: &str, v: &Value) -> Result<(), FieldError> {

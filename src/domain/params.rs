@@ -356,7 +356,7 @@ fn check_raw_values(params: &Map<String, Value>) -> Result<(), ParamError> {
         }
     }
     params.iter().try_for_each(|(k, v)| walk(k, v))?;
-    if Value::Object(params.clone()).to_string().len() > PARAMETERS_JSON_MAX {
+    if serde_json::to_vec(params).map_or(usize::MAX, |b| b.len()) > PARAMETERS_JSON_MAX {
         return err(format!("parameters are larger than {PARAMETERS_JSON_MAX} bytes"));
     }
     Ok(())
