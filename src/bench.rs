@@ -3,10 +3,11 @@
 //! writes every figure as JSON. Targets are judged here, never in `cargo test`;
 //! `--quick` runs every figure at small sizes so the harness never rots.
 
-use crate::db::jobs::NewJob;
+use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
 use crate::domain::argv::{self, InputSource, OutputTarget};
 use crate::domain::params::parse_job_spec;
+use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use crate::testkit::{Proc, cpu_seconds, rss_bytes, spawn_ready, url_after};
 use clap::Args;
@@ -423,28 +424,25 @@ fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::R
     let now = now_micros();
     let mut i = 0;
     while i < total {
-        let n = (total - i).min(1000);
-        let rows: Vec<NewJob> = (i..i + n)
+        // 31 bound columns a row: 500 rows stay under SQLite's 32,766 variables.
+        let n = (total - i).min(500);
+        let rows: Vec<JobRow> = (i..i + n)
             .map(|k| {
                 let pending = k >= total - queued;
-                NewJob {
+                JobRow {
                     id: uuid::Uuid::now_v7().to_string(),
                     scenario: format!("prefill-{k}"),
                     confidence: "auto".into(),
-                    engine: "auto".into(),
-                    queue: ["live", "default", "batch"][k % 3].into(),
-                    priority: ["high", "medium", "low"][k % 3].into(),
+                    queue: [QueueName::Live, QueueName::Default, QueueName::Batch][k % 3],
+                    priority: [Priority::High, Priority::Medium, Priority::Low][k % 3],
                     parameters: r#"{"codec":"h264"}"#.into(),
-                    status: if pending { "pending" } else { "completed" }.into(),
+                    status: if pending { JobState::Pending } else { JobState::Completed },
                     max_retries: 3,
                     created_at: now,
                     queued_at: now,
-                    idempotency_key: None,
-                    idempotency_fingerprint: None,
-                    failure_reason: None,
-                    error: None,
                     completed_at: (!pending).then_some(now),
                     updated_at: now,
+                    ..JobRow::default()
                 }
             })
             .collect();
@@ -553,7 +551,8 @@ async fn p4_p5(r: &mut Report, tmp: &Path, store: &Store, run_p4: bool, run_p5: 
 async fn p6(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     let (secs, pairs) = if r.quick { (2.0, 1) } else { (10.0, 5) };
     let params = json!({"codec": "h264", "resolution": "1280x720", "fps": 30, "duration": secs, "preset": "veryfast"});
-    let spec = parse_job_spec(params.as_object().unwrap(), "auto").map_err(|e| anyhow::anyhow!(e.0))?;
+    let spec = parse_job_spec(params.as_object().unwrap(), crate::domain::params::Engine::Auto)
+        .map_err(|e| anyhow::anyhow!(e.0))?;
     let m = master(&tmp.join("p6.db"), &[])?;
     let _w = worker(&m.url, &tmp.join("p6-w"), &["--nice", "0"])?;
     let c = http();

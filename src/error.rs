@@ -105,7 +105,18 @@ impl From<DbError> for AppError {
                 message: format!("the database cannot take writes now ({m}); retry later"),
             },
             DbError::Conflict { message, .. } => AppError::Conflict { code: "conflict", message },
+            DbError::Refused(refusal) => refusal.into(),
             DbError::Other(m) => AppError::Internal(format!("database error: {m}")),
+        }
+    }
+}
+
+impl From<crate::domain::state::Refusal> for AppError {
+    fn from(r: crate::domain::state::Refusal) -> Self {
+        use crate::domain::state::Refusal;
+        match r {
+            Refusal::Invalid { current, action } => AppError::InvalidTransition { current, action: action.as_str() },
+            Refusal::NotRetryable { .. } => AppError::bad_request("invalid_transition", r.to_string()),
         }
     }
 }

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+pub use crate::domain::node::NodeState;
+pub use crate::domain::params::Engine;
+pub use crate::domain::queue::{Priority, QueueName};
+pub use crate::domain::state::{FailureReason, JobState};
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Job {
@@ -14,14 +19,21 @@ pub struct Job {
     pub sequence_number: i64,
     pub scenario: String,
     pub confidence: String,
-    pub engine: String,
+    /// auto, ffmpeg or gstreamer.
+    #[schema(value_type = String)]
+    pub engine: Engine,
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
     /// pending, queued, assigned, processing, paused, completed, failed, canceled,
     /// retrying, rejected or timed_out.
-    pub status: String,
-    pub queue: String,
-    pub priority: String,
+    #[schema(value_type = String)]
+    pub status: JobState,
+    /// live, default or batch.
+    #[schema(value_type = String)]
+    pub queue: QueueName,
+    /// high, medium or low.
+    #[schema(value_type = String)]
+    pub priority: Priority,
     /// Whole percent 0–100 (seed clients read an integer).
     pub progress: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,8 +57,11 @@ pub struct Job {
     pub max_retries: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// capability_mismatch, runtime_error, timeout, user_error, network_error,
+    /// input_error, platform_error or resource_error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub failure_reason: Option<FailureReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,7 +281,8 @@ pub struct Node {
     #[schema(value_type = Object)]
     pub labels: Map<String, Value>,
     /// available, busy, draining or offline.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: NodeState,
     pub last_heartbeat: String,
     pub registered_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,7 +434,8 @@ pub struct JobResult {
 pub struct ResultResponse {
     /// success, or retrying when a failed attempt was queued again.
     pub status: String,
-    pub job_status: String,
+    #[schema(value_type = String)]
+    pub job_status: JobState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -471,7 +488,8 @@ pub struct QueueStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunningStatus {
-    pub job_status: String,
+    #[schema(value_type = String)]
+    pub job_status: JobState,
     pub node_id: Option<String>,
     pub attempt: i32,
     pub progress: Option<ProgressDetail>,
@@ -482,7 +500,8 @@ pub struct RunningStatus {
 pub struct NodeStatus {
     pub node_id: String,
     pub name: String,
-    pub node_status: String,
+    #[schema(value_type = String)]
+    pub node_status: NodeState,
     pub running_jobs: Vec<String>,
     pub max_concurrent_jobs: u32,
     pub cpu_load_percent: f64,

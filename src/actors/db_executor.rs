@@ -2,7 +2,7 @@
 //!
 //! It applies a batch of writes in one `BEGIN IMMEDIATE … COMMIT` (`BEGIN` on
 //! PostgreSQL) and answers every caller only after the COMMIT returned. A write that is
-//! refused for a logical reason (`Conflict`, `NotFound`) has written nothing — every
+//! refused for a logical reason (`DbError::is_refusal`) has written nothing — every
 //! function in `db` checks before it writes — so its neighbours commit normally; any
 //! other error spoils the transaction, which is rolled back whole. (No savepoint per
 //! write: on PostgreSQL those are two extra round trips each.) A batch's new jobs
@@ -12,7 +12,7 @@
 //! [`GroupCommit`]: super::group_commit::GroupCommit
 
 use super::messages::{CommitBatch, SubmitWrite, WriteOp};
-use crate::db::jobs::{JobRow, NewJob};
+use crate::db::jobs::JobRow;
 use crate::db::{self, Conn, DbError, DbPool, DbResult, PooledConn};
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -148,11 +148,11 @@ impl Db {
         let (tx, rx) = oneshot::channel::<DbResult<T>>();
         let op: super::messages::WriteFn = Box::new(move |conn: &mut Conn| {
             let result = f(conn);
-            let spoils = matches!(&result, Err(e) if !matches!(e, DbError::Conflict { .. } | DbError::NotFound));
+            let spoils = matches!(&result, Err(e) if !e.is_refusal());
             let finish: super::messages::AnswerFn = Box::new(move |commit_error: Option<&DbError>| {
                 let answer = match (commit_error, result) {
                     // A logical refusal is the caller's answer even if the batch failed.
-                    (_, Err(e @ (DbError::Conflict { .. } | DbError::NotFound))) => Err(e),
+                    (_, Err(e)) if e.is_refusal() => Err(e),
                     (Some(e), _) => Err(DbError::Unavailable(e.to_string())),
                     (None, r) => r,
                 };
@@ -166,7 +166,7 @@ impl Db {
 
     /// Store a new job (`true`: created; `false`: the job its idempotency key names).
     /// Keyless jobs of one group commit share one multi-row INSERT.
-    pub async fn insert_job(&self, new: NewJob) -> DbResult<(JobRow, bool)> {
+    pub async fn insert_job(&self, new: JobRow) -> DbResult<(JobRow, bool)> {
         if new.idempotency_key.is_some() {
             // The key is looked up in the same transaction, one job at a time.
             return self.write(move |c| db::jobs::insert(c, &new)).await;

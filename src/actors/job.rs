@@ -10,11 +10,12 @@ use super::messages::*;
 use super::metrics::MetricsActor;
 use super::node_supervisor::NodeSupervisor;
 use super::scheduler::SchedulerActor;
-use crate::db::jobs::{self as db_jobs, JobChanges, JobRow};
+use crate::db::DbError;
+use crate::db::jobs::{self as db_jobs, JobRow};
 use crate::db::now_micros;
 use crate::domain::params::parse_job_spec;
 use crate::domain::queue::{Priority, QueueName};
-use crate::domain::state::JobState;
+use crate::domain::state::{self, FailureReason, JobState, UserAction};
 use crate::error::{AppError, AppResult};
 use crate::wire::{ControlAction, ControlCommand, ControlResponse, JobResult, ProgressDetail, ResultResponse};
 use actix::prelude::*;
@@ -97,14 +98,14 @@ impl JobActor {
     ) -> Self {
         let params: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&row.parameters).unwrap_or_default();
-        let spec = parse_job_spec(&params, &row.engine).ok();
+        let spec = parse_job_spec(&params, row.engine).ok();
         let timeout = crate::domain::params::attempt_timeout(spec.as_ref()) + policy.timeout_grace;
         let running = row.state() == JobState::Processing;
         let placed_attempt = row.attempt;
         JobActor {
             id: row.uuid(),
-            queue: QueueName::parse(&row.queue).unwrap_or(QueueName::Default),
-            priority: Priority::parse(&row.priority).unwrap_or(Priority::Medium),
+            queue: row.queue,
+            priority: row.priority,
             row,
             db,
             scheduler,
@@ -149,24 +150,27 @@ impl JobActor {
         Ok(())
     }
 
-    /// Persist `self.state() → to` and adopt the new row; emits the metrics event.
-    fn transition(
+    /// Persist `self.state() → to` (with what `change` changes) and adopt the new row;
+    /// emits the metrics event. The database write asks the transition gate first.
+    fn transition<F: FnOnce(&mut JobRow) + Send + 'static>(
         &mut self,
         to: JobState,
-        changes: JobChanges,
+        change: F,
         reason: String,
-    ) -> impl ActorFuture<Self, Output = AppResult<()>> + use<> {
+    ) -> impl ActorFuture<Self, Output = AppResult<()>> + use<F> {
         let from = self.state();
         let db = self.db.clone();
         // This actor is the only writer of its job, so its row is what is stored: no
         // read-back before the write (the write is still guarded by state and attempt).
         let row = self.row.clone();
-        async move { db.write(move |c| db_jobs::transition_row(c, row, to, changes, &reason)).await }
+        async move { db.write(move |c| db_jobs::transition_row(c, &row, to, change, &reason)).await }
             .into_actor(self)
             .map(move |res, act, _| {
-                let row = res.map_err(|e| match db_jobs::conflict_state(&e) {
-                    Some(current) => AppError::InvalidTransition { current, action: "change" },
-                    None => AppError::from(e),
+                let row = res.map_err(|e| match e {
+                    DbError::Conflict { current: Some(current), .. } => {
+                        AppError::InvalidTransition { current, action: "change" }
+                    }
+                    e => AppError::from(e),
                 })?;
                 act.row = row;
                 act.metrics.do_send(JobStateChanged {
@@ -174,7 +178,7 @@ impl JobActor {
                     to,
                     queue: act.queue,
                     priority: act.priority,
-                    engine: act.row.engine.clone(),
+                    engine: act.row.engine,
                 });
                 Ok(())
             })
@@ -228,23 +232,32 @@ impl JobActor {
     }
 
     /// Fail the attempt: retry after a backoff if allowed, else fail the job.
-    fn fail_or_retry(
+    fn fail_or_retry<F: FnOnce(&mut JobRow) + Send + 'static>(
         &mut self,
         error: String,
-        failure_reason: Option<String>,
+        failure_reason: FailureReason,
         retryable: bool,
-        extra: JobChanges,
-    ) -> impl ActorFuture<Self, Output = AppResult<ResultResponse>> + use<> {
+        extra: F,
+    ) -> impl ActorFuture<Self, Output = AppResult<ResultResponse>> + use<F> {
         self.pause_clock();
         let can_retry = retryable && self.row.automatic_retries() < self.row.max_retries;
         let now = now_micros();
-        let mut changes = extra;
-        changes.error = Some(Some(error.clone()));
-        changes.failure_reason = Some(failure_reason);
-        let (to, reason) = if can_retry {
-            let wait = backoff(&self.policy, self.row.automatic_retries());
-            changes.retry_count = Some(self.row.retry_count + 1);
-            changes.retry_at = Some(Some(now + wait.as_micros() as i64));
+        let retry_at = can_retry.then(|| now + backoff(&self.policy, self.row.automatic_retries()).as_micros() as i64);
+        let stored_error = error.clone();
+        let change = move |row: &mut JobRow| {
+            extra(row);
+            row.error = Some(stored_error);
+            row.failure_reason = Some(failure_reason);
+            match retry_at {
+                Some(at) => {
+                    row.retry_count += 1;
+                    row.retry_at = Some(at);
+                }
+                None => row.completed_at = Some(now),
+            }
+        };
+        let (to, reason) = if let Some(at) = retry_at {
+            let wait = Duration::from_micros((at - now).max(0) as u64);
             (
                 JobState::Retrying,
                 format!(
@@ -255,12 +268,11 @@ impl JobActor {
                 ),
             )
         } else {
-            changes.completed_at = Some(Some(now));
             (JobState::Failed, format!("Failed: {error}"))
         };
         let was_leased = self.state().is_leased();
         let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
-        self.transition(to, changes, reason).map(move |res, act, ctx| {
+        self.transition(to, change, reason).map(move |res, act, ctx| {
             res?;
             if let Some(s) = exec.filter(|_| was_leased) {
                 act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
@@ -272,18 +284,13 @@ impl JobActor {
                 act.schedule_retry(ctx);
                 Ok(ResultResponse {
                     status: "retrying".into(),
-                    job_status: to.as_str().into(),
+                    job_status: to,
                     retry: Some(act.row.retry_count),
                     max_retries: Some(act.row.max_retries),
                 })
             } else {
                 act.stop_with_release(ctx);
-                Ok(ResultResponse {
-                    status: "success".into(),
-                    job_status: to.as_str().into(),
-                    retry: None,
-                    max_retries: None,
-                })
+                Ok(ResultResponse { status: "success".into(), job_status: to, retry: None, max_retries: None })
             }
         })
     }
@@ -299,27 +306,18 @@ impl JobActor {
         if self.state() != JobState::Retrying {
             return;
         }
-        let changes = JobChanges {
-            node_id: Some(None),
-            queued_at: Some(now_micros()),
-            started_at: Some(None),
-            retry_at: Some(None),
-            progress: Some(0.0),
-            ..Default::default()
-        };
-        let fut =
-            self.transition(JobState::Queued, changes, "Backoff elapsed; queued again".into()).map(|res, act, ctx| {
-                match res {
-                    Ok(()) => {
-                        act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
-                        ctx.stop();
-                    }
-                    Err(e) => {
-                        log::warn!("job {}: requeue failed ({e}); trying again in 1s", act.id);
-                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.requeue(ctx));
-                    }
+        let fut = self.transition(JobState::Queued, queued_again, "Backoff elapsed; queued again".into()).map(
+            |res, act, ctx| match res {
+                Ok(()) => {
+                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                    ctx.stop();
                 }
-            });
+                Err(e) => {
+                    log::warn!("job {}: requeue failed ({e}); trying again in 1s", act.id);
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.requeue(ctx));
+                }
+            },
+        );
         ctx.wait(fut);
     }
 
@@ -333,23 +331,18 @@ impl JobActor {
         }
         self.deliver(ControlAction::Cancel);
         let secs = self.timeout.as_secs();
-        let fut = self
-            .transition(JobState::TimedOut, JobChanges::default(), format!("Ran past its {secs}s limit"))
-            .then(move |res, act, _| {
+        let fut = self.transition(JobState::TimedOut, unchanged, format!("Ran past its {secs}s limit")).then(
+            move |res, act, _| {
                 let after: Box<dyn ActorFuture<Self, Output = ()>> = match res {
                     Ok(()) => Box::new(
-                        act.fail_or_retry(
-                            format!("timed out after {secs}s"),
-                            Some("timeout".into()),
-                            true,
-                            JobChanges::default(),
-                        )
-                        .map(|_, _, _| ()),
+                        act.fail_or_retry(format!("timed out after {secs}s"), FailureReason::Timeout, true, unchanged)
+                            .map(|_, _, _| ()),
                     ),
                     Err(_) => Box::new(actix::fut::ready(())),
                 };
                 Box::into_pin(after)
-            });
+            },
+        );
         ctx.wait(fut);
     }
 }
@@ -362,9 +355,8 @@ impl Actor for JobActor {
             JobState::Retrying => self.schedule_retry(ctx),
             JobState::TimedOut => {
                 // Restarted between "timed out" and its retry decision.
-                let fut = self
-                    .fail_or_retry("timed out".into(), Some("timeout".into()), true, JobChanges::default())
-                    .map(|_, _, _| ());
+                let fut =
+                    self.fail_or_retry("timed out".into(), FailureReason::Timeout, true, unchanged).map(|_, _, _| ());
                 ctx.wait(fut);
             }
             _ => {}
@@ -437,6 +429,18 @@ impl Handler<ReportProgress> for JobActor {
     }
 }
 
+/// A transition that changes nothing but the state.
+fn unchanged(_: &mut JobRow) {}
+
+/// Back in the queue: no node, no start, no pending retry, no progress.
+fn queued_again(row: &mut JobRow) {
+    row.node_id = None;
+    row.queued_at = now_micros();
+    row.started_at = None;
+    row.retry_at = None;
+    row.progress = 0.0;
+}
+
 fn bounded_logs(logs: Option<String>) -> Option<String> {
     logs.map(|l| {
         if l.len() <= MAX_LOG_BYTES {
@@ -476,7 +480,7 @@ impl Handler<ReportResult> for JobActor {
             // The kill raced the worker's own end: the job stays canceled.
             let resp = ResultResponse {
                 status: "success".into(),
-                job_status: "canceled".into(),
+                job_status: JobState::Canceled,
                 retry: None,
                 max_retries: None,
             };
@@ -495,25 +499,27 @@ impl Handler<ReportResult> for JobActor {
         }
         let fp = fingerprint(&r);
         let metrics_json = r.metrics.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string());
-        let mut changes = JobChanges {
-            logs: Some(bounded_logs(r.logs.clone())),
-            metrics: Some(metrics_json),
-            qoe_score: Some(r.qoe_score),
-            efficiency_score: Some(r.efficiency_score),
-            energy_joules: Some(r.energy_joules),
-            vmaf_score: Some(r.vmaf_score),
-            last_activity_at: Some(Some(now_micros())),
-            ..Default::default()
+        let (logs, scores) =
+            (bounded_logs(r.logs.clone()), (r.qoe_score, r.efficiency_score, r.energy_joules, r.vmaf_score));
+        let record = move |row: &mut JobRow| {
+            row.logs = logs;
+            row.metrics = metrics_json;
+            (row.qoe_score, row.efficiency_score, row.energy_joules, row.vmaf_score) = scores;
+            row.last_activity_at = Some(now_micros());
         };
-        let fut: Self::Result = match r.status.as_str() {
-            "completed" => {
+        let reported = JobState::parse(&r.status);
+        let fut: Self::Result = match reported {
+            Some(JobState::Completed) => {
                 self.pause_clock();
                 let now = now_micros();
-                changes.completed_at = Some(Some(now));
-                changes.progress = Some(100.0);
-                changes.error = Some(None);
+                let change = move |row: &mut JobRow| {
+                    record(row);
+                    row.completed_at = Some(now);
+                    row.progress = 100.0;
+                    row.error = None;
+                };
                 let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
-                Box::pin(self.transition(JobState::Completed, changes, "Completed".into()).map(move |res, act, ctx| {
+                Box::pin(self.transition(JobState::Completed, change, "Completed".into()).map(move |res, act, ctx| {
                     res?;
                     if let Some(s) = exec {
                         act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
@@ -521,28 +527,28 @@ impl Handler<ReportResult> for JobActor {
                     act.stop_with_release(ctx);
                     Ok(ResultResponse {
                         status: "success".into(),
-                        job_status: "completed".into(),
+                        job_status: JobState::Completed,
                         retry: None,
                         max_retries: None,
                     })
                 }))
             }
-            "failed" | "timed_out" | "canceled" => {
-                let reason =
-                    r.failure_reason.clone().or_else(|| (r.status == "timed_out").then(|| "timeout".to_string()));
-                let permanent_reason =
-                    matches!(reason.as_deref(), Some("user_error" | "input_error" | "capability_mismatch"));
-                let retryable = r.retryable.unwrap_or(!permanent_reason) && r.status != "canceled";
+            Some(ended @ (JobState::Failed | JobState::TimedOut | JobState::Canceled)) => {
+                // Checked against the known reasons when the body was read.
+                let reason = r.failure_reason.as_deref().and_then(FailureReason::parse).unwrap_or(
+                    if ended == JobState::TimedOut { FailureReason::Timeout } else { FailureReason::RuntimeError },
+                );
+                let retryable = r.retryable.unwrap_or(!reason.is_permanent()) && ended != JobState::Canceled;
                 let error = r
                     .error
                     .clone()
                     .filter(|e| !e.is_empty())
                     .unwrap_or_else(|| format!("worker reported {}", r.status));
-                Box::pin(self.fail_or_retry(error, reason.or(Some("runtime_error".into())), retryable, changes))
+                Box::pin(self.fail_or_retry(error, reason, retryable, record))
             }
-            other => fail(AppError::bad_request(
+            _ => fail(AppError::bad_request(
                 "invalid_status",
-                format!("invalid result status '{other}'; valid values: completed, failed, timed_out, canceled"),
+                format!("invalid result status '{}'; valid values: completed, failed, timed_out, canceled", r.status),
             )),
         };
         Box::pin(fut.map(move |res, act, _| {
@@ -558,80 +564,51 @@ impl Handler<ApplyControl> for JobActor {
     type Result = ResponseActFuture<Self, AppResult<ControlResponse>>;
 
     fn handle(&mut self, ApplyControl(action): ApplyControl, _: &mut Context<Self>) -> Self::Result {
-        let state = self.state();
-        let invalid = |current| -> Self::Result {
-            Box::pin(actix::fut::ready(Err(AppError::InvalidTransition { current, action: action.as_str() })))
+        let from = self.state();
+        let to = match state::control(from, action) {
+            Ok(to) => to,
+            Err(refusal) => return Box::pin(actix::fut::ready(Err(refusal.into()))),
         };
-        let id = self.row.id.clone();
-        match action {
-            UserAction::Pause if state == JobState::Processing => {
-                self.pause_clock();
-                Box::pin(self.transition(JobState::Paused, JobChanges::default(), "User requested pause".into()).map(
-                    move |res, act, _| {
-                        res?;
-                        act.pending_control = Some((ControlAction::Pause, Instant::now()));
-                        act.deliver(ControlAction::Pause);
-                        Ok(ControlResponse { job_id: id, status: "paused".into(), retry_count: None })
-                    },
-                ))
-            }
-            UserAction::Resume if state == JobState::Paused => Box::pin(
-                self.transition(JobState::Processing, JobChanges::default(), "User requested resume".into()).map(
-                    move |res, act, _| {
-                        res?;
-                        act.run_since = Some(Instant::now());
-                        act.pending_control = Some((ControlAction::Resume, Instant::now()));
-                        act.deliver(ControlAction::Resume);
-                        Ok(ControlResponse { job_id: id, status: "resumed".into(), retry_count: None })
-                    },
-                ),
-            ),
-            UserAction::Cancel if !state.is_terminal() => {
-                self.pause_clock();
-                let changes = JobChanges { completed_at: Some(Some(now_micros())), ..Default::default() };
-                Box::pin(self.transition(JobState::Canceled, changes, "User requested cancel".into()).map(
-                    move |res, act, ctx| {
-                        res?;
-                        if state.is_leased() {
-                            // Keep the slot until the worker confirms the kill (or a deadline).
-                            act.pending_control = Some((ControlAction::Cancel, Instant::now()));
-                            act.deliver(ControlAction::Cancel);
-                            ctx.run_later(act.policy.cancel_ack_wait, |act, ctx| act.stop_with_release(ctx));
-                        } else {
-                            act.stop_with_release(ctx);
-                        }
-                        Ok(ControlResponse { job_id: id, status: "canceled".into(), retry_count: None })
-                    },
-                ))
-            }
-            UserAction::Retry if matches!(state, JobState::Canceled | JobState::Failed) => {
-                let changes = db_jobs::operator_retry_changes(&self.row);
-                let node = self.node_id();
-                Box::pin(self.transition(JobState::Queued, changes, "User requested retry".into()).map(
-                    move |res, act, ctx| {
-                        res?;
-                        act.scheduler.do_send(JobActorStopped {
-                            id: act.id,
-                            node_id: node,
-                            stopping: false,
-                            attempt: act.placed_attempt,
-                        });
-                        act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
-                        ctx.stop();
-                        Ok(ControlResponse {
-                            job_id: id,
-                            status: "queued".into(),
-                            retry_count: Some(act.row.retry_count),
-                        })
-                    },
-                ))
-            }
-            UserAction::Retry => Box::pin(actix::fut::ready(Err(AppError::bad_request(
-                "invalid_transition",
-                format!("only failed or canceled jobs can be retried; job is '{state}'"),
-            )))),
-            _ => invalid(state),
+        if matches!(action, UserAction::Pause | UserAction::Cancel) {
+            self.pause_clock();
         }
+        let node = self.node_id();
+        let id = self.row.id.clone();
+        let change = move |row: &mut JobRow| db_jobs::apply_control(row, action);
+        Box::pin(self.transition(to, change, action.reason().into()).map(move |res, act, ctx| {
+            res?;
+            let mut retry_count = None;
+            match action {
+                UserAction::Pause => {
+                    act.pending_control = Some((ControlAction::Pause, Instant::now()));
+                    act.deliver(ControlAction::Pause);
+                }
+                UserAction::Resume => {
+                    act.run_since = Some(Instant::now());
+                    act.pending_control = Some((ControlAction::Resume, Instant::now()));
+                    act.deliver(ControlAction::Resume);
+                }
+                UserAction::Cancel if from.is_leased() => {
+                    // Keep the slot until the worker confirms the kill (or a deadline).
+                    act.pending_control = Some((ControlAction::Cancel, Instant::now()));
+                    act.deliver(ControlAction::Cancel);
+                    ctx.run_later(act.policy.cancel_ack_wait, |act, ctx| act.stop_with_release(ctx));
+                }
+                UserAction::Cancel => act.stop_with_release(ctx),
+                UserAction::Retry => {
+                    act.scheduler.do_send(JobActorStopped {
+                        id: act.id,
+                        node_id: node,
+                        stopping: false,
+                        attempt: act.placed_attempt,
+                    });
+                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
+                    ctx.stop();
+                    retry_count = Some(act.row.retry_count);
+                }
+            }
+            Ok(ControlResponse { job_id: id, status: action.done().into(), retry_count })
+        }))
     }
 }
 
@@ -661,8 +638,8 @@ impl Handler<LeaseLost> for JobActor {
             return;
         }
         self.metrics.do_send(MetricRecorded(MetricEvent::LeaseExpired));
-        let reason = if m.node_lost { "network_error" } else { "platform_error" };
-        let fut = self.fail_or_retry(m.reason, Some(reason.into()), true, JobChanges::default()).map(|res, act, _| {
+        let reason = if m.node_lost { FailureReason::NetworkError } else { FailureReason::PlatformError };
+        let fut = self.fail_or_retry(m.reason, reason, true, unchanged).map(|res, act, _| {
             if let Err(e) = res {
                 log::warn!("job {}: could not requeue after lease loss: {e}", act.id);
             }
@@ -697,14 +674,7 @@ impl Handler<HandBackJob> for JobActor {
         }
         self.pause_clock();
         let node = self.node_id();
-        let changes = JobChanges {
-            node_id: Some(None),
-            queued_at: Some(now_micros()),
-            started_at: Some(None),
-            progress: Some(0.0),
-            ..Default::default()
-        };
-        let fut = self.transition(JobState::Queued, changes, m.reason).map(move |res, act, ctx| match res {
+        let fut = self.transition(JobState::Queued, queued_again, m.reason).map(move |res, act, ctx| match res {
             Ok(()) => {
                 act.scheduler.do_send(JobActorStopped {
                     id: act.id,

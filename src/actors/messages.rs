@@ -30,7 +30,7 @@ pub enum WriteOp {
     /// A new job without an idempotency key: the executor stores all of a batch's new
     /// jobs with one multi-row INSERT (and one for their events) before the other
     /// writes, instead of two statements per job — on PostgreSQL each is a round trip.
-    InsertJob(Box<crate::db::jobs::NewJob>, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
+    InsertJob(Box<crate::db::jobs::JobRow>, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
 }
 
 /// Queue one write for the next group commit.
@@ -53,7 +53,7 @@ pub struct JobStateChanged {
     pub to: JobState,
     pub queue: QueueName,
     pub priority: Priority,
-    pub engine: String,
+    pub engine: crate::domain::params::Engine,
 }
 
 #[derive(Debug, Clone)]
@@ -161,24 +161,7 @@ pub struct EndPoll {
 #[rtype(result = "()")]
 pub struct DispatchRound;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserAction {
-    Pause,
-    Resume,
-    Cancel,
-    Retry,
-}
-
-impl UserAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UserAction::Pause => "pause",
-            UserAction::Resume => "resume",
-            UserAction::Cancel => "cancel",
-            UserAction::Retry => "retry",
-        }
-    }
-}
+pub use crate::domain::state::UserAction;
 
 /// An operator's pause/resume/cancel/retry, routed to wherever the job lives.
 #[derive(Message)]

@@ -6,6 +6,8 @@
 //! appears late or vanishes, and ratios such as the success rate never go empty.
 
 use super::messages::{JobStateChanged, JobsForgotten, MetricEvent, MetricRecorded, RenderMetrics};
+use crate::domain::node::NodeState;
+use crate::domain::params::Engine;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use actix::prelude::*;
@@ -44,10 +46,8 @@ pub const HTTP_ROUTES: &[(&str, &str)] = &[
     ("OTHER", "unmatched"),
 ];
 pub const HTTP_CODE_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-pub const NODE_STATUSES: [&str; 4] = ["available", "busy", "draining", "offline"];
 pub const SCHEDULE_RESULTS: [&str; 3] = ["success", "no_jobs", "error"];
 pub const CONTROL_ACTIONS: [&str; 3] = ["pause", "resume", "cancel"];
-pub const ENGINES: [&str; 3] = ["auto", "ffmpeg", "gstreamer"];
 
 pub struct MetricsActor {
     registry: Registry,
@@ -92,7 +92,11 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 impl MetricsActor {
     /// `entered`: all-time transition counts per state from the database; `current`:
     /// jobs per state now; `queued`: runnable jobs per queue and priority now.
-    pub fn new(entered: &[(String, i64)], current: &[(String, i64)], queued: &[((QueueName, Priority), i64)]) -> Self {
+    pub fn new(
+        entered: &[(JobState, i64)],
+        current: &[(JobState, i64)],
+        queued: &[((QueueName, Priority), i64)],
+    ) -> Self {
         let r = Registry::new();
         let jobs_total = reg(
             &r,
@@ -227,7 +231,7 @@ impl MetricsActor {
             jobs_in_state.with_label_values(&[s.as_str()]).set(0);
         }
         for (s, n) in entered {
-            if JobState::parse(s).is_some() && *n > 0 {
+            if *n > 0 {
                 jobs_total.with_label_values(&[s.as_str()]).inc_by(*n as u64);
             }
         }
@@ -237,8 +241,8 @@ impl MetricsActor {
         for q in QueueName::NAMES {
             queue_by_type.with_label_values(&[q]).set(0);
         }
-        for s in NODE_STATUSES {
-            nodes_by_status.with_label_values(&[s]).set(0);
+        for s in NodeState::ALL {
+            nodes_by_status.with_label_values(&[s.as_str()]).set(0);
         }
         for r in SCHEDULE_RESULTS {
             schedule_attempts.with_label_values(&[r]);
@@ -246,7 +250,7 @@ impl MetricsActor {
         for a in CONTROL_ACTIONS {
             control_latency.with_label_values(&[a]);
         }
-        for e in ENGINES {
+        for e in Engine::NAMES {
             completed_by_engine.with_label_values(&[e]);
         }
         for (m, route) in HTTP_ROUTES {
@@ -285,11 +289,7 @@ impl MetricsActor {
             queued: HashMap::new(),
             recent: std::collections::VecDeque::with_capacity(RECENT_OUTCOMES),
         };
-        for (s, n) in current {
-            if let Some(st) = JobState::parse(s) {
-                me.current.insert(st, *n);
-            }
-        }
+        me.current.extend(current.iter().copied());
         for (k, n) in queued {
             me.queued.insert(*k, *n);
         }
@@ -304,7 +304,7 @@ impl MetricsActor {
 
     fn refresh_job_gauges(&mut self) {
         let get = |s: JobState| self.current.get(&s).copied().unwrap_or(0).max(0);
-        for s in JobState::ALL {
+        for &s in JobState::ALL {
             self.jobs_in_state.with_label_values(&[s.as_str()]).set(get(s));
         }
         self.active_jobs.set(get(JobState::Assigned) + get(JobState::Processing) + get(JobState::Paused));
@@ -346,8 +346,7 @@ impl Handler<JobStateChanged> for MetricsActor {
             self.recent.push_back(ev.to == JobState::Completed);
         }
         if ev.to == JobState::Completed {
-            let engine = if ENGINES.contains(&ev.engine.as_str()) { ev.engine.as_str() } else { "auto" };
-            self.completed_by_engine.with_label_values(&[engine]).inc();
+            self.completed_by_engine.with_label_values(&[ev.engine.as_str()]).inc();
         }
         self.refresh_job_gauges();
     }
@@ -400,8 +399,8 @@ impl Handler<MetricRecorded> for MetricsActor {
             }
             MetricEvent::WorkersWaiting(n) => self.workers_waiting.set(n as i64),
             MetricEvent::NodesCounted(counts) => {
-                for (s, n) in NODE_STATUSES.iter().zip(counts) {
-                    self.nodes_by_status.with_label_values(&[s]).set(n as i64);
+                for (s, n) in NodeState::ALL.iter().zip(counts) {
+                    self.nodes_by_status.with_label_values(&[s.as_str()]).set(n as i64);
                 }
                 self.nodes_total.set(counts.iter().sum::<usize>() as i64);
             }

@@ -71,10 +71,8 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         ))
     })
     .await??;
-    let queued_counts: Vec<((QueueName, Priority), i64)> = queued_counts
-        .into_iter()
-        .filter_map(|(q, p, n)| Some(((QueueName::parse(&q)?, Priority::parse(&p)?), n)))
-        .collect();
+    let queued_counts: Vec<((QueueName, Priority), i64)> =
+        queued_counts.into_iter().map(|(q, p, n)| ((q, p), n)).collect();
 
     let exec_pool = pool.clone();
     let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone()));
@@ -148,9 +146,7 @@ pub async fn run_retention(handles: MasterHandles, retention: Duration, every: D
                 Ok(states) => {
                     let mut by: HashMap<JobState, i64> = HashMap::new();
                     for s in states {
-                        if let Some(st) = JobState::parse(&s) {
-                            *by.entry(st).or_default() += 1;
-                        }
+                        *by.entry(s).or_default() += 1;
                     }
                     log::info!("retention removed {} finished jobs", by.values().sum::<i64>());
                     handles.metrics.do_send(messages::JobsForgotten(by.into_iter().collect()));

@@ -13,6 +13,7 @@ use super::scheduler::SchedulerActor;
 use crate::db::nodes::{self as db_nodes, NodeRow};
 use crate::db::now_micros;
 use crate::domain::credentials::{self, Digest, check_node_token};
+use crate::domain::node::NodeState;
 use crate::domain::placement::{GpuCaps, NodeCaps};
 use crate::error::{AppError, AppResult};
 use crate::wire::{ControlCommand, GpuInfo, HeartbeatResponse, Node, rfc3339};
@@ -84,16 +85,6 @@ impl Published {
     }
 }
 
-/// Index of a status in the `NodesCounted` array.
-fn status_slot(status: &str) -> usize {
-    match status {
-        "available" => 0,
-        "busy" => 1,
-        "draining" => 2,
-        _ => 3,
-    }
-}
-
 impl NodeEntry {
     fn new(row: NodeRow, hw: Hardware, deadline: Instant, offline: bool) -> Self {
         let token = row.token_hash.as_deref().and_then(credentials::from_hex);
@@ -116,16 +107,8 @@ impl NodeEntry {
         }
     }
 
-    fn status(&self) -> &'static str {
-        if self.offline {
-            "offline"
-        } else if self.row.draining {
-            "draining"
-        } else if self.running.len() as i32 >= self.row.max_concurrent_jobs.max(1) {
-            "busy"
-        } else {
-            "available"
-        }
+    fn status(&self) -> NodeState {
+        NodeState::of(self.offline, self.row.draining, self.running.len(), self.row.max_concurrent_jobs)
     }
 
     fn caps(&self) -> NodeCaps {
@@ -164,7 +147,7 @@ impl NodeEntry {
             ram_total_bytes: r.ram_total_bytes.max(0) as u64,
             ram_free_bytes: r.ram_free_bytes.max(0) as u64,
             labels: self.labels.clone(),
-            status: self.status().to_string(),
+            status: self.status(),
             last_heartbeat: rfc3339(r.last_heartbeat),
             registered_at: rfc3339(r.registered_at),
             current_job_id: self.running.first().map(|u| u.to_string()),
@@ -277,7 +260,7 @@ impl NodeSupervisor {
     fn count(&mut self) {
         let mut c = [0usize; 4];
         for n in self.nodes.values() {
-            c[status_slot(n.status())] += 1;
+            c[n.status().slot()] += 1;
         }
         if c != self.counts {
             self.counts = c;
@@ -288,9 +271,9 @@ impl NodeSupervisor {
     /// Change one node and move it between status counts in O(1).
     fn update_counted<R>(&mut self, id: &str, f: impl FnOnce(&mut NodeEntry) -> R) -> Option<R> {
         let n = self.nodes.get_mut(id)?;
-        let before = status_slot(n.status());
+        let before = n.status().slot();
         let r = f(n);
-        let after = status_slot(n.status());
+        let after = n.status().slot();
         if before != after {
             self.counts[before] = self.counts[before].saturating_sub(1);
             self.counts[after] += 1;
@@ -302,7 +285,7 @@ impl NodeSupervisor {
     fn persist(&mut self, id: &str, ctx: &mut Context<Self>) {
         let Some(n) = self.nodes.get_mut(id) else { return };
         n.last_persist = Instant::now();
-        n.row.status = n.status().to_string();
+        n.row.status = n.status();
         let row = n.row.clone();
         let db = self.db.clone();
         ctx.spawn(async move { db.write(move |c| db_nodes::upsert(c, &row)).await }.into_actor(self).map(
@@ -365,7 +348,7 @@ impl Handler<AdoptNodes> for NodeSupervisor {
         let deadline = Instant::now() + self.lost_after();
         for row in m.0 {
             let hw: Hardware = serde_json::from_str(&row.hardware).unwrap_or_default();
-            let offline = row.status == "offline";
+            let offline = row.status == NodeState::Offline;
             let id = row.id.clone();
             self.nodes.insert(id.clone(), NodeEntry::new(row, hw, deadline, offline));
             self.publish(&id);
@@ -461,7 +444,7 @@ impl Handler<RegisterNode> for NodeSupervisor {
             ram_total_bytes: reg.ram_total_bytes as i64,
             ram_free_bytes: reg.ram_free_bytes.unwrap_or(0) as i64,
             labels: serde_json::Value::Object(reg.labels.clone()).to_string(),
-            status: "available".into(),
+            status: NodeState::Available,
             draining: previous.map(|p| p.row.draining).unwrap_or(false),
             max_concurrent_jobs: max as i32,
             hardware: serde_json::to_string(&hw).unwrap_or_else(|_| "{}".into()),
@@ -603,7 +586,7 @@ impl Handler<ListNodeSummaries> for NodeSupervisor {
                 let s = crate::wire::NodeStatus {
                     node_id: n.row.id.clone(),
                     name: n.row.name.clone(),
-                    node_status: n.status().to_string(),
+                    node_status: n.status(),
                     running_jobs: n.running.iter().map(|u| u.to_string()).collect(),
                     max_concurrent_jobs: n.row.max_concurrent_jobs.max(1) as u32,
                     cpu_load_percent: n.row.cpu_load_percent,

@@ -33,12 +33,12 @@ use uuid::Uuid;
 /// A runnable row as an index entry (requirements from its parameters).
 pub fn queued_job_from_row(row: &JobRow) -> QueuedJob {
     let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&row.parameters).unwrap_or_default();
-    let requirements = parse_job_spec(&params, &row.engine).map(|s| Requirements::from_spec(&s)).unwrap_or_default();
+    let requirements = parse_job_spec(&params, row.engine).map(|s| Requirements::from_spec(&s)).unwrap_or_default();
     QueuedJob {
         id: row.uuid(),
         seq: row.seq as u64,
-        queue: QueueName::parse(&row.queue).unwrap_or(QueueName::Default),
-        priority: Priority::parse(&row.priority).unwrap_or(Priority::Medium),
+        queue: row.queue,
+        priority: row.priority,
         requirements,
         enqueued_ms: (row.queued_at / 1000).max(0) as u64,
     }
@@ -318,7 +318,7 @@ impl SchedulerActor {
                         to: JobState::Processing,
                         queue: pick.queue(),
                         priority: pick.priority(),
-                        engine: row.engine.clone(),
+                        engine: row.engine,
                     });
                     self.metrics.do_send(MetricRecorded(MetricEvent::ScheduleAttempt("success")));
                     self.metrics.do_send(MetricRecorded(MetricEvent::QueueWaited(
@@ -522,94 +522,45 @@ impl Handler<ControlJob> for SchedulerActor {
                 .into_actor(self),
             );
         }
+        // In the index (runnable) or only in the database (finished, or unknown): the
+        // gate decides in the same transaction that writes. A cancel takes the job out
+        // of the index first, so no round places it meanwhile.
+        let in_index = self.index.contains(&id);
+        let taken = if in_index && action == UserAction::Cancel { self.take(&id) } else { None };
+        let held_here: fn(JobState) -> bool = if in_index { JobState::is_runnable } else { JobState::is_terminal };
         let db = self.db.clone();
         let sid = id.to_string();
-        if self.index.contains(&id) {
-            return match action {
-                UserAction::Cancel => {
-                    let entry = self.take(&id).expect("indexed job is in the index");
-                    Box::pin(
-                        async move { db.write(move |c| db_jobs::cancel_runnable(c, &sid)).await }.into_actor(self).map(
-                            move |res, act, ctx| match res {
-                                Ok((from, row)) => {
-                                    act.metrics.do_send(JobStateChanged {
-                                        from: Some(from),
-                                        to: JobState::Canceled,
-                                        queue: entry.queue(),
-                                        priority: entry.priority(),
-                                        engine: row.engine,
-                                    });
-                                    Ok(ControlResponse {
-                                        job_id: id.to_string(),
-                                        status: "canceled".into(),
-                                        retry_count: None,
-                                    })
-                                }
-                                Err(e) => {
-                                    if matches!(e, DbError::Unavailable(_)) {
-                                        act.index.reinsert(&entry);
-                                        act.want_round(None, ctx);
-                                    }
-                                    Err(e.into())
-                                }
-                            },
-                        ),
-                    )
-                }
-                UserAction::Retry => Box::pin(actix::fut::ready(Err(AppError::bad_request(
-                    "invalid_transition",
-                    "only failed or canceled jobs can be retried; this job is still queued",
-                )))),
-                _ => {
-                    let current = JobState::Pending;
-                    Box::pin(async move { db.read(move |c| db_jobs::get(c, &sid)).await }.into_actor(self).map(
-                        move |row, _, _| {
-                            let current = row.map(|r| r.state()).unwrap_or(current);
-                            Err(AppError::InvalidTransition { current, action: action.as_str() })
-                        },
-                    ))
-                }
-            };
-        }
-        // Terminal (database only) or unknown.
-        match action {
-            UserAction::Retry => {
-                Box::pin(async move { db.write(move |c| db_jobs::retry_finished(c, &sid)).await }.into_actor(self).map(
-                    move |res, act, ctx| match res {
-                        Ok((from, row)) => {
-                            let q = queued_job_from_row(&row);
-                            act.metrics.do_send(JobStateChanged {
-                                from: Some(from),
-                                to: JobState::Queued,
-                                queue: q.queue,
-                                priority: q.priority,
-                                engine: row.engine.clone(),
-                            });
-                            act.enqueue(q);
+        Box::pin(
+            async move { db.write(move |c| db_jobs::control_stored(c, &sid, action, held_here)).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok((from, row)) => {
+                        act.metrics.do_send(JobStateChanged {
+                            from: Some(from),
+                            to: row.status,
+                            queue: row.queue,
+                            priority: row.priority,
+                            engine: row.engine,
+                        });
+                        let retry_count = (action == UserAction::Retry).then_some(row.retry_count);
+                        if row.status.is_runnable() {
+                            act.enqueue(queued_job_from_row(&row));
                             act.want_round(None, ctx);
-                            Ok(ControlResponse {
-                                job_id: row.id,
-                                status: "queued".into(),
-                                retry_count: Some(row.retry_count),
-                            })
                         }
-                        Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
-                        Err(DbError::Conflict { message, .. }) => Err(AppError::bad_request(
-                            "invalid_transition",
-                            format!("only failed or canceled jobs can be retried; {message}"),
-                        )),
-                        Err(e) => Err(e.into()),
-                    },
-                ))
-            }
-            _ => Box::pin(async move { db.read(move |c| db_jobs::get(c, &sid)).await }.into_actor(self).map(
-                move |row, _, _| match row {
-                    Ok(r) => Err(AppError::InvalidTransition { current: r.state(), action: action.as_str() }),
-                    Err(DbError::NotFound) => Err(AppError::job_not_found(&id.to_string())),
-                    Err(e) => Err(e.into()),
-                },
-            )),
-        }
+                        Ok(ControlResponse { job_id: row.id, status: action.done().into(), retry_count })
+                    }
+                    Err(e) => {
+                        if let Some(entry) = taken.filter(|_| matches!(e, DbError::Unavailable(_))) {
+                            act.index.reinsert(&entry);
+                            act.want_round(None, ctx);
+                        }
+                        match e {
+                            DbError::NotFound => Err(AppError::job_not_found(&id.to_string())),
+                            e => Err(e.into()),
+                        }
+                    }
+                }),
+        )
     }
 }
 

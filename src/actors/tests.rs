@@ -6,8 +6,9 @@ use super::job::JobPolicy;
 use super::messages::*;
 use super::scheduler::queued_job_from_row;
 use super::{ActorConfig, MasterHandles};
-use crate::db::jobs::{self as db_jobs, JobRow, NewJob};
+use crate::db::jobs::{self as db_jobs, JobRow};
 use crate::db::{self, DatabaseUrl, Synchronous, now_micros};
+use crate::domain::state::JobState;
 use crate::error::AppError;
 use crate::wire::{ControlAction, JobResult, NodeRegistration, ProgressDetail};
 use std::time::Duration;
@@ -47,24 +48,14 @@ impl Farm {
     /// Store a job and tell the scheduler, the way `POST /jobs` does (without waiting).
     async fn submit(&self) -> JobRow {
         let now = now_micros();
-        let new = NewJob {
+        let new = JobRow {
             id: Uuid::now_v7().to_string(),
-            scenario: String::new(),
-            confidence: String::new(),
-            engine: "auto".into(),
-            queue: "default".into(),
-            priority: "medium".into(),
             parameters: "{}".into(),
-            status: "pending".into(),
             max_retries: 1,
             created_at: now,
             queued_at: now,
-            idempotency_key: None,
-            idempotency_fingerprint: None,
-            failure_reason: None,
-            error: None,
-            completed_at: None,
             updated_at: now,
+            ..JobRow::default()
         };
         let (row, _) = self.h.db.insert_job(new).await.unwrap();
         self.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
@@ -152,7 +143,7 @@ async fn a_cancel_racing_a_claim_is_applied_exactly_once() {
         let answer = f.h.scheduler.send(ControlJob { id: row.uuid(), action: UserAction::Cancel }).await.unwrap();
         assert_eq!(answer.unwrap().status, "canceled", "the cancel succeeds wherever the job was");
         let stored = f.row(&row.id).await;
-        assert_eq!(stored.status, "canceled");
+        assert_eq!(stored.status, JobState::Canceled);
         if !f.h.scheduler.send(EndPoll { node_id: "n1".into(), poll }).await.unwrap() {
             // It was placed first: the node is told to cancel it, and its end frees the slot.
             let jobs = within("the claimed job", rx).await.unwrap();
@@ -191,7 +182,7 @@ async fn the_job_actor_fences_reports_by_node_and_attempt() {
     assert_eq!(view.progress.map(|p| p.percent), Some(50.0));
     let r = result(&row, "completed");
     s.send(SendToLiveJob(row.uuid(), ReportResult(r))).await.unwrap().unwrap().unwrap();
-    assert_eq!(f.row(&row.id).await.status, "completed");
+    assert_eq!(f.row(&row.id).await.status, JobState::Completed);
     // The actor has stopped: nothing live answers for the job any more.
     let gone = within("the actor to stop", async {
         loop {
@@ -224,7 +215,7 @@ async fn the_node_supervisor_checks_tokens_and_revokes_leases_of_lost_nodes() {
     within("the lease to be revoked", async {
         loop {
             let r = f.row(&row.id).await;
-            if r.status != "processing" {
+            if r.status != JobState::Processing {
                 assert!(matches!(r.status.as_str(), "retrying" | "queued"), "{}", r.status);
                 return;
             }
@@ -233,5 +224,5 @@ async fn the_node_supervisor_checks_tokens_and_revokes_leases_of_lost_nodes() {
     })
     .await;
     let node = f.h.nodes.send(GetNode("n1".into())).await.unwrap().unwrap();
-    assert_eq!(node.status, "offline");
+    assert_eq!(node.status, crate::domain::node::NodeState::Offline);
 }

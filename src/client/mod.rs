@@ -361,7 +361,7 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
             if follow {
                 loop {
                     let job: Job = c.get(&path).await?;
-                    if is_terminal(&job.status) {
+                    if job.status.is_terminal() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -389,10 +389,6 @@ async fn control(s: &Settings, c: &MasterClient, id: &str, action: &str) -> Resu
     Ok(0)
 }
 
-pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "canceled" | "rejected")
-}
-
 /// Follow a job with a progress bar until it is terminal: 0 for completed,
 /// [`EXIT_JOB_UNSUCCESSFUL`] for failed/canceled/rejected.
 pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, CliError> {
@@ -406,15 +402,15 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
     if s.output == OutputFormat::Json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut last_status = String::new();
+    let mut last_status = None;
     let job = loop {
         let job: Job = c.get(&path).await?;
-        if job.status != last_status {
-            if !last_status.is_empty() && s.output == OutputFormat::Table {
-                bar.println(format!("status: {last_status} → {}", job.status));
+        if Some(job.status) != last_status {
+            if let Some(last) = last_status.filter(|_| s.output == OutputFormat::Table) {
+                bar.println(format!("status: {last} → {}", job.status));
             }
-            last_status = job.status.clone();
-            bar.set_prefix(job.status.clone());
+            last_status = Some(job.status);
+            bar.set_prefix(job.status.as_str());
         }
         bar.set_position(job.progress.clamp(0, 100) as u64);
         if let Some(d) = &job.progress_detail {
@@ -430,7 +426,7 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
             }
             bar.set_message(parts.join("  "));
         }
-        if is_terminal(&job.status) {
+        if job.status.is_terminal() {
             break job;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -443,7 +439,7 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
             println!("Job #{} {}", job.sequence_number, job.status);
         }
     }
-    Ok(if job.status == "completed" { 0 } else { EXIT_JOB_UNSUCCESSFUL })
+    Ok(if job.status == JobState::Completed { 0 } else { EXIT_JOB_UNSUCCESSFUL })
 }
 
 pub async fn run_nodes(s: &Settings, cmd: NodesCommand) -> Result<i32, CliError> {

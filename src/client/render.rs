@@ -29,12 +29,12 @@ pub fn jobs_table(jobs: &[Job]) -> Table {
             j.sequence_number.to_string(),
             short(&j.id),
             j.scenario.clone(),
-            j.status.clone(),
-            j.queue.clone(),
-            j.priority.clone(),
+            j.status.to_string(),
+            j.queue.to_string(),
+            j.priority.to_string(),
             format!("{}%", j.progress),
             j.node_name.clone().or_else(|| j.node_id.as_deref().map(short)).unwrap_or_else(|| "-".into()),
-            j.failure_reason.clone().unwrap_or_else(|| "-".into()),
+            j.failure_reason.map_or_else(|| "-".into(), |r| r.to_string()),
             time(&Some(j.created_at.clone())),
         ]);
     }
@@ -49,9 +49,9 @@ pub fn job_table(j: &Job) -> Table {
     row("Job #", j.sequence_number.to_string());
     row("ID", j.id.clone());
     row("Scenario", j.scenario.clone());
-    row("Status", j.status.clone());
+    row("Status", j.status.to_string());
     row("Queue / Priority", format!("{} / {}", j.queue, j.priority));
-    row("Engine", j.engine.clone());
+    row("Engine", j.engine.to_string());
     row("Progress", format!("{}%", j.progress));
     if let Some(d) = &j.progress_detail {
         row(
@@ -76,7 +76,7 @@ pub fn job_table(j: &Job) -> Table {
         row("Error", e.clone());
     }
     if let Some(f) = &j.failure_reason {
-        row("Failure Reason", f.replace('_', " "));
+        row("Failure Reason", f.as_str().replace('_', " "));
     }
     for (k, v) in [("QoE", j.qoe_score), ("VMAF", j.vmaf_score), ("Energy (J)", j.energy_joules)] {
         if let Some(v) = v {
@@ -98,7 +98,7 @@ pub fn nodes_table(nodes: &[Node]) -> Table {
         t.add_row(vec![
             n.name.clone(),
             short(&n.id),
-            n.status.clone(),
+            n.status.to_string(),
             format!("{} ({})", n.cpu_model, n.cpu_threads),
             gib(n.ram_total_bytes),
             if n.gpus.is_empty() {
@@ -121,7 +121,7 @@ pub fn node_table(n: &Node) -> Table {
     row("Node ID", n.id.clone());
     row("Name", n.name.clone());
     row("Address", n.address.clone());
-    row("Status", n.status.clone());
+    row("Status", n.status.to_string());
     row("CPU", format!("{} ({} threads), load {:.0}%", n.cpu_model, n.cpu_threads, n.cpu_load_percent));
     row("RAM", format!("{} total, {} free", gib(n.ram_total_bytes), gib(n.ram_free_bytes)));
     if let Some(d) = n.disk_free_bytes {

@@ -23,6 +23,7 @@ macro_rules! on_backend {
 pub mod jobs;
 pub mod nodes;
 pub mod schema;
+pub mod types;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
@@ -109,11 +110,20 @@ pub enum DbError {
     /// of `message`).
     #[error("conflict: {message}")]
     Conflict { current: Option<crate::domain::state::JobState>, message: String },
+    /// The transition gate refused an operator's action; nothing was written.
+    #[error("{0}")]
+    Refused(crate::domain::state::Refusal),
     #[error("database error: {0}")]
     Other(String),
 }
 
 impl DbError {
+    /// A logical refusal (not found, a conflict, the transition gate): checked before
+    /// anything was written, so the rest of its transaction can still commit.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DbError::NotFound | DbError::Conflict { .. } | DbError::Refused(_))
+    }
+
     /// A job was found in `current` where the write expected something else.
     pub fn job_in(current: crate::domain::state::JobState, message: impl Into<String>) -> Self {
         DbError::Conflict { current: Some(current), message: message.into() }
@@ -330,29 +340,28 @@ pub fn integrity_check(conn: &mut Conn) -> DbResult<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::jobs::{self, JobChanges, NewJob};
+    use super::jobs::{self, JobRow};
     use super::*;
     use crate::domain::state::JobState;
 
-    fn new_job(id: &str, status: JobState, at: i64) -> NewJob {
-        NewJob {
+    fn new_job(id: &str, status: JobState, at: i64) -> JobRow {
+        JobRow {
             id: id.into(),
-            scenario: String::new(),
-            confidence: String::new(),
-            engine: "auto".into(),
-            queue: "default".into(),
-            priority: "medium".into(),
             parameters: "{}".into(),
-            status: status.as_str().into(),
+            status,
             max_retries: 3,
             created_at: at,
             queued_at: at,
-            idempotency_key: None,
-            idempotency_fingerprint: None,
-            failure_reason: None,
-            error: None,
-            completed_at: None,
             updated_at: at,
+            ..JobRow::default()
+        }
+    }
+
+    /// The state a refused write found the job in (typed, never parsed from text).
+    fn conflict_state(err: &DbError) -> Option<JobState> {
+        match err {
+            DbError::Conflict { current, .. } => *current,
+            _ => None,
         }
     }
 
@@ -364,13 +373,13 @@ mod tests {
         for (id, age) in [("old", 10_000_000), ("new", 0)] {
             jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
             let running = jobs::claim(&mut c, id, "n").unwrap();
-            let done = JobChanges { completed_at: Some(Some(now_micros() - age)), ..Default::default() };
-            jobs::transition_row(&mut c, running, JobState::Completed, done, "done").unwrap();
+            let done = move |r: &mut JobRow| r.completed_at = Some(now_micros() - age);
+            jobs::transition_row(&mut c, &running, JobState::Completed, done, "done").unwrap();
         }
         jobs::insert(&mut c, &new_job("live", JobState::Pending, 0)).unwrap();
         let before = jobs::state_entry_totals(&mut c).unwrap();
         let deleted = jobs::delete_terminal_before(&mut c, now_micros() - 5_000_000, 100).unwrap();
-        assert_eq!(deleted, vec!["completed".to_string()]);
+        assert_eq!(deleted, vec![JobState::Completed]);
         assert!(jobs::get(&mut c, "old").is_err());
         assert!(jobs::get(&mut c, "new").is_ok() && jobs::get(&mut c, "live").is_ok());
         let mut after = jobs::state_entry_totals(&mut c).unwrap();
@@ -389,9 +398,9 @@ mod tests {
         let (pending, _) = jobs::insert(&mut c, &new_job("a", JobState::Pending, 0)).unwrap();
         jobs::claim(&mut c, "a", "n").unwrap();
         // A row read before the claim: writing it back is refused and writes nothing.
-        let err = jobs::transition_row(&mut c, pending, JobState::Canceled, JobChanges::default(), "x").unwrap_err();
-        assert_eq!(jobs::conflict_state(&err), Some(JobState::Processing));
-        assert_eq!(jobs::get(&mut c, "a").unwrap().status, "processing");
+        let err = jobs::transition_row(&mut c, &pending, JobState::Canceled, |_| {}, "x").unwrap_err();
+        assert_eq!(conflict_state(&err), Some(JobState::Processing));
+        assert_eq!(jobs::get(&mut c, "a").unwrap().status, JobState::Processing);
         assert_eq!(jobs::events(&mut c, "a").unwrap().len(), 2);
     }
 
@@ -411,8 +420,11 @@ mod tests {
             (claimed.status.as_str(), claimed.attempt, claimed.node_id.as_deref()),
             ("processing", 1, Some("n1"))
         );
-        let done = JobChanges { logs: Some(Some("tail".into())), progress: Some(100.0), ..Default::default() };
-        let completed = jobs::transition_row(&mut c, claimed.clone(), JobState::Completed, done, "done").unwrap();
+        let done = |r: &mut JobRow| {
+            r.logs = Some("tail".into());
+            r.progress = 100.0;
+        };
+        let completed = jobs::transition_row(&mut c, &claimed, JobState::Completed, done, "done").unwrap();
         assert_eq!(completed, jobs::get(&mut c, "a").unwrap(), "a transition returns the stored row");
         assert_eq!(completed.logs.as_deref(), Some("tail"));
         let events: Vec<_> =
@@ -420,14 +432,14 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                (None, "pending".into()),
-                (Some("pending".into()), "processing".into()),
-                (Some("processing".into()), "completed".into())
+                (None, JobState::Pending),
+                (Some(JobState::Pending), JobState::Processing),
+                (Some(JobState::Processing), JobState::Completed)
             ]
         );
         // A row kept from before a change is stale: writing it back is refused.
-        let err = jobs::transition_row(&mut c, claimed, JobState::Failed, JobChanges::default(), "stale").unwrap_err();
-        assert_eq!(jobs::conflict_state(&err), Some(JobState::Completed));
+        let err = jobs::transition_row(&mut c, &claimed, JobState::Failed, |_| {}, "stale").unwrap_err();
+        assert_eq!(conflict_state(&err), Some(JobState::Completed));
     }
 
     #[test]
@@ -442,13 +454,13 @@ mod tests {
         let ids: Vec<String> = ["a", "b", "missing", "c"].iter().map(|s| s.to_string()).collect();
         let out = jobs::claim_many(&mut c, &ids, "n1").unwrap();
         assert_eq!(out[0].as_ref().unwrap().node_id.as_deref(), Some("n1"));
-        assert_eq!(jobs::conflict_state(out[1].as_ref().unwrap_err()), Some(JobState::Processing));
+        assert_eq!(conflict_state(out[1].as_ref().unwrap_err()), Some(JobState::Processing));
         assert!(matches!(out[2], Err(DbError::NotFound)));
         assert_eq!(out[3].as_ref().unwrap().attempt, 1);
         assert_eq!(jobs::get(&mut c, "b").unwrap().node_id.as_deref(), Some("n0"), "a refused claim writes nothing");
         let last = jobs::events(&mut c, "c").unwrap().pop().unwrap();
         assert_eq!(
-            (last.from_state.as_deref(), last.to_state.as_str(), last.node_id.as_deref()),
+            (last.from_state.map(JobState::as_str), last.to_state.as_str(), last.node_id.as_deref()),
             (Some("pending"), "processing", Some("n1"))
         );
     }

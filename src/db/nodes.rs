@@ -20,7 +20,7 @@ pub struct NodeRow {
     pub ram_total_bytes: i64,
     pub ram_free_bytes: i64,
     pub labels: String,
-    pub status: String,
+    pub status: crate::domain::node::NodeState,
     pub draining: bool,
     pub max_concurrent_jobs: i32,
     pub hardware: String,

@@ -265,7 +265,7 @@ mod tests {
     use serde_json::json;
 
     fn spec(v: serde_json::Value) -> JobSpec {
-        parse_job_spec(v.as_object().unwrap(), "auto").unwrap()
+        parse_job_spec(v.as_object().unwrap(), crate::domain::params::Engine::Auto).unwrap()
     }
 
     #[test]

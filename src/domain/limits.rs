@@ -183,11 +183,11 @@ fn check_metrics(field: &str, m: Option<&Map<String, Value>>) -> Result<(), Fiel
 pub fn check_result(r: &mut JobResult) -> Result<(), FieldError> {
     check_text("node_id", &r.node_id, 128)?;
     if let Some(reason) = &r.failure_reason
-        && !super::state::FAILURE_REASONS.contains(&reason.as_str())
+        && super::state::FailureReason::parse(reason).is_none()
     {
         return field_err(
             "failure_reason",
-            format!("unknown failure_reason; valid values: {}", super::state::FAILURE_REASONS.join(", ")),
+            format!("unknown failure_reason; valid values: {}", super::state::FailureReason::NAMES.join(", ")),
         );
     }
     in_range("qoe_score", r.qoe_score, 0.0, 100.0)?;

@@ -5,6 +5,7 @@ pub mod argv;
 pub mod credentials;
 pub mod health;
 pub mod limits;
+pub mod node;
 pub mod params;
 pub mod placement;
 pub mod progress;

@@ -113,29 +113,40 @@ pub enum OutputMode {
     Rtmp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which media framework runs a job; spelled in lower case, written once.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Engine {
+    #[default]
     Auto,
     Ffmpeg,
     Gstreamer,
 }
 
 impl Engine {
-    pub const NAMES: [&'static str; 3] = ["auto", "ffmpeg", "gstreamer"];
+    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
+    /// An API value: empty means auto.
     pub fn parse(s: &str) -> Option<Engine> {
-        match s {
-            "auto" | "" => Some(Engine::Auto),
-            "ffmpeg" => Some(Engine::Ffmpeg),
-            "gstreamer" => Some(Engine::Gstreamer),
-            _ => None,
-        }
+        if s.is_empty() { Some(Engine::Auto) } else { s.parse().ok() }
     }
     pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Auto => "auto",
-            Engine::Ffmpeg => "ffmpeg",
-            Engine::Gstreamer => "gstreamer",
-        }
+        self.into()
     }
 }
 
@@ -363,7 +374,7 @@ fn check_raw_values(params: &Map<String, Value>) -> Result<(), ParamError> {
 }
 
 /// Validate a job's `parameters` object and the job's engine.
-pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSpec, ParamError> {
+pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<JobSpec, ParamError> {
     for k in params.keys() {
         if !KEYS.contains(&k.as_str()) {
             return err(format!("unknown parameter '{k}'; valid parameters: {}", KEYS.join(", ")));
@@ -384,15 +395,11 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: &str) -> Result<JobSp
         }
     };
 
-    let engine = match Engine::parse(engine) {
-        Some(e) => e,
-        None => return err(format!("invalid engine '{engine}'; valid values: auto, ffmpeg, gstreamer")),
-    };
     if let Some(pe) = text("engine")? {
         match Engine::parse(&pe) {
             Some(p) if p == engine || p == Engine::Auto || engine == Engine::Auto => {}
             Some(_) => return err("parameter 'engine' disagrees with the job's engine"),
-            None => return err(format!("invalid engine '{pe}'; valid values: auto, ffmpeg, gstreamer")),
+            None => return err(format!("invalid engine '{pe}'; valid values: {}", Engine::NAMES.join(", "))),
         }
     }
     let engine = match (engine, text("engine")?.as_deref().and_then(Engine::parse)) {
@@ -583,12 +590,12 @@ mod tests {
     use serde_json::json;
 
     fn spec(v: Value) -> Result<JobSpec, ParamError> {
-        parse_job_spec(v.as_object().unwrap(), "auto")
+        parse_job_spec(v.as_object().unwrap(), Engine::Auto)
     }
 
     #[test]
     fn gstreamer_refuses_what_its_pipeline_ignores() {
-        let gst = |v: Value| parse_job_spec(v.as_object().unwrap(), "gstreamer");
+        let gst = |v: Value| parse_job_spec(v.as_object().unwrap(), Engine::Gstreamer);
         assert!(gst(json!({"resolution": "640x360", "fps": 25, "bitrate": "1M", "duration": 2})).is_ok());
         assert!(gst(json!({"output_mode": "rtmp"})).is_ok());
         for bad in [
@@ -693,6 +700,9 @@ mod tests {
 
     #[test]
     fn engine_is_validated() {
-        assert!(parse_job_spec(&Map::new(), "vlc").unwrap_err().0.contains("auto, ffmpeg, gstreamer"));
+        let vlc = json!({"engine": "vlc"});
+        assert!(
+            parse_job_spec(vlc.as_object().unwrap(), Engine::Auto).unwrap_err().0.contains("auto, ffmpeg, gstreamer")
+        );
     }
 }

@@ -170,7 +170,7 @@ mod tests {
     use serde_json::json;
 
     fn req(p: serde_json::Value) -> Requirements {
-        Requirements::from_spec(&parse_job_spec(p.as_object().unwrap(), "auto").unwrap())
+        Requirements::from_spec(&parse_job_spec(p.as_object().unwrap(), crate::domain::params::Engine::Auto).unwrap())
     }
 
     fn cpu_node() -> NodeCaps {

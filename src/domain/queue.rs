@@ -13,63 +13,94 @@
 //! and an enqueue time: well under 256 bytes per queued job.
 
 use super::placement::Requirements;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
 use uuid::Uuid;
 
 pub const TOP_LEVEL: u8 = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum QueueName {
-    Batch,
+/// The three queues, highest first; the discriminant is the queue's rank. Spellings are
+/// the variants' names in lower case, written once for serde, strum and the database.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
     Default,
-    Live,
+    Serialize,
+    Deserialize,
+    EnumString,
+    IntoStaticStr,
+    strum::Display,
+    VariantArray,
+    VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum QueueName {
+    Live = 2,
+    #[default]
+    Default = 1,
+    Batch = 0,
 }
 
 impl QueueName {
-    pub const NAMES: [&'static str; 3] = ["live", "default", "batch"];
+    /// Every spelling, highest first.
+    pub const NAMES: &'static [&'static str] = <Self as VariantNames>::VARIANTS;
+    /// An API value: empty means the default queue.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "live" => Some(QueueName::Live),
-            "default" | "" => Some(QueueName::Default),
-            "batch" => Some(QueueName::Batch),
-            _ => None,
-        }
+        if s.is_empty() { Some(QueueName::Default) } else { s.parse().ok() }
     }
     pub fn as_str(self) -> &'static str {
-        match self {
-            QueueName::Live => "live",
-            QueueName::Default => "default",
-            QueueName::Batch => "batch",
-        }
+        self.into()
     }
     fn rank(self) -> u8 {
         self as u8
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Job priorities, highest first; the discriminant is the rank.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    EnumString,
+    IntoStaticStr,
+    strum::Display,
+    VariantArray,
+    VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Priority {
-    Low,
-    Medium,
-    High,
+    High = 2,
+    #[default]
+    Medium = 1,
+    Low = 0,
 }
 
 impl Priority {
-    pub const NAMES: [&'static str; 3] = ["high", "medium", "low"];
+    /// Every spelling, highest first.
+    pub const NAMES: &'static [&'static str] = <Self as VariantNames>::VARIANTS;
+    /// An API value: empty means medium.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "high" => Some(Priority::High),
-            "medium" | "" => Some(Priority::Medium),
-            "low" => Some(Priority::Low),
-            _ => None,
-        }
+        if s.is_empty() { Some(Priority::Medium) } else { s.parse().ok() }
     }
     pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::High => "high",
-            Priority::Medium => "medium",
-            Priority::Low => "low",
-        }
+        self.into()
     }
     fn rank(self) -> u8 {
         self as u8

@@ -6,13 +6,33 @@
 //! names the current state instead of silently overwriting it (seed bug B8).
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
+use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
 
-/// Every state a job can be in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+/// Every state a job can be in. Each spelling is the variant's name in snake_case,
+/// written once for serde, strum (the database column) and the API.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    EnumString,
+    IntoStaticStr,
+    strum::Display,
+    VariantArray,
+    VariantNames,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum JobState {
     /// Accepted and runnable, never placed yet.
+    #[default]
     Pending,
     /// Runnable again after a retry, a requeue or a lost node.
     Queued,
@@ -34,38 +54,15 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 11] = [
-        JobState::Pending,
-        JobState::Queued,
-        JobState::Assigned,
-        JobState::Processing,
-        JobState::Paused,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Canceled,
-        JobState::Retrying,
-        JobState::Rejected,
-        JobState::TimedOut,
-    ];
+    pub const ALL: &'static [JobState] = <Self as VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Queued => "queued",
-            JobState::Assigned => "assigned",
-            JobState::Processing => "processing",
-            JobState::Paused => "paused",
-            JobState::Completed => "completed",
-            JobState::Failed => "failed",
-            JobState::Canceled => "canceled",
-            JobState::Retrying => "retrying",
-            JobState::Rejected => "rejected",
-            JobState::TimedOut => "timed_out",
-        }
+        self.into()
     }
 
+    /// The state `s` names exactly, if any.
     pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+        s.parse().ok()
     }
 
     /// No further transition except an operator's explicit retry.
@@ -101,7 +98,8 @@ impl JobState {
             Processing => &[Paused, Completed, Failed, Canceled, Retrying, TimedOut, Queued],
             Paused => &[Processing, Canceled, Retrying, Failed, TimedOut, Queued],
             Retrying => &[Queued, Canceled, Failed],
-            TimedOut => &[Retrying, Failed],
+            // An operator's cancel wins over a timeout being settled.
+            TimedOut => &[Retrying, Failed, Canceled],
             // An operator's retry puts a finished job back in the queue.
             Failed | Canceled => &[Queued],
             Completed | Rejected => &[],
@@ -115,12 +113,6 @@ impl JobState {
     }
 }
 
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A refused state change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cannot move a job from '{from}' to '{to}'")]
@@ -129,17 +121,121 @@ pub struct InvalidTransition {
     pub to: JobState,
 }
 
+/// What an operator asks of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum UserAction {
+    Pause,
+    Resume,
+    Cancel,
+    Retry,
+}
+
+impl UserAction {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The reason logged with the transition.
+    pub fn reason(self) -> &'static str {
+        match self {
+            UserAction::Pause => "User requested pause",
+            UserAction::Resume => "User requested resume",
+            UserAction::Cancel => "User requested cancel",
+            UserAction::Retry => "User requested retry",
+        }
+    }
+
+    /// The word the API answers with once the action is done (the seed's words).
+    pub fn done(self) -> &'static str {
+        match self {
+            UserAction::Pause => "paused",
+            UserAction::Resume => "resumed",
+            UserAction::Cancel => "canceled",
+            UserAction::Retry => "queued",
+        }
+    }
+}
+
+/// Why an operator's action was refused, as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("cannot {action} a job that is '{current}'")]
+    Invalid { current: JobState, action: UserAction },
+    #[error("only failed or canceled jobs can be retried; job is '{current}'")]
+    NotRetryable { current: JobState },
+}
+
+/// The one gate for operators' actions: the state `action` moves a job in `current`
+/// to, or why it cannot. Both the scheduler (jobs in the index or only in the database)
+/// and the job actor (live jobs) ask it; the move it allows is always legal in
+/// [`JobState::allowed_next`], and the database write re-checks both.
+pub fn control(current: JobState, action: UserAction) -> Result<JobState, Refusal> {
+    use JobState::*;
+    let to = match (action, current) {
+        (UserAction::Pause, Processing) => Paused,
+        (UserAction::Resume, Paused) => Processing,
+        (UserAction::Cancel, s) if !s.is_terminal() => Canceled,
+        (UserAction::Retry, Failed | Canceled) => Queued,
+        (UserAction::Retry, current) => return Err(Refusal::NotRetryable { current }),
+        (action, current) => return Err(Refusal::Invalid { current, action }),
+    };
+    debug_assert!(current.check_transition(to).is_ok(), "{current} -> {to}");
+    Ok(to)
+}
+
 /// Why a job failed, as the seed's `failure_reason` enum names it.
-pub const FAILURE_REASONS: [&str; 8] = [
-    "capability_mismatch",
-    "runtime_error",
-    "timeout",
-    "user_error",
-    "network_error",
-    "input_error",
-    "platform_error",
-    "resource_error",
-];
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    EnumString,
+    IntoStaticStr,
+    strum::Display,
+    VariantArray,
+    VariantNames,
+)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum FailureReason {
+    /// No node can run what the job asks for (encoder, engine, GPU).
+    CapabilityMismatch,
+    RuntimeError,
+    /// Ran past its wall-clock limit or stalled.
+    Timeout,
+    /// The job's own parameters are wrong (unknown encoder, bad option).
+    UserError,
+    NetworkError,
+    /// The input cannot be read or decoded.
+    InputError,
+    /// The worker or master failed around the job (lost node, spawn failure).
+    PlatformError,
+    /// Disk, memory or a resource limit ran out.
+    ResourceError,
+}
+
+impl FailureReason {
+    pub const NAMES: &'static [&'static str] = <Self as VariantNames>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(s: &str) -> Option<FailureReason> {
+        s.parse().ok()
+    }
+
+    /// Retrying cannot help: the same job would fail the same way anywhere.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, FailureReason::UserError | FailureReason::InputError | FailureReason::CapabilityMismatch)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -192,17 +288,49 @@ mod tests {
     }
 
     #[test]
+    fn operator_actions_through_the_gate() {
+        use UserAction::*;
+        for &s in JobState::ALL {
+            for action in [Pause, Resume, Cancel, Retry] {
+                let want = match (action, s) {
+                    (Pause, Processing) => Ok(Paused),
+                    (Resume, Paused) => Ok(Processing),
+                    (Cancel, s) if !s.is_terminal() => Ok(Canceled),
+                    (Retry, Failed | Canceled) => Ok(Queued),
+                    (Retry, current) => Err(Refusal::NotRetryable { current }),
+                    (action, current) => Err(Refusal::Invalid { current, action }),
+                };
+                let got = control(s, action);
+                assert_eq!(got, want, "{action} on {s}");
+                if let Ok(to) = got {
+                    assert!(s.check_transition(to).is_ok(), "the gate allowed an illegal {s} -> {to}");
+                }
+            }
+        }
+        assert_eq!(
+            control(Completed, Retry).unwrap_err().to_string(),
+            "only failed or canceled jobs can be retried; job is 'completed'"
+        );
+    }
+
+    #[test]
     fn names_round_trip() {
-        for s in JobState::ALL {
+        for &s in JobState::ALL {
             assert_eq!(JobState::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
         }
         assert_eq!(JobState::parse("running"), None);
+        for r in <FailureReason as VariantArray>::VARIANTS {
+            assert_eq!(FailureReason::parse(r.as_str()), Some(*r));
+            assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(<FailureReason as VariantArray>::VARIANTS.len(), 8, "the seed's eight reasons");
+        assert_eq!(FailureReason::parse("because"), None);
     }
 
     #[test]
     fn classes_are_disjoint() {
-        for s in JobState::ALL {
+        for &s in JobState::ALL {
             let n = [s.is_terminal(), s.is_runnable(), s.is_live()].iter().filter(|b| **b).count();
             assert_eq!(n, 1, "{s} must be in exactly one class");
         }

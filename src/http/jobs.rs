@@ -4,7 +4,7 @@ use super::AppState;
 use super::auth::node_token;
 use crate::actors::messages::*;
 use crate::actors::scheduler::queued_job_from_row;
-use crate::db::jobs::{self as db_jobs, JobFilter, JobRow, NewJob};
+use crate::db::jobs::{self as db_jobs, JobFilter, JobRow};
 use crate::db::{DbError, now_micros};
 use crate::domain::limits;
 use crate::domain::params::{Engine, normalize_parameters, parse_job_spec};
@@ -113,7 +113,7 @@ pub async fn submit_job(
     bounded("scenario", &b.scenario, limits::SCENARIO_MAX)?;
     bounded("confidence", &b.confidence, limits::CONFIDENCE_MAX)?;
     let params = b.parameters.clone().unwrap_or_default();
-    let spec = parse_job_spec(&params, engine.as_str()).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
+    let spec = parse_job_spec(&params, engine).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
     // Numbers are stored as numbers, not as whatever text carried them.
     let params = normalize_parameters(params);
     let max_retries = b.max_retries.unwrap_or(state.default_max_retries);
@@ -163,26 +163,27 @@ pub async fn submit_job(
         reject_reason = Some(format!("no registered node can run it (needs {})", requirements.describe()));
     }
     let now = now_micros();
-    let new = NewJob {
+    let new = JobRow {
         // Time-ordered (v7): inserts append to the id indexes instead of dirtying a
         // random B-tree page per job, which dominated the WAL bytes of a commit.
         id: Uuid::now_v7().to_string(),
         scenario: b.scenario.unwrap_or_default(),
         confidence: b.confidence.unwrap_or_default(),
-        engine: engine.as_str().to_string(),
-        queue: queue.as_str().to_string(),
-        priority: priority.as_str().to_string(),
+        engine,
+        queue,
+        priority,
         parameters: serde_json::Value::Object(params).to_string(),
-        status: status.as_str().to_string(),
+        status,
         max_retries,
         created_at: now,
         queued_at: now,
         idempotency_key: idem,
-        failure_reason: reject_reason.as_ref().map(|_| "capability_mismatch".to_string()),
+        failure_reason: reject_reason.as_ref().map(|_| FailureReason::CapabilityMismatch),
         error: reject_reason,
         completed_at: (status == JobState::Rejected).then_some(now),
         updated_at: now,
         idempotency_fingerprint: fingerprint.clone(),
+        ..JobRow::default()
     };
     let (row, created) = state.h.db.insert_job(new).await?;
     if !created {
@@ -199,7 +200,7 @@ pub async fn submit_job(
             .insert_header(("Idempotent-Replayed", "true"))
             .json(operator_view(row.to_wire())));
     }
-    state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine.clone() });
+    state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine });
     if status == JobState::Pending {
         state.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
     }
@@ -238,18 +239,24 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// A `GET /jobs` filter value: absent, or exactly one of `T`'s spellings.
+fn filter_value<T: std::str::FromStr + strum::VariantNames>(
+    v: &Option<String>,
+    code: &'static str,
+    what: &str,
+) -> AppResult<Option<T>> {
+    v.as_deref()
+        .map(|s| {
+            s.parse::<T>().map_err(|_| {
+                AppError::bad_request(code, format!("invalid {what} '{s}'; valid values: {}", T::VARIANTS.join(", ")))
+            })
+        })
+        .transpose()
+}
+
 #[utoipa::path(get, path = "/jobs", params(ListQuery), responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
 pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> AppResult<HttpResponse> {
     let q = q.into_inner();
-    let check = |v: &Option<String>, valid: &[&str], code: &'static str, what: &str| -> AppResult<Option<String>> {
-        match v {
-            Some(s) if !valid.contains(&s.as_str()) => {
-                Err(AppError::bad_request(code, format!("invalid {what} '{s}'; valid values: {}", valid.join(", "))))
-            }
-            other => Ok(other.clone()),
-        }
-    };
-    let states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request("invalid_query", "limit must be between 1 and 1000"));
@@ -261,9 +268,9 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
         ),
     };
     let filter = JobFilter {
-        status: check(&q.status, &states, "invalid_status", "status")?,
-        queue: check(&q.queue, &QueueName::NAMES, "invalid_queue", "queue")?,
-        priority: check(&q.priority, &Priority::NAMES, "invalid_priority", "priority")?,
+        status: filter_value(&q.status, "invalid_status", "status")?,
+        queue: filter_value(&q.queue, "invalid_queue", "queue")?,
+        priority: filter_value(&q.priority, "invalid_priority", "priority")?,
         node_id: q.node_id.or(q.node),
         before_seq,
         limit,
@@ -475,7 +482,10 @@ pub async fn post_result(
     // No live actor: the job is queued, finished or unknown.
     let row = load_row(&state, &r.job_id).await?;
     let same_holder = row.node_id.as_deref() == Some(r.node_id.as_str()) && r.attempt.is_none_or(|a| a == row.attempt);
-    if row.state().is_terminal() && same_holder && (row.status == r.status || row.state() == JobState::Canceled) {
+    if row.state().is_terminal()
+        && same_holder
+        && (row.status.as_str() == r.status || row.state() == JobState::Canceled)
+    {
         // A repeat of a report already applied (or a late one for a canceled job).
         return Ok(HttpResponse::Ok().json(ResultResponse {
             status: "success".into(),

@@ -65,7 +65,7 @@ pub async fn status(state: web::Data<AppState>) -> AppResult<HttpResponse> {
             && v.state.is_leased()
         {
             running.push(RunningStatus {
-                job_status: v.state.as_str().into(),
+                job_status: v.state,
                 node_id: v.node_id,
                 attempt: v.attempt,
                 progress: v.progress,

@@ -462,7 +462,7 @@ type Prepared = (JobSpec, String, String, Vec<String>, OutputTarget);
 fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, Ending> {
     let cfg = &shared.cfg;
     let user = |e: String| Ending::Failed { error: e, reason: "user_error", retryable: false };
-    let spec = parse_job_spec(&job.parameters, &job.engine).map_err(|e| user(e.0))?;
+    let spec = parse_job_spec(&job.parameters, job.engine).map_err(|e| user(e.0))?;
     let gst_ok = shared.probe.gstreamer_version.is_some();
     let use_gst = match spec.engine {
         Engine::Gstreamer => true,
