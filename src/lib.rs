@@ -90,4 +90,14 @@ mod layer_rules {
         );
         assert!(found.is_empty(), "domain must stay free of actix, diesel and IO layers:\n{}", found.join("\n"));
     }
+
+    #[test]
+    fn the_job_session_does_no_io() {
+        // The worker's per-attempt state machine decides; the executor does the IO.
+        let found = offences(
+            &["worker/session.rs"],
+            &["tokio", "actix", "std::fs", "std::process", "api_client", "super::executor", "super::delivery"],
+        );
+        assert!(found.is_empty(), "worker/session.rs must stay free of IO:\n{}", found.join("\n"));
+    }
 }

@@ -2,12 +2,15 @@
 //! stall watchdog and control, coalesced progress reports, a classified result, QoE
 //! and energy figures, and the output moved into place only once the master accepts.
 
+use super::delivery::{Outcome, report};
 use super::process::EncoderProcess;
+use super::session::{Effect, Limits, Session};
+pub use super::session::{Ending, JobCommand};
 use super::{WorkerConfig, WorkerShared};
-use crate::api_client::ClientError;
 use crate::domain::argv::{self, InputSource, OutputTarget};
 use crate::domain::params::{Engine, JobSpec, OutputMode, parse_job_spec};
-use crate::domain::progress::{ProgressBlock, ProgressParser};
+use crate::domain::progress::ProgressBlock;
+use crate::domain::state::FailureReason;
 use crate::wire::*;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -18,82 +21,6 @@ use tokio::sync::mpsc;
 
 /// Largest log tail sent with a result.
 const LOG_TAIL: usize = 32 * 1024;
-/// SIGKILL this long after SIGTERM if the group is still alive.
-const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// Commands into a running job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobCommand {
-    Control(ControlAction),
-    /// The master says this attempt's lease is gone: kill, discard, report nothing.
-    Stale,
-    /// The worker is shutting down and its drain deadline passed.
-    Abandon,
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Ending {
-    Completed,
-    Failed {
-        error: String,
-        reason: &'static str,
-        retryable: bool,
-    },
-    Canceled,
-    /// Killed because the lease is gone: no report.
-    Discarded,
-    /// Killed because the worker is shutting down: the lease is handed back.
-    Abandoned,
-}
-
-/// Classify a failed encode from its exit and stderr (pict-rs style retry/abort).
-pub fn classify_failure(code: Option<i32>, signal: Option<i32>, stderr: &str) -> (&'static str, bool) {
-    let s = stderr.to_ascii_lowercase();
-    let has = |p: &[&str]| p.iter().any(|x| s.contains(x));
-    if has(&["no space left on device", "disk quota"]) {
-        ("resource_error", true)
-    } else if has(&["no element", "erroneous pipeline", "could not link", "no such element or plugin"]) {
-        // gst-launch could not build its pipeline: this node lacks a plugin. Running it
-        // again here would fail the same way.
-        ("capability_mismatch", false)
-    } else if has(&["not on whitelist"]) {
-        // A playlist or list input (hls, concat, …): refused by design, never retried.
-        ("input_error", false)
-    } else if has(&[
-        "connection refused",
-        "connection reset",
-        "network is unreachable",
-        "timed out",
-        "broken pipe",
-        "name or service not known",
-        "i/o error",
-        "input/output error",
-    ]) {
-        ("network_error", true)
-    } else if has(&[
-        "unknown encoder",
-        "unrecognized option",
-        "invalid argument",
-        "option not found",
-        "error parsing",
-        "no such filter",
-    ]) {
-        ("user_error", false)
-    } else if has(&[
-        "invalid data found",
-        "no such file or directory",
-        "could not find codec parameters",
-        "moov atom not found",
-    ]) {
-        ("input_error", false)
-    } else if signal.is_some() {
-        ("platform_error", true)
-    } else {
-        let _ = code;
-        ("runtime_error", true)
-    }
-}
 
 fn tail(s: &str, max: usize) -> String {
     if s.len() <= max {
@@ -104,25 +31,6 @@ fn tail(s: &str, max: usize) -> String {
         start += 1;
     }
     s[start..].to_string()
-}
-
-struct Clock {
-    run: Duration,
-    since: Option<Instant>,
-}
-
-impl Clock {
-    fn elapsed(&self) -> Duration {
-        self.run + self.since.map(|s| s.elapsed()).unwrap_or_default()
-    }
-    fn stop(&mut self) {
-        if let Some(s) = self.since.take() {
-            self.run += s.elapsed();
-        }
-    }
-    fn start(&mut self) {
-        self.since.get_or_insert_with(Instant::now);
-    }
 }
 
 fn attempt_dir(cfg: &WorkerConfig, job: &Job) -> PathBuf {
@@ -139,7 +47,6 @@ pub async fn run_job(
     let cfg = shared.cfg.clone();
     let started = Instant::now();
     let dir = attempt_dir(&cfg, &job);
-    let fail = |error: String, reason: &'static str, retryable: bool| Ending::Failed { error, reason, retryable };
     let prepared = prepare(&shared, &job, &dir);
     let (spec, encoder, program, args, output) = match prepared {
         Ok(p) => p,
@@ -165,7 +72,7 @@ pub async fn run_job(
     let mut proc = match EncoderProcess::spawn(&program, &args, &dir, cfg.nice, cpus) {
         Ok(p) => p,
         Err(e) => {
-            let ending = fail(format!("cannot start {program}: {e}"), "platform_error", true);
+            let ending = Ending::failed(e.to_string(), FailureReason::PlatformError, true);
             report(&shared, &job, &ending, Outcome::default(), &dir, Some(&mut commands)).await;
             return ending;
         }
@@ -191,97 +98,43 @@ pub async fn run_job(
         }));
     }
     let mut lines = proc.stdout.take().map(|o| BufReader::new(o).lines());
-    let mut parser = ProgressParser::default();
-    let mut last: Option<ProgressBlock> = None;
-    let mut before_last: Option<ProgressBlock> = None;
-    let mut last_sent = Instant::now() - Duration::from_secs(1);
-    let mut last_advance = Instant::now();
-    let mut last_out_time: Option<i64> = None;
+    let limits = Limits {
+        timeout: crate::domain::params::attempt_timeout(Some(&spec)),
+        stall_timeout: cfg.stall_timeout,
+        max_disk_bytes: spec.max_disk_mb.map(|mb| mb << 20),
+        report_every: Duration::from_millis(450),
+    };
+    let mut session = Session::new(limits, Instant::now());
     let in_flight = Rc::new(RefCell::new(false));
-    let mut clock = Clock { run: Duration::ZERO, since: Some(Instant::now()) };
-    let timeout = crate::domain::params::attempt_timeout(Some(&spec));
-    let mut paused = false;
-    let mut kill_at: Option<Instant> = None;
-    let mut ending: Option<Ending> = None;
     let mut cancel_ack = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let status = loop {
-        tokio::select! {
+    // The loop only carries events to the session and its effects out.
+    let exit = loop {
+        let effects = tokio::select! {
             line = async { match lines.as_mut() { Some(l) => l.next_line().await, None => std::future::pending().await } } => {
                 match line {
-                    Ok(Some(l)) => {
-                        if let Some(block) = parser.feed(&l) {
-                            if block.out_time_us.is_some() && block.out_time_us != last_out_time {
-                                last_out_time = block.out_time_us;
-                                last_advance = Instant::now();
-                            }
-                            let over_disk = spec.max_disk_mb.zip(block.total_size).is_some_and(|(mb, size)| size > mb << 20);
-                            before_last = last.replace(block);
-                            if over_disk && kill_at.is_none() {
-                                proc.terminate();
-                                kill_at = Some(Instant::now() + KILL_GRACE);
-                                let mb = spec.max_disk_mb.unwrap_or(0);
-                                ending = Some(fail(format!("the output grew past resource_limits.max_disk_mb ({mb} MiB)"), "resource_error", false));
-                            }
-                            if last_sent.elapsed() >= Duration::from_millis(450) {
-                                last_sent = Instant::now();
-                                send_progress(&shared, &job, last.clone().unwrap(), expected, &in_flight, &tx);
-                            }
-                        }
+                    Ok(Some(l)) => session.on_line(&l, Instant::now()),
+                    _ => {
+                        lines = None;
+                        Vec::new()
                     }
-                    _ => lines = None,
                 }
             }
-            cmd = commands.recv() => {
-                match cmd {
-                    Some(JobCommand::Control(ControlAction::Pause)) if !paused && kill_at.is_none() => {
-                        proc.pause();
-                        paused = true;
-                        clock.stop();
-                        drop(acknowledge(&shared, &job, ControlAction::Pause));
-                    }
-                    Some(JobCommand::Control(ControlAction::Resume | ControlAction::Run)) if paused => {
-                        proc.resume();
-                        paused = false;
-                        clock.start();
-                        last_advance = Instant::now();
-                        drop(acknowledge(&shared, &job, ControlAction::Resume));
-                    }
-                    Some(JobCommand::Control(ControlAction::Cancel)) if kill_at.is_none() => {
-                        proc.terminate();
-                        kill_at = Some(Instant::now() + KILL_GRACE);
-                        ending = Some(Ending::Canceled);
-                        cancel_ack = Some(acknowledge(&shared, &job, ControlAction::Cancel));
-                    }
-                    Some(JobCommand::Stale) if kill_at.is_none() => {
-                        proc.terminate();
-                        kill_at = Some(Instant::now() + KILL_GRACE);
-                        ending = Some(Ending::Discarded);
-                    }
-                    Some(JobCommand::Abandon) if kill_at.is_none() => {
-                        proc.terminate();
-                        kill_at = Some(Instant::now() + KILL_GRACE);
-                        ending = Some(Ending::Abandoned);
-                    }
-                    _ => {}
+            Some(cmd) = commands.recv() => session.on_command(cmd, Instant::now()),
+            _ = tick.tick() => session.on_tick(Instant::now()),
+            exit = proc.wait() => break exit,
+        };
+        for effect in effects {
+            match effect {
+                Effect::Pause => proc.pause(),
+                Effect::Resume => proc.resume(),
+                Effect::Terminate => proc.terminate(),
+                Effect::Acknowledge(ControlAction::Cancel) => {
+                    cancel_ack = Some(acknowledge(&shared, &job, ControlAction::Cancel));
                 }
+                Effect::Acknowledge(action) => drop(acknowledge(&shared, &job, action)),
+                Effect::Report(block) => send_progress(&shared, &job, block, expected, &in_flight, &tx),
             }
-            _ = tick.tick() => {
-                if let Some(k) = kill_at {
-                    if Instant::now() >= k {
-                        proc.kill();
-                    }
-                } else if !paused && clock.elapsed() > timeout {
-                    proc.terminate();
-                    kill_at = Some(Instant::now() + KILL_GRACE);
-                    ending = Some(fail(format!("ran past its {}s wall-clock limit", timeout.as_secs()), "timeout", true));
-                } else if !paused && last_advance.elapsed() > cfg.stall_timeout {
-                    proc.terminate();
-                    kill_at = Some(Instant::now() + KILL_GRACE);
-                    ending = Some(fail(format!("no progress for {}s (stalled)", cfg.stall_timeout.as_secs()), "timeout", true));
-                }
-            }
-            st = proc.child.wait() => break st,
         }
     };
     // ffmpeg writes its final `progress=end` block (and its last stderr lines) as it
@@ -291,9 +144,7 @@ pub async fn run_job(
     let drained = async {
         if let Some(mut l) = lines.take() {
             while let Ok(Some(line)) = l.next_line().await {
-                if let Some(block) = parser.feed(&line) {
-                    before_last = last.replace(block);
-                }
+                session.absorb(&line, Instant::now());
             }
         }
         if let Some(t) = stderr_task.take() {
@@ -308,28 +159,11 @@ pub async fn run_job(
     }
     shared.metrics.active_jobs.dec();
     let stderr_text = stderr_buf.borrow().clone();
-    let ending = match (ending, status) {
-        (Some(e), _) => e,
-        (None, Ok(st)) if st.success() => match &output {
-            OutputTarget::File(p) if !p.metadata().is_ok_and(|m| m.len() > 0) => {
-                fail("the encoder exited 0 but wrote no output".into(), "runtime_error", true)
-            }
-            _ => Ending::Completed,
-        },
-        (None, Ok(st)) => {
-            use std::os::unix::process::ExitStatusExt;
-            let (reason, retryable) = classify_failure(st.code(), st.signal(), &stderr_text);
-            let what = match (st.code(), st.signal()) {
-                (Some(c), _) => format!("exit status {c}"),
-                (_, Some(s)) => format!("killed by signal {s}"),
-                _ => "failed".into(),
-            };
-            let first = stderr_text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            let first = crate::domain::redact::redact_urls(&first);
-            fail(format!("{program} {what}: {first}"), reason, retryable)
-        }
-        (None, Err(e)) => fail(format!("waiting for the encoder failed: {e}"), "platform_error", true),
+    let wrote_output = match &output {
+        OutputTarget::File(p) => Some(p.metadata().is_ok_and(|m| m.len() > 0)),
+        OutputTarget::Rtmp(_) => None,
     };
+    let ending = session.finish(&program, &exit, wrote_output, &stderr_text);
     if ending == Ending::Abandoned {
         let release = LeaseRelease { node_id: shared.node_id.clone(), attempt: job.attempt };
         if let Err(e) = shared.client.release(&job.id, &release).await {
@@ -344,14 +178,12 @@ pub async fn run_job(
         return ending;
     }
     let mut metrics = serde_json::Map::new();
-    let figures =
-        last.as_ref().map(|l| if l.end { ProgressBlock::finalized(l, before_last.as_ref()) } else { l.clone() });
-    if let Some(b) = &figures {
+    if let Some(b) = &session.figures() {
         if let Some(f) = b.frame {
             metrics.insert("frames".into(), f.into());
         }
         // ffmpeg's end block may say fps=0 for a short encode: frames over encode time.
-        let encode_secs = clock.elapsed().as_secs_f64();
+        let encode_secs = session.run_time(Instant::now()).as_secs_f64();
         if let Some(v) = b.fps.or_else(|| b.frame.filter(|_| encode_secs > 0.0).map(|f| f as f64 / encode_secs)) {
             metrics.insert("fps".into(), v.into());
         }
@@ -461,7 +293,7 @@ type Prepared = (JobSpec, String, String, Vec<String>, OutputTarget);
 
 fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, Ending> {
     let cfg = &shared.cfg;
-    let user = |e: String| Ending::Failed { error: e, reason: "user_error", retryable: false };
+    let user = |e: String| Ending::failed(e, FailureReason::UserError, false);
     let spec = parse_job_spec(&job.parameters, job.engine).map_err(|e| user(e.0))?;
     let gst_ok = shared.probe.gstreamer_version.is_some();
     let use_gst = match spec.engine {
@@ -481,7 +313,7 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
         spec.encoders.iter().find(|e| shared.probe.encoders.iter().any(|p| p == *e)).map(|e| e.to_string()).ok_or_else(
             || Ending::Failed {
                 error: format!("this node has no working encoder among {}", spec.encoders.join(", ")),
-                reason: "capability_mismatch",
+                reason: FailureReason::CapabilityMismatch,
                 retryable: true,
             },
         )?
@@ -489,7 +321,7 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
     if use_gst && (!gst_ok || (spec.output_mode == OutputMode::Rtmp && !shared.probe.gstreamer_rtmp)) {
         return Err(Ending::Failed {
             error: "this node cannot build the GStreamer pipeline (elements missing)".into(),
-            reason: "capability_mismatch",
+            reason: FailureReason::CapabilityMismatch,
             retryable: true,
         });
     }
@@ -497,13 +329,13 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
         None => InputSource::Synthetic,
         Some(i) => InputSource::File(argv::resolve_input(i, &cfg.input_roots).map_err(|e| Ending::Failed {
             error: e,
-            reason: "input_error",
+            reason: FailureReason::InputError,
             retryable: false,
         })?),
     };
     std::fs::create_dir_all(dir).map_err(|e| Ending::Failed {
         error: format!("cannot create {}: {e}", dir.display()),
-        reason: "resource_error",
+        reason: FailureReason::ResourceError,
         retryable: true,
     })?;
     let output = match spec.output_mode {
@@ -584,210 +416,4 @@ fn acknowledge(shared: &Rc<WorkerShared>, job: &Job, action: ControlAction) -> a
             log::debug!("control ack for {id} not delivered: {e}");
         }
     })
-}
-
-/// What a finished attempt has to report besides how it ended.
-#[derive(Default)]
-pub struct Outcome {
-    pub logs: String,
-    pub metrics: Option<serde_json::Map<String, serde_json::Value>>,
-    pub energy: Option<f64>,
-    pub scores: Option<super::qoe::Scores>,
-    /// The output file in the attempt dir (None for streams and failures).
-    pub output: Option<PathBuf>,
-}
-
-/// A result waiting for the master's answer, kept beside the output (`result.json`)
-/// so that a worker restarted meanwhile can still deliver it.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct PendingResult {
-    pub result: JobResult,
-    pub output: Option<PathBuf>,
-}
-
-pub const PENDING_RESULT_FILE: &str = "result.json";
-
-/// Longest a finished attempt keeps trying to reach the master before it gives up
-/// (its directory is kept for the next start either way).
-const DELIVERY_PATIENCE: Duration = Duration::from_secs(24 * 3600);
-
-fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> Option<PendingResult> {
-    let (status, error, reason, retryable) = match ending {
-        Ending::Completed => ("completed", None, None, None),
-        Ending::Failed { error, reason, retryable } => {
-            ("failed", Some(error.clone()), Some(reason.to_string()), Some(*retryable))
-        }
-        Ending::Canceled => ("canceled", None, None, Some(false)),
-        Ending::Discarded | Ending::Abandoned => return None,
-    };
-    let result = JobResult {
-        job_id: job.id.clone(),
-        node_id: shared.node_id.clone(),
-        attempt: Some(job.attempt),
-        status: status.into(),
-        progress: Some(if status == "completed" { 100.0 } else { 0.0 }),
-        metrics: o.metrics,
-        analyzer_output: None,
-        error: error.map(|e| crate::domain::redact::redact_urls(&e)),
-        failure_reason: reason,
-        retryable,
-        logs: (!o.logs.is_empty()).then(|| crate::domain::redact::redact_urls(&o.logs)),
-        completed_at: Some(chrono::Utc::now().to_rfc3339()),
-        qoe_score: o.scores.as_ref().and_then(|s| s.qoe_score()),
-        efficiency_score: None,
-        energy_joules: o.energy,
-        vmaf_score: o.scores.as_ref().and_then(|s| s.vmaf),
-    };
-    let output = if *ending == Ending::Completed { o.output } else { None };
-    Some(PendingResult { result, output })
-}
-
-async fn report(
-    shared: &WorkerShared,
-    job: &Job,
-    ending: &Ending,
-    outcome: Outcome,
-    dir: &Path,
-    commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
-) {
-    let Some(pending) = result_of(shared, job, ending, outcome) else { return };
-    match ending {
-        Ending::Completed => shared.metrics.jobs_completed.inc(),
-        Ending::Failed { .. } => shared.metrics.jobs_failed.inc(),
-        _ => shared.metrics.jobs_canceled.inc(),
-    }
-    if pending.output.is_some() {
-        // Written before the first delivery attempt: from here on a restart delivers it.
-        if let Err(e) = std::fs::write(dir.join(PENDING_RESULT_FILE), serde_json::to_vec(&pending).unwrap_or_default())
-        {
-            log::warn!("cannot keep the result of job {} beside its output: {e}", job.id);
-        }
-    }
-    deliver(shared, &pending, dir, commands).await;
-}
-
-/// How a delivery ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Accepted,
-    /// The master definitely refused it (409 stale attempt, or another 4xx).
-    Refused,
-    /// Never answered (shutting down, or out of patience): the attempt dir is kept.
-    Kept,
-}
-
-/// Post a result until the master answers it. Transport errors, 5xx and 429 are the
-/// master being briefly unavailable (restarting, its database busy): retried with
-/// capped backoff for as long as the lease may still be valid — the worker keeps
-/// listing the job in its heartbeats, so the lease lives until the master answers or
-/// a heartbeat names it stale. Output is deleted only after a definite refusal, and
-/// moved into `outputs/` only after acceptance.
-pub async fn deliver(
-    shared: &WorkerShared,
-    pending: &PendingResult,
-    dir: &Path,
-    mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
-) -> Delivery {
-    let r = &pending.result;
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    let delivery = loop {
-        let err = match shared.client.result(r).await {
-            Ok(_) => break Delivery::Accepted,
-            Err(e) => e,
-        };
-        let transient = match &err {
-            ClientError::Transport(_) | ClientError::Decode(_) => true,
-            ClientError::Status { status, .. } => *status >= 500 || *status == 429,
-        };
-        if !transient {
-            log::warn!("result for job {} refused: {err}; discarding its output", r.job_id);
-            break Delivery::Refused;
-        }
-        if started.elapsed() > DELIVERY_PATIENCE {
-            log::error!(
-                "result for job {} undelivered for {:?}; keeping {} for the next start",
-                r.job_id,
-                DELIVERY_PATIENCE,
-                dir.display()
-            );
-            break Delivery::Kept;
-        }
-        log::warn!("result for job {} not delivered ({err}); retrying in {delay:?}", r.job_id);
-        let wait = tokio::time::sleep(delay);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = &mut wait => break,
-                cmd = async { match commands.as_deref_mut() { Some(c) => c.recv().await, None => std::future::pending().await } } => match cmd {
-                    // A heartbeat says the lease moved on: the output is nobody's now.
-                    Some(JobCommand::Stale) => {
-                        log::warn!("job {} attempt {:?} went stale while its result waited", r.job_id, r.attempt);
-                        return finish(shared, pending, dir, Delivery::Refused);
-                    }
-                    // Shutting down: keep everything for the next start.
-                    Some(JobCommand::Abandon) => return finish(shared, pending, dir, Delivery::Kept),
-                    None => commands = None,
-                    _ => {}
-                },
-            }
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
-    };
-    finish(shared, pending, dir, delivery)
-}
-
-fn finish(shared: &WorkerShared, pending: &PendingResult, dir: &Path, delivery: Delivery) -> Delivery {
-    let job_id = &pending.result.job_id;
-    if delivery == Delivery::Kept {
-        return delivery;
-    }
-    if delivery == Delivery::Accepted
-        && let Some(p) = &pending.output
-    {
-        let final_dir = shared.cfg.work_dir.join("outputs").join(format!("job-{job_id}"));
-        let moved = std::fs::create_dir_all(&final_dir).and_then(|_| {
-            let name = p.file_name().ok_or_else(|| std::io::Error::other("output has no file name"))?;
-            std::fs::rename(p, final_dir.join(name)).map(|_| final_dir.join(name))
-        });
-        match moved {
-            Ok(dest) => log::info!("job {job_id} output: {}", dest.display()),
-            Err(e) => {
-                // The master has accepted this output: never delete it.
-                log::error!(
-                    "cannot move the output of job {job_id} into {}: {e}; it stays in {}",
-                    final_dir.display(),
-                    dir.display()
-                );
-                return delivery;
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::remove_dir(parent);
-    }
-    delivery
-}
-
-#[cfg(test)]
-mod tests {
-    use super::classify_failure;
-
-    #[test]
-    fn failure_classes() {
-        let cases = [
-            ("Unknown encoder 'foo'", None, ("user_error", false)),
-            ("x.mp4: Invalid data found when processing input", None, ("input_error", false)),
-            ("av_interleaved_write_frame(): No space left on device", None, ("resource_error", true)),
-            ("rtmp://h/live: Connection refused", None, ("network_error", true)),
-            ("", Some(9), ("platform_error", true)),
-            ("something odd", None, ("runtime_error", true)),
-            ("WARNING: erroneous pipeline: no element \"rtmpsink\"", None, ("capability_mismatch", false)),
-            ("[hls @ 0x1] Format not on whitelist 'mov,mp4'", None, ("input_error", false)),
-        ];
-        for (stderr, sig, want) in cases {
-            assert_eq!(classify_failure(Some(1), sig, stderr), want, "{stderr}");
-        }
-    }
 }

@@ -6,6 +6,7 @@
 //! for control commands, and runs each job through [`executor`]. Everything runs on
 //! one actix thread (the HTTP client is not `Send`); shared state is single-threaded.
 
+pub mod delivery;
 pub mod executor;
 pub mod hardware;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod probe;
 pub mod process;
 pub mod qoe;
 mod recovery;
+pub mod session;
 
 use crate::api_client::{self as client, ClientError, MasterClient};
 use crate::wire::*;

@@ -1,17 +1,67 @@
 //! One wrapper for every encoder process: argv as data (never a shell), its own
 //! process group (so signals reach ffmpeg and anything it forks), the parent-death
-//! signal, a nice level, and pause/resume/terminate on the whole group.
+//! signal, a nice level, pause/resume/terminate on the whole group, and the kill grace:
+//! a group told to terminate is SIGKILLed if it has not exited `grace` later. Waiting
+//! returns a typed [`Exit`] or [`ProcessError`].
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::process::Stdio;
+use std::time::Duration;
 use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::Instant;
+
+/// SIGKILL this long after SIGTERM if the group is still alive.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// How an encoder process exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Success => f.write_str("exit status 0"),
+            Exit::Code(c) => write!(f, "exit status {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+        }
+    }
+}
+
+impl From<std::process::ExitStatus> for Exit {
+    fn from(st: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (st.success(), st.code(), st.signal()) {
+            (true, _, _) => Exit::Success,
+            (_, Some(c), _) => Exit::Code(c),
+            (_, None, Some(s)) => Exit::Signal(s),
+            (_, None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+/// The process could not be run or watched.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("waiting for the encoder failed: {0}")]
+    Wait(std::io::Error),
+}
 
 pub struct EncoderProcess {
-    pub child: Child,
-    pub pgid: Pid,
+    child: Child,
+    pgid: Pid,
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<tokio::process::ChildStderr>,
+    grace: Duration,
+    terminated: bool,
+    /// When the group gets SIGKILL, once terminated.
+    kill_at: Option<Instant>,
 }
 
 /// The first `n` CPUs this process may run on, as a CPU set.
@@ -53,7 +103,8 @@ impl EncoderProcess {
         cwd: &std::path::Path,
         nice: i32,
         cpus: Option<usize>,
-    ) -> std::io::Result<EncoderProcess> {
+    ) -> Result<EncoderProcess, ProcessError> {
+        let spawn_error = |source| ProcessError::Spawn { program: program.to_string(), source };
         let mut cmd = Command::new(program);
         cmd.args(argv)
             .current_dir(cwd)
@@ -77,11 +128,33 @@ impl EncoderProcess {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
-        let pid = child.id().ok_or_else(|| std::io::Error::other("process exited at once"))?;
+        let mut child = cmd.spawn().map_err(spawn_error)?;
+        let pid = child.id().ok_or_else(|| spawn_error(std::io::Error::other("process exited at once")))?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
-        Ok(EncoderProcess { child, pgid: Pid::from_raw(pid as i32), stdout, stderr })
+        let pgid = Pid::from_raw(pid as i32);
+        Ok(EncoderProcess { child, pgid, stdout, stderr, grace: KILL_GRACE, terminated: false, kill_at: None })
+    }
+
+    /// Wait for the process to exit, SIGKILLing the group once a terminate's grace ran
+    /// out. Cancel-safe: it can be one branch of a `select!` that loops.
+    pub async fn wait(&mut self) -> Result<Exit, ProcessError> {
+        loop {
+            let kill_at = self.kill_at;
+            let grace_over = async move {
+                match kill_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                status = self.child.wait() => return status.map(Exit::from).map_err(ProcessError::Wait),
+                _ = grace_over => {
+                    self.kill();
+                    self.kill_at = None;
+                }
+            }
+        }
     }
 
     pub fn signal(&self, sig: Signal) {
@@ -98,10 +171,16 @@ impl EncoderProcess {
         self.signal(Signal::SIGCONT);
     }
 
-    /// SIGTERM (with SIGCONT, so a stopped group can act on it).
-    pub fn terminate(&self) {
+    /// SIGTERM (with SIGCONT, so a stopped group can act on it); SIGKILL follows after
+    /// the grace if the process has not exited by then (see `wait`). Once only.
+    pub fn terminate(&mut self) {
+        if self.terminated {
+            return;
+        }
+        self.terminated = true;
         self.signal(Signal::SIGTERM);
         self.signal(Signal::SIGCONT);
+        self.kill_at = Some(Instant::now() + self.grace);
     }
 
     pub fn kill(&self) {

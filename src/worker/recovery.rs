@@ -6,7 +6,7 @@
 //! mid-encode is reported failed (retryable), so it runs again at once instead of
 //! after the master's unreported-lease grace.
 
-use super::executor::{self, PENDING_RESULT_FILE, PendingResult};
+use super::delivery::{self, PENDING_RESULT_FILE, PendingResult};
 use super::{Running, WorkerShared};
 use crate::wire::{Heartbeat, JobResult, RunningJob};
 use std::path::{Path, PathBuf};
@@ -80,7 +80,7 @@ pub async fn recover_attempts(shared: &Rc<WorkerShared>) {
                 shared.running.borrow_mut().insert(f.job_id.clone(), Running { attempt: f.attempt, tx });
                 let s = shared.clone();
                 actix_rt::spawn(async move {
-                    executor::deliver(&s, &p, &f.dir, Some(&mut rx)).await;
+                    delivery::deliver(&s, &p, &f.dir, Some(&mut rx)).await;
                     s.running.borrow_mut().remove(&f.job_id);
                     s.slot_freed.notify_one();
                 });
