@@ -184,6 +184,19 @@ impl JobActor {
             })
     }
 
+    /// Runnable again: free the lease's slot on `node`, give the job to the scheduler's
+    /// index, and stop (the index, not an actor, holds a runnable job).
+    fn hand_to_index(&mut self, node: Option<String>, ctx: &mut Context<Self>) {
+        self.scheduler.do_send(JobActorStopped {
+            id: self.id,
+            node_id: node,
+            stopping: false,
+            attempt: self.placed_attempt,
+        });
+        self.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&self.row)]));
+        ctx.stop();
+    }
+
     fn release_slot(&self) {
         self.scheduler.do_send(JobActorStopped {
             id: self.id,
@@ -596,15 +609,8 @@ impl Handler<ApplyControl> for JobActor {
                 }
                 UserAction::Cancel => act.stop_with_release(ctx),
                 UserAction::Retry => {
-                    act.scheduler.do_send(JobActorStopped {
-                        id: act.id,
-                        node_id: node,
-                        stopping: false,
-                        attempt: act.placed_attempt,
-                    });
-                    act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
-                    ctx.stop();
                     retry_count = Some(act.row.retry_count);
+                    act.hand_to_index(node, ctx);
                 }
             }
             Ok(ControlResponse { job_id: id, status: action.done().into(), retry_count })
@@ -675,16 +681,7 @@ impl Handler<HandBackJob> for JobActor {
         self.pause_clock();
         let node = self.node_id();
         let fut = self.transition(JobState::Queued, queued_again, m.reason).map(move |res, act, ctx| match res {
-            Ok(()) => {
-                act.scheduler.do_send(JobActorStopped {
-                    id: act.id,
-                    node_id: node,
-                    stopping: false,
-                    attempt: act.placed_attempt,
-                });
-                act.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&act.row)]));
-                ctx.stop();
-            }
+            Ok(()) => act.hand_to_index(node, ctx),
             Err(e) => log::warn!("job {}: hand-back failed: {e}", act.id),
         });
         ctx.wait(fut);

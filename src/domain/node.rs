@@ -1,26 +1,7 @@
 //! A node's status as the API, the metrics and the database name it.
 
-use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
-
+spelled_enum! {
 /// Derived from liveness, drain and load; spelled in lower case, written once.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    EnumString,
-    IntoStaticStr,
-    strum::Display,
-    VariantArray,
-    VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 pub enum NodeState {
     /// Heartbeating, not draining, with a free slot.
     Available,
@@ -31,14 +12,9 @@ pub enum NodeState {
     /// Missed its heartbeat deadline.
     Offline,
 }
+}
 
 impl NodeState {
-    pub const ALL: &'static [NodeState] = <Self as VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     /// The status of a node from what the supervisor knows of it: liveness first, then
     /// drain, then load (a node reporting no slots counts as one slot).
     pub fn of(offline: bool, draining: bool, running: usize, max_concurrent_jobs: i32) -> NodeState {
@@ -53,7 +29,7 @@ impl NodeState {
         }
     }
 
-    /// Index in per-status count arrays (`VARIANTS` order).
+    /// Index in per-status count arrays (`ALL` order).
     pub fn slot(self) -> usize {
         self as usize
     }

@@ -113,40 +113,21 @@ pub enum OutputMode {
     Rtmp,
 }
 
+spelled_enum! {
 /// Which media framework runs a job; spelled in lower case, written once.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
+#[derive(Default)]
 pub enum Engine {
     #[default]
     Auto,
     Ffmpeg,
     Gstreamer,
 }
+}
 
 impl Engine {
-    pub const NAMES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
     /// An API value: empty means auto.
     pub fn parse(s: &str) -> Option<Engine> {
         if s.is_empty() { Some(Engine::Auto) } else { s.parse().ok() }
-    }
-    pub fn as_str(self) -> &'static str {
-        self.into()
     }
 }
 

@@ -13,94 +13,48 @@
 //! and an enqueue time: well under 256 bytes per queued job.
 
 use super::placement::Requirements;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
 use uuid::Uuid;
 
 pub const TOP_LEVEL: u8 = 8;
 
+spelled_enum! {
 /// The three queues, highest first; the discriminant is the queue's rank. Spellings are
 /// the variants' names in lower case, written once for serde, strum and the database.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    Serialize,
-    Deserialize,
-    EnumString,
-    IntoStaticStr,
-    strum::Display,
-    VariantArray,
-    VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
+#[derive(PartialOrd, Ord, Default)]
 pub enum QueueName {
     Live = 2,
     #[default]
     Default = 1,
     Batch = 0,
 }
+}
 
 impl QueueName {
-    /// Every spelling, highest first.
-    pub const NAMES: &'static [&'static str] = <Self as VariantNames>::VARIANTS;
     /// An API value: empty means the default queue.
     pub fn parse(s: &str) -> Option<Self> {
         if s.is_empty() { Some(QueueName::Default) } else { s.parse().ok() }
-    }
-    pub fn as_str(self) -> &'static str {
-        self.into()
     }
     fn rank(self) -> u8 {
         self as u8
     }
 }
 
+spelled_enum! {
 /// Job priorities, highest first; the discriminant is the rank.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    Serialize,
-    Deserialize,
-    EnumString,
-    IntoStaticStr,
-    strum::Display,
-    VariantArray,
-    VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
+#[derive(PartialOrd, Ord, Default)]
 pub enum Priority {
     High = 2,
     #[default]
     Medium = 1,
     Low = 0,
 }
+}
 
 impl Priority {
-    /// Every spelling, highest first.
-    pub const NAMES: &'static [&'static str] = <Self as VariantNames>::VARIANTS;
     /// An API value: empty means medium.
     pub fn parse(s: &str) -> Option<Self> {
         if s.is_empty() { Some(Priority::Medium) } else { s.parse().ok() }
-    }
-    pub fn as_str(self) -> &'static str {
-        self.into()
     }
     fn rank(self) -> u8 {
         self as u8

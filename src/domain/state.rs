@@ -5,31 +5,10 @@
 //! [`JobState::check_transition`], so an illegal move is refused with an error that
 //! names the current state instead of silently overwriting it (seed bug B8).
 
-use serde::{Deserialize, Serialize};
-use strum::{EnumString, IntoStaticStr, VariantArray, VariantNames};
-
+spelled_enum! {
 /// Every state a job can be in. Each spelling is the variant's name in snake_case,
 /// written once for serde, strum (the database column) and the API.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    Serialize,
-    Deserialize,
-    EnumString,
-    IntoStaticStr,
-    strum::Display,
-    VariantArray,
-    VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
+#[derive(PartialOrd, Ord, Default)]
 pub enum JobState {
     /// Accepted and runnable, never placed yet.
     #[default]
@@ -52,14 +31,9 @@ pub enum JobState {
     /// Ran past its wall-clock limit; becomes `retrying` or `failed`.
     TimedOut,
 }
+}
 
 impl JobState {
-    pub const ALL: &'static [JobState] = <Self as VariantArray>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     /// The state `s` names exactly, if any.
     pub fn parse(s: &str) -> Option<JobState> {
         s.parse().ok()
@@ -121,22 +95,17 @@ pub struct InvalidTransition {
     pub to: JobState,
 }
 
+spelled_enum! {
 /// What an operator asks of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, strum::Display)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 pub enum UserAction {
     Pause,
     Resume,
     Cancel,
     Retry,
 }
+}
 
 impl UserAction {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     /// The reason logged with the transition.
     pub fn reason(self) -> &'static str {
         match self {
@@ -185,24 +154,8 @@ pub fn control(current: JobState, action: UserAction) -> Result<JobState, Refusa
     Ok(to)
 }
 
+spelled_enum! {
 /// Why a job failed, as the seed's `failure_reason` enum names it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    EnumString,
-    IntoStaticStr,
-    strum::Display,
-    VariantArray,
-    VariantNames,
-)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
 pub enum FailureReason {
     /// No node can run what the job asks for (encoder, engine, GPU).
     CapabilityMismatch,
@@ -219,14 +172,9 @@ pub enum FailureReason {
     /// Disk, memory or a resource limit ran out.
     ResourceError,
 }
+}
 
 impl FailureReason {
-    pub const NAMES: &'static [&'static str] = <Self as VariantNames>::VARIANTS;
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
     pub fn parse(s: &str) -> Option<FailureReason> {
         s.parse().ok()
     }
@@ -320,11 +268,11 @@ mod tests {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
         }
         assert_eq!(JobState::parse("running"), None);
-        for r in <FailureReason as VariantArray>::VARIANTS {
+        for r in FailureReason::ALL {
             assert_eq!(FailureReason::parse(r.as_str()), Some(*r));
             assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
         }
-        assert_eq!(<FailureReason as VariantArray>::VARIANTS.len(), 8, "the seed's eight reasons");
+        assert_eq!(FailureReason::ALL.len(), 8, "the seed's eight reasons");
         assert_eq!(FailureReason::parse("because"), None);
     }
 
