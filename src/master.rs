@@ -26,8 +26,13 @@ pub struct MasterArgs {
     /// Port of the separate /metrics listener; 0 serves /metrics on the API port instead.
     #[arg(long, env = "FFRTMP_METRICS_PORT", default_value_t = 9090)]
     pub metrics_port: u16,
-    /// SQLite database file (the embedded default).
-    #[arg(long, env = "FFRTMP_DB", default_value = "ffrtmp.db")]
+    /// Serve Prometheus metrics at all (`--metrics=false`, as the seed's master took it:
+    /// no metrics listener and no /metrics route).
+    #[arg(long, env = "FFRTMP_METRICS", num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    pub metrics: bool,
+    /// SQLite database file (the embedded default). `--db ""` (the seed's in-memory
+    /// store): a temporary database, deleted when the master exits.
+    #[arg(long, env = "FFRTMP_DB", default_value = "ffrtmp.db", value_parser = path_or_empty)]
     pub db: PathBuf,
     /// Database URL: postgres://USER:PASS@HOST:PORT/DB for PostgreSQL, or sqlite://PATH.
     /// Wins over --db.
@@ -70,6 +75,10 @@ pub struct MasterArgs {
     /// Reject at submission a job that no registered node could ever run (else it stays queued with a reason).
     #[arg(long, env = "FFRTMP_REJECT_UNPLACEABLE")]
     pub reject_unplaceable: bool,
+    /// Refuse (400) job parameters no encode reads, instead of keeping them on the job
+    /// and listing them as `ignored_parameters` in the reply (the seed kept them).
+    #[arg(long, env = "FFRTMP_STRICT_PARAMETERS")]
+    pub strict_parameters: bool,
     /// Delete finished jobs older than this many days (0 = keep forever).
     #[arg(long, env = "FFRTMP_RETENTION_DAYS", default_value_t = 7)]
     pub retention_days: u64,
@@ -124,12 +133,27 @@ impl MasterArgs {
         p.map(Some).map_err(|e| anyhow::anyhow!("--rtmp-allow: {e}"))
     }
 
-    fn database(&self) -> anyhow::Result<db::DatabaseUrl> {
+    /// Where the data lives, and the scratch directory of a `--db ""` store (deleted
+    /// with it).
+    fn database(&self) -> anyhow::Result<(db::DatabaseUrl, Option<tempfile::TempDir>)> {
         match &self.database_url {
-            None => Ok(db::DatabaseUrl::Sqlite(self.db.clone())),
-            Some(u) => db::DatabaseUrl::parse(u).map_err(|e| anyhow::anyhow!("--database-url: {e}")),
+            None if self.db.as_os_str().is_empty() => {
+                let scratch = tempfile::Builder::new().prefix("ffrtmp-memory-").tempdir()?;
+                log::warn!(
+                    "--db \"\": an in-memory store (a temporary database in {}); every job and node is lost when the master exits",
+                    scratch.path().display()
+                );
+                Ok((db::DatabaseUrl::Sqlite(scratch.path().join("ffrtmp.db")), Some(scratch)))
+            }
+            None => Ok((db::DatabaseUrl::Sqlite(self.db.clone()), None)),
+            Some(u) => Ok((db::DatabaseUrl::parse(u).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?, None)),
         }
     }
+}
+
+/// A path that may be empty (clap's own path parser refuses `--db ""`).
+fn path_or_empty(s: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(s))
 }
 
 /// A master that is up: its handles and the addresses it listens on.
@@ -139,6 +163,8 @@ pub struct RunningMaster {
     pub metrics_addr: Option<SocketAddr>,
     pub tls: bool,
     servers: Vec<actix_web::dev::ServerHandle>,
+    /// The database of a `--db ""` master, removed when the master is dropped.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl RunningMaster {
@@ -192,7 +218,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
     if !(0.05..=3600.0).contains(&args.heartbeat_interval) {
         anyhow::bail!("--heartbeat-interval must be between 0.05 and 3600 seconds");
     }
-    let database = args.database()?;
+    let (database, scratch) = args.database()?;
     let pool = db::open(&database, args.sqlite_synchronous, 8)?;
     log::info!("database: {}", database.display());
     let cfg = ActorConfig {
@@ -218,6 +244,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         h: handles.clone(),
         default_max_retries: args.max_retries.clamp(0, 100),
         reject_unplaceable: args.reject_unplaceable,
+        strict_parameters: args.strict_parameters,
         max_long_poll: args.max_long_poll.clamp(0.0, 60.0),
         rtmp_allow: args.rtmp_allow()?,
     });
@@ -227,10 +254,11 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         burst: args.rate_limit_burst,
         per_worker_key: args.worker_rate_limit,
     }));
-    let separate_metrics = args.metrics_port != 0;
+    let separate_metrics = args.metrics && args.metrics_port != 0;
+    let metrics_on_api = args.metrics && args.metrics_port == 0;
     let mut server = HttpServer::new({
         let (state, keys, limits) = (state.clone(), keys.clone(), limits.clone());
-        move || http::build_app(state.clone(), keys.clone(), !separate_metrics).app_data(limits.clone())
+        move || http::build_app(state.clone(), keys.clone(), metrics_on_api).app_data(limits.clone())
     })
     // Our own SIGTERM path answers parked long-polls first, then stops gracefully.
     .disable_signals()
@@ -267,13 +295,14 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         servers.push(m.handle());
         actix_rt::spawn(m);
     }
-    Ok(RunningMaster { handles, api_addr, metrics_addr, tls: args.tls, servers })
+    Ok(RunningMaster { handles, api_addr, metrics_addr, tls: args.tls, servers, _scratch: scratch })
 }
 
 /// Run the master until SIGINT/SIGTERM.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let running = start(&args).await?;
-    println!("ffrtmp master listening on {} (metrics: {})", running.api_url(), running.metrics_url());
+    let metrics = if args.metrics { running.metrics_url() } else { "off".into() };
+    println!("ffrtmp master listening on {} (metrics: {metrics})", running.api_url());
     std::io::stdout().flush().ok();
     crate::os::wait_for_shutdown_signal().await;
     log::info!("shutting down: finishing in-flight requests");

@@ -83,6 +83,32 @@ pub struct Job {
     /// Older transitions left out of `state_transitions` (only the newest are shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_transitions_omitted: Option<i64>,
+    /// Each placement of the job: its node, when it started and ended, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<Attempt>>,
+    /// In the reply to a submission only: `parameters` keys no encode reads (kept on
+    /// the job; `--strict-parameters` refuses them instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored_parameters: Option<Vec<String>>,
+}
+
+/// One placement of a job on a node.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Attempt {
+    pub attempt: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    pub started_at: String,
+    /// Absent while the attempt runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// The state the attempt ended in (completed, failed, retrying, queued, canceled,
+    /// timed_out, paused); absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Why it ended, as the transition recorded it (errors included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -248,6 +274,10 @@ pub struct NodeRegistration {
     /// later node-scoped call of this node must present it in `X-Node-Token`.
     #[serde(default)]
     pub request_node_token: bool,
+    /// Seconds between this node's heartbeats; it is declared lost after three of them
+    /// pass unheard. Absent (seed agents): 30 s.
+    #[serde(default)]
+    pub heartbeat_interval_seconds: Option<f64>,
 }
 
 /// `POST /nodes/register` reply: the node, plus its token when one was asked for.
@@ -292,6 +322,12 @@ pub struct Node {
     pub max_concurrent_jobs: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoders: Option<Vec<String>>,
+    /// `probed`: the worker test-encoded with each of `encoders` (ffrtmp workers; the
+    /// strict placement rule). `declared`: the node only described itself (seed
+    /// agents): GPU jobs go to it when it has a GPU and its `gpu_capabilities`, if any,
+    /// name the encoder.
+    #[serde(default)]
+    pub encoders_source: String,
     #[serde(default)]
     pub gpus: Vec<GpuInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,12 +368,16 @@ pub struct Heartbeat {
     /// The jobs the worker runs now; absent = not reported (no lease check).
     #[serde(default)]
     pub running_jobs: Option<Vec<RunningJob>>,
+    /// A changed heartbeat interval (seconds); absent = as declared before.
+    #[serde(default)]
+    pub heartbeat_interval_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     pub node_id: String,
-    /// Send the next heartbeat within this many seconds; 3 missed = node lost.
+    /// The interval the master asks ffrtmp workers to heartbeat at (seconds). The node
+    /// is lost after three of the intervals it declared itself (30 s if none).
     pub heartbeat_interval_seconds: f64,
     pub draining: bool,
     /// Reported jobs whose lease this node no longer holds: kill them, discard output.

@@ -85,6 +85,9 @@ pub struct JobActor {
     last_result: Option<(String, ResultResponse)>,
     /// The attempt this actor was started for (its registration key in the scheduler).
     placed_attempt: i32,
+    /// The node of that attempt, whose slot it holds: kept after the job's own
+    /// `node_id` is cleared (a job waiting for its retry belongs to no node).
+    placed_node: Option<String>,
 }
 
 impl JobActor {
@@ -102,6 +105,7 @@ impl JobActor {
         let timeout = crate::domain::params::attempt_timeout(spec.as_ref()) + policy.timeout_grace;
         let running = row.state() == JobState::Processing;
         let placed_attempt = row.attempt;
+        let placed_node = row.node_id.clone();
         JobActor {
             id: row.uuid(),
             queue: row.queue,
@@ -121,6 +125,7 @@ impl JobActor {
             timeout,
             last_result: None,
             placed_attempt,
+            placed_node,
         }
     }
 
@@ -128,8 +133,9 @@ impl JobActor {
         self.row.state()
     }
 
+    /// The node this actor's attempt was placed on.
     fn node_id(&self) -> Option<String> {
-        self.row.node_id.clone()
+        self.placed_node.clone()
     }
 
     fn check_owner(&self, node_id: &str, attempt: Option<i32>) -> AppResult<()> {
@@ -265,6 +271,9 @@ impl JobActor {
                 Some(at) => {
                     row.retry_count += 1;
                     row.retry_at = Some(at);
+                    // Waiting for its retry, the job is on no node (the attempt's node
+                    // stays in its transitions and `attempts`).
+                    row.node_id = None;
                 }
                 None => row.completed_at = Some(now),
             }
@@ -477,14 +486,16 @@ impl Handler<ReportResult> for JobActor {
 
     fn handle(&mut self, ReportResult(r): ReportResult, _: &mut Context<Self>) -> Self::Result {
         let fail = |e: AppError| -> Self::Result { Box::pin(actix::fut::ready(Err(e))) };
-        if let Err(e) = self.check_owner(&r.node_id, r.attempt) {
-            return fail(e);
-        }
-        // A retried identical report gets the same answer.
+        // A retried identical report from the attempt's node gets the same answer, even
+        // once the job has left that node (waiting for its retry).
         if let Some((fp, resp)) = &self.last_result
             && *fp == fingerprint(&r)
+            && self.placed_node.as_deref() == Some(r.node_id.as_str())
         {
             return Box::pin(actix::fut::ready(Ok(resp.clone())));
+        }
+        if let Err(e) = self.check_owner(&r.node_id, r.attempt) {
+            return fail(e);
         }
         let state = self.state();
         if state == JobState::Canceled {
@@ -529,7 +540,9 @@ impl Handler<ReportResult> for JobActor {
                     record(row);
                     row.completed_at = Some(now);
                     row.progress = 100.0;
+                    // Earlier attempts' errors stay in `attempts`; the job succeeded.
                     row.error = None;
+                    row.failure_reason = None;
                 };
                 let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
                 Box::pin(self.transition(JobState::Completed, change, "Completed".into()).map(move |res, act, ctx| {
@@ -578,7 +591,8 @@ impl Handler<ApplyControl> for JobActor {
 
     fn handle(&mut self, ApplyControl(action): ApplyControl, _: &mut Context<Self>) -> Self::Result {
         let from = self.state();
-        let to = match state::control(from, action) {
+        let on_node = self.row.node_id.is_some();
+        let to = match state::control(from, on_node, action) {
             Ok(to) => to,
             Err(refusal) => return Box::pin(actix::fut::ready(Err(refusal.into()))),
         };
@@ -587,7 +601,13 @@ impl Handler<ApplyControl> for JobActor {
         }
         let node = self.node_id();
         let id = self.row.id.clone();
-        let change = move |row: &mut JobRow| db_jobs::apply_control(row, action);
+        let requeue = to == JobState::Queued && action == UserAction::Resume;
+        let change = move |row: &mut JobRow| {
+            db_jobs::apply_control(row, action);
+            if requeue {
+                queued_again(row);
+            }
+        };
         Box::pin(self.transition(to, change, action.reason().into()).map(move |res, act, ctx| {
             res?;
             let mut retry_count = None;
@@ -596,12 +616,14 @@ impl Handler<ApplyControl> for JobActor {
                     act.pending_control = Some((ControlAction::Pause, Instant::now()));
                     act.deliver(ControlAction::Pause);
                 }
+                // Paused when its node was lost: back to the index, to run anew.
+                UserAction::Resume if requeue => act.hand_to_index(node, ctx),
                 UserAction::Resume => {
                     act.run_since = Some(Instant::now());
                     act.pending_control = Some((ControlAction::Resume, Instant::now()));
                     act.deliver(ControlAction::Resume);
                 }
-                UserAction::Cancel if from.is_leased() => {
+                UserAction::Cancel if from.is_leased() && on_node => {
                     // Keep the slot until the worker confirms the kill (or a deadline).
                     act.pending_control = Some((ControlAction::Cancel, Instant::now()));
                     act.deliver(ControlAction::Cancel);
@@ -640,10 +662,28 @@ impl Handler<LeaseLost> for JobActor {
             self.stop_with_release(ctx);
             return;
         }
-        if !state.is_leased() {
+        if !state.is_leased() || self.row.node_id.is_none() {
             return;
         }
         self.metrics.do_send(MetricRecorded(MetricEvent::LeaseExpired));
+        if state == JobState::Paused {
+            // Paused stays paused: the job leaves the lost node but is not run again
+            // (nor counted as a retry) until an operator resumes it.
+            let (db, row) = (self.db.clone(), self.row.clone());
+            let why = format!("{}; stays paused until resumed", m.reason);
+            let fut = async move { db.write(move |c| db_jobs::leave_node_paused(c, &row, &why)).await }
+                .into_actor(self)
+                .map(|res, act, _| match res {
+                    Ok(row) => {
+                        act.row = row;
+                        act.pending_control = None;
+                        act.release_slot();
+                    }
+                    Err(e) => log::warn!("job {}: could not release its lost node: {e}", act.id),
+                });
+            ctx.wait(fut);
+            return;
+        }
         let reason = if m.node_lost { FailureReason::NetworkError } else { FailureReason::PlatformError };
         let fut = self.fail_or_retry(m.reason, reason, true, unchanged).map(|res, act, _| {
             if let Err(e) = res {

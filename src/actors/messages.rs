@@ -163,6 +163,12 @@ pub struct DispatchRound;
 
 pub use crate::domain::state::UserAction;
 
+/// A node was heard from other than by a heartbeat (a `/jobs/next` poll, a result):
+/// it is alive. Event for the NodeSupervisor, from the scheduler.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NodeSeen(pub String);
+
 /// An operator's pause/resume/cancel/retry, routed to wherever the job lives.
 #[derive(Message)]
 #[rtype(result = "AppResult<ControlResponse>")]

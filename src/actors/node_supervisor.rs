@@ -13,7 +13,8 @@ use super::scheduler::SchedulerActor;
 use crate::db::nodes::{self as db_nodes, NodeRow};
 use crate::db::now_micros;
 use crate::domain::credentials::{self, Digest, check_node_token};
-use crate::domain::node::NodeState;
+use crate::domain::node::{NodeState, heartbeat_interval_ms, loss_window};
+use crate::domain::placement::capability_as_encoder;
 use crate::domain::placement::{GpuCaps, NodeCaps};
 use crate::error::{AppError, AppResult};
 use crate::wire::{ControlCommand, GpuInfo, HeartbeatResponse, Node, rfc3339};
@@ -107,6 +108,16 @@ impl NodeEntry {
         }
     }
 
+    /// Any contact from the node (a heartbeat, a poll, a result) proves it alive: a new
+    /// deadline of three of its own intervals, and back from offline. True if it was.
+    fn heard_from(&mut self) -> bool {
+        let revived = self.offline;
+        self.offline = false;
+        self.deadline = Instant::now() + loss_window(self.row.heartbeat_interval_ms);
+        self.row.last_heartbeat = now_micros();
+        revived
+    }
+
     fn status(&self) -> NodeState {
         NodeState::of(self.offline, self.row.draining, self.running.len(), self.row.max_concurrent_jobs)
     }
@@ -154,6 +165,7 @@ impl NodeEntry {
             running_jobs: self.running.iter().map(|u| u.to_string()).collect(),
             max_concurrent_jobs: r.max_concurrent_jobs.max(1) as u32,
             encoders: self.hw.encoders.clone(),
+            encoders_source: if self.hw.encoders.is_some() { "probed" } else { "declared" }.into(),
             gpus: self.hw.gpus.clone(),
             ffmpeg_version: self.hw.ffmpeg_version.clone(),
             gstreamer_version: self.hw.gstreamer_version.clone(),
@@ -218,10 +230,6 @@ impl NodeSupervisor {
     fn verify(&self, id: &str, presented: Option<&str>) -> AppResult<()> {
         let bound = self.nodes.get(id).and_then(|n| n.token.as_ref());
         check_node_token(bound, presented, self.require_tokens).map_err(|why| AppError::node_token(id, why))
-    }
-
-    fn lost_after(&self) -> Duration {
-        self.heartbeat_interval * 3
     }
 
     /// Tell the scheduler what changed about a node's placement view, and recount.
@@ -345,8 +353,9 @@ impl Actor for NodeSupervisor {
 impl Handler<AdoptNodes> for NodeSupervisor {
     type Result = ();
     fn handle(&mut self, m: AdoptNodes, _: &mut Context<Self>) {
-        let deadline = Instant::now() + self.lost_after();
         for row in m.0 {
+            // Each node gets its own window from now: a restart revokes no lease early.
+            let deadline = Instant::now() + loss_window(row.heartbeat_interval_ms);
             let hw: Hardware = serde_json::from_str(&row.hardware).unwrap_or_default();
             let offline = row.status == NodeState::Offline;
             let id = row.id.clone();
@@ -440,7 +449,11 @@ impl Handler<RegisterNode> for NodeSupervisor {
             cpu_load_percent: reg.cpu_load_percent.unwrap_or(0.0),
             has_gpu: reg.has_gpu || !reg.gpus.is_empty(),
             gpu_type: reg.gpu_type.clone().or_else(|| reg.gpus.first().map(|g| g.name.clone())).unwrap_or_default(),
-            gpu_capabilities: serde_json::to_string(&reg.gpu_capabilities).unwrap_or_else(|_| "[]".into()),
+            // Seed agents spell capabilities `nvenc_h264`; stored as the encoder they name.
+            gpu_capabilities: serde_json::to_string(
+                &reg.gpu_capabilities.iter().map(|c| capability_as_encoder(c)).collect::<Vec<_>>(),
+            )
+            .unwrap_or_else(|_| "[]".into()),
             ram_total_bytes: reg.ram_total_bytes as i64,
             ram_free_bytes: reg.ram_free_bytes.unwrap_or(0) as i64,
             labels: serde_json::Value::Object(reg.labels.clone()).to_string(),
@@ -451,13 +464,14 @@ impl Handler<RegisterNode> for NodeSupervisor {
             last_heartbeat: now,
             registered_at: previous.map(|p| p.row.registered_at).unwrap_or(now),
             token_hash: token.as_ref().map(credentials::to_hex),
+            heartbeat_interval_ms: reg.heartbeat_interval_seconds.and_then(|s| heartbeat_interval_ms(s).ok()),
         };
         let db = self.db.clone();
         let persisted = row.clone();
         Box::pin(async move { db.write(move |c| db_nodes::upsert(c, &persisted)).await }.into_actor(self).map(
             move |res, act, _| {
                 res?;
-                let deadline = Instant::now() + act.lost_after();
+                let deadline = Instant::now() + loss_window(row.heartbeat_interval_ms);
                 let entry = act
                     .nodes
                     .entry(id.clone())
@@ -488,15 +502,19 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
         if let Some(g) = &m.heartbeat.gpus {
             crate::domain::limits::check_gpus(g).map_err(|e| AppError::bad_request("invalid_heartbeat", e.message))?;
         }
-        let deadline = Instant::now() + self.lost_after();
+        let declared = match m.heartbeat.heartbeat_interval_seconds {
+            Some(s) => Some(heartbeat_interval_ms(s).map_err(|e| AppError::bad_request("invalid_heartbeat", e))?),
+            None => None,
+        };
         let interval = self.heartbeat_interval.as_secs_f64();
         let hb = m.heartbeat;
         let (revived, draining, due) = self
             .update_counted(&m.node_id, |n| {
-                let revived = n.offline;
-                n.offline = false;
-                n.deadline = deadline;
-                n.row.last_heartbeat = now_micros();
+                let changed = declared.is_some_and(|d| n.row.heartbeat_interval_ms != Some(d));
+                if changed {
+                    n.row.heartbeat_interval_ms = declared;
+                }
+                let revived = n.heard_from();
                 if let Some(l) = hb.cpu_load_percent.filter(|l| l.is_finite()) {
                     n.row.cpu_load_percent = l.clamp(0.0, 100_000.0);
                 }
@@ -510,7 +528,7 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
                     n.hw.gpus = g;
                     n.row.hardware = serde_json::to_string(&n.hw).unwrap_or_default();
                 }
-                (revived, n.row.draining, revived || n.last_persist.elapsed() > Duration::from_secs(30))
+                (revived, n.row.draining, revived || changed || n.last_persist.elapsed() > Duration::from_secs(30))
             })
             .ok_or_else(|| AppError::node_not_found(&m.node_id))?;
         if revived {
@@ -526,6 +544,21 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
             draining,
             stale_jobs: Vec::new(),
         })
+    }
+}
+
+impl Handler<NodeSeen> for NodeSupervisor {
+    type Result = ();
+
+    /// A poll or a result from the node: as good as a heartbeat for liveness (the seed
+    /// agent polls every 10 s but heartbeats only every 30 s).
+    fn handle(&mut self, NodeSeen(id): NodeSeen, ctx: &mut Context<Self>) {
+        let Some(revived) = self.update_counted(&id, |n| n.heard_from()) else { return };
+        if revived {
+            log::info!("node {id} is back");
+            self.publish_quiet(&id);
+            self.persist(&id, ctx);
+        }
     }
 }
 

@@ -457,6 +457,10 @@ impl Handler<ClaimJobs> for SchedulerActor {
             return Err(AppError::node_not_found(&m.node_id));
         }
         self.verify_node(&m.node_id, m.token.as_deref())?;
+        // A poll proves the node alive (seed agents poll every 10 s, heartbeat every 30 s).
+        if let Some(ns) = &self.node_supervisor {
+            ns.do_send(NodeSeen(m.node_id.clone()));
+        }
         if !self.parked.contains_key(&m.node_id) && self.parked.len() >= self.max_parked {
             return Err(AppError::Unavailable {
                 code: "too_many_polls",
@@ -471,7 +475,11 @@ impl Handler<ClaimJobs> for SchedulerActor {
         if let Some(old) = self.parked.insert(m.node_id.clone(), Parked { poll, node_id: m.node_id, max: m.max, tx }) {
             let _ = old.tx.send(Vec::new());
         }
-        self.want_round(Some(&node_id), ctx);
+        // Matched now, not in a later round: a poll that does not wait (the seed agent's
+        // `GET /jobs/next` has no `wait`) ends right after this message, and must find
+        // its claim already in flight.
+        self.dispatch_scope(Dirty::Nodes(HashSet::from([node_id])), ctx);
+        self.report_waiting();
         Ok((poll, rx))
     }
 }

@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 struct Farm {
     h: MasterHandles,
+    /// The interval its nodes declare (as ffrtmp workers declare the master's).
+    heartbeat: Duration,
     _dir: tempfile::TempDir,
 }
 
@@ -29,7 +31,7 @@ async fn farm(heartbeat: Duration) -> Farm {
         max_parked_polls: 100,
         require_node_tokens: false,
     };
-    Farm { h: super::start(pool, cfg).await.unwrap(), _dir: dir }
+    Farm { h: super::start(pool, cfg).await.unwrap(), heartbeat, _dir: dir }
 }
 
 impl Farm {
@@ -40,6 +42,7 @@ impl Farm {
             encoders: Some(vec!["libx264".into()]),
             max_concurrent_jobs: Some(4),
             request_node_token: token,
+            heartbeat_interval_seconds: Some(self.heartbeat.as_secs_f64()),
             ..Default::default()
         };
         self.h.nodes.send(RegisterNode { registration, token: None }).await.unwrap().unwrap()

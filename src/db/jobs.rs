@@ -9,46 +9,76 @@ use diesel::prelude::*;
 use std::collections::HashMap;
 
 /// A job as stored: the one Rust list of the `jobs` columns. It is read (`Queryable`),
-/// inserted whole (`Insertable`, `seq` assigned by the database) and written back whole
-/// (`AsChangeset`) by every transition, so a new column is added here, in `schema.rs`
-/// and in `wire::Job` (plus `to_wire`), nowhere else.
+/// inserted whole (`Insertable`, `seq` assigned by the database) and written back by
+/// every transition (`AsChangeset`), so a new column is added here, in `schema.rs` and
+/// in `wire::Job` (plus `to_wire`), nowhere else. Columns fixed at submission are
+/// `skip_update`: SQLite rewrites the index entries of every column an UPDATE sets, even
+/// to the same value, and `id`, `queue`, `priority` and `idempotency_key` are indexed.
+/// Columns only a placement or a result fills are `skip_insertion`: a new job takes the
+/// database's defaults there (0 / NULL, as `Default` has them), and the submit path,
+/// the writer's busiest, binds half as many values per row.
 #[derive(Debug, Clone, Default, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = jobs, primary_key(seq), treat_none_as_default_value = false, treat_none_as_null = true)]
 pub struct JobRow {
     #[diesel(skip_insertion)]
     pub seq: i64,
+    #[diesel(skip_update)]
     pub id: String,
+    #[diesel(skip_update)]
     pub scenario: String,
+    #[diesel(skip_update)]
     pub confidence: String,
+    #[diesel(skip_update)]
     pub engine: Engine,
+    #[diesel(skip_update)]
     pub queue: QueueName,
+    #[diesel(skip_update)]
     pub priority: Priority,
+    #[diesel(skip_update)]
     pub parameters: String,
     pub status: JobState,
+    #[diesel(skip_insertion)]
     pub progress: f64,
+    #[diesel(skip_insertion)]
     pub node_id: Option<String>,
+    #[diesel(skip_insertion)]
     pub attempt: i32,
+    #[diesel(skip_insertion)]
     pub retry_count: i32,
+    #[diesel(skip_update)]
     pub max_retries: i32,
+    #[diesel(skip_update)]
     pub created_at: i64,
     pub queued_at: i64,
+    #[diesel(skip_insertion)]
     pub started_at: Option<i64>,
+    #[diesel(skip_insertion)]
     pub last_activity_at: Option<i64>,
     pub completed_at: Option<i64>,
+    #[diesel(skip_insertion)]
     pub retry_at: Option<i64>,
     pub error: Option<String>,
     pub failure_reason: Option<FailureReason>,
+    #[diesel(skip_insertion)]
     pub logs: Option<String>,
+    #[diesel(skip_insertion)]
     pub metrics: Option<String>,
+    #[diesel(skip_insertion)]
     pub qoe_score: Option<f64>,
+    #[diesel(skip_insertion)]
     pub efficiency_score: Option<f64>,
+    #[diesel(skip_insertion)]
     pub energy_joules: Option<f64>,
+    #[diesel(skip_insertion)]
     pub vmaf_score: Option<f64>,
+    #[diesel(skip_update)]
     pub idempotency_key: Option<String>,
     pub updated_at: i64,
     /// `retry_count` at the last operator retry (automatic retries count from it).
+    #[diesel(skip_insertion)]
     pub retry_base: i32,
     /// SHA-256 of the submission its idempotency key first named.
+    #[diesel(skip_update)]
     pub idempotency_fingerprint: Option<String>,
 }
 
@@ -169,6 +199,27 @@ pub fn transition_row(
 ) -> DbResult<JobRow> {
     let from = stored.status;
     from.check_transition(to).map_err(|refused| DbError::job_in(from, refused.to_string()))?;
+    write_row(conn, stored, to, change, reason)
+}
+
+/// A paused job whose node was lost: it leaves the node and stays paused (logged as a
+/// paused → paused event), so it is not run again until an operator resumes it.
+pub fn leave_node_paused(conn: &mut Conn, stored: &JobRow, reason: &str) -> DbResult<JobRow> {
+    if stored.status != JobState::Paused {
+        return Err(DbError::job_in(stored.status, format!("job is '{}', not 'paused'", stored.status)));
+    }
+    write_row(conn, stored, JobState::Paused, |r| r.node_id = None, reason)
+}
+
+/// The guarded whole-row write and its event (see `transition_row`).
+fn write_row(
+    conn: &mut Conn,
+    stored: &JobRow,
+    to: JobState,
+    change: impl FnOnce(&mut JobRow),
+    reason: &str,
+) -> DbResult<JobRow> {
+    let from = stored.status;
     let now = now_micros();
     let mut row = stored.clone();
     change(&mut row);
@@ -431,12 +482,46 @@ impl JobRow {
             queue_reason: None,
             state_transitions: None,
             state_transitions_omitted: None,
+            attempts: None,
+            ignored_parameters: None,
         }
     }
 
     pub fn uuid(&self) -> uuid::Uuid {
         uuid::Uuid::parse_str(&self.id).unwrap_or_default()
     }
+}
+
+/// Each placement of a job, read from its transitions (oldest first): a claim
+/// (pending/queued → processing) opens one; the first move out of the lease (anything
+/// but pause and resume), or a paused job losing its node, ends it with that state.
+pub fn attempts_of(events: &[EventRow]) -> Vec<crate::wire::Attempt> {
+    use crate::wire::{Attempt, rfc3339};
+    let mut out: Vec<Attempt> = Vec::new();
+    for e in events {
+        let from = e.from_state;
+        let claimed = e.to_state == JobState::Processing && from.is_none_or(JobState::is_runnable);
+        if claimed {
+            out.push(Attempt {
+                attempt: e.attempt,
+                node_id: e.node_id.clone(),
+                started_at: rfc3339(e.at),
+                ended_at: None,
+                outcome: None,
+                reason: None,
+            });
+            continue;
+        }
+        let leased_before = from.is_some_and(JobState::is_leased);
+        let still_leased =
+            matches!(e.to_state, JobState::Processing | JobState::Paused) && e.from_state != Some(e.to_state);
+        if let Some(open) = out.last_mut().filter(|a| a.ended_at.is_none() && leased_before && !still_leased) {
+            open.ended_at = Some(rfc3339(e.at));
+            open.outcome = Some(e.to_state.as_str().to_string());
+            open.reason = Some(e.reason.clone());
+        }
+    }
+    out
 }
 
 impl EventRow {
@@ -540,7 +625,7 @@ pub fn control_stored(
 ) -> DbResult<(JobState, JobRow)> {
     let row = get(conn, id)?;
     let from = row.state();
-    let to = state::control(from, action).map_err(DbError::Refused)?;
+    let to = state::control(from, row.node_id.is_some(), action).map_err(DbError::Refused)?;
     if !held_here(from) {
         return Err(DbError::job_in(from, format!("job is '{from}' and held elsewhere; try again")));
     }

@@ -28,6 +28,8 @@ pub struct NodeRow {
     pub registered_at: i64,
     /// SHA-256 (hex) of the node's token; None for seed-style nodes.
     pub token_hash: Option<String>,
+    /// The heartbeat interval the node declared (ms); None: a seed agent's 30 s.
+    pub heartbeat_interval_ms: Option<i32>,
 }
 
 /// Insert or replace a node's row.

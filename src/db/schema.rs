@@ -72,6 +72,7 @@ diesel::table! {
         last_heartbeat -> BigInt,
         registered_at -> BigInt,
         token_hash -> Nullable<Text>,
+        heartbeat_interval_ms -> Nullable<Integer>,
     }
 }
 

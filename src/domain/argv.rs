@@ -109,6 +109,34 @@ fn preset_args(encoder: &str, preset: Option<&str>) -> Vec<String> {
 
 /// The full ffmpeg argv (without the program name). `encoder` is the one chosen from
 /// `spec.encoders` for this node; progress goes to stdout (`-progress pipe:1`).
+/// The lavfi graph of the synthetic picture, written from checked values only.
+pub fn synthetic_video(spec: &JobSpec) -> String {
+    use super::params::VideoPattern;
+    let (w, h) = spec.resolution.unwrap_or(DEFAULT_RESOLUTION);
+    let fps = spec.fps.unwrap_or(DEFAULT_FPS);
+    let d = spec.duration_seconds.unwrap_or(DEFAULT_DURATION);
+    let source = match &spec.pattern {
+        VideoPattern::Testsrc => "testsrc".to_string(),
+        VideoPattern::Testsrc2 => "testsrc2".to_string(),
+        VideoPattern::Smptebars => "smptebars".to_string(),
+        VideoPattern::Smptehdbars => "smptehdbars".to_string(),
+        VideoPattern::Color(c) => format!("color=c={c}:"),
+    };
+    let sep = if source.ends_with(':') { "" } else { "=" };
+    format!("{source}{sep}size={w}x{h}:rate={fps}:duration={d}")
+}
+
+/// The lavfi graph of the synthetic sound (48 kHz).
+pub fn synthetic_audio(spec: &JobSpec) -> String {
+    use super::params::AudioTone;
+    let d = spec.duration_seconds.unwrap_or(DEFAULT_DURATION);
+    match spec.tone {
+        AudioTone::Sine { frequency } => format!("sine=frequency={frequency}:sample_rate=48000:duration={d}"),
+        // aevalsrc, unlike anullsrc, ends with the picture.
+        AudioTone::Silence => format!("aevalsrc=0:sample_rate=48000:duration={d}"),
+    }
+}
+
 pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &OutputTarget) -> Vec<String> {
     let mut a: Vec<String> =
         ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
@@ -122,27 +150,14 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
     }
     match input {
         InputSource::Synthetic => {
-            let (w, h) = spec.resolution.unwrap_or(DEFAULT_RESOLUTION);
-            let fps = spec.fps.unwrap_or(DEFAULT_FPS);
-            let d = duration.unwrap_or(DEFAULT_DURATION);
             if live {
                 a.push("-re".into());
             }
-            a.extend([
-                "-f".into(),
-                "lavfi".into(),
-                "-i".into(),
-                format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}"),
-            ]);
+            a.extend(["-f".into(), "lavfi".into(), "-i".into(), synthetic_video(spec)]);
             if live {
                 a.push("-re".into());
             }
-            a.extend([
-                "-f".into(),
-                "lavfi".into(),
-                "-i".into(),
-                format!("sine=frequency=440:sample_rate=48000:duration={d}"),
-            ]);
+            a.extend(["-f".into(), "lavfi".into(), "-i".into(), synthetic_audio(spec)]);
         }
         InputSource::File(p) => {
             if live {
@@ -276,6 +291,15 @@ mod tests {
         let a = ffmpeg_argv(&s, "libx264", &InputSource::Synthetic, &OutputTarget::File("/w/out.mp4".into()));
         let joined = a.join(" ");
         assert!(joined.contains("-f lavfi -i testsrc2=size=160x90:rate=15:duration=2"), "{joined}");
+        // A seed-style lavfi input: its own values, in a graph the argv writes itself.
+        let seed = spec(json!({"input": "smptebars=size=320x240:rate=25:duration=3"}));
+        let bars =
+            ffmpeg_argv(&seed, "libx264", &InputSource::Synthetic, &OutputTarget::File("o.mp4".into())).join(" ");
+        assert!(bars.contains("-i smptebars=size=320x240:rate=25:duration=3 "), "{bars}");
+        let red = spec(json!({"input": "color=c=red", "duration": 1}));
+        assert_eq!(synthetic_video(&red), "color=c=red:size=1280x720:rate=30:duration=1");
+        let quiet = spec(json!({"input": "anullsrc", "duration": 1}));
+        assert_eq!(synthetic_audio(&quiet), "aevalsrc=0:sample_rate=48000:duration=1");
         assert!(joined.contains("-c:v libx264 -preset ultrafast -b:v 500k"));
         assert!(joined.contains("-progress pipe:1"));
         assert!(joined.starts_with("-hide_banner -nostdin"));

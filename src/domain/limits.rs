@@ -107,6 +107,10 @@ pub fn check_registration(r: &NodeRegistration) -> Result<(), FieldError> {
     }
     check_list("gpu_capabilities", &r.gpu_capabilities)?;
     check_list("encoders", r.encoders.as_deref().unwrap_or(&[]))?;
+    if let Some(i) = r.heartbeat_interval_seconds {
+        super::node::heartbeat_interval_ms(i)
+            .map_err(|e| FieldError { field: "heartbeat_interval_seconds".into(), message: e })?;
+    }
     check_gpus(&r.gpus)?;
     if r.labels.len() > NODE_LIST_MAX {
         return field_err("labels", format!("at most {NODE_LIST_MAX} labels"));

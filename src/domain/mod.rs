@@ -30,6 +30,7 @@ pub mod allow;
 pub mod argv;
 pub mod credentials;
 pub mod health;
+pub mod lavfi;
 pub mod limits;
 pub mod node;
 pub mod params;

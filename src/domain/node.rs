@@ -1,4 +1,32 @@
-//! A node's status as the API, the metrics and the database name it.
+//! A node's status as the API, the metrics and the database name it, and how long a
+//! node may stay silent before it counts as lost.
+
+use std::time::Duration;
+
+/// Heartbeats a node may miss before it is declared lost.
+pub const HEARTBEATS_MISSED: u32 = 3;
+
+/// The seed agent's heartbeat interval (its `--heartbeat-interval` default), assumed for
+/// a node that declares none: seed agents ignore the interval the master asks for.
+pub const SEED_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A declared heartbeat interval in whole milliseconds, if it is one a node may keep
+/// (50 ms to an hour).
+pub fn heartbeat_interval_ms(seconds: f64) -> Result<i32, String> {
+    if seconds.is_finite() && (0.05..=3600.0).contains(&seconds) {
+        Ok((seconds * 1000.0).round() as i32)
+    } else {
+        Err(format!("heartbeat_interval_seconds must be between 0.05 and 3600, not {seconds}"))
+    }
+}
+
+/// How long a node that declared `declared_ms` (None: nothing) may stay silent before
+/// it is lost: three of its own intervals.
+pub fn loss_window(declared_ms: Option<i32>) -> Duration {
+    let interval =
+        declared_ms.filter(|ms| *ms > 0).map(|ms| Duration::from_millis(ms as u64)).unwrap_or(SEED_HEARTBEAT_INTERVAL);
+    interval * HEARTBEATS_MISSED
+}
 
 spelled_enum! {
 /// Derived from liveness, drain and load; spelled in lower case, written once.
@@ -39,6 +67,17 @@ impl NodeState {
 mod tests {
     use super::NodeState::*;
     use super::*;
+
+    #[test]
+    fn loss_window_is_three_of_the_nodes_own_intervals() {
+        assert_eq!(loss_window(None), Duration::from_secs(90), "a seed agent: 3 × 30 s");
+        assert_eq!(loss_window(Some(5000)), Duration::from_secs(15));
+        assert_eq!(loss_window(Some(200)), Duration::from_millis(600));
+        assert_eq!(heartbeat_interval_ms(0.2), Ok(200));
+        for bad in [0.0, 0.01, 3601.0, f64::NAN, f64::INFINITY, -1.0] {
+            assert!(heartbeat_interval_ms(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn status_precedence() {

@@ -5,6 +5,7 @@
 //! worker runs it again before building an argv, so a job that slipped in through an
 //! old database still cannot inject options or read outside the allowed roots.
 
+pub use super::lavfi::{AudioTone, LavfiSource, VideoPattern};
 use serde_json::{Map, Value};
 
 /// Encoders the farm knows how to drive, with the codec names users may write for them.
@@ -25,7 +26,14 @@ const CODECS: &[(&[&str], &[&str])] = &[
     (&["h264_vaapi"], &["h264_vaapi"]),
     (&["hevc_vaapi"], &["hevc_vaapi"]),
     (&["av1_vaapi"], &["av1_vaapi"]),
+    (&["h264_videotoolbox"], &["h264_videotoolbox"]),
+    (&["hevc_videotoolbox"], &["hevc_videotoolbox"]),
 ];
+
+/// Hardware encoders: they need a GPU (or Apple's media engine) on the node.
+pub fn is_gpu_encoder(encoder: &str) -> bool {
+    ["_nvenc", "_qsv", "_vaapi", "_videotoolbox"].iter().any(|s| encoder.ends_with(s))
+}
 
 /// Every encoder a worker probes for.
 pub const KNOWN_ENCODERS: &[&str] = &[
@@ -43,6 +51,8 @@ pub const KNOWN_ENCODERS: &[&str] = &[
     "h264_vaapi",
     "hevc_vaapi",
     "av1_vaapi",
+    "h264_videotoolbox",
+    "hevc_videotoolbox",
 ];
 
 const PRESETS: &[&str] = &[
@@ -161,6 +171,10 @@ pub struct JobSpec {
     /// Read the input at its native rate (`-re`), as a live source would arrive.
     pub realtime: bool,
     pub engine: Engine,
+    /// The synthetic input's picture and sound (a seed-style lavfi `input`, else the
+    /// default test pattern and a 440 Hz tone); used only when `input` is None.
+    pub pattern: VideoPattern,
+    pub tone: AudioTone,
 }
 
 /// A parameter problem, phrased for the person who sent it.
@@ -354,13 +368,22 @@ fn check_raw_values(params: &Map<String, Value>) -> Result<(), ParamError> {
     Ok(())
 }
 
+/// The keys of `parameters` no encode reads, in order.
+pub fn unknown_parameters(params: &Map<String, Value>) -> Vec<String> {
+    params.keys().filter(|k| !KEYS.contains(&k.as_str())).cloned().collect()
+}
+
+/// The refusal of `--strict-parameters` for `unknown` keys.
+pub fn unknown_parameters_error(unknown: &[String]) -> ParamError {
+    ParamError(format!("unknown parameter '{}'; valid parameters: {}", unknown.join("', '"), KEYS.join(", ")))
+}
+
 /// Validate a job's `parameters` object and the job's engine.
+///
+/// Keys it does not know are left alone: they stay on the job (seed clients keep
+/// scenario data there) and never reach an argv, which is built from the spec alone.
+/// [`unknown_parameters`] names them; `--strict-parameters` refuses them.
 pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<JobSpec, ParamError> {
-    for k in params.keys() {
-        if !KEYS.contains(&k.as_str()) {
-            return err(format!("unknown parameter '{k}'; valid parameters: {}", KEYS.join(", ")));
-        }
-    }
     check_raw_values(params)?;
     let text = |k: &str| -> Result<Option<String>, ParamError> {
         match params.get(k) {
@@ -413,6 +436,19 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
                 .ok_or_else(|| ParamError(format!("invalid preset '{p}'; valid values: {}", PRESETS.join(", "))))?,
         ),
     };
+    // A lavfi source in `input` (the seed's scripts send them) is a synthetic input,
+    // parsed into checked values; anything else is a file path.
+    let mut input = text("input")?.filter(|s| !s.is_empty());
+    let mut lavfi = LavfiSource::default();
+    if let Some(i) = &input {
+        match super::lavfi::parse_source(i) {
+            Some(source) => {
+                lavfi = source?;
+                input = None;
+            }
+            None => check_input_path(i)?,
+        }
+    }
     let resolution = match text("resolution")? {
         Some(r) if !r.is_empty() => Some(parse_resolution(&r).ok_or_else(|| {
             ParamError(format!("invalid resolution '{r}'; write WxH with even sides up to 7680x4320, or 720p/1080p/4k"))
@@ -422,24 +458,29 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
             (None, None) => None,
             _ => return err("give both resolution_width and resolution_height, or 'resolution'"),
         },
-    };
-    let fps = num("fps", 1.0, 240.0)?.or(num("frame_rate", 1.0, 240.0)?).map(|f| f.round() as u32);
-    let duration_seconds =
-        num("duration", 0.04, MAX_DURATION_SECONDS)?.or(num("duration_seconds", 0.04, MAX_DURATION_SECONDS)?);
-    let input = text("input")?.filter(|s| !s.is_empty());
-    if let Some(i) = &input {
-        check_input_path(i)?;
     }
-    let output = text("output")?.filter(|s| !s.is_empty());
+    .or(lavfi.size);
+    let fps = num("fps", 1.0, 240.0)?.or(num("frame_rate", 1.0, 240.0)?).map(|f| f.round() as u32).or(lavfi.rate);
+    let duration_seconds = num("duration", 0.04, MAX_DURATION_SECONDS)?
+        .or(num("duration_seconds", 0.04, MAX_DURATION_SECONDS)?)
+        .or(lavfi.duration);
+    let mut output = text("output")?.filter(|s| !s.is_empty());
+    // An `rtmp://` output (the seed's scripts) is a stream to that URL.
+    let output_url = output.take_if(|o| o.starts_with("rtmp://") || o.starts_with("rtmps://"));
     if let Some(o) = &output {
         check_output_name(o)?;
     }
-    let output_mode = match text("output_mode")?.as_deref() {
-        None | Some("") | Some("file") => OutputMode::File,
-        Some("rtmp") | Some("stream") => OutputMode::Rtmp,
-        Some(m) => return err(format!("invalid output_mode '{m}'; valid values: file, rtmp, stream")),
+    let output_mode = match (text("output_mode")?.as_deref(), &output_url) {
+        (None | Some(""), Some(_)) => OutputMode::Rtmp,
+        (None | Some("") | Some("file"), None) => OutputMode::File,
+        (Some("file"), Some(_)) => return err("an rtmp:// output needs output_mode rtmp (or none)"),
+        (Some("rtmp") | Some("stream"), _) => OutputMode::Rtmp,
+        (Some(m), _) => return err(format!("invalid output_mode '{m}'; valid values: file, rtmp, stream")),
     };
-    let rtmp_url = text("rtmp_url")?.filter(|s| !s.is_empty());
+    let rtmp_url = match (text("rtmp_url")?.filter(|s| !s.is_empty()), output_url) {
+        (Some(a), Some(b)) if a != b => return err("parameters 'output' and 'rtmp_url' name different streams"),
+        (explicit, from_output) => explicit.or(from_output),
+    };
     if let Some(u) = &rtmp_url {
         check_rtmp_url(u)?;
     }
@@ -500,6 +541,9 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         if input.is_some() {
             return refuse("an input file (it encodes a test pattern)");
         }
+        if lavfi.video != VideoPattern::default() || lavfi.audio != AudioTone::default() {
+            return refuse("that lavfi source (it encodes its own test pattern)");
+        }
         if encoders != ["libx264"] {
             return refuse(&format!("codec '{codec}' (it encodes H.264 with x264enc)"));
         }
@@ -536,6 +580,8 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         qoe,
         realtime,
         engine,
+        pattern: lavfi.video,
+        tone: lavfi.audio,
     })
 }
 
@@ -557,11 +603,10 @@ impl JobSpec {
         Some(((cpus as u64 * pct as u64).div_ceil(100) as usize).clamp(1, cpus.max(1)))
     }
 
-    /// The encoder needs a GPU (NVENC, QSV or VAAPI), or hardware decoding was asked for.
+    /// The encoder needs a GPU (NVENC, QSV, VAAPI, VideoToolbox), or hardware decoding
+    /// was asked for.
     pub fn needs_gpu(&self) -> bool {
-        self.hwaccel.is_some()
-            || self.gpu_index.is_some()
-            || self.encoders.iter().any(|e| e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi"))
+        self.hwaccel.is_some() || self.gpu_index.is_some() || self.encoders.iter().any(|e| is_gpu_encoder(e))
     }
 }
 
@@ -652,12 +697,21 @@ mod tests {
             json!({"rtmp_url": "rtmp://x y"}),
             json!({"stream_key": "a/../b"}),
             json!({"hwaccel": "cuda -i x"}),
-            json!({"filter": "anything"}),
             json!({"resource_limits": {"timeout_sec": "x"}}),
         ];
         for c in cases {
             assert!(spec(c.clone()).is_err(), "must refuse {c}");
         }
+    }
+
+    #[test]
+    fn unknown_parameters_are_kept_out_of_the_spec() {
+        let p = json!({"codec": "h264", "filter": "-vf drawtext=text=x", "customer": {"id": 7}});
+        let p = p.as_object().unwrap();
+        assert_eq!(unknown_parameters(p), ["customer", "filter"]);
+        let s = parse_job_spec(p, Engine::Auto).unwrap();
+        assert_eq!(s, parse_job_spec(json!({"codec": "h264"}).as_object().unwrap(), Engine::Auto).unwrap());
+        assert!(unknown_parameters_error(&unknown_parameters(p)).0.contains("unknown parameter 'customer', 'filter'"));
     }
 
     #[test]

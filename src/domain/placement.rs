@@ -5,7 +5,7 @@
 //! only from the worker's probe (an encode that really succeeded), never from NVML's
 //! "encoder capacity" or a `has_gpu` flag: an H100 reports capacity and has no NVENC.
 
-use super::params::{Engine, JobSpec, OutputMode};
+use super::params::{Engine, JobSpec, OutputMode, is_gpu_encoder};
 
 /// What a job needs from a node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -92,15 +92,34 @@ pub struct NodeCaps {
     pub max_concurrent_jobs: u32,
 }
 
-fn is_gpu_encoder(e: &str) -> bool {
-    e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi")
+/// A GPU capability in ffmpeg's encoder spelling: seed agents write `nvenc_h264`,
+/// `nvenc_h265`, `nvenc_av1` (some versions `h264_nvenc`); both name `h264_nvenc` etc.
+pub fn capability_as_encoder(capability: &str) -> String {
+    let c = capability.trim().to_ascii_lowercase();
+    const HARDWARE: [&str; 4] = ["nvenc", "qsv", "vaapi", "videotoolbox"];
+    match c.split_once('_') {
+        Some((hw, codec)) if HARDWARE.contains(&hw) => {
+            let codec = match codec {
+                "h265" | "hevc" => "hevc",
+                other => other,
+            };
+            format!("{codec}_{hw}")
+        }
+        Some(("h265", hw)) if HARDWARE.contains(&hw) => format!("hevc_{hw}"),
+        _ => c,
+    }
 }
 
 impl NodeCaps {
     fn has_encoder(&self, enc: &str) -> bool {
         match &self.encoders {
             Some(list) => list.iter().any(|e| e == enc),
-            None if is_gpu_encoder(enc) => self.has_gpu && self.gpu_capabilities.iter().any(|c| c == enc),
+            // A seed agent probes nothing. Its GPU capabilities, when it names any, are
+            // taken at their word; the real agent names none, and then the seed's own
+            // rule applies: hardware encoders go to nodes that have a GPU.
+            None if is_gpu_encoder(enc) => {
+                self.has_gpu && (self.gpu_capabilities.is_empty() || self.gpu_capabilities.iter().any(|c| c == enc))
+            }
             None => true,
         }
     }
@@ -209,6 +228,7 @@ mod tests {
             ..Default::default()
         };
         let seed_cpu = NodeCaps { encoders: None, ..Default::default() };
+        let seed_gpu_no_caps = NodeCaps { has_gpu: true, encoders: None, ..Default::default() };
         let cases: Vec<(serde_json::Value, NodeCaps, bool)> = vec![
             (json!({"codec":"h264"}), cpu_node(), true),
             (json!({"codec":"h265"}), cpu_node(), false),
@@ -219,6 +239,11 @@ mod tests {
             (json!({"codec":"hevc_nvenc"}), seed_gpu, false),
             (json!({"codec":"h264_nvenc"}), seed_cpu.clone(), false),
             (json!({"codec":"h265"}), seed_cpu, true),
+            // The real seed agent sends has_gpu and no capabilities: the seed's rule.
+            (json!({"codec":"hevc_nvenc"}), seed_gpu_no_caps.clone(), true),
+            (json!({"codec":"h264_videotoolbox"}), seed_gpu_no_caps.clone(), true),
+            (json!({"codec":"h264"}), seed_gpu_no_caps, true),
+            (json!({"codec":"h264_videotoolbox"}), l4(), false),
             (json!({"hwaccel":"cuda"}), cpu_node(), false),
             (json!({"hwaccel":"cuda"}), h100(), true),
             (json!({"threads":16}), cpu_node(), false),
@@ -231,6 +256,24 @@ mod tests {
         ];
         for (params, node, expect) in cases {
             assert_eq!(node.can_ever_run(&req(params.clone())), expect, "{params} on {node:?}");
+        }
+    }
+
+    #[test]
+    fn seed_capability_spellings() {
+        for (seed, ours) in [
+            ("nvenc_h264", "h264_nvenc"),
+            ("nvenc_h265", "hevc_nvenc"),
+            ("nvenc_hevc", "hevc_nvenc"),
+            ("nvenc_av1", "av1_nvenc"),
+            ("h264_nvenc", "h264_nvenc"),
+            ("h265_nvenc", "hevc_nvenc"),
+            ("qsv_h264", "h264_qsv"),
+            ("VAAPI_H264", "h264_vaapi"),
+            ("videotoolbox_h264", "h264_videotoolbox"),
+            ("cuda", "cuda"),
+        ] {
+            assert_eq!(capability_as_encoder(seed), ours, "{seed}");
         }
     }
 

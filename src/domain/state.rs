@@ -137,14 +137,17 @@ pub enum Refusal {
 }
 
 /// The one gate for operators' actions: the state `action` moves a job in `current`
-/// to, or why it cannot. Both the scheduler (jobs in the index or only in the database)
-/// and the job actor (live jobs) ask it; the move it allows is always legal in
-/// [`JobState::allowed_next`], and the database write re-checks both.
-pub fn control(current: JobState, action: UserAction) -> Result<JobState, Refusal> {
+/// to, or why it cannot. `on_node`: the job holds a lease on a node (a paused job whose
+/// node was lost holds none, and resuming it queues it again). Both the scheduler (jobs
+/// in the index or only in the database) and the job actor (live jobs) ask it; the move
+/// it allows is always legal in [`JobState::allowed_next`], and the database write
+/// re-checks both.
+pub fn control(current: JobState, on_node: bool, action: UserAction) -> Result<JobState, Refusal> {
     use JobState::*;
     let to = match (action, current) {
         (UserAction::Pause, Processing) => Paused,
-        (UserAction::Resume, Paused) => Processing,
+        (UserAction::Resume, Paused) if on_node => Processing,
+        (UserAction::Resume, Paused) => Queued,
         (UserAction::Cancel, s) if !s.is_terminal() => Canceled,
         (UserAction::Retry, Failed | Canceled) => Queued,
         (UserAction::Retry, current) => return Err(Refusal::NotRetryable { current }),
@@ -248,15 +251,18 @@ mod tests {
                     (Retry, current) => Err(Refusal::NotRetryable { current }),
                     (action, current) => Err(Refusal::Invalid { current, action }),
                 };
-                let got = control(s, action);
+                let got = control(s, true, action);
                 assert_eq!(got, want, "{action} on {s}");
                 if let Ok(to) = got {
                     assert!(s.check_transition(to).is_ok(), "the gate allowed an illegal {s} -> {to}");
                 }
             }
         }
+        // A paused job that lost its node is queued again when resumed.
+        assert_eq!(control(Paused, false, Resume), Ok(Queued));
+        assert_eq!(control(Paused, false, Cancel), Ok(Canceled));
         assert_eq!(
-            control(Completed, Retry).unwrap_err().to_string(),
+            control(Completed, false, Retry).unwrap_err().to_string(),
             "only failed or canceled jobs can be retried; job is 'completed'"
         );
     }

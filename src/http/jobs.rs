@@ -7,7 +7,9 @@ use crate::actors::scheduler::queued_job_from_row;
 use crate::db::jobs::{self as db_jobs, JobFilter, JobRow};
 use crate::db::{DbError, now_micros};
 use crate::domain::limits;
-use crate::domain::params::{Engine, normalize_parameters, parse_job_spec};
+use crate::domain::params::{
+    Engine, normalize_parameters, parse_job_spec, unknown_parameters, unknown_parameters_error,
+};
 use crate::domain::placement::Requirements;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
@@ -31,13 +33,13 @@ pub enum JobRef {
     Id(Uuid),
 }
 
+/// An id of any other shape names no job: 404, as the seed answered (its clients and
+/// scripts expect `cancel nonexistent-id` to be "not found", not a bad request).
 pub fn parse_job_ref(s: &str) -> AppResult<JobRef> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse::<i64>().map(JobRef::Seq).map_err(|_| AppError::job_not_found(s));
     }
-    Uuid::parse_str(s).map(JobRef::Id).map_err(|_| {
-        AppError::bad_request("invalid_job_id", format!("'{s}' is neither a job UUID nor a sequence number"))
-    })
+    Uuid::parse_str(s).map(JobRef::Id).map_err(|_| AppError::job_not_found(s))
 }
 
 async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
@@ -113,6 +115,10 @@ pub async fn submit_job(
     bounded("scenario", &b.scenario, limits::SCENARIO_MAX)?;
     bounded("confidence", &b.confidence, limits::CONFIDENCE_MAX)?;
     let params = b.parameters.clone().unwrap_or_default();
+    let ignored = unknown_parameters(&params);
+    if state.strict_parameters && !ignored.is_empty() {
+        return Err(AppError::bad_request("invalid_parameter", unknown_parameters_error(&ignored).0));
+    }
     let spec = parse_job_spec(&params, engine).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
     // Numbers are stored as numbers, not as whatever text carried them.
     let params = normalize_parameters(params);
@@ -204,7 +210,10 @@ pub async fn submit_job(
     if status == JobState::Pending {
         state.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
     }
-    Ok(HttpResponse::Created().json(operator_view(row.to_wire())))
+    let mut created = operator_view(row.to_wire());
+    // Kept on the job, read by no encode: named so that a typo is still visible.
+    created.ignored_parameters = (!ignored.is_empty()).then_some(ignored);
+    Ok(HttpResponse::Created().json(created))
 }
 
 /// An RTMP job may stream only where the operator allows (`--rtmp-allow`, else the
@@ -306,6 +315,7 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
     let (events, total) = state.h.db.read(move |c| db_jobs::recent_events(c, &key, MAX_TRANSITIONS_SHOWN)).await?;
     let mut job = operator_view(row.to_wire());
     job.state_transitions = Some(events.iter().map(|e| e.to_wire()).collect());
+    job.attempts = Some(db_jobs::attempts_of(&events));
     job.state_transitions_omitted = (total > events.len() as i64).then(|| total - events.len() as i64);
     if let Some(p) = live.and_then(|v| v.progress) {
         job.progress = p.percent.floor() as i64;
@@ -476,7 +486,11 @@ pub async fn post_result(
         attempt_given: r.attempt.is_some(),
         msg: ReportResult(r.clone()),
     };
-    if let Some(res) = state.h.scheduler.send(from).await?? {
+    let answered = state.h.scheduler.send(from).await??;
+    // The node's identity is checked: a result proves it alive (seed agents heartbeat
+    // only every 30 s).
+    state.h.nodes.do_send(NodeSeen(r.node_id.clone()));
+    if let Some(res) = answered {
         return Ok(HttpResponse::Ok().json(res?));
     }
     // No live actor: the job is queued, finished or unknown.

@@ -21,6 +21,8 @@ pub struct AppState {
     pub h: MasterHandles,
     pub default_max_retries: i32,
     pub reject_unplaceable: bool,
+    /// `--strict-parameters`: refuse parameters no encode reads (else kept and listed).
+    pub strict_parameters: bool,
     /// Cap on long-poll waits, seconds.
     pub max_long_poll: f64,
     /// `--rtmp-allow`: where RTMP jobs may stream; None = the workers' `--rtmp-base` hosts.

@@ -304,6 +304,8 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
             spec.output_mode == OutputMode::Rtmp
                 && shared.probe.gstreamer_rtmp
                 && spec.input.is_none()
+                && spec.pattern == Default::default()
+                && spec.tone == Default::default()
                 && spec.encoders.contains(&"libx264")
         }
     };

@@ -214,12 +214,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         cpu_load_percent: Some(snap.cpu_load_percent),
         has_gpu: !gpus.is_empty(),
         gpu_type: gpus.first().map(|g| g.name.clone()),
-        gpu_capabilities: probe
-            .encoders
-            .iter()
-            .filter(|e| e.ends_with("_nvenc") || e.ends_with("_qsv") || e.ends_with("_vaapi"))
-            .cloned()
-            .collect(),
+        gpu_capabilities: probe.encoders.iter().filter(|e| crate::domain::params::is_gpu_encoder(e)).cloned().collect(),
         ram_total_bytes: snap.ram_total_bytes,
         ram_free_bytes: Some(snap.ram_free_bytes),
         labels,
@@ -232,6 +227,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         rtmp_base: Some(args.rtmp_base.clone()),
         gstreamer_rtmp: probe.gstreamer_rtmp,
         request_node_token: true,
+        heartbeat_interval_seconds: Some(FIRST_HEARTBEAT_INTERVAL.as_secs_f64()),
     };
     let (metrics_addr, server) = metrics::serve(
         metrics.clone(),
@@ -315,8 +311,11 @@ fn send(shared: &WorkerShared, job_id: &str, attempt: Option<i32>, cmd: JobComma
     }
 }
 
+/// The heartbeat interval a worker declares until the master asks for another.
+const FIRST_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
 async fn heartbeat_loop(shared: Rc<WorkerShared>) {
-    let mut interval = Duration::from_secs(5);
+    let mut interval = FIRST_HEARTBEAT_INTERVAL;
     while !(shared.stopping.get() && shared.running.borrow().is_empty()) {
         let (snap, gpus) = {
             let mut hw = shared.hw.borrow_mut();
@@ -333,14 +332,21 @@ async fn heartbeat_loop(shared: Rc<WorkerShared>) {
             disk_free_bytes: snap.disk_free_bytes,
             gpus: Some(gpus),
             running_jobs: Some(running_jobs(&shared)),
+            // The master loses a node after three of the intervals it declared.
+            heartbeat_interval_seconds: Some(interval.as_secs_f64()),
         };
         match shared.client.heartbeat(&shared.node_id, &hb).await {
             Ok(r) => {
                 shared.metrics.heartbeats.inc();
-                interval = Duration::from_secs_f64(r.heartbeat_interval_seconds.clamp(0.05, 3600.0));
                 for s in r.stale_jobs {
                     log::warn!("master says job {} attempt {} is not ours any more: killing it", s.job_id, s.attempt);
                     send(&shared, &s.job_id, Some(s.attempt), JobCommand::Stale);
+                }
+                let asked = Duration::from_secs_f64(r.heartbeat_interval_seconds.clamp(0.05, 3600.0));
+                if asked != interval {
+                    // Declare the new interval at once, before waiting that long.
+                    interval = asked;
+                    continue;
                 }
             }
             Err(ClientError::Status { status: 404, .. }) => register(&shared).await,

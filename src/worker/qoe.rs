@@ -3,7 +3,7 @@
 //! does not print is absent.
 
 use super::probe::Probe;
-use crate::domain::argv::{self, DEFAULT_FPS, DEFAULT_RESOLUTION};
+use crate::domain::argv;
 use crate::domain::params::JobSpec;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,17 +48,8 @@ pub fn parse_scores(stderr: &str) -> Scores {
 
 fn reference_args(spec: &JobSpec, roots: &[PathBuf]) -> Option<Vec<String>> {
     match &spec.input {
-        None => {
-            let (w, h) = spec.resolution.unwrap_or(DEFAULT_RESOLUTION);
-            let fps = spec.fps.unwrap_or(DEFAULT_FPS);
-            let d = spec.duration_seconds.unwrap_or(argv::DEFAULT_DURATION);
-            Some(vec![
-                "-f".into(),
-                "lavfi".into(),
-                "-i".into(),
-                format!("testsrc2=size={w}x{h}:rate={fps}:duration={d}"),
-            ])
-        }
+        // The same picture the encode was given.
+        None => Some(vec!["-f".into(), "lavfi".into(), "-i".into(), argv::synthetic_video(spec)]),
         Some(i) => Some(argv::file_input_args(&argv::resolve_input(i, roots).ok()?)),
     }
 }

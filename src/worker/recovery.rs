@@ -95,7 +95,7 @@ pub async fn recover_attempts(shared: &Rc<WorkerShared>) {
                     metrics: None,
                     analyzer_output: None,
                     error: Some("the worker restarted during the encode".into()),
-                    failure_reason: Some("platform_error".into()),
+                    failure_reason: Some(crate::domain::state::FailureReason::PlatformError.as_str().into()),
                     retryable: Some(true),
                     logs: None,
                     completed_at: None,

@@ -91,7 +91,13 @@ impl TestMaster {
     }
 
     pub fn api(&self) -> Api {
-        Api { base: self.url.clone(), key: None }
+        Api { base: self.url.clone(), key: None, heartbeat_interval: self.heartbeat_interval() }
+    }
+
+    /// The `--heartbeat-interval` this master asks of workers (its default: 5 s).
+    pub fn heartbeat_interval(&self) -> f64 {
+        let at = self.args.iter().position(|a| a == "--heartbeat-interval");
+        at.and_then(|i| self.args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(5.0)
     }
 }
 
@@ -106,11 +112,14 @@ impl Drop for TestMaster {
 pub struct Api {
     pub base: String,
     pub key: Option<String>,
+    /// Declared by `register` for nodes that play an ffrtmp worker (which declares the
+    /// interval the master asks for), unless the body says otherwise.
+    pub heartbeat_interval: f64,
 }
 
 impl Api {
     pub fn with_key(&self, key: &str) -> Api {
-        Api { base: self.base.clone(), key: Some(key.to_string()) }
+        Api { base: self.base.clone(), key: Some(key.to_string()), heartbeat_interval: self.heartbeat_interval }
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -172,6 +181,10 @@ impl Api {
         b["node_id"] = Value::String(node_id.into());
         if b.get("address").is_none() {
             b["address"] = Value::String(format!("{node_id}.test"));
+        }
+        // `"heartbeat_interval_seconds": null` plays a seed agent, which declares none.
+        if b.get("heartbeat_interval_seconds").is_none() {
+            b["heartbeat_interval_seconds"] = self.heartbeat_interval.into();
         }
         let (s, j) = self.post("/nodes/register", b);
         assert!(s == 201 || s == 200, "register: {s} {j}");

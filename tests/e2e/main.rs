@@ -8,4 +8,5 @@ mod master_api;
 mod observability;
 mod postgres;
 mod security;
+mod seed_compat;
 mod worker_ffmpeg;

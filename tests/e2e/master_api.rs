@@ -488,7 +488,7 @@ fn bad_input_gets_clear_4xx_json() {
         ("POST", "/jobs", r#"{"parameters":{"codec":"libx264; rm -rf /"}}"#, 400, "invalid_parameter"),
         ("POST", "/jobs", r#"{"parameters":{"output":"../../etc/x.mp4"}}"#, 400, "invalid_parameter"),
         ("POST", "/jobs", r#"{"scenario": 5}"#, 400, "invalid_json"),
-        ("GET", "/jobs/not-a-uuid", "", 400, "invalid_job_id"),
+        ("GET", "/jobs/not-a-uuid", "", 404, "job_not_found"),
         ("GET", "/jobs/99999", "", 404, "job_not_found"),
         ("GET", "/jobs?status=running", "", 400, "invalid_status"),
         ("GET", "/jobs?limit=0", "", 400, "invalid_query"),
