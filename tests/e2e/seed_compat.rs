@@ -38,6 +38,25 @@ fn seed_poll(api: &Api, node: &str) -> Value {
     j["job"].clone()
 }
 
+/// Every time the seed's Go clients decode (`*_at`, `last_heartbeat`, `timestamp`,
+/// at any depth) must be RFC 3339: they fail on anything else.
+fn assert_times_decode(v: &Value, seen: &mut usize) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k.ends_with("_at") || k == "last_heartbeat" || k == "timestamp" {
+                    let t = x.as_str().unwrap_or_else(|| panic!("{k} is not a string: {v}"));
+                    chrono::DateTime::parse_from_rfc3339(t).unwrap_or_else(|e| panic!("{k} = {t}: {e}"));
+                    *seen += 1;
+                }
+                assert_times_decode(x, seen);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| assert_times_decode(x, seen)),
+        _ => {}
+    }
+}
+
 #[test]
 fn a_seed_agent_heartbeating_every_30s_keeps_its_node_and_its_lease() {
     // The master asks for 0.2 s: a node that declares that interval is lost in 0.6 s,
@@ -78,6 +97,14 @@ fn a_seed_agent_heartbeating_every_30s_keeps_its_node_and_its_lease() {
     );
     assert_eq!((s, r["status"].as_str()), (200, Some("success")), "{r}");
     assert_eq!(api.status(&id), "completed");
+    // What the seed CLI shows (`jobs status`, `nodes list|describe`) decodes.
+    let mut seen = 0;
+    for path in ["/jobs", &format!("/jobs/{id}"), "/nodes", &format!("/nodes/{seed}")] {
+        let (s, v) = api.get(path);
+        assert_eq!(s, 200, "{path}: {v}");
+        assert_times_decode(&v, &mut seen);
+    }
+    assert!(seen >= 12, "{seen} timestamps checked");
 }
 
 #[test]
