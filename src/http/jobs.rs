@@ -403,8 +403,10 @@ pub async fn next_job(
     let jobs = match tokio::time::timeout(wait, &mut rx).await {
         Ok(answer) => answer.unwrap_or_default(),
         // Time is up, unless jobs are already being claimed for this poll: those are
-        // delivered after their COMMIT (bounded, in case the database stalls).
-        Err(_) if state.h.scheduler.send(EndPoll { node_id, poll }).await? => Vec::new(),
+        // delivered after their COMMIT (bounded, in case the database stalls). A claim
+        // that committed between the timeout and `EndPoll` already sent its jobs (the
+        // scheduler answers in order): they are this node's now and must not be dropped.
+        Err(_) if state.h.scheduler.send(EndPoll { node_id, poll }).await? => rx.try_recv().unwrap_or_default(),
         Err(_) => tokio::time::timeout(CLAIM_COMMIT_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default(),
     };
     if jobs.is_empty() {
