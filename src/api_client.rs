@@ -28,6 +28,14 @@ impl ClientError {
 
 const QUICK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Which attempt's output an upload stores.
+pub struct UploadTarget<'a> {
+    pub job_id: &'a str,
+    pub node_id: &'a str,
+    pub attempt: i32,
+    pub name: &'a str,
+}
+
 #[derive(Clone)]
 pub struct MasterClient {
     base: String,
@@ -83,6 +91,12 @@ impl MasterClient {
 
     pub fn set_node_token(&self, token: Option<String>) {
         *self.node_token.borrow_mut() = token;
+    }
+
+    /// A request to the master with this client's key and node token (`path` from the
+    /// API root, e.g. `/jobs/{id}/outputs/{name}`).
+    pub fn request(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
+        self.req(method, path)
     }
 
     fn req(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
@@ -185,6 +199,29 @@ impl MasterClient {
 
     pub async fn result(&self, r: &JobResult) -> Result<ResultResponse, ClientError> {
         self.post("/results", r).await
+    }
+
+    /// Store one output of `attempt`: the file is streamed (never read whole), with its
+    /// SHA-256 for the master to verify; `sent` counts the bytes on the way.
+    pub async fn upload_output(
+        &self,
+        target: &UploadTarget<'_>,
+        file: &std::path::Path,
+        sha256: &str,
+        sent: std::rc::Rc<std::cell::Cell<u64>>,
+    ) -> Result<JobOutput, ClientError> {
+        let f = tokio::fs::File::open(file).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let body = crate::storage::transfer::file_stream(f, sent);
+        let path = format!(
+            "/jobs/{}/outputs/{}?node_id={}&attempt={}",
+            target.job_id, target.name, target.node_id, target.attempt
+        );
+        let r = self
+            .req(awc::http::Method::PUT, &path)
+            .insert_header((crate::storage::transfer::SHA256_HEADER, sha256))
+            .insert_header(("Content-Type", "application/octet-stream"))
+            .timeout(Duration::from_secs(6 * 3600));
+        Self::finish(r.send_stream(body).await).await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {

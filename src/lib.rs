@@ -13,6 +13,7 @@ pub mod client;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod storage;
 pub mod http;
 pub mod master;
 pub mod os;

@@ -95,6 +95,18 @@ pub struct MasterArgs {
     /// Default: the hosts of the registered workers' `--rtmp-base`.
     #[arg(long = "rtmp-allow", env = "FFRTMP_RTMP_ALLOW", value_delimiter = ',')]
     pub rtmp_allow: Vec<String>,
+    /// Hosts URL inputs (`http(s)://`) may come from: `host`, `host:port`, `*.domain` or
+    /// `*` (repeatable). Default: none. A host that is or resolves to a loopback,
+    /// private or link-local address must be named exactly (never through a wildcard).
+    #[arg(long = "input-allow", env = "FFRTMP_INPUT_ALLOW", value_delimiter = ',')]
+    pub input_allow: Vec<String>,
+    /// Directory of the artifact store (every job's outputs). Default: `artifacts/`
+    /// beside the `--db` file (also with PostgreSQL).
+    #[arg(long, env = "FFRTMP_ARTIFACT_DIR")]
+    pub artifact_dir: Option<PathBuf>,
+    /// Largest single output a worker may store, in bytes.
+    #[arg(long, env = "FFRTMP_MAX_OUTPUT_BYTES", default_value_t = 64 << 30)]
+    pub max_output_bytes: u64,
     /// Requests per second each admin or read-only API key may make (0 = unlimited).
     #[arg(long, env = "FFRTMP_RATE_LIMIT", default_value_t = 500)]
     pub rate_limit: u32,
@@ -131,6 +143,28 @@ impl MasterArgs {
         let p =
             self.rtmp_allow.iter().map(|s| crate::domain::allow::HostPattern::parse(s)).collect::<Result<Vec<_>, _>>();
         p.map(Some).map_err(|e| anyhow::anyhow!("--rtmp-allow: {e}"))
+    }
+
+    fn input_allow(&self) -> anyhow::Result<Vec<crate::domain::allow::HostPattern>> {
+        self.input_allow
+            .iter()
+            .map(|s| crate::domain::allow::HostPattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--input-allow: {e}"))
+    }
+
+    /// The artifact store's directory: given, else beside the database file.
+    fn artifact_dir(&self, database: &db::DatabaseUrl) -> PathBuf {
+        if let Some(d) = &self.artifact_dir {
+            return d.clone();
+        }
+        // Beside the SQLite file (the scratch one of `--db ""` included); with
+        // PostgreSQL beside where `--db` would be.
+        let file = match database {
+            db::DatabaseUrl::Sqlite(p) => p.as_path(),
+            _ => self.db.as_path(),
+        };
+        file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).join("artifacts")
     }
 
     /// Where the data lives, and the scratch directory of a `--db ""` store (deleted
@@ -233,9 +267,18 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         require_node_tokens: args.require_node_tokens,
     };
     let handles = actors::start(pool, cfg).await?;
+    let artifact_dir = args.artifact_dir(&database);
+    let artifacts = crate::storage::ArtifactStore::open(&artifact_dir)
+        .map_err(|e| anyhow::anyhow!("cannot open the artifact store {}: {e}", artifact_dir.display()))?;
+    log::info!("artifact store: {}", artifact_dir.display());
+    let stored = handles.db.read(crate::db::outputs::total_bytes).await?;
+    handles.metrics.do_send(crate::actors::messages::MetricRecorded(
+        crate::actors::messages::MetricEvent::ArtifactBytesChanged(stored),
+    ));
     if args.retention_days > 0 {
         actix_rt::spawn(actors::run_retention(
             handles.clone(),
+            artifacts.clone(),
             Duration::from_secs(args.retention_days * 86_400),
             Duration::from_secs(3600),
         ));
@@ -247,6 +290,9 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         strict_parameters: args.strict_parameters,
         max_long_poll: args.max_long_poll.clamp(0.0, 60.0),
         rtmp_allow: args.rtmp_allow()?,
+        input_allow: args.input_allow()?,
+        artifacts,
+        max_output_bytes: args.max_output_bytes,
     });
     let keys = web::Data::new(keys);
     let limits = web::Data::new(RateLimits::new(RateLimitConfig {

@@ -90,6 +90,35 @@ pub struct Job {
     /// the job; `--strict-parameters` refuses them instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignored_parameters: Option<Vec<String>>,
+    /// What ffprobe found in the input (file and URL inputs), once a worker probed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_info: Option<crate::domain::media::InputInfo>,
+    /// Stored outputs (`GET /jobs/{id}` and `GET /jobs/{id}/outputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<JobOutput>>,
+}
+
+/// One stored output of a job: complete and checksummed, downloadable from
+/// `GET /jobs/{id}/outputs/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct JobOutput {
+    pub name: String,
+    pub bytes: u64,
+    /// Hex SHA-256 of the bytes (also the download's ETag).
+    pub sha256: String,
+    pub content_type: String,
+    /// `artifact://<job-id>/<name>`: usable as another job's `input`.
+    pub location: String,
+    /// The attempt that produced it.
+    pub attempt: i32,
+    pub created_at: String,
+}
+
+/// `GET /jobs/{id}/outputs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobOutputs {
+    pub job_id: String,
+    pub outputs: Vec<JobOutput>,
 }
 
 /// One placement of a job on a node.
@@ -135,6 +164,15 @@ pub struct ProgressDetail {
     pub out_time_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    /// downloading (the input), encoding, or uploading (the outputs); absent: encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Bytes moved so far in a downloading or uploading phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_bytes: Option<u64>,
+    /// Bytes to move in all, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_total: Option<u64>,
 }
 
 /// `POST /jobs`. Unknown fields are ignored, as in the seed.
@@ -393,6 +431,9 @@ pub struct ProgressReport {
     pub attempt: Option<i32>,
     #[serde(flatten)]
     pub detail: ProgressDetail,
+    /// Sent once, with the first report after the worker probed the input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_info: Option<crate::domain::media::InputInfo>,
 }
 
 /// What the master wants the worker to do with a job's process.
@@ -468,6 +509,10 @@ pub struct JobResult {
     pub energy_joules: Option<f64>,
     #[serde(default)]
     pub vmaf_score: Option<f64>,
+    /// Names of the outputs this attempt stored (`PUT /jobs/{id}/outputs/{name}`): a
+    /// completed result is accepted only once every one of them is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

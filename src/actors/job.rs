@@ -212,6 +212,37 @@ impl JobActor {
         });
     }
 
+    /// Record the attempt's success and stop (the lease's slot is freed first).
+    fn complete(
+        &mut self,
+        record: impl FnOnce(&mut JobRow) + Send + 'static,
+    ) -> ResponseActFuture<Self, AppResult<ResultResponse>> {
+        self.pause_clock();
+        let now = now_micros();
+        let change = move |row: &mut JobRow| {
+            record(row);
+            row.completed_at = Some(now);
+            row.progress = 100.0;
+            // Earlier attempts' errors stay in `attempts`; the job succeeded.
+            row.error = None;
+            row.failure_reason = None;
+        };
+        let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
+        Box::pin(self.transition(JobState::Completed, change, "Completed".into()).map(move |res, act, ctx| {
+            res?;
+            if let Some(s) = exec {
+                act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
+            }
+            act.stop_with_release(ctx);
+            Ok(ResultResponse {
+                status: "success".into(),
+                job_status: JobState::Completed,
+                retry: None,
+                max_retries: None,
+            })
+        }))
+        }
+
     fn stop_with_release(&mut self, ctx: &mut Context<Self>) {
         self.release_slot();
         ctx.stop();
@@ -420,6 +451,20 @@ impl Handler<ReportProgress> for JobActor {
             }
             _ => {}
         }
+        if let Some(info) = m.input_info
+            && let Ok(text) = serde_json::to_string(&info)
+        {
+            let (db, id) = (self.db.clone(), self.row.id.clone());
+            ctx.spawn(
+                async move { db.write(move |c| crate::db::outputs::record_input_info(c, &id, &text, now_micros())).await }
+                    .into_actor(self)
+                    .map(|res, act, _| {
+                        if let Err(e) = res {
+                            log::warn!("job {}: input info not stored: {e}", act.id);
+                        }
+                    }),
+            );
+        }
         let mut detail = m.detail;
         detail.percent = detail.percent.clamp(0.0, 100.0);
         // Progress never goes backwards within an attempt.
@@ -534,30 +579,35 @@ impl Handler<ReportResult> for JobActor {
         let reported = JobState::parse(&r.status);
         let fut: Self::Result = match reported {
             Some(JobState::Completed) => {
-                self.pause_clock();
-                let now = now_micros();
-                let change = move |row: &mut JobRow| {
-                    record(row);
-                    row.completed_at = Some(now);
-                    row.progress = 100.0;
-                    // Earlier attempts' errors stay in `attempts`; the job succeeded.
-                    row.error = None;
-                    row.failure_reason = None;
-                };
-                let exec = self.row.started_at.map(|s| (now - s) as f64 / 1e6);
-                Box::pin(self.transition(JobState::Completed, change, "Completed".into()).map(move |res, act, ctx| {
-                    res?;
-                    if let Some(s) = exec {
-                        act.metrics.do_send(MetricRecorded(MetricEvent::Executed(s)));
-                    }
-                    act.stop_with_release(ctx);
-                    Ok(ResultResponse {
-                        status: "success".into(),
-                        job_status: JobState::Completed,
-                        retry: None,
-                        max_retries: None,
-                    })
-                }))
+                let promised = r.outputs.clone().unwrap_or_default();
+                if promised.is_empty() {
+                    self.complete(record)
+                } else {
+                    // Completed only once every output the worker names is stored for
+                    // this attempt: never a `completed` job whose file is not there.
+                    let (id, attempt) = (self.row.id.clone(), self.row.attempt);
+                    let db = self.db.clone();
+                    let stored =
+                        async move { db.read(move |c| crate::db::outputs::names_of_attempt(c, &id, attempt)).await };
+                    Box::pin(stored.into_actor(self).then(move |stored, act, _| -> Self::Result {
+                        let missing: Vec<String> = match stored {
+                            Err(e) => return Box::pin(actix::fut::ready(Err(e.into()))),
+                            Ok(names) => promised.into_iter().filter(|p| !names.contains(p)).collect(),
+                        };
+                        if missing.is_empty() {
+                            return act.complete(record);
+                        }
+                        Box::pin(actix::fut::ready(Err(AppError::Conflict {
+                            code: "outputs_missing",
+                            message: format!(
+                                "attempt {} has not stored {}: upload them (PUT /jobs/{}/outputs/{{name}}) before reporting completed",
+                                act.row.attempt,
+                                missing.join(", "),
+                                act.id
+                            ),
+                        })))
+                    }))
+                }
             }
             Some(ended @ (JobState::Failed | JobState::TimedOut | JobState::Canceled)) => {
                 // Checked against the known reasons when the body was read.
@@ -708,6 +758,18 @@ impl Handler<CheckLease> for JobActor {
                 true
             }
         }
+    }
+}
+
+impl Handler<VerifyLease> for JobActor {
+    type Result = AppResult<()>;
+
+    fn handle(&mut self, m: VerifyLease, _: &mut Context<Self>) -> Self::Result {
+        self.check_owner(&m.node_id, Some(m.attempt))?;
+        if !self.state().is_leased() {
+            return Err(AppError::stale_attempt(format!("job {} is '{}'; its lease is gone", self.id, self.state())));
+        }
+        Ok(())
     }
 }
 

@@ -83,6 +83,8 @@ pub enum MetricEvent {
     WorkersWaiting(usize),
     /// Node counts by status: available, busy, draining, offline.
     NodesCounted([usize; 4]),
+    /// Outputs were stored (positive) or deleted (negative) in the artifact store.
+    ArtifactBytesChanged(i64),
 }
 
 #[derive(Message, Debug, Clone)]
@@ -365,6 +367,8 @@ pub struct ReportProgress {
     pub node_id: String,
     pub attempt: Option<i32>,
     pub detail: ProgressDetail,
+    /// What the worker's ffprobe found in the input (once per attempt).
+    pub input_info: Option<crate::domain::media::InputInfo>,
 }
 
 #[derive(Message)]
@@ -393,6 +397,14 @@ pub struct LeaseLost {
 }
 
 /// A heartbeat from the lease holder: `Some(attempt)` if it reported the job.
+/// May `node_id`'s `attempt` still act for the job (store outputs)? Err: stale.
+#[derive(Message)]
+#[rtype(result = "crate::error::AppResult<()>")]
+pub struct VerifyLease {
+    pub node_id: String,
+    pub attempt: i32,
+}
+
 /// Returns false when the reported attempt is not the current lease.
 #[derive(Message)]
 #[rtype(result = "bool")]

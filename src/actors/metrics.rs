@@ -73,6 +73,7 @@ pub struct MetricsActor {
     http_duration: HistogramVec,
     uptime: Gauge,
     workers_waiting: IntGauge,
+    artifact_bytes: IntGauge,
     db_commits: IntCounter,
     db_writes: IntCounter,
     /// Current jobs per state, mirrored so gauges never go negative on odd events.
@@ -220,6 +221,10 @@ impl MetricsActor {
             &r,
             IntGauge::new("ffrtmp_workers_waiting", "Worker requests parked in /jobs/next waiting for work").unwrap(),
         );
+        let artifact_bytes = reg(
+            &r,
+            IntGauge::new("ffrtmp_artifact_bytes_stored", "Bytes of job outputs in the master's artifact store").unwrap(),
+        );
         let build = reg(
             &r,
             IntGaugeVec::new(Opts::new("ffrtmp_build_info", "Build information (always 1)"), &["version"]).unwrap(),
@@ -283,6 +288,7 @@ impl MetricsActor {
             http_duration,
             uptime,
             workers_waiting,
+            artifact_bytes,
             db_commits,
             db_writes,
             current: HashMap::new(),
@@ -398,6 +404,7 @@ impl Handler<MetricRecorded> for MetricsActor {
                 self.db_writes.inc_by(writes as u64);
             }
             MetricEvent::WorkersWaiting(n) => self.workers_waiting.set(n as i64),
+            MetricEvent::ArtifactBytesChanged(delta) => self.artifact_bytes.add(delta),
             MetricEvent::NodesCounted(counts) => {
                 for (s, n) in NodeState::ALL.iter().zip(counts) {
                     self.nodes_by_status.with_label_values(&[s.as_str()]).set(n as i64);

@@ -136,19 +136,30 @@ fn release_freed_heap() {
     }
 }
 
-/// Delete terminal jobs older than `retention` in batches, forever (every `every`).
-pub async fn run_retention(handles: MasterHandles, retention: Duration, every: Duration) {
+/// Delete terminal jobs older than `retention` in batches, forever (every `every`),
+/// with their stored outputs.
+pub async fn run_retention(
+    handles: MasterHandles,
+    artifacts: crate::storage::ArtifactStore,
+    retention: Duration,
+    every: Duration,
+) {
     loop {
         let cutoff = crate::db::now_micros() - retention.as_micros() as i64;
         loop {
             match handles.db.write(move |c| db_jobs::delete_terminal_before(c, cutoff, 1000)).await {
-                Ok(states) if states.is_empty() => break,
-                Ok(states) => {
+                Ok((states, _)) if states.is_empty() => break,
+                Ok((states, outputs)) => {
                     let mut by: HashMap<JobState, i64> = HashMap::new();
                     for s in states {
                         *by.entry(s).or_default() += 1;
                     }
-                    log::info!("retention removed {} finished jobs", by.values().sum::<i64>());
+                    log::info!(
+                        "retention removed {} finished jobs and {} outputs",
+                        by.values().sum::<i64>(),
+                        outputs.len()
+                    );
+                    crate::http::outputs::forget_files(&artifacts, &handles.metrics, &outputs);
                     handles.metrics.do_send(messages::JobsForgotten(by.into_iter().collect()));
                 }
                 Err(e) => {

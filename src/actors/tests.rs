@@ -171,6 +171,7 @@ async fn the_job_actor_fences_reports_by_node_and_attempt() {
         node_id: node.into(),
         attempt: Some(attempt),
         detail: ProgressDetail { percent: 50.0, ..Default::default() },
+        input_info: None,
     };
     let s = &f.h.scheduler;
     let stale = s.send(SendToLiveJob(row.uuid(), progress("other", 1))).await.unwrap().unwrap();

@@ -407,7 +407,11 @@ pub fn current_counts(conn: &mut Conn) -> DbResult<Vec<(JobState, i64)>> {
 
 /// Delete up to `batch` terminal jobs finished before `cutoff_micros`, folding their
 /// event counts into `state_totals` first. Returns the deleted jobs' states.
-pub fn delete_terminal_before(conn: &mut Conn, cutoff_micros: i64, batch: i64) -> DbResult<Vec<JobState>> {
+pub fn delete_terminal_before(
+    conn: &mut Conn,
+    cutoff_micros: i64,
+    batch: i64,
+) -> DbResult<(Vec<JobState>, Vec<super::outputs::OutputRow>)> {
     use diesel::dsl::count_star;
     let terminal: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| s.is_terminal()).collect();
     let found: Vec<(String, JobState)> = jobs::table
@@ -418,9 +422,11 @@ pub fn delete_terminal_before(conn: &mut Conn, cutoff_micros: i64, batch: i64) -
         .select((jobs::id, jobs::status))
         .load(conn)?;
     if found.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let (ids, states): (Vec<String>, Vec<JobState>) = found.into_iter().unzip();
+    // Their outputs go with them (the files once this commits).
+    let outputs = super::outputs::forget(conn, &ids)?;
     let folded: Vec<(JobState, i64)> = job_events::table
         .filter(job_events::job_id.eq_any(&ids))
         .group_by(job_events::to_state)
@@ -438,7 +444,7 @@ pub fn delete_terminal_before(conn: &mut Conn, cutoff_micros: i64, batch: i64) -
     }
     diesel::delete(job_events::table.filter(job_events::job_id.eq_any(&ids))).execute(conn)?;
     diesel::delete(jobs::table.filter(jobs::id.eq_any(&ids))).execute(conn)?;
-    Ok(states)
+    Ok((states, outputs))
 }
 
 impl JobRow {
@@ -484,6 +490,8 @@ impl JobRow {
             state_transitions_omitted: None,
             attempts: None,
             ignored_parameters: None,
+            input_info: None,
+            outputs: None,
         }
     }
 

@@ -22,6 +22,7 @@ macro_rules! on_backend {
 
 pub mod jobs;
 pub mod nodes;
+pub mod outputs;
 pub mod schema;
 pub mod types;
 

@@ -82,3 +82,24 @@ diesel::table! {
         total -> BigInt,
     }
 }
+
+diesel::table! {
+    job_outputs (job_id, name) {
+        job_id -> Text,
+        name -> Text,
+        attempt -> Integer,
+        bytes -> BigInt,
+        sha256 -> Text,
+        content_type -> Text,
+        location -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    job_inputs (job_id) {
+        job_id -> Text,
+        info -> Text,
+        probed_at -> BigInt,
+    }
+}

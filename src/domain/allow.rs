@@ -26,6 +26,11 @@ impl HostPattern {
         Ok(HostPattern { host: host.to_string(), port })
     }
 
+    /// `*` or `*.domain`: a pattern that admits hosts the operator did not name.
+    pub fn is_wildcard(&self) -> bool {
+        self.host.contains('*')
+    }
+
     pub fn matches(&self, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();
         let host_ok = match self.host.strip_prefix("*.") {

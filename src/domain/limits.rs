@@ -181,6 +181,24 @@ fn check_metrics(field: &str, m: Option<&Map<String, Value>>) -> Result<(), Fiel
     m.values().try_for_each(|v| walk(field, v))
 }
 
+/// Most outputs one attempt may store (an HLS ladder's segments fit many times over).
+pub const MAX_OUTPUTS_PER_JOB: usize = 10_000;
+
+/// What a worker's ffprobe reported, bounded: a file with thousands of streams (or
+/// megabytes of codec names) is not kept on the job.
+pub fn check_input_info(i: &super::media::InputInfo) -> Result<(), FieldError> {
+    if i.streams.len() > 64 {
+        return field_err("input_info", "at most 64 streams");
+    }
+    check_text("input_info.format", &i.format, 256)?;
+    for s in &i.streams {
+        check_text("input_info.streams.kind", &s.kind, 32)?;
+        check_text("input_info.streams.codec", &s.codec, 64)?;
+        check_text("input_info.streams.pix_fmt", s.pix_fmt.as_deref().unwrap_or(""), 64)?;
+    }
+    Ok(())
+}
+
 /// A worker's result: scores in range, sizes bounded; the error and logs are cleaned
 /// (NUL removed, bounded) rather than refused, so a real encode's outcome is never
 /// lost to a stray byte in ffmpeg's output.
@@ -201,6 +219,14 @@ pub fn check_result(r: &mut JobResult) -> Result<(), FieldError> {
     in_range("energy_joules", r.energy_joules, 0.0, 1e15)?;
     check_metrics("metrics", r.metrics.as_ref())?;
     check_metrics("analyzer_output", r.analyzer_output.as_ref())?;
+    if let Some(outputs) = &r.outputs {
+        if outputs.len() > MAX_OUTPUTS_PER_JOB {
+            return field_err("outputs", format!("at most {MAX_OUTPUTS_PER_JOB} outputs per attempt"));
+        }
+        for o in outputs {
+            super::media::check_artifact_name(o).map_err(|m| FieldError { field: "outputs".into(), message: m })?;
+        }
+    }
     if let Some(c) = &r.completed_at {
         check_text("completed_at", c, 64)?;
     }

@@ -32,6 +32,7 @@ pub mod credentials;
 pub mod health;
 pub mod lavfi;
 pub mod limits;
+pub mod media;
 pub mod node;
 pub mod params;
 pub mod placement;

@@ -452,7 +452,12 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
                 lavfi = source?;
                 input = None;
             }
-            None => check_input_path(i)?,
+            None => match super::media::InputRef::parse(i).map_err(ParamError)? {
+                super::media::InputRef::Local(_) => check_input_path(i)?,
+                // URLs are downloaded by the worker, never opened by ffmpeg; the master
+                // checks their host against `--input-allow` at submission.
+                _ => {}
+            },
         }
     }
     let resolution = match text("resolution")? {
@@ -677,7 +682,9 @@ mod tests {
     #[test]
     fn hostile_parameters_are_refused() {
         let cases = [
-            json!({"input": "http://evil/x.mp4"}),
+            json!({"input": "ftp://evil/x.mp4"}),
+            json!({"input": "file:///etc/passwd"}),
+            json!({"input": "http://user:pw@evil/x.mp4"}),
             json!({"input": "concat:a|b"}),
             json!({"input": "file:/etc/passwd"}),
             json!({"input": "../../etc/passwd"}),

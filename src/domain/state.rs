@@ -174,6 +174,8 @@ pub enum FailureReason {
     PlatformError,
     /// Disk, memory or a resource limit ran out.
     ResourceError,
+    /// An output could not be stored (artifact store or bucket down or refusing).
+    StorageError,
 }
 }
 

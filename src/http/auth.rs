@@ -1,8 +1,9 @@
 //! API keys with roles, checked in constant time from `Authorization: Bearer <key>`.
 //!
 //! - admin: everything;
-//! - worker: register, heartbeat, next, progress, control poll/ack, results;
-//! - read-only: GET routes.
+//! - worker: register, heartbeat, next, progress, control poll/ack, results, storing
+//!   outputs and reading them (`artifact://` inputs);
+//! - read-only: GET routes (output downloads included).
 //!
 //! Authorisation runs on the resource the router dispatched to, never on the raw
 //! path: every resource is wrapped by [`authorize`] with its own route template, so
@@ -98,7 +99,13 @@ pub const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/control/ack"),
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
+    ("PUT", "/jobs/{id}/outputs/{name}"),
+    // Jobs may read other jobs' outputs (`artifact://` inputs).
+    ("GET", "/jobs/{id}/outputs/{name}"),
 ];
+
+/// Worker routes read-only keys may call too (downloads of outputs).
+pub const SHARED_READS: &[&str] = &["/jobs/{id}/outputs/{name}"];
 
 pub const NODE_TOKEN_HEADER: &str = "x-node-token";
 
@@ -119,7 +126,10 @@ pub fn allowed(role: Role, method: &Method, route: &str) -> bool {
     match role {
         Role::Admin => true,
         Role::Worker => WORKER_ROUTES.iter().any(|(m, r)| *m == method.as_str() && *r == route),
-        Role::ReadOnly => method == Method::GET && !WORKER_ROUTES.iter().any(|(_, r)| *r == route),
+        Role::ReadOnly => {
+            method == Method::GET
+                && (SHARED_READS.contains(&route) || !WORKER_ROUTES.iter().any(|(_, r)| *r == route))
+        }
     }
 }
 
@@ -185,6 +195,14 @@ mod tests {
             (Role::ReadOnly, "GET", "/jobs/next", false),
             (Role::ReadOnly, "POST", "/jobs/{id}/{action}", false),
             (Role::ReadOnly, "DELETE", "/nodes/{id}", false),
+            (Role::Worker, "PUT", "/jobs/{id}/outputs/{name}", true),
+            (Role::Worker, "GET", "/jobs/{id}/outputs/{name}", true),
+            (Role::Worker, "GET", "/jobs/{id}/outputs", false),
+            (Role::Worker, "DELETE", "/jobs/{id}/outputs", false),
+            (Role::ReadOnly, "GET", "/jobs/{id}/outputs/{name}", true),
+            (Role::ReadOnly, "PUT", "/jobs/{id}/outputs/{name}", false),
+            (Role::ReadOnly, "GET", "/jobs/{id}/outputs", true),
+            (Role::ReadOnly, "DELETE", "/jobs/{id}/outputs", false),
         ];
         for (role, m, route, want) in cases {
             assert_eq!(allowed(role, &Method::from_bytes(m.as_bytes()).unwrap(), route), want, "{role:?} {m} {route}");

@@ -42,7 +42,7 @@ pub fn parse_job_ref(s: &str) -> AppResult<JobRef> {
     Uuid::parse_str(s).map(JobRef::Id).map_err(|_| AppError::job_not_found(s))
 }
 
-async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
+pub(crate) async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
     let r = parse_job_ref(raw)?;
     let res = match r {
         JobRef::Seq(n) => state.h.db.read(move |c| db_jobs::get_by_seq(c, n)).await,
@@ -56,14 +56,14 @@ async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
 
 /// A job as operators and read-only keys see it: stream keys and URL credentials are
 /// for the worker that streams (its `/jobs/next` copy is whole), not for every reader.
-fn operator_view(mut job: Job) -> Job {
+pub(crate) fn operator_view(mut job: Job) -> Job {
     crate::domain::redact::redact_parameters(&mut job.parameters);
     job
 }
 
 /// A job id on a worker route: only the UUID a worker was given. A sequence number is
 /// not looked up (that would turn a worker key into a way to map numbers to ids).
-fn worker_job_id(raw: &str) -> AppResult<Uuid> {
+pub(crate) fn worker_job_id(raw: &str) -> AppResult<Uuid> {
     Uuid::parse_str(raw)
         .map_err(|_| AppError::NotFound { code: "job_not_found", message: "worker routes take the job's UUID".into() })
 }
@@ -159,6 +159,9 @@ pub async fn submit_job(
     if let Some(url) = &spec.rtmp_url {
         check_rtmp_destination(&state, url).await?;
     }
+    if let Some(input) = &spec.input {
+        check_input_source(&state, input).await?;
+    }
     let requirements = Requirements::from_spec(&spec);
     let mut status = JobState::Pending;
     let mut reject_reason = None;
@@ -214,6 +217,48 @@ pub async fn submit_job(
     // Kept on the job, read by no encode: named so that a typo is still visible.
     created.ignored_parameters = (!ignored.is_empty()).then_some(ignored);
     Ok(HttpResponse::Created().json(created))
+}
+
+/// A URL input must come from a host the operator allows (`--input-allow`), and an
+/// internal address only from a host named exactly; an `artifact://` input must name
+/// an output that is stored.
+async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
+    use crate::domain::media::{InputRef, check_input_host};
+    let refuse = |m: String| AppError::bad_request("input_not_allowed", m);
+    match InputRef::parse(input).map_err(|m| AppError::bad_request("invalid_parameter", m))? {
+        InputRef::Local(_) => Ok(()),
+        InputRef::Http { host, port, .. } => {
+            // Refused by the patterns alone before any DNS query is made for it.
+            crate::domain::allow::check_destination("input", &host, port, &state.input_allow, "--input-allow")
+                .map_err(refuse)?;
+            let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => {
+                    use std::net::ToSocketAddrs;
+                    let h = host.clone();
+                    let lookup = actix_web::web::block(move || {
+                        (h.as_str(), port).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
+                    });
+                    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                        Ok(Ok(Ok(a))) => a,
+                        _ => Vec::new(),
+                    }
+                }
+            };
+            check_input_host(&host, port, &addrs, &state.input_allow).map_err(refuse)
+        }
+        InputRef::Artifact { job_id, name } => {
+            let (id, n) = (job_id.to_string(), name.clone());
+            match state.h.db.read(move |c| crate::db::outputs::get(c, &id, &n)).await {
+                Ok(_) => Ok(()),
+                Err(DbError::NotFound) => Err(AppError::bad_request(
+                    "input_not_found",
+                    format!("job {job_id} has no stored output '{name}' to use as input"),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
 }
 
 /// An RTMP job may stream only where the operator allows (`--rtmp-allow`, else the
@@ -327,6 +372,14 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
     if let Some(n) = &job.node_id {
         job.node_name = state.h.nodes.send(GetNode(n.clone())).await?.map(|n| n.name);
     }
+    let key = row.id.clone();
+    let (outputs, info) = state
+        .h
+        .db
+        .read(move |c| Ok((crate::db::outputs::list(c, &key)?, crate::db::outputs::input_info(c, &key)?)))
+        .await?;
+    job.outputs = Some(outputs.iter().map(|o| o.to_wire()).collect());
+    job.input_info = info.and_then(|i| serde_json::from_str(&i).ok());
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -428,7 +481,11 @@ pub async fn report_progress(
     if !b.detail.percent.is_finite() {
         return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
     }
-    let report = ReportProgress { node_id: b.node_id.clone(), attempt: b.attempt, detail: b.detail };
+    if let Some(i) = &b.input_info {
+        crate::domain::limits::check_input_info(i).map_err(|e| AppError::bad_request("invalid_progress", e.message))?;
+    }
+    let input_info = b.input_info;
+    let report = ReportProgress { node_id: b.node_id.clone(), attempt: b.attempt, detail: b.detail, input_info };
     let from = FromNode {
         job: uid,
         node_id: b.node_id.clone(),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod jobs;
 pub mod nodes;
 pub mod ops;
+pub mod outputs;
 pub mod rate_limit;
 
 use crate::actors::MasterHandles;
@@ -27,6 +28,12 @@ pub struct AppState {
     pub max_long_poll: f64,
     /// `--rtmp-allow`: where RTMP jobs may stream; None = the workers' `--rtmp-base` hosts.
     pub rtmp_allow: Option<Vec<crate::domain::allow::HostPattern>>,
+    /// `--input-allow`: hosts URL inputs may come from (empty: none).
+    pub input_allow: Vec<crate::domain::allow::HostPattern>,
+    /// Where job outputs are stored.
+    pub artifacts: crate::storage::ArtifactStore,
+    /// `--max-output-bytes`: largest single output accepted.
+    pub max_output_bytes: u64,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here
@@ -66,6 +73,17 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(guarded("/jobs/{id}/progress").route(web::post().to(jobs::report_progress)))
         .service(guarded("/jobs/{id}/release").route(web::post().to(jobs::release_lease)))
         .service(guarded("/jobs/{id}/control/ack").route(web::post().to(jobs::ack_control)))
+        // Before `/jobs/{id}/{action}`, which would otherwise take these paths.
+        .service(
+            guarded("/jobs/{id}/outputs")
+                .route(web::get().to(outputs::list_outputs))
+                .route(web::delete().to(outputs::delete_outputs)),
+        )
+        .service(
+            guarded("/jobs/{id}/outputs/{name}")
+                .route(web::get().to(outputs::download_output))
+                .route(web::put().to(outputs::upload_output)),
+        )
         .service(guarded("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)))
         .service(guarded("/results").route(web::post().to(jobs::post_result)))
         .service(guarded("/health").route(web::get().to(ops::health)))

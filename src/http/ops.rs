@@ -26,12 +26,14 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
         super::jobs::job_logs, super::jobs::next_job, super::jobs::report_progress, super::jobs::ack_control,
         super::jobs::post_result, super::jobs::release_lease, super::nodes::register_node, super::nodes::list_nodes, super::nodes::get_node,
         super::nodes::remove_node, super::nodes::heartbeat, super::nodes::drain_node, super::nodes::undrain_node,
-        super::nodes::poll_control, health, metrics, status, health_score
+        super::nodes::poll_control, super::outputs::upload_output, super::outputs::list_outputs,
+        super::outputs::download_output, super::outputs::delete_outputs, health, metrics, status, health_score
     ),
     components(schemas(Job, JobList, SubmitJobRequest, ControlResponse, JobLogs, NextJobResponse, Node, NodeList,
         NodeRegistration, GpuInfo, Heartbeat, HeartbeatResponse, RunningJob, ProgressReport, ProgressDetail,
         ProgressResponse, ControlAction, ControlCommand, ControlCommands, ControlAck, JobResult, ResultResponse,
-        ErrorBody, StateTransition, LeaseRelease, RegisteredNode, StatusReport, QueueStatus, RunningStatus, NodeStatus)),
+        ErrorBody, StateTransition, LeaseRelease, RegisteredNode, StatusReport, QueueStatus, RunningStatus, NodeStatus,
+        JobOutput, JobOutputs, crate::domain::media::InputInfo, crate::domain::media::StreamInfo)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

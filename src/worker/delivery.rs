@@ -1,11 +1,15 @@
 //! A finished attempt's result: built once, kept beside its output (`result.json`)
-//! until the master answers, and delivered with capped backoff; the output moves into
-//! `outputs/` only after the master accepted it, and is deleted only after a definite
-//! refusal. Used by the executor and by start-up recovery.
+//! until the master answers, and delivered with capped backoff. A completed attempt
+//! first stores its output (uploaded to the master's artifact store, checksummed),
+//! then reports; the local copy is deleted only once the master has recorded it (or
+//! definitely refused the attempt). Used by the executor and by start-up recovery.
 
 use super::WorkerShared;
 use super::session::{Ending, JobCommand};
-use crate::api_client::ClientError;
+use crate::api_client::{ClientError, UploadTarget};
+use crate::domain::state::FailureReason;
+use std::cell::Cell;
+use std::rc::Rc;
 use crate::wire::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,7 +28,7 @@ pub struct Outcome {
 
 /// A result waiting for the master's answer, kept beside the output (`result.json`)
 /// so that a worker restarted meanwhile can still deliver it.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct PendingResult {
     pub result: JobResult,
     pub output: Option<PathBuf>,
@@ -62,6 +66,7 @@ fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> O
         efficiency_score: None,
         energy_joules: o.energy,
         vmaf_score: o.scores.as_ref().and_then(|s| s.vmaf),
+        outputs: None,
     };
     let output = if *ending == Ending::Completed { o.output } else { None };
     Some(PendingResult { result, output })
@@ -113,6 +118,23 @@ pub async fn deliver(
     dir: &Path,
     mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
 ) -> Delivery {
+    let mut pending = pending.clone();
+    if let Some(file) = pending.output.clone() {
+        match store_output(shared, &pending.result, &file).await {
+            Stored::Yes(name) => pending.result.outputs = Some(vec![name]),
+            Stored::Stale => return finish(&pending, dir, Delivery::Refused),
+            Stored::No(error, reason, retryable) => {
+                // The encode is reported failed (and run again if retryable) rather
+                // than completed without its file.
+                log::error!("job {}: output not stored: {error}", pending.result.job_id);
+                let r = &mut pending.result;
+                (r.status, r.error, r.failure_reason, r.retryable) =
+                    ("failed".into(), Some(error), Some(reason.as_str().into()), Some(retryable));
+                pending.output = None;
+            }
+        }
+    }
+    let pending = &pending;
     let r = &pending.result;
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
@@ -123,6 +145,15 @@ pub async fn deliver(
         };
         let transient = match &err {
             ClientError::Transport(_) | ClientError::Decode(_) => true,
+            // The master lost track of the stored file (deleted meanwhile): store it again.
+            ClientError::Status { status: 409, code, .. } if code == "outputs_missing" => {
+                if let Some(file) = &pending.output
+                    && let Stored::Stale = store_output(shared, r, file).await
+                {
+                    break Delivery::Refused;
+                }
+                true
+            }
             ClientError::Status { status, .. } => *status >= 500 || *status == 429,
         };
         if !transient {
@@ -148,10 +179,10 @@ pub async fn deliver(
                     // A heartbeat says the lease moved on: the output is nobody's now.
                     Some(JobCommand::Stale) => {
                         log::warn!("job {} attempt {:?} went stale while its result waited", r.job_id, r.attempt);
-                        return finish(shared, pending, dir, Delivery::Refused);
+                        return finish(pending, dir, Delivery::Refused);
                     }
                     // Shutting down: keep everything for the next start.
-                    Some(JobCommand::Abandon) => return finish(shared, pending, dir, Delivery::Kept),
+                    Some(JobCommand::Abandon) => return finish(pending, dir, Delivery::Kept),
                     None => commands = None,
                     _ => {}
                 },
@@ -159,38 +190,101 @@ pub async fn deliver(
         }
         delay = (delay * 2).min(Duration::from_secs(10));
     };
-    finish(shared, pending, dir, delivery)
+    finish(pending, dir, delivery)
 }
 
-fn finish(shared: &WorkerShared, pending: &PendingResult, dir: &Path, delivery: Delivery) -> Delivery {
-    let job_id = &pending.result.job_id;
+/// Delete the attempt's files once the master has the result (and the output), or
+/// has refused the attempt; keep them when it never answered.
+fn finish(pending: &PendingResult, dir: &Path, delivery: Delivery) -> Delivery {
     if delivery == Delivery::Kept {
         return delivery;
     }
-    if delivery == Delivery::Accepted
-        && let Some(p) = &pending.output
-    {
-        let final_dir = shared.cfg.work_dir.join("outputs").join(format!("job-{job_id}"));
-        let moved = std::fs::create_dir_all(&final_dir).and_then(|_| {
-            let name = p.file_name().ok_or_else(|| std::io::Error::other("output has no file name"))?;
-            std::fs::rename(p, final_dir.join(name)).map(|_| final_dir.join(name))
-        });
-        match moved {
-            Ok(dest) => log::info!("job {job_id} output: {}", dest.display()),
-            Err(e) => {
-                // The master has accepted this output: never delete it.
-                log::error!(
-                    "cannot move the output of job {job_id} into {}: {e}; it stays in {}",
-                    final_dir.display(),
-                    dir.display()
-                );
-                return delivery;
-            }
-        }
+    if delivery == Delivery::Accepted && pending.output.is_some() {
+        log::info!("job {}: output stored on the master", pending.result.job_id);
     }
     let _ = std::fs::remove_dir_all(dir);
     if let Some(parent) = dir.parent() {
         let _ = std::fs::remove_dir(parent);
     }
     delivery
+}
+
+/// How storing an output ended.
+enum Stored {
+    /// Recorded by the master under this name.
+    Yes(String),
+    /// The attempt's lease is gone: nobody wants the file.
+    Stale,
+    /// Not stored: why, as what failure, retryable or not.
+    No(String, FailureReason, bool),
+}
+
+/// Tries of one upload before the attempt is failed as `storage_error`.
+const UPLOAD_TRIES: u32 = 8;
+
+/// Upload `file` to the master's artifact store, retrying transport errors and 5xx
+/// with capped backoff, while reporting the `uploading` phase.
+async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path) -> Stored {
+    let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Stored::No("output has no file name".into(), FailureReason::PlatformError, true);
+    };
+    let (bytes, sha) = match crate::storage::file_digest(file).await {
+        Ok(d) => d,
+        Err(e) => {
+            return Stored::No(format!("cannot read the output {}: {e}", file.display()), FailureReason::ResourceError, true);
+        }
+    };
+    let target = UploadTarget { job_id: &r.job_id, node_id: &shared.node_id, attempt: r.attempt.unwrap_or(1), name: &name };
+    let mut delay = Duration::from_millis(500);
+    let mut last = String::new();
+    for try_no in 0..UPLOAD_TRIES {
+        if try_no > 0 {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(15));
+        }
+        let sent = Rc::new(Cell::new(0u64));
+        let upload = shared.client.upload_output(&target, file, &sha, sent.clone());
+        tokio::pin!(upload);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let answer = loop {
+            tokio::select! {
+                a = &mut upload => break a,
+                _ = tick.tick() => report_uploading(shared, r, sent.get(), bytes),
+            }
+        };
+        match answer {
+            Ok(_) => return Stored::Yes(name.clone()),
+            Err(ClientError::Status { status: 409, .. }) => return Stored::Stale,
+            Err(ClientError::Status { status: 413, message, .. }) => {
+                return Stored::No(format!("the master refused the output: {message}"), FailureReason::ResourceError, false);
+            }
+            Err(e @ ClientError::Status { status: 400 | 401 | 403 | 404, .. }) if !e.to_string().contains("checksum") => {
+                return Stored::No(format!("the master refused the output: {e}"), FailureReason::StorageError, false);
+            }
+            Err(e) => {
+                log::warn!("job {}: upload of {name} failed ({e}); retrying in {delay:?}", r.job_id);
+                last = e.to_string();
+            }
+        }
+    }
+    Stored::No(format!("upload failed {UPLOAD_TRIES} times: {last}"), FailureReason::StorageError, true)
+}
+
+fn report_uploading(shared: &WorkerShared, r: &JobResult, sent: u64, total: u64) {
+    let report = ProgressReport {
+        node_id: shared.node_id.clone(),
+        attempt: r.attempt,
+        detail: ProgressDetail {
+            percent: 100.0,
+            phase: Some("uploading".into()),
+            transfer_bytes: Some(sent),
+            transfer_total: Some(total),
+            ..Default::default()
+        },
+        input_info: None,
+    };
+    let (client, id) = (shared.client.clone(), r.job_id.clone());
+    actix_rt::spawn(async move {
+        let _ = client.progress(&id, &report).await;
+    });
 }

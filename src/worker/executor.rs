@@ -47,7 +47,19 @@ pub async fn run_job(
     let cfg = shared.cfg.clone();
     let started = Instant::now();
     let dir = attempt_dir(&cfg, &job);
-    let prepared = prepare(&shared, &job, &dir);
+    let mut input_info = None;
+    let prepared = match local_input(&shared, &job, &dir, &mut commands).await {
+        Ok(local) => {
+            let path = local.as_ref().map(|l| l.path.clone());
+            input_info = local.map(|l| l.info);
+            prepare(&shared, &job, &dir, path)
+        }
+        Err(ending) => Err(ending),
+    };
+    if matches!(prepared, Err(Ending::Discarded | Ending::Abandoned)) {
+        remove_attempt_dir(&dir);
+        return prepared.err().expect("matched an error");
+    }
     let (spec, encoder, program, args, output) = match prepared {
         Ok(p) => p,
         Err(ending) => {
@@ -55,11 +67,14 @@ pub async fn run_job(
             return ending;
         }
     };
-    let expected = spec
-        .duration_seconds
-        .or(Some(argv::DEFAULT_DURATION))
-        .filter(|_| spec.input.is_none())
-        .or(spec.duration_seconds);
+    // A synthetic input runs its duration; a real one its own length (probed), or less
+    // when the job cuts it.
+    let probed = input_info.as_ref().and_then(|i| i.duration_seconds);
+    let expected = match (spec.input.is_none(), spec.duration_seconds, probed) {
+        (true, d, _) => d.or(Some(argv::DEFAULT_DURATION)),
+        (false, Some(d), Some(p)) => Some(d.min(p)),
+        (false, d, p) => d.or(p),
+    };
     let energy_start = energy_now(&shared, &encoder, &spec);
     log::info!(
         "job {} attempt {}: {} {}",
@@ -106,6 +121,8 @@ pub async fn run_job(
     };
     let mut session = Session::new(limits, Instant::now());
     let in_flight = Rc::new(RefCell::new(false));
+    // The probe's findings ride on the first report (kept by the master once per job).
+    let pending_info = Rc::new(RefCell::new(input_info));
     let mut cancel_ack = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     // The loop only carries events to the session and its effects out.
@@ -133,7 +150,7 @@ pub async fn run_job(
                     cancel_ack = Some(acknowledge(&shared, &job, ControlAction::Cancel));
                 }
                 Effect::Acknowledge(action) => drop(acknowledge(&shared, &job, action)),
-                Effect::Report(block) => send_progress(&shared, &job, block, expected, &in_flight, &tx),
+                Effect::Report(block) => send_progress(&shared, &job, block, expected, &in_flight, &pending_info, &tx),
             }
         }
     };
@@ -171,10 +188,7 @@ pub async fn run_job(
         }
     }
     if matches!(ending, Ending::Discarded | Ending::Abandoned) {
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Some(parent) = dir.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
+        remove_attempt_dir(&dir);
         return ending;
     }
     let mut metrics = serde_json::Map::new();
@@ -289,9 +303,34 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
     ending
 }
 
+fn remove_attempt_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// The job's input made local and probed (None: a synthetic input).
+async fn local_input(
+    shared: &Rc<WorkerShared>,
+    job: &Job,
+    dir: &Path,
+    commands: &mut mpsc::UnboundedReceiver<JobCommand>,
+) -> Result<Option<super::input::LocalInput>, Ending> {
+    let spec = parse_job_spec(&job.parameters, job.engine)
+        .map_err(|e| Ending::failed(e.0, FailureReason::UserError, false))?;
+    let Some(input) = spec.input.as_deref() else { return Ok(None) };
+    std::fs::create_dir_all(dir).map_err(|e| Ending::Failed {
+        error: format!("cannot create {}: {e}", dir.display()),
+        reason: FailureReason::ResourceError,
+        retryable: true,
+    })?;
+    super::input::localize(shared, job, input, dir, commands).await.map(Some)
+}
+
 type Prepared = (JobSpec, String, String, Vec<String>, OutputTarget);
 
-fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, Ending> {
+fn prepare(shared: &WorkerShared, job: &Job, dir: &Path, input: Option<PathBuf>) -> Result<Prepared, Ending> {
     let cfg = &shared.cfg;
     let user = |e: String| Ending::failed(e, FailureReason::UserError, false);
     let spec = parse_job_spec(&job.parameters, job.engine).map_err(|e| user(e.0))?;
@@ -327,13 +366,9 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path) -> Result<Prepared, End
             retryable: true,
         });
     }
-    let input = match &spec.input {
+    let input = match input {
         None => InputSource::Synthetic,
-        Some(i) => InputSource::File(argv::resolve_input(i, &cfg.input_roots).map_err(|e| Ending::Failed {
-            error: e,
-            reason: FailureReason::InputError,
-            retryable: false,
-        })?),
+        Some(p) => InputSource::File(p),
     };
     std::fs::create_dir_all(dir).map_err(|e| Ending::Failed {
         error: format!("cannot create {}: {e}", dir.display()),
@@ -371,6 +406,7 @@ fn send_progress(
     b: ProgressBlock,
     expected: Option<f64>,
     in_flight: &Rc<RefCell<bool>>,
+    input_info: &Rc<RefCell<Option<crate::domain::media::InputInfo>>>,
     tx: &mpsc::UnboundedSender<JobCommand>,
 ) {
     // Coalesce: one report in flight; a newer block simply waits for the next tick.
@@ -389,11 +425,18 @@ fn send_progress(
             frames: b.frame,
             out_time_seconds: b.out_time_us.map(|t| t as f64 / 1e6),
             eta_seconds: b.eta_seconds(expected),
+            ..Default::default()
         },
+        input_info: input_info.borrow().clone(),
     };
     let (client, id, flag, tx) = (shared.client.clone(), job.id.clone(), in_flight.clone(), tx.clone());
+    let info = input_info.clone();
     actix_rt::spawn(async move {
-        match client.progress(&id, &report).await {
+        let sent = client.progress(&id, &report).await;
+        if sent.is_ok() {
+            info.borrow_mut().take();
+        }
+        match sent {
             Ok(r) => {
                 let _ = tx.send(JobCommand::Control(r.control));
             }

@@ -9,6 +9,7 @@
 pub mod delivery;
 pub mod executor;
 pub mod hardware;
+pub mod input;
 pub mod metrics;
 pub mod probe;
 pub mod process;
@@ -59,6 +60,12 @@ pub struct WorkerArgs {
     pub input_roots: Vec<PathBuf>,
     #[arg(long, env = "FFRTMP_FFMPEG", default_value = "ffmpeg")]
     pub ffmpeg: String,
+    /// ffprobe, which reads every input once before its encode.
+    #[arg(long, env = "FFRTMP_FFPROBE", default_value = "ffprobe")]
+    pub ffprobe: String,
+    /// Largest input a job may download (URL and artifact:// inputs), in bytes.
+    #[arg(long, env = "FFRTMP_MAX_INPUT_BYTES", default_value_t = 20 << 30)]
+    pub max_input_bytes: u64,
     #[arg(long, env = "FFRTMP_GST_LAUNCH", default_value = "gst-launch-1.0")]
     pub gst: String,
     /// RTMP base for jobs that stream without their own rtmp_url.
@@ -92,6 +99,8 @@ pub struct WorkerConfig {
     pub work_dir: PathBuf,
     pub input_roots: Vec<PathBuf>,
     pub ffmpeg: String,
+    pub ffprobe: String,
+    pub max_input_bytes: u64,
     pub gst: String,
     pub rtmp_base: String,
     pub stall_timeout: Duration,
@@ -247,6 +256,8 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
             work_dir,
             input_roots: args.input_roots.clone(),
             ffmpeg: args.ffmpeg.clone(),
+            ffprobe: args.ffprobe.clone(),
+            max_input_bytes: args.max_input_bytes,
             gst: args.gst.clone(),
             rtmp_base: args.rtmp_base.clone(),
             stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),

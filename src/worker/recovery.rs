@@ -103,6 +103,7 @@ pub async fn recover_attempts(shared: &Rc<WorkerShared>) {
                     efficiency_score: None,
                     energy_joules: None,
                     vmaf_score: None,
+                    outputs: None,
                 };
                 if let Err(e) = shared.client.result(&r).await {
                     log::info!("job {} attempt {}: interrupted attempt not reported ({e})", f.job_id, f.attempt);

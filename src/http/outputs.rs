@@ -1,0 +1,184 @@
+//! A job's outputs: workers store them (`PUT`, fenced by attempt, checksummed,
+//! streamed to disk), operators list and download them (HTTP Range, `ETag` = SHA-256),
+//! and free them early (`DELETE`, finished jobs only).
+
+use super::AppState;
+use super::auth::node_token;
+use super::jobs::{load_row, worker_job_id};
+use crate::actors::messages::{FromNode, MetricEvent, MetricRecorded, VerifyLease};
+use crate::db::now_micros;
+use crate::db::outputs::{self as db_outputs, OutputRow};
+use crate::domain::media::{check_artifact_name, content_type_of};
+use crate::error::{AppError, AppResult};
+use crate::storage::{ArtifactStore, StoreError, transfer::SHA256_HEADER};
+use crate::wire::{ErrorBody, JobOutput, JobOutputs};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UploadQuery {
+    pub node_id: String,
+    pub attempt: i32,
+}
+
+fn output_name(name: &str) -> AppResult<()> {
+    check_artifact_name(name).map_err(|m| AppError::bad_request("invalid_output_name", m))
+}
+
+#[utoipa::path(put, path = "/jobs/{id}/outputs/{name}", params(("id" = String, Path), ("name" = String, Path), UploadQuery,
+        ("x-content-sha256" = String, Header, description = "Hex SHA-256 of the body")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = JobOutput), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn upload_output(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    q: web::Query<UploadQuery>,
+    body: web::Payload,
+) -> AppResult<HttpResponse> {
+    let (id, name) = path.into_inner();
+    let uid = worker_job_id(&id)?;
+    output_name(&name)?;
+    crate::domain::limits::check_text("node_id", &q.node_id, 128).map_err(|e| AppError::bad_request("invalid_query", e.message))?;
+    let sha = req
+        .headers()
+        .get(SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| AppError::bad_request("missing_checksum", format!("send the body's hex SHA-256 in {SHA256_HEADER}")))?;
+    if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > state.max_output_bytes
+    {
+        return Err(AppError::PayloadTooLarge(state.max_output_bytes as usize));
+    }
+    // Refuse a stale attempt before taking its bytes; the row is fenced again when it
+    // is written, since the lease may move while the file streams in.
+    let verify = VerifyLease { node_id: q.node_id.clone(), attempt: q.attempt };
+    let from = FromNode { job: uid, node_id: q.node_id.clone(), token: node_token(&req), attempt_given: true, msg: verify };
+    match state.h.scheduler.send(from).await?? {
+        Some(answer) => answer?,
+        None => {
+            return Err(AppError::stale_attempt(format!(
+                "job {id} is not running on node {} (attempt {}): its outputs are not wanted",
+                q.node_id, q.attempt
+            )));
+        }
+    }
+    let uid_s = uid.to_string();
+    let location = ArtifactStore::location(&uid_s, q.attempt, &name);
+    let stored = state.artifacts.receive(&location, body, state.max_output_bytes, &sha).await.map_err(|e| match e {
+        StoreError::TooLarge(n) => AppError::PayloadTooLarge(n as usize),
+        StoreError::ChecksumMismatch { .. } => AppError::bad_request("checksum_mismatch", e.to_string()),
+        StoreError::Body(_) => AppError::bad_request("incomplete_upload", e.to_string()),
+        StoreError::Io(_) => AppError::Unavailable { code: "storage_unavailable", message: e.to_string() },
+    })?;
+    let row = OutputRow {
+        job_id: uid_s,
+        name: name.clone(),
+        attempt: q.attempt,
+        bytes: stored.bytes as i64,
+        sha256: stored.sha256,
+        content_type: content_type_of(&name),
+        location: location.clone(),
+        created_at: now_micros(),
+    };
+    let node = q.node_id.clone();
+    let wire = row.to_wire();
+    match state.h.db.write(move |c| db_outputs::record(c, row, &node)).await {
+        Ok(replaced) => {
+            let mut delta = stored.bytes as i64;
+            if let Some(old) = replaced {
+                state.artifacts.remove(&old.location);
+                delta -= old.bytes;
+            }
+            state.h.metrics.do_send(MetricRecorded(MetricEvent::ArtifactBytesChanged(delta)));
+            Ok(HttpResponse::Created().json(wire))
+        }
+        Err(e) => {
+            // Not recorded: the file is nobody's (a same-attempt re-upload that failed
+            // here leaves the earlier row pointing at a replaced, equally verified file).
+            if e.is_refusal() {
+                state.artifacts.remove(&location);
+                return Err(AppError::stale_attempt(e.to_string()));
+            }
+            Err(e.into())
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/jobs/{id}/outputs", params(("id" = String, Path)),
+    responses((status = 200, body = JobOutputs), (status = 404, body = ErrorBody)))]
+pub async fn list_outputs(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
+    let row = load_row(&state, &id).await?;
+    let key = row.id.clone();
+    let rows = state.h.db.read(move |c| db_outputs::list(c, &key)).await?;
+    Ok(HttpResponse::Ok().json(JobOutputs { job_id: row.id, outputs: rows.iter().map(OutputRow::to_wire).collect() }))
+}
+
+#[utoipa::path(get, path = "/jobs/{id}/outputs/{name}", params(("id" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The file (Range requests answer 206)", content_type = "application/octet-stream"),
+        (status = 404, body = ErrorBody)))]
+pub async fn download_output(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (id, name) = path.into_inner();
+    output_name(&name)?;
+    let row = load_row(&state, &id).await?;
+    let key = (row.id.clone(), name.clone());
+    let out = state.h.db.read(move |c| db_outputs::get(c, &key.0, &key.1)).await.map_err(|e| match e {
+        crate::db::DbError::NotFound => AppError::NotFound {
+            code: "output_not_found",
+            message: format!("job {} has no stored output '{name}'", row.id),
+        },
+        other => other.into(),
+    })?;
+    let file = actix_files::NamedFile::open_async(state.artifacts.path(&out.location)).await.map_err(|e| {
+        AppError::NotFound { code: "output_not_found", message: format!("output '{}' is recorded but unreadable: {e}", out.name) }
+    })?;
+    let disposition = actix_web::http::header::ContentDisposition {
+        disposition: actix_web::http::header::DispositionType::Attachment,
+        parameters: vec![actix_web::http::header::DispositionParam::Filename(out.name.clone())],
+    };
+    let mime: mime_guess::Mime = out.content_type.parse().unwrap_or(mime_guess::mime::APPLICATION_OCTET_STREAM);
+    let mut resp = file
+        .use_etag(false)
+        .set_content_type(mime)
+        .set_content_disposition(disposition)
+        .into_response(&req);
+    // The SHA-256 is the entity tag: a client can verify what it got.
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("\"{}\"", out.sha256)) {
+        resp.headers_mut().insert(actix_web::http::header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+#[utoipa::path(delete, path = "/jobs/{id}/outputs", params(("id" = String, Path)),
+    responses((status = 200, body = JobOutputs, description = "What was deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_outputs(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
+    let row = load_row(&state, &id).await?;
+    if !row.state().is_terminal() {
+        return Err(AppError::Conflict {
+            code: "job_not_finished",
+            message: format!("job {} is '{}'; its outputs can be deleted once it has finished", row.id, row.status),
+        });
+    }
+    let ids = vec![row.id.clone()];
+    let gone = state.h.db.write(move |c| db_outputs::forget(c, &ids)).await?;
+    forget_files(&state.artifacts, &state.h.metrics, &gone);
+    Ok(HttpResponse::Ok().json(JobOutputs { job_id: row.id, outputs: gone.iter().map(OutputRow::to_wire).collect() }))
+}
+
+/// Remove the files of forgotten outputs and count them out of the gauge.
+pub fn forget_files(store: &ArtifactStore, metrics: &actix::Addr<crate::actors::metrics::MetricsActor>, gone: &[OutputRow]) {
+    let mut freed = 0;
+    for o in gone {
+        store.remove(&o.location);
+        freed += o.bytes;
+    }
+    if freed > 0 {
+        metrics.do_send(MetricRecorded(MetricEvent::ArtifactBytesChanged(-freed)));
+    }
+}

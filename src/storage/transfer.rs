@@ -1,0 +1,158 @@
+//! Transfers over HTTP, streamed both ways: a file as a request body (uploads), and a
+//! response body into a file with a size cap, a stall timeout and resumed retries
+//! (`Range`), classified into what retrying can fix and what it cannot.
+
+use actix_web::web::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::cell::Cell;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The header an upload names its body's SHA-256 in (hex).
+pub const SHA256_HEADER: &str = "x-content-sha256";
+
+const CHUNK: usize = 256 * 1024;
+
+/// A file as a stream of chunks; `sent` counts what was read.
+pub fn file_stream(
+    file: tokio::fs::File,
+    sent: Rc<Cell<u64>>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin + 'static {
+    Box::pin(futures_util::stream::unfold((file, sent), |(mut f, sent)| async move {
+        let mut buf = vec![0u8; CHUNK];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                sent.set(sent.get() + n as u64);
+                Some((Ok(Bytes::from(buf)), (f, sent)))
+            }
+            Err(e) => Some((Err(e), (f, sent))),
+        }
+    }))
+}
+
+/// Why a download failed, and whether another try could help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DownloadError {
+    pub message: String,
+    /// Retrying cannot help (404, 403, too large): the input is wrong, not the network.
+    pub permanent: bool,
+}
+
+impl DownloadError {
+    fn permanent(m: impl Into<String>) -> Self {
+        DownloadError { message: m.into(), permanent: true }
+    }
+    fn transient(m: impl Into<String>) -> Self {
+        DownloadError { message: m.into(), permanent: false }
+    }
+}
+
+/// How a download behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadLimits {
+    pub max_bytes: u64,
+    /// Longest wait for the next chunk (or the response head).
+    pub stall: Duration,
+    /// Tries in all; each after the first resumes where the last one stopped.
+    pub tries: u32,
+}
+
+/// Download into `dest`. `request(offset)` builds the request; from a non-zero offset
+/// it asks for the rest (`Range`) and a server that answers 200 instead is read from
+/// the start again. `got` counts bytes in the file.
+pub async fn download(
+    request: impl Fn(u64) -> awc::ClientRequest,
+    dest: &Path,
+    limits: DownloadLimits,
+    got: Rc<Cell<u64>>,
+) -> Result<u64, DownloadError> {
+    let io = |e: std::io::Error| DownloadError::transient(format!("cannot write {}: {e}", dest.display()));
+    let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+    let mut have = 0u64;
+    let mut delay = Duration::from_millis(200);
+    let mut last = DownloadError::transient("no try made");
+    for try_no in 0..limits.tries.max(1) {
+        if try_no > 0 {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        let mut req = request(have).timeout(limits.stall);
+        if have > 0 {
+            req = req.insert_header(("Range", format!("bytes={have}-")));
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                last = DownloadError::transient(format!("request failed: {e}"));
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        match status {
+            200 => {
+                if have > 0 {
+                    // No resumption offered: start over.
+                    file.set_len(0).await.map_err(io)?;
+                    file = tokio::fs::OpenOptions::new().write(true).open(dest).await.map_err(io)?;
+                    have = 0;
+                }
+            }
+            206 if have > 0 => {}
+            404 | 410 => return Err(DownloadError::permanent(format!("the input is not there (HTTP {status})"))),
+            s if (400..500).contains(&s) && s != 408 && s != 429 => {
+                return Err(DownloadError::permanent(format!("the input server refused it (HTTP {s})")));
+            }
+            s => {
+                last = DownloadError::transient(format!("the input server answered HTTP {s}"));
+                continue;
+            }
+        }
+        if let Some(len) = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && have + len > limits.max_bytes
+        {
+            return Err(DownloadError::permanent(format!(
+                "the input is {} bytes, over the worker's --max-input-bytes {}",
+                have + len,
+                limits.max_bytes
+            )));
+        }
+        let ended = loop {
+            let next = match tokio::time::timeout(limits.stall, resp.next()).await {
+                Ok(n) => n,
+                Err(_) => break Err(DownloadError::transient(format!("no data for {:?}", limits.stall))),
+            };
+            match next {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(DownloadError::transient(format!("the transfer broke: {e}"))),
+                Some(Ok(chunk)) => {
+                    if have + chunk.len() as u64 > limits.max_bytes {
+                        return Err(DownloadError::permanent(format!(
+                            "the input is over the worker's --max-input-bytes {}",
+                            limits.max_bytes
+                        )));
+                    }
+                    file.write_all(&chunk).await.map_err(io)?;
+                    have += chunk.len() as u64;
+                    got.set(have);
+                }
+            }
+        };
+        match ended {
+            Ok(()) => {
+                file.flush().await.map_err(io)?;
+                return Ok(have);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
