@@ -241,7 +241,7 @@ impl JobActor {
                 max_retries: None,
             })
         }))
-        }
+    }
 
     fn stop_with_release(&mut self, ctx: &mut Context<Self>) {
         self.release_slot();

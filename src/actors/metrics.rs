@@ -223,7 +223,8 @@ impl MetricsActor {
         );
         let artifact_bytes = reg(
             &r,
-            IntGauge::new("ffrtmp_artifact_bytes_stored", "Bytes of job outputs in the master's artifact store").unwrap(),
+            IntGauge::new("ffrtmp_artifact_bytes_stored", "Bytes of job outputs in the master's artifact store")
+                .unwrap(),
         );
         let build = reg(
             &r,

@@ -379,8 +379,27 @@ mod tests {
         }
         jobs::insert(&mut c, &new_job("live", JobState::Pending, 0)).unwrap();
         let before = jobs::state_entry_totals(&mut c).unwrap();
-        let deleted = jobs::delete_terminal_before(&mut c, now_micros() - 5_000_000, 100).unwrap();
+        let output = |job: &str| outputs::OutputRow {
+            job_id: job.into(),
+            name: "out.mp4".into(),
+            attempt: 1,
+            bytes: 3,
+            sha256: "x".into(),
+            content_type: "video/mp4".into(),
+            location: format!("{job}/a1/out.mp4"),
+            created_at: 0,
+        };
+        for job in ["old", "new"] {
+            diesel::insert_into(schema::job_outputs::table).values(output(job)).execute(&mut c).unwrap();
+        }
+        let (deleted, forgotten) = jobs::delete_terminal_before(&mut c, now_micros() - 5_000_000, 100).unwrap();
         assert_eq!(deleted, vec![JobState::Completed]);
+        assert_eq!(
+            forgotten,
+            vec![output("old")],
+            "the deleted job's outputs go with it (their files are the caller's)"
+        );
+        assert_eq!(outputs::list(&mut c, "new").unwrap(), vec![output("new")]);
         assert!(jobs::get(&mut c, "old").is_err());
         assert!(jobs::get(&mut c, "new").is_ok() && jobs::get(&mut c, "live").is_ok());
         let mut after = jobs::state_entry_totals(&mut c).unwrap();

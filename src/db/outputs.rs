@@ -55,8 +55,10 @@ pub fn record(conn: &mut Conn, row: OutputRow, node: &str) -> DbResult<Option<Ou
         ));
     }
     let old = get(conn, &row.job_id, &row.name).ok();
-    diesel::delete(job_outputs::table.filter(job_outputs::job_id.eq(&row.job_id)).filter(job_outputs::name.eq(&row.name)))
-        .execute(conn)?;
+    diesel::delete(
+        job_outputs::table.filter(job_outputs::job_id.eq(&row.job_id)).filter(job_outputs::name.eq(&row.name)),
+    )
+    .execute(conn)?;
     diesel::insert_into(job_outputs::table).values(&row).execute(conn)?;
     Ok(old.filter(|o| o.location != row.location))
 }

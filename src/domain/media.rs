@@ -28,7 +28,9 @@ impl InputRef {
     pub fn parse(s: &str) -> Result<InputRef, String> {
         let Some((scheme, rest)) = s.split_once("://") else { return Ok(InputRef::Local(s.to_string())) };
         if s.len() > MAX_INPUT_URL || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!("input URL must be 1 to {MAX_INPUT_URL} characters with no spaces or control characters"));
+            return Err(format!(
+                "input URL must be 1 to {MAX_INPUT_URL} characters with no spaces or control characters"
+            ));
         }
         match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" => {
@@ -45,7 +47,8 @@ impl InputRef {
                 let (job, name) = rest
                     .split_once('/')
                     .ok_or_else(|| "an artifact input is artifact://<job-id>/<output name>".to_string())?;
-                let job_id = uuid::Uuid::parse_str(job).map_err(|_| format!("artifact input: '{job}' is not a job id"))?;
+                let job_id =
+                    uuid::Uuid::parse_str(job).map_err(|_| format!("artifact input: '{job}' is not a job id"))?;
                 check_artifact_name(name)?;
                 Ok(InputRef::Artifact { job_id, name: name.to_string() })
             }
@@ -61,9 +64,10 @@ impl InputRef {
             InputRef::Http { url, .. } => url.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or(""),
             InputRef::Artifact { name, .. } => name,
         };
-        let ext = base.rsplit_once('.').map(|(_, e)| e).filter(|e| {
-            !e.is_empty() && e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric())
-        });
+        let ext = base
+            .rsplit_once('.')
+            .map(|(_, e)| e)
+            .filter(|e| !e.is_empty() && e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()));
         match ext {
             Some(e) => format!("input.{}", e.to_ascii_lowercase()),
             None => "input".into(),
@@ -299,7 +303,11 @@ pub fn parse_ffprobe(json: &[u8]) -> Result<InputInfo, String> {
     if !streams.iter().any(|s| s.kind == "video" || s.kind == "audio") {
         return Err(format!("no audio or video stream (format '{}')", format.format_name));
     }
-    let stream_duration = p.streams.iter().filter_map(|s| s.duration.as_deref()?.parse::<f64>().ok()).fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+    let stream_duration = p
+        .streams
+        .iter()
+        .filter_map(|s| s.duration.as_deref()?.parse::<f64>().ok())
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
     Ok(InputInfo {
         format: format.format_name,
         duration_seconds: format
@@ -335,7 +343,10 @@ mod tests {
                 "http://127.0.0.1:8000/a.mp4".into(),
                 Ok(InputRef::Http { url: "http://127.0.0.1:8000/a.mp4".into(), host: "127.0.0.1".into(), port: 8000 }),
             ),
-            (format!("artifact://{id}/out.mp4"), Ok(InputRef::Artifact { job_id: id.parse().unwrap(), name: "out.mp4".into() })),
+            (
+                format!("artifact://{id}/out.mp4"),
+                Ok(InputRef::Artifact { job_id: id.parse().unwrap(), name: "out.mp4".into() }),
+            ),
             ("http://user:pw@example.com/a.mp4".into(), Err("credentials")),
             ("ftp://example.com/a.mp4".into(), Err("not supported")),
             ("s3://bucket/key.mp4".into(), Err("s3://")),
@@ -417,7 +428,10 @@ mod tests {
         assert_eq!(info.duration_seconds, Some(2.021));
         assert_eq!((info.bit_rate, info.size_bytes), (Some(1234567), Some(311000)));
         let v = info.video().unwrap();
-        assert_eq!((v.codec.as_str(), v.width, v.height, v.frame_rate, v.bit_depth), ("h264", Some(1920), Some(1080), Some(29.97), Some(10)));
+        assert_eq!(
+            (v.codec.as_str(), v.width, v.height, v.frame_rate, v.bit_depth),
+            ("h264", Some(1920), Some(1080), Some(29.97), Some(10))
+        );
         let a = &info.streams[1];
         assert_eq!((a.kind.as_str(), a.sample_rate, a.channels, a.frame_rate), ("audio", Some(48000), Some(2), None));
         // Depth from the pixel format when the stream does not say; duration from the

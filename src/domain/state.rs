@@ -158,7 +158,7 @@ pub fn control(current: JobState, on_node: bool, action: UserAction) -> Result<J
 }
 
 spelled_enum! {
-/// Why a job failed, as the seed's `failure_reason` enum names it.
+/// Why a job failed: the seed's `failure_reason` enum, plus `storage_error`.
 pub enum FailureReason {
     /// No node can run what the job asks for (encoder, engine, GPU).
     CapabilityMismatch,
@@ -280,7 +280,9 @@ mod tests {
             assert_eq!(FailureReason::parse(r.as_str()), Some(*r));
             assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
         }
-        assert_eq!(FailureReason::ALL.len(), 8, "the seed's eight reasons");
+        // The seed's eight reasons, plus storage_error (outputs that could not be stored).
+        assert_eq!(FailureReason::ALL.len(), 9);
+        assert!(!FailureReason::StorageError.is_permanent(), "a store that comes back succeeds on retry");
         assert_eq!(FailureReason::parse("because"), None);
     }
 

@@ -127,8 +127,7 @@ pub fn allowed(role: Role, method: &Method, route: &str) -> bool {
         Role::Admin => true,
         Role::Worker => WORKER_ROUTES.iter().any(|(m, r)| *m == method.as_str() && *r == route),
         Role::ReadOnly => {
-            method == Method::GET
-                && (SHARED_READS.contains(&route) || !WORKER_ROUTES.iter().any(|(_, r)| *r == route))
+            method == Method::GET && (SHARED_READS.contains(&route) || !WORKER_ROUTES.iter().any(|(_, r)| *r == route))
         }
     }
 }

@@ -39,14 +39,17 @@ pub async fn upload_output(
     let (id, name) = path.into_inner();
     let uid = worker_job_id(&id)?;
     output_name(&name)?;
-    crate::domain::limits::check_text("node_id", &q.node_id, 128).map_err(|e| AppError::bad_request("invalid_query", e.message))?;
+    crate::domain::limits::check_text("node_id", &q.node_id, 128)
+        .map_err(|e| AppError::bad_request("invalid_query", e.message))?;
     let sha = req
         .headers()
         .get(SHA256_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_ascii_lowercase)
-        .ok_or_else(|| AppError::bad_request("missing_checksum", format!("send the body's hex SHA-256 in {SHA256_HEADER}")))?;
+        .ok_or_else(|| {
+            AppError::bad_request("missing_checksum", format!("send the body's hex SHA-256 in {SHA256_HEADER}"))
+        })?;
     if let Some(len) = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > state.max_output_bytes
     {
@@ -55,7 +58,8 @@ pub async fn upload_output(
     // Refuse a stale attempt before taking its bytes; the row is fenced again when it
     // is written, since the lease may move while the file streams in.
     let verify = VerifyLease { node_id: q.node_id.clone(), attempt: q.attempt };
-    let from = FromNode { job: uid, node_id: q.node_id.clone(), token: node_token(&req), attempt_given: true, msg: verify };
+    let from =
+        FromNode { job: uid, node_id: q.node_id.clone(), token: node_token(&req), attempt_given: true, msg: verify };
     match state.h.scheduler.send(from).await?? {
         Some(answer) => answer?,
         None => {
@@ -136,18 +140,17 @@ pub async fn download_output(
         other => other.into(),
     })?;
     let file = actix_files::NamedFile::open_async(state.artifacts.path(&out.location)).await.map_err(|e| {
-        AppError::NotFound { code: "output_not_found", message: format!("output '{}' is recorded but unreadable: {e}", out.name) }
+        AppError::NotFound {
+            code: "output_not_found",
+            message: format!("output '{}' is recorded but unreadable: {e}", out.name),
+        }
     })?;
     let disposition = actix_web::http::header::ContentDisposition {
         disposition: actix_web::http::header::DispositionType::Attachment,
         parameters: vec![actix_web::http::header::DispositionParam::Filename(out.name.clone())],
     };
     let mime: mime_guess::Mime = out.content_type.parse().unwrap_or(mime_guess::mime::APPLICATION_OCTET_STREAM);
-    let mut resp = file
-        .use_etag(false)
-        .set_content_type(mime)
-        .set_content_disposition(disposition)
-        .into_response(&req);
+    let mut resp = file.use_etag(false).set_content_type(mime).set_content_disposition(disposition).into_response(&req);
     // The SHA-256 is the entity tag: a client can verify what it got.
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("\"{}\"", out.sha256)) {
         resp.headers_mut().insert(actix_web::http::header::ETAG, v);
@@ -172,7 +175,11 @@ pub async fn delete_outputs(state: web::Data<AppState>, id: web::Path<String>) -
 }
 
 /// Remove the files of forgotten outputs and count them out of the gauge.
-pub fn forget_files(store: &ArtifactStore, metrics: &actix::Addr<crate::actors::metrics::MetricsActor>, gone: &[OutputRow]) {
+pub fn forget_files(
+    store: &ArtifactStore,
+    metrics: &actix::Addr<crate::actors::metrics::MetricsActor>,
+    gone: &[OutputRow],
+) {
     let mut freed = 0;
     for o in gone {
         store.remove(&o.location);

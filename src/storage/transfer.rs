@@ -112,16 +112,17 @@ pub async fn download(
                 continue;
             }
         }
-        if let Some(len) = resp
+        let declared = resp
             .headers()
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
-            && have + len > limits.max_bytes
+            .map(|len| have + len);
+        if let Some(total) = declared
+            && total > limits.max_bytes
         {
             return Err(DownloadError::permanent(format!(
-                "the input is {} bytes, over the worker's --max-input-bytes {}",
-                have + len,
+                "the input is {total} bytes, over the worker's --max-input-bytes {}",
                 limits.max_bytes
             )));
         }
@@ -145,6 +146,13 @@ pub async fn download(
                     got.set(have);
                 }
             }
+        };
+        // A connection closed early can look like a clean end: the length says.
+        let ended = match (ended, declared) {
+            (Ok(()), Some(total)) if have < total => {
+                Err(DownloadError::transient(format!("the transfer broke after {have} of {total} bytes")))
+            }
+            (other, _) => other,
         };
         match ended {
             Ok(()) => {

@@ -8,10 +8,10 @@ use super::WorkerShared;
 use super::session::{Ending, JobCommand};
 use crate::api_client::{ClientError, UploadTarget};
 use crate::domain::state::FailureReason;
-use std::cell::Cell;
-use std::rc::Rc;
 use crate::wire::*;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -219,11 +219,13 @@ enum Stored {
     No(String, FailureReason, bool),
 }
 
-/// Tries of one upload before the attempt is failed as `storage_error`.
-const UPLOAD_TRIES: u32 = 8;
+/// Failures of the store itself (the master's artifact store unable to write, a body
+/// corrupted on the way) before the attempt is failed as `storage_error`. An
+/// unreachable master is not one: that is waited out, as results are.
+const STORE_FAILURES: u32 = 6;
 
-/// Upload `file` to the master's artifact store, retrying transport errors and 5xx
-/// with capped backoff, while reporting the `uploading` phase.
+/// Upload `file` to the master's artifact store, retrying with capped backoff while
+/// reporting the `uploading` phase.
 async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path) -> Stored {
     let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Stored::No("output has no file name".into(), FailureReason::PlatformError, true);
@@ -231,17 +233,19 @@ async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path) -> Stor
     let (bytes, sha) = match crate::storage::file_digest(file).await {
         Ok(d) => d,
         Err(e) => {
-            return Stored::No(format!("cannot read the output {}: {e}", file.display()), FailureReason::ResourceError, true);
+            return Stored::No(
+                format!("cannot read the output {}: {e}", file.display()),
+                FailureReason::ResourceError,
+                true,
+            );
         }
     };
-    let target = UploadTarget { job_id: &r.job_id, node_id: &shared.node_id, attempt: r.attempt.unwrap_or(1), name: &name };
+    let target =
+        UploadTarget { job_id: &r.job_id, node_id: &shared.node_id, attempt: r.attempt.unwrap_or(1), name: &name };
+    let started = Instant::now();
     let mut delay = Duration::from_millis(500);
-    let mut last = String::new();
-    for try_no in 0..UPLOAD_TRIES {
-        if try_no > 0 {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(15));
-        }
+    let mut store_failures = 0;
+    loop {
         let sent = Rc::new(Cell::new(0u64));
         let upload = shared.client.upload_output(&target, file, &sha, sent.clone());
         tokio::pin!(upload);
@@ -252,22 +256,34 @@ async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path) -> Stor
                 _ = tick.tick() => report_uploading(shared, r, sent.get(), bytes),
             }
         };
-        match answer {
+        let err = match answer {
             Ok(_) => return Stored::Yes(name.clone()),
-            Err(ClientError::Status { status: 409, .. }) => return Stored::Stale,
-            Err(ClientError::Status { status: 413, message, .. }) => {
-                return Stored::No(format!("the master refused the output: {message}"), FailureReason::ResourceError, false);
+            Err(e) => e,
+        };
+        let store_failed = match &err {
+            ClientError::Status { status: 409, .. } => return Stored::Stale,
+            ClientError::Status { status: 413, message, .. } => {
+                return Stored::No(
+                    format!("the master refused the output: {message}"),
+                    FailureReason::ResourceError,
+                    false,
+                );
             }
-            Err(e @ ClientError::Status { status: 400 | 401 | 403 | 404, .. }) if !e.to_string().contains("checksum") => {
-                return Stored::No(format!("the master refused the output: {e}"), FailureReason::StorageError, false);
+            ClientError::Status { code, .. } if code == "storage_unavailable" || code == "checksum_mismatch" => true,
+            ClientError::Status { code, .. } if code == "incomplete_upload" => false,
+            ClientError::Status { status, .. } if (400..500).contains(status) && *status != 429 => {
+                return Stored::No(format!("the master refused the output: {err}"), FailureReason::StorageError, false);
             }
-            Err(e) => {
-                log::warn!("job {}: upload of {name} failed ({e}); retrying in {delay:?}", r.job_id);
-                last = e.to_string();
-            }
+            _ => false,
+        };
+        store_failures += u32::from(store_failed);
+        if store_failures >= STORE_FAILURES || started.elapsed() > DELIVERY_PATIENCE {
+            return Stored::No(format!("the output could not be stored: {err}"), FailureReason::StorageError, true);
         }
+        log::warn!("job {}: upload of {name} failed ({err}); retrying in {delay:?}", r.job_id);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
-    Stored::No(format!("upload failed {UPLOAD_TRIES} times: {last}"), FailureReason::StorageError, true)
 }
 
 fn report_uploading(shared: &WorkerShared, r: &JobResult, sent: u64, total: u64) {

@@ -44,7 +44,9 @@ pub async fn localize(
             dest
         }
     };
-    let info = probe(&shared.cfg.ffprobe, &path).await.map_err(|e| input_error(format!("the input is not readable media: {e}")))?;
+    let info = probe(&shared.cfg.ffprobe, &path)
+        .await
+        .map_err(|e| input_error(format!("the input is not readable media: {e}")))?;
     Ok(LocalInput { path, info })
 }
 
@@ -57,28 +59,33 @@ async fn download_watched(
     got: Rc<Cell<u64>>,
     commands: &mut mpsc::UnboundedReceiver<JobCommand>,
 ) -> Result<(), Ending> {
-            let fetch = fetch(shared, remote, dest, got.clone());
-            tokio::pin!(fetch);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    done = &mut fetch => {
-                        done.map_err(|e| if e.permanent {
-                            input_error(format!("cannot download the input: {e}"))
-                        } else {
-                            Ending::failed(format!("cannot download the input: {e}"), FailureReason::NetworkError, true)
-                        })?;
-                        return Ok(());
-                    }
-                    _ = tick.tick() => report_phase(shared, job, "downloading", got.get(), None),
-                    cmd = commands.recv() => if let Some(ending) = interrupted(shared, job, cmd).await {
-                        return Err(ending);
-                    },
-                }
+    let fetch = fetch(shared, remote, dest, got.clone());
+    tokio::pin!(fetch);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            done = &mut fetch => {
+                done.map_err(|e| if e.permanent {
+                    input_error(format!("cannot download the input: {e}"))
+                } else {
+                    Ending::failed(format!("cannot download the input: {e}"), FailureReason::NetworkError, true)
+                })?;
+                return Ok(());
             }
+            _ = tick.tick() => report_phase(shared, job, "downloading", got.get(), None),
+            cmd = commands.recv() => if let Some(ending) = interrupted(shared, job, cmd).await {
+                return Err(ending);
+            },
+        }
+    }
 }
 
-async fn fetch(shared: &Rc<WorkerShared>, source: &InputRef, dest: &Path, got: Rc<Cell<u64>>) -> Result<u64, DownloadError> {
+async fn fetch(
+    shared: &Rc<WorkerShared>,
+    source: &InputRef,
+    dest: &Path,
+    got: Rc<Cell<u64>>,
+) -> Result<u64, DownloadError> {
     let limits = DownloadLimits { max_bytes: shared.cfg.max_input_bytes, stall: Duration::from_secs(30), tries: 5 };
     match source {
         InputRef::Http { url, .. } => {
@@ -99,7 +106,8 @@ async fn fetch(shared: &Rc<WorkerShared>, source: &InputRef, dest: &Path, got: R
 async fn interrupted(shared: &Rc<WorkerShared>, job: &Job, cmd: Option<JobCommand>) -> Option<Ending> {
     match cmd {
         Some(JobCommand::Control(ControlAction::Cancel)) => {
-            let ack = ControlAck { node_id: shared.node_id.clone(), attempt: job.attempt, action: ControlAction::Cancel };
+            let ack =
+                ControlAck { node_id: shared.node_id.clone(), attempt: job.attempt, action: ControlAction::Cancel };
             let _ = shared.client.ack(&job.id, &ack).await;
             Some(Ending::Canceled)
         }

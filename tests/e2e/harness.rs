@@ -209,6 +209,35 @@ impl Api {
         self.post("/results", b)
     }
 
+    /// Raw bytes of a GET (downloads), with the response's status and headers.
+    pub fn bytes(&self, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>, Vec<(String, String)>) {
+        let mut req = ureq::get(&format!("{}{}", self.base, path)).timeout(Duration::from_secs(90));
+        if let Some(k) = &self.key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("transport error: {e}"),
+        };
+        let status = resp.status();
+        let hs =
+            resp.headers_names().into_iter().map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string())).collect();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut resp.into_reader(), &mut body).unwrap();
+        (status, body, hs)
+    }
+
+    /// The job's stored outputs (`GET /jobs/{id}/outputs`).
+    pub fn outputs(&self, id: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/jobs/{id}/outputs"));
+        assert_eq!(s, 200, "{v}");
+        v["outputs"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn metric(&self, name_and_labels: &str) -> f64 {
         let text = self.text("/metrics");
         text.lines()
@@ -228,6 +257,36 @@ fn decode(res: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     let status = resp.status();
     let text = resp.into_string().unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Hex SHA-256 of some bytes.
+pub fn sha256_hex(b: &[u8]) -> String {
+    let mut h = ffrtmp::storage::Sha256::default();
+    h.update(b);
+    h.hex()
+}
+
+/// A job's one output, downloaded from the master (checked against its recorded size
+/// and SHA-256) into a temp dir that lives as long as the value.
+pub struct Fetched {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub record: Value,
+}
+
+pub fn fetch_output(api: &Api, id: &str) -> Fetched {
+    let outputs = api.outputs(id);
+    assert_eq!(outputs.len(), 1, "one output: {outputs:?}");
+    let record = outputs[0].clone();
+    let name = record["name"].as_str().unwrap();
+    let (s, body, _) = api.bytes(&format!("/jobs/{id}/outputs/{name}"), &[]);
+    assert_eq!(s, 200);
+    assert_eq!(body.len() as u64, record["bytes"].as_u64().unwrap());
+    assert_eq!(sha256_hex(&body), record["sha256"].as_str().unwrap(), "the bytes are the recorded ones");
+    let dir = tmpdir();
+    let path = dir.path().join(name);
+    std::fs::write(&path, body).unwrap();
+    Fetched { _dir: dir, path, record }
 }
 
 /// A path that exists for the life of the test.

@@ -5,6 +5,7 @@ mod cli;
 mod faults;
 mod harness;
 mod master_api;
+mod media;
 mod observability;
 mod postgres;
 mod security;

@@ -114,6 +114,10 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
         ("POST", "/results".into(), "{}", "worker"),
         ("GET", "/status".into(), "", "read"),
         ("GET", "/metrics".into(), "", "read"),
+        ("GET", format!("/jobs/{id}/outputs"), "", "read"),
+        ("DELETE", format!("/jobs/{id}/outputs"), "", "admin"),
+        ("PUT", format!("/jobs/{id}/outputs/out.mp4?node_id=n1&attempt=1"), "data", "worker"),
+        ("GET", format!("/jobs/{id}/outputs/out.mp4"), "", "read"),
     ];
     for (method, path, body, who) in &routes {
         for p in spellings(path) {
@@ -517,7 +521,8 @@ fn playlist_inputs_cannot_escape_the_input_root() {
             (Some("failed"), Some("input_error")),
             "{name}: {j}"
         );
-        assert!(!w.work_dir.join("outputs").join(format!("job-{id}")).exists(), "{name} produced no output");
+        assert!(api.outputs(&id).is_empty(), "{name} produced no output");
+        let _ = &w;
     }
 }
 
@@ -542,8 +547,7 @@ fn a_finished_encode_survives_a_master_outage_and_a_worker_restart() {
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["attempt"], 1, "not encoded again");
-    let out = w.work_dir.join(format!("outputs/job-{id}/output.mp4"));
-    wait_until(Duration::from_secs(10), "output moved into place", || out.exists());
+    fetch_output(&api, &id);
     // 2. Same, but the worker is also killed before it could deliver: its next start
     //    asks the master, then delivers the kept result.
     let id = encode(&api);
@@ -556,9 +560,7 @@ fn a_finished_encode_survives_a_master_outage_and_a_worker_restart() {
     w.restart(&m, &[]);
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     assert_eq!((j["status"].as_str(), j["attempt"].as_i64()), (Some("completed"), Some(1)), "{j}");
-    let out = w.work_dir.join(format!("outputs/job-{id}/output.mp4"));
-    wait_until(Duration::from_secs(10), "output moved into place", || out.exists());
-    let (codec, ..) = probe_video(&out);
+    let (codec, ..) = probe_video(&fetch_output(&api, &id).path);
     assert_eq!(codec, "h264");
     // 3. An attempt the master no longer wants is deleted at start-up, and only then.
     let stale = w.work_dir.join(format!("job-{}/attempt-7", uuid_like()));

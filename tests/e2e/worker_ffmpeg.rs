@@ -4,16 +4,6 @@ use crate::harness::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// The job's output, once the worker has moved it into place: it does that after the
-/// master accepted the result, so the job can read "completed" a moment earlier.
-fn output_of(w: &TestWorker, id: &str) -> std::path::PathBuf {
-    let dir = w.work_dir.join("outputs").join(format!("job-{id}"));
-    wait_until(Duration::from_secs(10), &format!("{} to hold the output", dir.display()), || {
-        std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some())
-    });
-    std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path()
-}
-
 #[test]
 fn transcodes_h264_and_vp9_with_probed_encoders() {
     let m = TestMaster::start(&[]);
@@ -32,7 +22,7 @@ fn transcodes_h264_and_vp9_with_probed_encoders() {
     for (id, codec, secs) in [(&h264, "h264", 2.0), (&vp9, "vp9", 1.0)] {
         let j = wait_terminal(&api, id, Duration::from_secs(60));
         assert_eq!(j["status"], "completed", "{j}");
-        let (c, wd, ht, d) = probe_video(&output_of(&w, id));
+        let (c, wd, ht, d) = probe_video(&fetch_output(&api, id).path);
         assert_eq!((c.as_str(), wd, ht), (codec, 160, 90));
         assert!((d - secs).abs() < 0.2, "duration {d} vs {secs}");
         assert_eq!(j["progress"], 100);
@@ -44,10 +34,11 @@ fn transcodes_h264_and_vp9_with_probed_encoders() {
     let ssim = j["metrics"]["ssim"].as_f64().unwrap();
     assert!(ssim > 0.9 && ssim <= 1.0);
     assert!(j["qoe_score"].as_f64().unwrap() > 90.0);
-    // Attempt directories are gone; only the accepted outputs remain.
+    // The worker keeps no copy once the master has stored the output.
     wait_until(Duration::from_secs(10), "attempt directory removed", || {
         !w.work_dir.join(format!("job-{h264}")).exists()
     });
+    assert!(!w.work_dir.join("outputs").exists(), "nothing left behind on the worker");
 }
 
 #[test]
@@ -80,7 +71,7 @@ fn progress_is_live_and_monotonic() {
 fn pause_stops_the_process_and_resume_finishes_identically() {
     let m = TestMaster::start(&[]);
     let api = m.api();
-    let w = TestWorker::start(&m, &[]);
+    let _w = TestWorker::start(&m, &[]);
     let params = json!({"resolution": "160x90", "fps": 10, "duration": 3, "realtime": true});
     let id = api.submit(json!({"parameters": params}));
     wait_until(Duration::from_secs(30), "encode running", || {
@@ -100,8 +91,8 @@ fn pause_stops_the_process_and_resume_finishes_identically() {
     // Same length as an unpaused run of the same parameters.
     let reference = api.submit(json!({"parameters": params}));
     assert_eq!(wait_terminal(&api, &reference, Duration::from_secs(30))["status"], "completed");
-    let (_, _, _, d1) = probe_video(&output_of(&w, &id));
-    let (_, _, _, d2) = probe_video(&output_of(&w, &reference));
+    let (_, _, _, d1) = probe_video(&fetch_output(&api, &id).path);
+    let (_, _, _, d2) = probe_video(&fetch_output(&api, &reference).path);
     assert!((d1 - d2).abs() < 0.05, "paused {d1}s vs unpaused {d2}s");
     assert!(api.metric("ffrtmp_control_latency_seconds_count{action=\"pause\"}") >= 1.0);
 }
@@ -137,10 +128,10 @@ fn killed_worker_job_is_completed_by_another_with_no_orphans() {
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["node_id"], second.node_id.as_str());
     assert_eq!(j["attempt"], 2);
-    output_of(&second, &id);
-    let outputs = std::fs::read_dir(second.work_dir.join("outputs")).unwrap().count();
-    assert_eq!(outputs, 1, "exactly one output");
-    assert!(!first.work_dir.join("outputs").exists());
+    let out = fetch_output(&api, &id);
+    assert_eq!(out.record["attempt"], 2, "the output of the attempt that completed: {}", out.record);
+    // Neither worker keeps a local copy once the master has it.
+    wait_until(Duration::from_secs(10), "local copies removed", || !second.work_dir.join(format!("job-{id}")).exists());
 }
 
 #[test]
@@ -272,7 +263,7 @@ fn gstreamer_engine_transcodes() {
     let j = wait_terminal(&api, &id, Duration::from_secs(60));
     assert_eq!(j["status"], "completed", "{j}");
     assert_eq!(j["metrics"]["engine_used"], "gstreamer");
-    let (codec, wd, ht, _) = probe_video(&output_of(&w, &id));
+    let (codec, wd, ht, _) = probe_video(&fetch_output(&api, &id).path);
     assert_eq!((codec.as_str(), wd, ht), ("h264", 160, 90));
 }
 
