@@ -1,6 +1,7 @@
 //! `ffrtmp up`: a whole farm in one process (master on the embedded SQLite database
 //! plus one local worker). With `--demo` it submits a sample transcode of a synthetic
-//! source, follows it with the progress bar, prints where the output is, and exits.
+//! source, follows it with the progress bar, prints where the master stored the output
+//! and how to download it, and exits.
 
 use crate::client::{self, OutputFormat, Settings};
 use crate::master::{self, MasterArgs};
@@ -86,9 +87,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<i32> {
             c.post("/jobs", &demo_job()).await.map_err(|e| anyhow::anyhow!("submitting the demo job failed: {e}"))?;
         println!("Submitted demo job #{} ({}): 8 s of 720p30 test pattern → H.264", job.sequence_number, job.id);
         let code = client::follow(&settings, &c, &job.id).await.map_err(|e| anyhow::anyhow!(e.0))?;
-        let out = worker.shared.cfg.work_dir.join("outputs").join(format!("job-{}", job.id)).join("output.mp4");
         if code == 0 {
-            println!("Output: {}", out.display());
+            let stored: crate::wire::JobOutputs = c
+                .get(&format!("/jobs/{}/outputs", job.id))
+                .await
+                .map_err(|e| anyhow::anyhow!("listing the demo's outputs failed: {e}"))?;
+            for o in &stored.outputs {
+                let location = crate::storage::ArtifactStore::location(&job.id, o.attempt, &o.name);
+                println!("Output: {}", args.data_dir.join("artifacts").join(location).display());
+            }
+            println!("Download (while the farm runs): ffrtmp jobs download {} --master {url} --dir .", job.id);
         }
         code
     } else {

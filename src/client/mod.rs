@@ -6,6 +6,7 @@
 //! (`--api-key` / `MASTER_API_KEY`, `FFRTMP_API_KEY` / `api_key`). Every failure prints
 //! one line on stderr and exits non-zero.
 
+mod outputs;
 mod render;
 
 use crate::api_client::{ClientError, MasterClient};
@@ -129,13 +130,26 @@ pub enum JobsCommand {
         #[arg(long, short)]
         follow: bool,
     },
+    /// List a job's stored outputs (name, size, type, SHA-256).
+    Outputs { id: String },
+    /// Download a job's outputs from the master, verified against their SHA-256.
+    Download {
+        id: String,
+        /// Only this output.
+        #[arg(long)]
+        name: Option<String>,
+        /// Directory to write into.
+        #[arg(long, short = 'd', default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     #[arg(long, default_value = "")]
     pub scenario: String,
-    /// Input file (under a worker's input roots); default: a synthetic test source.
+    /// Input: a file under a worker's input roots, an http(s):// URL the master's
+    /// --input-allow admits, or artifact://<job-id>/<name>; default: a synthetic source.
     #[arg(long)]
     pub input: Option<String>,
     /// Output file name.
@@ -183,6 +197,9 @@ pub struct SubmitArgs {
     /// Follow the job until it ends.
     #[arg(long, short)]
     pub follow: bool,
+    /// Follow the job, then download its outputs into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub download: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -302,11 +319,15 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
             let headers: Vec<(&str, String)> =
                 a.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
             let job: Job = c.post_with("/jobs", &body, &headers).await?;
-            if a.follow {
+            if a.follow || a.download.is_some() {
                 if s.output == OutputFormat::Table {
                     println!("Job #{} submitted ({})", job.sequence_number, job.id);
                 }
-                return follow(s, &c, &job.id).await;
+                let ended = follow(s, &c, &job.id).await?;
+                return match &a.download {
+                    Some(dir) if ended == 0 => outputs::download_all(s, &c, &job.id, None, dir).await,
+                    _ => Ok(ended),
+                };
             }
             match s.output {
                 OutputFormat::Json => print_json(&job),
@@ -352,6 +373,8 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
             }
             Ok(0)
         }
+        JobsCommand::Outputs { id } => outputs::list(s, &c, &id).await,
+        JobsCommand::Download { id, name, dir } => outputs::download_all(s, &c, &id, name.as_deref(), &dir).await,
         JobsCommand::Cancel { id } => control(s, &c, &id, "cancel").await,
         JobsCommand::Pause { id } => control(s, &c, &id, "pause").await,
         JobsCommand::Resume { id } => control(s, &c, &id, "resume").await,

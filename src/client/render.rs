@@ -1,6 +1,6 @@
 //! Tables for people (comfy-table). Scripts use `--output json`, which is the API's JSON.
 
-use crate::wire::{Job, Node};
+use crate::wire::{Job, JobOutput, Node};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 
 fn table(header: &[&str]) -> Table {
@@ -156,5 +156,20 @@ pub fn node_table(n: &Node) -> Table {
     row("Running jobs", if n.running_jobs.is_empty() { "None".into() } else { n.running_jobs.join("\n") });
     row("Last heartbeat", n.last_heartbeat.replace('T', " ").chars().take(19).collect());
     row("Registered", n.registered_at.replace('T', " ").chars().take(19).collect());
+    t
+}
+
+pub fn outputs_table(outputs: &[JobOutput]) -> Table {
+    let mut t = table(&["Name", "Bytes", "Type", "SHA-256", "Attempt", "Stored"]);
+    for o in outputs {
+        t.add_row(vec![
+            o.name.clone(),
+            o.bytes.to_string(),
+            o.content_type.clone(),
+            o.sha256.chars().take(16).collect::<String>(),
+            o.attempt.to_string(),
+            time(&Some(o.created_at.clone())),
+        ]);
+    }
     t
 }

@@ -372,7 +372,8 @@ mod tests {
         let allow = |ps: &[&str]| ps.iter().map(|p| HostPattern::parse(p).unwrap()).collect::<Vec<_>>();
         let ip = |s: &str| vec![s.parse::<IpAddr>().unwrap()];
         let public = ip("93.184.216.34");
-        let cases: Vec<(&str, Vec<IpAddr>, Vec<HostPattern>, Result<(), &str>)> = vec![
+        type Case = (&'static str, Vec<IpAddr>, Vec<HostPattern>, Result<(), &'static str>);
+        let cases: Vec<Case> = vec![
             ("cdn.example.com", public.clone(), allow(&["cdn.example.com"]), Ok(())),
             ("cdn.example.com", public.clone(), allow(&["*.example.com"]), Ok(())),
             ("cdn.example.com", public.clone(), allow(&[]), Err("allowed: none")),

@@ -452,12 +452,13 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
                 lavfi = source?;
                 input = None;
             }
-            None => match super::media::InputRef::parse(i).map_err(ParamError)? {
-                super::media::InputRef::Local(_) => check_input_path(i)?,
-                // URLs are downloaded by the worker, never opened by ffmpeg; the master
-                // checks their host against `--input-allow` at submission.
-                _ => {}
-            },
+            // URLs are downloaded by the worker, never opened by ffmpeg; the master
+            // checks their host against `--input-allow` at submission.
+            None => {
+                if let super::media::InputRef::Local(_) = super::media::InputRef::parse(i).map_err(ParamError)? {
+                    check_input_path(i)?;
+                }
+            }
         }
     }
     let resolution = match text("resolution")? {

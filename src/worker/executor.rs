@@ -58,7 +58,7 @@ pub async fn run_job(
     };
     if matches!(prepared, Err(Ending::Discarded | Ending::Abandoned)) {
         remove_attempt_dir(&dir);
-        return prepared.err().expect("matched an error");
+        return prepared.expect_err("matched an error");
     }
     let (spec, encoder, program, args, output) = match prepared {
         Ok(p) => p,

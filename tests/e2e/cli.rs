@@ -236,6 +236,41 @@ fn follow_ends_on_completed_failed_and_canceled() {
     assert!(stdout(&o).contains("rejected"));
 }
 
+#[test]
+fn submit_download_and_list_outputs() {
+    let m = TestMaster::start(&[]);
+    let u = m.url.clone();
+    let _w = TestWorker::start(&m, &[]);
+    let dir = tmpdir();
+    let dest = dir.path().join("got");
+    let o =
+        cli(&u, &["jobs", "submit", "--resolution", "160x90", "--fps", "10", "--duration", "1", "--download"]).status;
+    assert_eq!(o.code(), Some(2), "--download needs a directory");
+    let d = dest.to_str().unwrap();
+    let o = cli(&u, &["jobs", "submit", "--resolution", "160x90", "--fps", "10", "--duration", "1", "--download", d]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let file = dest.join("output.mp4");
+    assert!(stdout(&o).contains(&format!("✓ {}", file.display())), "{}", stdout(&o));
+    assert_eq!(probe_video(&file).0, "h264");
+    let id = m.api().get("/jobs?limit=1").1["jobs"][0]["id"].as_str().unwrap().to_string();
+    let recorded = m.api().outputs(&id)[0]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha256_hex(&std::fs::read(&file).unwrap()), recorded);
+    assert!(!dest.join(".output.mp4.part").exists());
+    // Listing, as a table and as JSON.
+    let o = cli(&u, &["jobs", "outputs", &id, "-o", "table"]);
+    assert!(stdout(&o).contains("output.mp4") && stdout(&o).contains("video/mp4"), "{}", stdout(&o));
+    let o = cli(&u, &["jobs", "outputs", &id, "-o", "json"]);
+    assert_eq!(json_out(&o)["outputs"][0]["sha256"], recorded.as_str());
+    // Download by name into another dir; a missing name is a clear error.
+    let again = dir.path().join("again");
+    let o = cli(&u, &["jobs", "download", &id, "--name", "output.mp4", "--dir", again.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(again.join("output.mp4")).unwrap(), std::fs::read(&file).unwrap());
+    let o = cli(&u, &["jobs", "download", &id, "--name", "nope.mp4"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no output named 'nope.mp4'"), "{}", stderr(&o));
+}
+
 /// The README's two commands are the ones tested here.
 #[test]
 fn readme_commands_are_the_tested_ones() {
@@ -256,6 +291,8 @@ fn readme_commands_are_the_tested_ones() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     let path = out.lines().find_map(|l| l.strip_prefix("Output: ")).expect("prints where the output is");
+    assert!(path.starts_with(&dir.path().join("artifacts").display().to_string()), "stored by the master: {path}");
+    assert!(out.contains("ffrtmp jobs download "), "prints the download command: {out}");
     let (codec, w, h, d) = probe_video(std::path::Path::new(path));
     assert_eq!((codec.as_str(), w, h), ("h264", 1280, 720));
     assert!((d - 8.0).abs() < 0.2);

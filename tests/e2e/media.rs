@@ -135,11 +135,12 @@ fn url_and_artifact_inputs_are_downloaded_probed_and_transcoded() {
     let mut eta = false;
     wait_until(Duration::from_secs(60), "the URL input's encode to finish", || {
         let j = api.job(&id);
-        if j["status"] == "processing" && j["progress_detail"]["phase"].is_null() {
-            if let Some(p) = j["progress_detail"]["percent"].as_f64() {
-                seen.push(p);
-                eta |= j["progress_detail"]["eta_seconds"].as_f64().is_some_and(|e| e > 0.0);
-            }
+        if j["status"] == "processing"
+            && j["progress_detail"]["phase"].is_null()
+            && let Some(p) = j["progress_detail"]["percent"].as_f64()
+        {
+            seen.push(p);
+            eta |= j["progress_detail"]["eta_seconds"].as_f64().is_some_and(|e| e > 0.0);
         }
         std::thread::sleep(Duration::from_millis(100));
         j["status"] == "completed" || j["status"] == "failed"
