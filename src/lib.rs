@@ -75,6 +75,23 @@ mod layer_rules {
     }
 
     #[test]
+    fn storage_is_shared_by_master_and_worker_and_owns_no_actor() {
+        let found = offences(
+            &["storage"],
+            &[
+                "crate::actors",
+                "crate::db",
+                "crate::http",
+                "crate::master",
+                "crate::worker",
+                "crate::client",
+                "actix::",
+            ],
+        );
+        assert!(found.is_empty(), "layer violations:\n{}", found.join("\n"));
+    }
+
+    #[test]
     fn domain_is_pure() {
         let found = offences(
             &["domain"],

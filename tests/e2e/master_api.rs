@@ -484,7 +484,7 @@ fn bad_input_gets_clear_4xx_json() {
         ("POST", "/jobs", r#"{"queue":"urgent"}"#, 400, "invalid_queue"),
         ("POST", "/jobs", r#"{"priority":"p0"}"#, 400, "invalid_priority"),
         ("POST", "/jobs", r#"{"engine":"vlc"}"#, 400, "invalid_engine"),
-        ("POST", "/jobs", r#"{"parameters":{"input":"http://evil/x"}}"#, 400, "invalid_parameter"),
+        ("POST", "/jobs", r#"{"parameters":{"input":"http://evil/x"}}"#, 400, "input_not_allowed"),
         ("POST", "/jobs", r#"{"parameters":{"codec":"libx264; rm -rf /"}}"#, 400, "invalid_parameter"),
         ("POST", "/jobs", r#"{"parameters":{"output":"../../etc/x.mp4"}}"#, 400, "invalid_parameter"),
         ("POST", "/jobs", r#"{"scenario": 5}"#, 400, "invalid_json"),

@@ -216,13 +216,33 @@ fn truncated_put(base: &str, path: &str, declared: usize, sent: usize) {
 
 #[test]
 fn uploads_are_fenced_checksummed_and_never_half_listed() {
-    let m = TestMaster::start(&[]);
+    let mut m = TestMaster::start(&[]);
     let api = m.api();
     api.register("n1", json!({"encoders": ["libx264"]}));
     api.register("n2", json!({"encoders": ["libx264"]}));
     let id = api.submit(json!({}));
     let job = api.claim("n1", 5.0).expect("claimed");
     let holder = job["node_id"].as_str().unwrap_or("n1").to_string();
+    let store = m.dir.join("artifacts");
+    let partials = |store: &std::path::Path| {
+        walk(store).iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".partial")).count()
+    };
+    // The master dies mid-upload: after its restart nothing half-written is listed or kept.
+    let addr = m.url.trim_start_matches("http://").to_string();
+    let mut upload = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "PUT /jobs/{id}/outputs/out.mp4?node_id={holder}&attempt=1 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 10000000\r\nx-content-sha256: {}\r\n\r\n",
+        "0".repeat(64)
+    );
+    upload.write_all(head.as_bytes()).unwrap();
+    upload.write_all(&vec![b'x'; 300_000]).unwrap();
+    wait_until(Duration::from_secs(10), "the upload to be streaming", || partials(&store) == 1);
+    m.restart();
+    drop(upload);
+    assert_eq!(partials(&store), 0, "the restarted master removed the partial file");
+    let api = m.api();
+    assert!(api.outputs(&id).is_empty());
+    assert_eq!(api.status(&id), "processing", "the lease survived the restart");
     let body = b"pretend this is an mp4".to_vec();
     let sha = sha256_hex(&body);
     let put = |node: &str, attempt: i64, name: &str, sha: Option<&str>, body: &[u8]| {
@@ -241,10 +261,7 @@ fn uploads_are_fenced_checksummed_and_never_half_listed() {
     assert_eq!(code(put(&holder, 2, "out.mp4", Some(&sha), &body)), (409, "stale_attempt".into()));
     truncated_put(&m.url, &format!("/jobs/{id}/outputs/out.mp4?node_id={holder}&attempt=1"), 100_000, 10_000);
     assert!(api.outputs(&id).is_empty(), "nothing refused or cut short is listed");
-    let store = m.dir.join("artifacts");
-    wait_until(Duration::from_secs(10), "no partial file left in the store", || {
-        walk(&store).iter().all(|p| !p.file_name().unwrap().to_string_lossy().starts_with(".partial"))
-    });
+    wait_until(Duration::from_secs(10), "no partial file left in the store", || partials(&store) == 0);
     // Completed only once the outputs it names are stored.
     let (s, e) = api.result(&job, &holder, "completed", json!({"outputs": ["out.mp4"]}));
     assert_eq!((s, e["error"].as_str()), (409, Some("outputs_missing")), "{e}");

@@ -3,6 +3,7 @@
 GET /<name>       the file under ROOT (404 JSON if absent), with Content-Length
 GET /drop/<name>  the first request of each name sends the headers and half the
                   body, then drops the connection; later ones serve it whole
+PUT /<name>       stores the body under ROOT (the bench's plain-upload baseline)
 Usage: python3 media_server.py ROOT
 """
 import http.server
@@ -46,6 +47,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         self.wfile.write(data)
+
+
+    def do_PUT(self):
+        name = os.path.basename(self.path.split("?", 1)[0])
+        left = int(self.headers.get("Content-Length", "0"))
+        with open(os.path.join(ROOT, name), "wb") as f:
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                f.write(chunk)
+                left -= len(chunk)
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -1,7 +1,9 @@
-//! `ffrtmp bench`: the performance harness (P1–P9, P14). It starts real master and worker
+//! `ffrtmp bench`: the performance harness (P1–P10, P14). It starts real master and worker
 //! processes (this same binary) on loopback, drives them over HTTP, prints a table and
 //! writes every figure as JSON. Targets are judged here, never in `cargo test`;
 //! `--quick` runs every figure at small sizes so the harness never rots.
+
+mod p10;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -135,6 +137,12 @@ fn master_on(database: &db::DatabaseUrl, extra: &[&str]) -> anyhow::Result<Maste
     };
     let mut args =
         vec!["master", "--port", "0", "--metrics-port", "0", "--database-url", &url, "--retention-days", "0"];
+    // With PostgreSQL, outputs go to the temp dir, not beside the working directory's
+    // `--db` default (a SQLite master keeps them beside its file, in the bench's dir).
+    let artifacts = std::env::temp_dir().join("ffrtmp-bench-artifacts").to_string_lossy().to_string();
+    if database.is_postgres() && !extra.contains(&"--artifact-dir") {
+        args.extend_from_slice(&["--artifact-dir", &artifacts]);
+    }
     args.extend_from_slice(extra);
     let proc = spawn(&args, "ffrtmp master listening on ")?;
     let url = url_after(&proc.line, "listening on ").unwrap_or_default();
@@ -987,6 +995,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if want("P9") {
         p9(&mut r, &tmp).await?;
+    }
+    if want("P10") {
+        p10::p10(&mut r, &tmp).await?;
     }
     if want("P14") {
         p14(&mut r, &tmp).await?;
