@@ -85,7 +85,10 @@ impl MasterClient {
     pub fn with_ca(base: &str, key: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<Self, String> {
         let tls = tls_config(ca_cert)?;
         let connector = awc::Connector::new().rustls_0_23(std::sync::Arc::new(tls));
-        let http = awc::Client::builder().timeout(Duration::from_secs(90)).connector(connector).finish();
+        // Redirects are not followed: the credentials this client sends must never
+        // reach another host (a download's presigned URL is fetched without them).
+        let http =
+            awc::Client::builder().timeout(Duration::from_secs(90)).disable_redirects().connector(connector).finish();
         Ok(MasterClient { base: base.trim_end_matches('/').to_string(), key, node_token: Default::default(), http })
     }
 
@@ -222,6 +225,27 @@ impl MasterClient {
             .insert_header(("Content-Type", "application/octet-stream"))
             .timeout(Duration::from_secs(6 * 3600));
         Self::finish(r.send_stream(body).await).await
+    }
+
+    /// Record an output this attempt wrote elsewhere (an S3 object): no body, only where
+    /// it is, its size and SHA-256.
+    pub async fn record_output(
+        &self,
+        target: &UploadTarget<'_>,
+        location: &str,
+        bytes: u64,
+        sha256: &str,
+    ) -> Result<JobOutput, ClientError> {
+        let path = format!(
+            "/jobs/{}/outputs/{}?node_id={}&attempt={}",
+            target.job_id, target.name, target.node_id, target.attempt
+        );
+        let r = self
+            .req(awc::http::Method::PUT, &path)
+            .insert_header((crate::storage::transfer::SHA256_HEADER, sha256))
+            .insert_header((crate::storage::transfer::LOCATION_HEADER, location))
+            .insert_header((crate::storage::transfer::BYTES_HEADER, bytes.to_string()));
+        Self::finish(r.send().await).await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {

@@ -104,6 +104,10 @@ pub struct MasterArgs {
     /// beside the `--db` file (also with PostgreSQL).
     #[arg(long, env = "FFRTMP_ARTIFACT_DIR")]
     pub artifact_dir: Option<PathBuf>,
+    /// S3 buckets jobs may read (`s3://` inputs) and write (`destination`) (repeatable).
+    /// Workers use their own AWS_* credentials; the master's own sign download URLs.
+    #[arg(long = "s3-allow", env = "FFRTMP_S3_ALLOW", value_delimiter = ',')]
+    pub s3_allow: Vec<String>,
     /// Largest single output a worker may store, in bytes.
     #[arg(long, env = "FFRTMP_MAX_OUTPUT_BYTES", default_value_t = 64 << 30)]
     pub max_output_bytes: u64,
@@ -151,6 +155,13 @@ impl MasterArgs {
             .map(|s| crate::domain::allow::HostPattern::parse(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("--input-allow: {e}"))
+    }
+
+    fn s3_allow(&self) -> anyhow::Result<Vec<String>> {
+        for b in &self.s3_allow {
+            crate::domain::media::check_bucket(b).map_err(|e| anyhow::anyhow!("--s3-allow: {e}"))?;
+        }
+        Ok(self.s3_allow.clone())
     }
 
     /// The artifact store's directory: given, else beside the database file.
@@ -293,6 +304,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         input_allow: args.input_allow()?,
         artifacts,
         max_output_bytes: args.max_output_bytes,
+        s3_allow: args.s3_allow()?,
     });
     let keys = web::Data::new(keys);
     let limits = web::Data::new(RateLimits::new(RateLimitConfig {

@@ -75,7 +75,7 @@ async fn fetch_one(
     }
     let path = format!("/jobs/{job_id}/outputs/{}", o.name);
     let got = Rc::new(Cell::new(0u64));
-    let limits = DownloadLimits { max_bytes: o.bytes, stall: Duration::from_secs(60), tries: 5 };
+    let limits = DownloadLimits { max_bytes: o.bytes, stall: Duration::from_secs(60), tries: 5, follow_redirect: true };
     let fetch = download(|_| c.request(awc::http::Method::GET, &path), &part, limits, got.clone());
     tokio::pin!(fetch);
     let mut tick = tokio::time::interval(Duration::from_millis(200));

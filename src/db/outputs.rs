@@ -18,19 +18,29 @@ pub struct OutputRow {
     pub bytes: i64,
     pub sha256: String,
     pub content_type: String,
-    /// Where the bytes are: a path relative to the artifact store's root.
+    /// Where the bytes are: a path relative to the artifact store's root, or
+    /// `s3://bucket/key`.
     pub location: String,
     pub created_at: i64,
 }
 
 impl OutputRow {
+    /// Stored outside the master's artifact store (an S3 object).
+    pub fn is_external(&self) -> bool {
+        self.location.starts_with("s3://")
+    }
+
     pub fn to_wire(&self) -> crate::wire::JobOutput {
         crate::wire::JobOutput {
             name: self.name.clone(),
             bytes: self.bytes.max(0) as u64,
             sha256: self.sha256.clone(),
             content_type: self.content_type.clone(),
-            location: format!("artifact://{}/{}", self.job_id, self.name),
+            location: if self.is_external() {
+                self.location.clone()
+            } else {
+                format!("artifact://{}/{}", self.job_id, self.name)
+            },
             attempt: self.attempt,
             created_at: crate::wire::rfc3339(self.created_at),
         }
@@ -115,6 +125,7 @@ pub fn names_of_attempt(conn: &mut Conn, job_id: &str, attempt: i32) -> DbResult
 /// PostgreSQL SUM of BIGINT is NUMERIC.
 pub fn total_bytes(conn: &mut Conn) -> DbResult<i64> {
     Ok(job_outputs::table
+        .filter(job_outputs::location.not_like("s3://%"))
         .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(COALESCE(SUM(bytes), 0) AS BIGINT)"))
         .get_result(conn)?)
 }

@@ -20,6 +20,70 @@ pub enum InputRef {
     Http { url: String, host: String, port: u16 },
     /// Another job's stored output: `artifact://<job-id>/<name>`.
     Artifact { job_id: uuid::Uuid, name: String },
+    /// An object in an S3-compatible bucket the operator allows: `s3://bucket/key`.
+    S3 { bucket: String, key: String },
+}
+
+/// Where a job's outputs are stored (`destination` parameter).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Destination {
+    /// The master's artifact store (the default).
+    #[default]
+    Artifact,
+    /// `s3://bucket/prefix/`: written by the worker with its own credentials, recorded
+    /// on the master, downloaded through a presigned URL.
+    S3 { bucket: String, prefix: String },
+}
+
+impl Destination {
+    pub fn parse(s: &str) -> Result<Destination, String> {
+        if s.is_empty() || s == "artifact" {
+            return Ok(Destination::Artifact);
+        }
+        let Some(rest) = s.strip_prefix("s3://") else {
+            return Err(format!(
+                "destination must be 'artifact' or s3://bucket/prefix/, not '{}'",
+                s.chars().take(64).collect::<String>()
+            ));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        check_bucket(bucket)?;
+        if !prefix.is_empty() {
+            check_object_key(prefix)?;
+        }
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        Ok(Destination::S3 { bucket: bucket.to_string(), prefix })
+    }
+
+    /// The bucket this destination writes to, if any.
+    pub fn bucket(&self) -> Option<&str> {
+        match self {
+            Destination::Artifact => None,
+            Destination::S3 { bucket, .. } => Some(bucket),
+        }
+    }
+}
+
+/// An S3 bucket name: 3–63 lower-case letters, digits, '.', '-'.
+pub fn check_bucket(b: &str) -> Result<(), String> {
+    let ok = (3..=63).contains(&b.len())
+        && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && !b.starts_with(['.', '-'])
+        && !b.contains("..");
+    if ok { Ok(()) } else { Err(format!("'{}' is not a valid bucket name", b.chars().take(64).collect::<String>())) }
+}
+
+/// An object key: 1–1024 bytes, no control characters, no `..` segment.
+pub fn check_object_key(k: &str) -> Result<(), String> {
+    if k.is_empty() || k.len() > 1024 || k.chars().any(char::is_control) || k.split('/').any(|seg| seg == "..") {
+        return Err("an object key must be 1 to 1024 bytes with no control characters or '..' segments".into());
+    }
+    Ok(())
+}
+
+/// `s3://bucket/key` split, as stored in an output's location.
+pub fn split_s3(location: &str) -> Option<(&str, &str)> {
+    location.strip_prefix("s3://")?.split_once('/')
 }
 
 impl InputRef {
@@ -52,8 +116,15 @@ impl InputRef {
                 check_artifact_name(name)?;
                 Ok(InputRef::Artifact { job_id, name: name.to_string() })
             }
-            "s3" => Err("s3:// inputs are not supported by this master (no object store is configured)".into()),
-            other => Err(format!("input scheme '{other}://' is not supported; use a path, http(s)://, or artifact://")),
+            "s3" => {
+                let (bucket, key) = rest.split_once('/').ok_or_else(|| "an s3 input is s3://bucket/key".to_string())?;
+                check_bucket(bucket)?;
+                check_object_key(key)?;
+                Ok(InputRef::S3 { bucket: bucket.to_string(), key: key.to_string() })
+            }
+            other => {
+                Err(format!("input scheme '{other}://' is not supported; use a path, http(s)://, s3:// or artifact://"))
+            }
         }
     }
 
@@ -63,6 +134,7 @@ impl InputRef {
             InputRef::Local(p) => p.rsplit('/').next().unwrap_or(p),
             InputRef::Http { url, .. } => url.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or(""),
             InputRef::Artifact { name, .. } => name,
+            InputRef::S3 { key, .. } => key.rsplit('/').next().unwrap_or(key),
         };
         let ext = base
             .rsplit_once('.')
@@ -349,7 +421,13 @@ mod tests {
             ),
             ("http://user:pw@example.com/a.mp4".into(), Err("credentials")),
             ("ftp://example.com/a.mp4".into(), Err("not supported")),
-            ("s3://bucket/key.mp4".into(), Err("s3://")),
+            (
+                "s3://media-in/clips/a.mp4".into(),
+                Ok(InputRef::S3 { bucket: "media-in".into(), key: "clips/a.mp4".into() }),
+            ),
+            ("s3://Bad_Bucket/key.mp4".into(), Err("bucket name")),
+            ("s3://bucket".into(), Err("s3://bucket/key")),
+            ("s3://bucket/a/../b".into(), Err("'..'")),
             ("artifact://not-a-job/out.mp4".into(), Err("not a job id")),
             (format!("artifact://{id}/../x"), Err("output name")),
             ("http:///a.mp4".into(), Err("no valid host")),
@@ -365,6 +443,28 @@ mod tests {
         }
         assert_eq!(InputRef::parse("https://h/x/clip.MOV?a=b").unwrap().local_name(), "input.mov");
         assert_eq!(InputRef::parse("https://h/x/").unwrap().local_name(), "input");
+    }
+
+    #[test]
+    fn destinations() {
+        let cases = [
+            ("", Ok(Destination::Artifact)),
+            ("artifact", Ok(Destination::Artifact)),
+            ("s3://out", Ok(Destination::S3 { bucket: "out".into(), prefix: "".into() })),
+            ("s3://out/tv/show", Ok(Destination::S3 { bucket: "out".into(), prefix: "tv/show/".into() })),
+            ("s3://out/tv/", Ok(Destination::S3 { bucket: "out".into(), prefix: "tv/".into() })),
+            ("s3://x/", Err("bucket")),
+            ("file:///mnt/x", Err("destination must be")),
+            ("s3://out/../etc", Err("'..'")),
+        ];
+        for (d, want) in cases {
+            match (Destination::parse(d), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{d}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{d}: {e}"),
+                (got, w) => panic!("{d}: got {got:?}, want {w:?}"),
+            }
+        }
+        assert_eq!(split_s3("s3://b/k/x.mp4"), Some(("b", "k/x.mp4")));
     }
 
     #[test]

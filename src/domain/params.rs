@@ -89,6 +89,7 @@ const KEYS: &[&str] = &[
     "preset",
     "input",
     "output",
+    "destination",
     "output_mode",
     "rtmp_url",
     "stream_key",
@@ -153,6 +154,8 @@ pub struct JobSpec {
     pub duration_seconds: Option<f64>,
     pub input: Option<String>,
     pub output: Option<String>,
+    /// Where outputs are stored: the master's artifact store, or an S3 bucket.
+    pub destination: super::media::Destination,
     pub output_mode: OutputMode,
     pub rtmp_url: Option<String>,
     pub stream_key: Option<String>,
@@ -444,6 +447,10 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
     };
     // A lavfi source in `input` (the seed's scripts send them) is a synthetic input,
     // parsed into checked values; anything else is a file path.
+    let destination = match text("destination")? {
+        Some(d) => super::media::Destination::parse(&d).map_err(ParamError)?,
+        None => super::media::Destination::Artifact,
+    };
     let mut input = text("input")?.filter(|s| !s.is_empty());
     let mut lavfi = LavfiSource::default();
     if let Some(i) = &input {
@@ -577,6 +584,7 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         fps,
         duration_seconds,
         input,
+        destination,
         output,
         output_mode,
         rtmp_url,

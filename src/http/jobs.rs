@@ -162,6 +162,9 @@ pub async fn submit_job(
     if let Some(input) = &spec.input {
         check_input_source(&state, input).await?;
     }
+    if let Some(bucket) = spec.destination.bucket() {
+        check_bucket_allowed(&state, bucket)?;
+    }
     let requirements = Requirements::from_spec(&spec);
     let mut status = JobState::Pending;
     let mut reject_reason = None;
@@ -247,6 +250,7 @@ async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
             };
             check_input_host(&host, port, &addrs, &state.input_allow).map_err(refuse)
         }
+        InputRef::S3 { bucket, .. } => check_bucket_allowed(state, &bucket),
         InputRef::Artifact { job_id, name } => {
             let (id, n) = (job_id.to_string(), name.clone());
             match state.h.db.read(move |c| crate::db::outputs::get(c, &id, &n)).await {
@@ -259,6 +263,18 @@ async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
             }
         }
     }
+}
+
+/// Buckets a job names must be ones the operator allows (`--s3-allow`).
+fn check_bucket_allowed(state: &AppState, bucket: &str) -> AppResult<()> {
+    if state.s3_allow.iter().any(|b| b == bucket) {
+        return Ok(());
+    }
+    let allowed = if state.s3_allow.is_empty() { "none".to_string() } else { state.s3_allow.join(", ") };
+    Err(AppError::bad_request(
+        "bucket_not_allowed",
+        format!("bucket {bucket} is not allowed (--s3-allow; allowed: {allowed})"),
+    ))
 }
 
 /// An RTMP job may stream only where the operator allows (`--rtmp-allow`, else the

@@ -34,6 +34,8 @@ pub struct AppState {
     pub artifacts: crate::storage::ArtifactStore,
     /// `--max-output-bytes`: largest single output accepted.
     pub max_output_bytes: u64,
+    /// `--s3-allow`: buckets jobs may read inputs from and write outputs to.
+    pub s3_allow: Vec<String>,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here

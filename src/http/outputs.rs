@@ -10,7 +10,8 @@ use crate::db::now_micros;
 use crate::db::outputs::{self as db_outputs, OutputRow};
 use crate::domain::media::{check_artifact_name, content_type_of};
 use crate::error::{AppError, AppResult};
-use crate::storage::{ArtifactStore, StoreError, transfer::SHA256_HEADER};
+use crate::storage::transfer::{BYTES_HEADER, LOCATION_HEADER, SHA256_HEADER};
+use crate::storage::{ArtifactStore, StoreError};
 use crate::wire::{ErrorBody, JobOutput, JobOutputs};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -70,6 +71,9 @@ pub async fn upload_output(
         }
     }
     let uid_s = uid.to_string();
+    if let Some(external) = req.headers().get(LOCATION_HEADER) {
+        return record_external(&state, &req, external, uid_s, name, q.into_inner(), sha).await;
+    }
     let location = ArtifactStore::location(&uid_s, q.attempt, &name);
     let stored = state.artifacts.receive(&location, body, state.max_output_bytes, &sha).await.map_err(|e| match e {
         StoreError::TooLarge(n) => AppError::PayloadTooLarge(n as usize),
@@ -92,7 +96,7 @@ pub async fn upload_output(
     match state.h.db.write(move |c| db_outputs::record(c, row, &node)).await {
         Ok(replaced) => {
             let mut delta = stored.bytes as i64;
-            if let Some(old) = replaced {
+            if let Some(old) = replaced.filter(|o| !o.is_external()) {
                 state.artifacts.remove(&old.location);
                 delta -= old.bytes;
             }
@@ -108,6 +112,53 @@ pub async fn upload_output(
             }
             Err(e.into())
         }
+    }
+}
+
+/// An output the worker wrote to an allowed bucket under the job's destination: only
+/// its record is kept here.
+async fn record_external(
+    state: &AppState,
+    req: &HttpRequest,
+    location: &actix_web::http::header::HeaderValue,
+    job_id: String,
+    name: String,
+    q: UploadQuery,
+    sha: String,
+) -> AppResult<HttpResponse> {
+    let bad = |m: String| AppError::bad_request("invalid_output_location", m);
+    let location = location.to_str().map_err(|_| bad("x-output-location is not text".into()))?.to_string();
+    let (bucket, key) = crate::domain::media::split_s3(&location)
+        .ok_or_else(|| bad(format!("x-output-location must be s3://bucket/key, not '{location}'")))?;
+    crate::domain::media::check_bucket(bucket).map_err(bad)?;
+    crate::domain::media::check_object_key(key).map_err(bad)?;
+    if key.rsplit('/').next() != Some(name.as_str()) {
+        return Err(bad(format!("the object {location} is not named {name}")));
+    }
+    if !state.s3_allow.iter().any(|b| b == bucket) {
+        return Err(AppError::bad_request("bucket_not_allowed", format!("bucket {bucket} is not in --s3-allow")));
+    }
+    let bytes = req
+        .headers()
+        .get(BYTES_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .ok_or_else(|| bad(format!("send the object's size in {BYTES_HEADER}")))?;
+    let row = OutputRow {
+        job_id,
+        name: name.clone(),
+        attempt: q.attempt,
+        bytes: bytes.min(i64::MAX as u64) as i64,
+        sha256: sha,
+        content_type: content_type_of(&name),
+        location,
+        created_at: now_micros(),
+    };
+    let wire = row.to_wire();
+    let node = q.node_id;
+    match state.h.db.write(move |c| db_outputs::record(c, row, &node)).await {
+        Ok(_) => Ok(HttpResponse::Created().json(wire)),
+        Err(e) if e.is_refusal() => Err(AppError::stale_attempt(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -139,6 +190,13 @@ pub async fn download_output(
         },
         other => other.into(),
     })?;
+    if let Some((bucket, key)) = crate::domain::media::split_s3(&out.location) {
+        // In a bucket: a short-lived presigned URL, signed with the master's credentials.
+        let url = crate::storage::objects::presigned_get(bucket, key, std::time::Duration::from_secs(900))
+            .await
+            .map_err(|m| AppError::Unavailable { code: "storage_unavailable", message: m })?;
+        return Ok(HttpResponse::TemporaryRedirect().insert_header(("Location", url)).finish());
+    }
     let file = actix_files::NamedFile::open_async(state.artifacts.path(&out.location)).await.map_err(|e| {
         AppError::NotFound {
             code: "output_not_found",
@@ -181,7 +239,8 @@ pub fn forget_files(
     gone: &[OutputRow],
 ) {
     let mut freed = 0;
-    for o in gone {
+    // Objects in a bucket are the bucket owner's: forgetting the record leaves them.
+    for o in gone.iter().filter(|o| !o.is_external()) {
         store.remove(&o.location);
         freed += o.bytes;
     }

@@ -1,7 +1,8 @@
 //! Moving media: the master's artifact store ([`ArtifactStore`], the default home of
-//! every job's outputs) and the transfers a worker makes ([`transfer`]: inputs
-//! downloaded, outputs uploaded). Both sides checksum with one [`Sha256`] helper.
+//! every job's outputs), S3-compatible buckets ([`objects`]) and the transfers a worker
+//! makes ([`transfer`]: inputs downloaded, outputs uploaded). Both sides checksum with one [`Sha256`] helper.
 
+pub mod objects;
 pub mod transfer;
 
 use futures_util::{Stream, StreamExt};

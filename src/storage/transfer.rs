@@ -12,6 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The header an upload names its body's SHA-256 in (hex).
 pub const SHA256_HEADER: &str = "x-content-sha256";
+/// An output stored elsewhere (`s3://bucket/key`): recorded, not uploaded.
+pub const LOCATION_HEADER: &str = "x-output-location";
+/// The size of an output recorded by location.
+pub const BYTES_HEADER: &str = "x-output-bytes";
 
 const CHUNK: usize = 256 * 1024;
 
@@ -60,6 +64,10 @@ pub struct DownloadLimits {
     pub stall: Duration,
     /// Tries in all; each after the first resumes where the last one stopped.
     pub tries: u32,
+    /// Follow one redirect (the master's presigned URL of an object), with a client
+    /// that sends no credentials. Off for URL inputs: a redirect could lead past the
+    /// master's allow-list.
+    pub follow_redirect: bool,
 }
 
 /// Download into `dest`. `request(offset)` builds the request; from a non-zero offset
@@ -76,12 +84,17 @@ pub async fn download(
     let mut have = 0u64;
     let mut delay = Duration::from_millis(200);
     let mut last = DownloadError::transient("no try made");
+    let mut redirected: Option<(awc::Client, String)> = None;
     for try_no in 0..limits.tries.max(1) {
         if try_no > 0 {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         }
-        let mut req = request(have).timeout(limits.stall);
+        let req = match &redirected {
+            Some((plain, url)) => plain.get(url.as_str()),
+            None => request(have),
+        };
+        let mut req = req.timeout(limits.stall);
         if have > 0 {
             req = req.insert_header(("Range", format!("bytes={have}-")));
         }
@@ -103,6 +116,17 @@ pub async fn download(
                 }
             }
             206 if have > 0 => {}
+            301 | 302 | 303 | 307 | 308 if limits.follow_redirect && redirected.is_none() => {
+                let to = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let Some(to) = to else { return Err(DownloadError::permanent("a redirect without a location")) };
+                redirected = Some((awc::Client::builder().disable_redirects().finish(), to));
+                last = DownloadError::transient("redirected");
+                delay = Duration::ZERO;
+                continue;
+            }
+            301 | 302 | 303 | 307 | 308 => {
+                return Err(DownloadError::permanent(format!("HTTP {status}: redirects are not followed")));
+            }
             404 | 410 => return Err(DownloadError::permanent(format!("the input is not there (HTTP {status})"))),
             s if (400..500).contains(&s) && s != 408 && s != 429 => {
                 return Err(DownloadError::permanent(format!("the input server refused it (HTTP {s})")));

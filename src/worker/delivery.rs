@@ -32,6 +32,9 @@ pub struct Outcome {
 pub struct PendingResult {
     pub result: JobResult,
     pub output: Option<PathBuf>,
+    /// `s3://bucket/prefix/` when the job's outputs go to a bucket (else the master).
+    #[serde(default)]
+    pub destination: Option<String>,
 }
 
 pub const PENDING_RESULT_FILE: &str = "result.json";
@@ -69,7 +72,12 @@ fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> O
         outputs: None,
     };
     let output = if *ending == Ending::Completed { o.output } else { None };
-    Some(PendingResult { result, output })
+    let destination =
+        crate::domain::params::parse_job_spec(&job.parameters, job.engine).ok().and_then(|s| match s.destination {
+            crate::domain::media::Destination::S3 { bucket, prefix } => Some(format!("s3://{bucket}/{prefix}")),
+            crate::domain::media::Destination::Artifact => None,
+        });
+    Some(PendingResult { result, output, destination })
 }
 
 pub async fn report(
@@ -120,7 +128,7 @@ pub async fn deliver(
 ) -> Delivery {
     let mut pending = pending.clone();
     if let Some(file) = pending.output.clone() {
-        match store_output(shared, &pending.result, &file).await {
+        match store_output(shared, &pending.result, &file, pending.destination.as_deref()).await {
             Stored::Yes(name) => pending.result.outputs = Some(vec![name]),
             Stored::Stale => return finish(&pending, dir, Delivery::Refused),
             Stored::No(error, reason, retryable) => {
@@ -148,7 +156,7 @@ pub async fn deliver(
             // The master lost track of the stored file (deleted meanwhile): store it again.
             ClientError::Status { status: 409, code, .. } if code == "outputs_missing" => {
                 if let Some(file) = &pending.output
-                    && let Stored::Stale = store_output(shared, r, file).await
+                    && let Stored::Stale = store_output(shared, r, file, pending.destination.as_deref()).await
                 {
                     break Delivery::Refused;
                 }
@@ -226,7 +234,7 @@ const STORE_FAILURES: u32 = 6;
 
 /// Upload `file` to the master's artifact store, retrying with capped backoff while
 /// reporting the `uploading` phase.
-async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path) -> Stored {
+async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path, destination: Option<&str>) -> Stored {
     let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return Stored::No("output has no file name".into(), FailureReason::PlatformError, true);
     };
@@ -247,7 +255,24 @@ async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path) -> Stor
     let mut store_failures = 0;
     loop {
         let sent = Rc::new(Cell::new(0u64));
-        let upload = shared.client.upload_output(&target, file, &sha, sent.clone());
+        let upload = async {
+            match destination {
+                None => shared.client.upload_output(&target, file, &sha, sent.clone()).await,
+                // A bucket: the worker writes the object with its own credentials, then
+                // the master records where it is.
+                Some(prefix) => {
+                    let location = format!("{prefix}{name}");
+                    let (bucket, key) = crate::domain::media::split_s3(&location).unwrap_or_default();
+                    crate::storage::objects::put(bucket, key, file).await.map_err(|m| ClientError::Status {
+                        status: 503,
+                        code: "storage_unavailable".into(),
+                        message: m,
+                    })?;
+                    sent.set(bytes);
+                    shared.client.record_output(&target, &location, bytes, &sha).await
+                }
+            }
+        };
         tokio::pin!(upload);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let answer = loop {

@@ -1,6 +1,6 @@
 //! A job's input, made local and known before the encode starts: a path under an
-//! `--input-root` is resolved, a URL or another job's output (`artifact://`) is
-//! downloaded into the attempt dir (streamed, capped, resumed), and every input is
+//! `--input-root` is resolved, a URL, an object (`s3://`, with the worker's own
+//! credentials) or another job's output (`artifact://`) is downloaded into the attempt dir (streamed, capped, resumed), and every input is
 //! probed once with ffprobe. ffmpeg itself only ever opens a local file.
 
 use super::WorkerShared;
@@ -86,7 +86,12 @@ async fn fetch(
     dest: &Path,
     got: Rc<Cell<u64>>,
 ) -> Result<u64, DownloadError> {
-    let limits = DownloadLimits { max_bytes: shared.cfg.max_input_bytes, stall: Duration::from_secs(30), tries: 5 };
+    let limits = DownloadLimits {
+        max_bytes: shared.cfg.max_input_bytes,
+        stall: Duration::from_secs(30),
+        tries: 5,
+        follow_redirect: false,
+    };
     match source {
         InputRef::Http { url, .. } => {
             // Another client than the master's: the worker's key never goes to an input server,
@@ -95,9 +100,12 @@ async fn fetch(
             download(|_| http.get(url.as_str()), dest, limits, got).await
         }
         InputRef::Artifact { job_id, name } => {
+            // An output in a bucket answers with a presigned URL: followed, keyless.
             let path = format!("/jobs/{job_id}/outputs/{name}");
+            let limits = DownloadLimits { follow_redirect: true, ..limits };
             download(|_| shared.client.request(awc::http::Method::GET, &path), dest, limits, got).await
         }
+        InputRef::S3 { bucket, key } => crate::storage::objects::fetch(bucket, key, dest, limits.max_bytes, got).await,
         InputRef::Local(_) => unreachable!("local inputs are not fetched"),
     }
 }

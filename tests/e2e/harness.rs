@@ -19,26 +19,41 @@ pub struct TestMaster {
     pub args: Vec<String>,
     /// PostgreSQL database of this master when the suite runs on PostgreSQL.
     pub pg_url: Option<String>,
+    /// Extra environment (e.g. AWS_* for a test S3 server).
+    pub env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl TestMaster {
+    /// Start a master with extra environment variables too.
+    pub fn start_with_env(extra: &[&str], env: &[(String, String)]) -> TestMaster {
+        let mut m = TestMaster::start_unspawned(extra);
+        m.env = env.to_vec();
+        m.spawn();
+        m
+    }
+
     /// Start a master on a fresh temp database with extra flags.
     pub fn start(extra: &[&str]) -> TestMaster {
+        let mut m = TestMaster::start_unspawned(extra);
+        m.spawn();
+        m
+    }
+
+    fn start_unspawned(extra: &[&str]) -> TestMaster {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let explicit = extra.contains(&"--database-url");
         let pg_url = (suite_on_postgres() && !explicit).then(new_pg_database);
-        let mut m = TestMaster {
+        TestMaster {
             child: None,
             url: String::new(),
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
             pg_url,
+            env: Vec::new(),
             _tmp: Some(tmp),
-        };
-        m.spawn();
-        m
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -63,6 +78,7 @@ impl TestMaster {
         if let Some(u) = &self.pg_url {
             cmd.args(["--database-url", u]);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(&self.args)
             .env("RUST_LOG", "warn")
             .env_remove("MASTER_API_KEY")
@@ -298,6 +314,8 @@ pub fn tmpdir() -> tempfile::TempDir {
 pub struct TestWorker {
     pub child: Option<Child>,
     pub work_dir: PathBuf,
+    /// Extra environment (kept for restarts).
+    pub env: Vec<(String, String)>,
     pub node_id: String,
     pub metrics_url: String,
     _tmp: Option<tempfile::TempDir>,
@@ -305,10 +323,20 @@ pub struct TestWorker {
 
 impl TestWorker {
     pub fn start(master: &TestMaster, extra: &[&str]) -> TestWorker {
+        TestWorker::start_with_env(master, extra, &[])
+    }
+
+    pub fn start_with_env(master: &TestMaster, extra: &[&str], env: &[(String, String)]) -> TestWorker {
         let tmp = tempfile::tempdir().unwrap();
         let work_dir = tmp.path().join("work");
-        let mut w =
-            TestWorker { child: None, work_dir, node_id: String::new(), metrics_url: String::new(), _tmp: Some(tmp) };
+        let mut w = TestWorker {
+            child: None,
+            work_dir,
+            env: env.to_vec(),
+            node_id: String::new(),
+            metrics_url: String::new(),
+            _tmp: Some(tmp),
+        };
         w.spawn(&master.url, extra);
         w
     }
@@ -324,6 +352,7 @@ impl TestWorker {
             .args(["worker", "--master", master, "--metrics-port", "0", "--work-dir"])
             .arg(&self.work_dir)
             .args(extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -431,7 +460,15 @@ impl TestMaster {
         let mut args: Vec<String> = vec!["--port".into(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let pg_url = suite_on_postgres().then(new_pg_database);
-        let mut m = TestMaster { child: None, url: String::new(), dir: db_dir.to_path_buf(), args, pg_url, _tmp: None };
+        let mut m = TestMaster {
+            child: None,
+            url: String::new(),
+            dir: db_dir.to_path_buf(),
+            args,
+            pg_url,
+            env: Vec::new(),
+            _tmp: None,
+        };
         m.spawn();
         m
     }

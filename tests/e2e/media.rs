@@ -190,7 +190,7 @@ fn url_and_artifact_inputs_are_downloaded_probed_and_transcoded() {
     refused(format!("http://localhost:{}/clip.mp4", server.port), "input_not_allowed", "--input-allow");
     refused(format!("http://10.0.0.1:{}/clip.mp4", server.port), "input_not_allowed", "--input-allow");
     refused(format!("artifact://{id}/nope.mp4"), "input_not_found", "nope.mp4");
-    refused("s3://bucket/key.mp4".into(), "invalid_parameter", "s3://");
+    refused("s3://bucket/key.mp4".into(), "bucket_not_allowed", "--s3-allow");
     refused("gopher://x/y".into(), "invalid_parameter", "not supported");
     // A wildcard never admits an internal address.
     let open = TestMaster::start(&["--input-allow", "*"]);
@@ -294,4 +294,119 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// moto's S3 server on a free loopback port (real S3 protocol, SigV4-signed requests).
+struct S3Server {
+    child: Child,
+    url: String,
+}
+
+impl S3Server {
+    fn start() -> Option<S3Server> {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(_) => {
+                assert!(std::env::var_os("CI").is_none(), "CI installs moto's server (.ci/run)");
+                eprintln!("skipped: moto_server is not installed (pip install 'moto[server]')");
+                return None;
+            }
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let s = S3Server { child, url };
+        wait_until(Duration::from_secs(30), "the S3 server to answer", || ureq::get(&s.url).call().is_ok());
+        Some(s)
+    }
+
+    /// The AWS_* environment that points a process at this server.
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ENDPOINT", self.url.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Size of an object, from an (anonymous) listing of its bucket.
+    fn object_size(&self, bucket: &str, key: &str) -> Option<u64> {
+        let xml = ureq::get(&format!("{}/{bucket}?list-type=2", self.url)).call().ok()?.into_string().ok()?;
+        let at = xml.find(&format!("<Key>{key}</Key>"))?;
+        let rest = &xml[at..];
+        let size = rest.split("<Size>").nth(1)?.split("</Size>").next()?;
+        size.parse().ok()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn s3_inputs_and_destinations_against_a_real_s3_server() {
+    let Some(s3) = S3Server::start() else { return };
+    for bucket in ["media-in", "media-out"] {
+        assert!(ureq::put(&format!("{}/{bucket}", s3.url)).call().is_ok(), "bucket {bucket} created");
+    }
+    let media = tmpdir();
+    let clip = media.path().join("clip.mp4");
+    make_clip(&clip, 1);
+    let clip_bytes = std::fs::read(&clip).unwrap();
+    ureq::put(&format!("{}/media-in/clips/clip.mp4", s3.url)).send_bytes(&clip_bytes).unwrap();
+    let env = s3.env();
+    let m = TestMaster::start_with_env(&["--s3-allow", "media-in,media-out"], &env);
+    let api = m.api();
+    let _w = TestWorker::start_with_env(&m, &[], &env);
+
+    // An object as input, a bucket as destination.
+    let id = api.submit(json!({"parameters": {"input": "s3://media-in/clips/clip.mp4", "destination": "s3://media-out/renditions/", "codec": "vp9", "output": "clip.webm"}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!(j["status"], "completed", "{j}");
+    assert!((j["input_info"]["duration_seconds"].as_f64().unwrap() - 1.0).abs() < 0.2, "{j}");
+    let record = &j["outputs"][0];
+    assert_eq!(record["location"], "s3://media-out/renditions/clip.webm", "{record}");
+    let size = s3.object_size("media-out", "renditions/clip.webm").expect("the worker wrote the object");
+    assert_eq!(size, record["bytes"].as_u64().unwrap());
+    // A download is a redirect to a presigned URL; following it gives the same bytes.
+    let no_redirects = ureq::AgentBuilder::new().redirects(0).build();
+    let resp = no_redirects.get(&format!("{}/jobs/{id}/outputs/clip.webm", m.url)).call();
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(resp.status(), 307);
+    let signed = resp.header("location").unwrap().to_string();
+    assert!(signed.starts_with(&s3.url) && signed.contains("X-Amz-Signature="), "{signed}");
+    let (s, body, _) = api.bytes(&format!("/jobs/{id}/outputs/clip.webm"), &[]);
+    assert_eq!((s, sha256_hex(&body)), (200, record["sha256"].as_str().unwrap().to_string()), "the object's bytes");
+    assert_eq!(api.metric("ffrtmp_artifact_bytes_stored"), 0.0, "nothing of it is on the master's disk");
+    // Chained from the bucket through its artifact name, into the master's store.
+    let chained =
+        api.submit(json!({"parameters": {"input": format!("artifact://{id}/clip.webm"), "output": "again.mp4"}}));
+    let j = wait_terminal(&api, &chained, Duration::from_secs(60));
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(probe_video(&fetch_output(&api, &chained).path).0, "h264");
+
+    // A missing object fails at once; buckets the operator did not allow are refused.
+    let missing = api.submit(json!({"parameters": {"input": "s3://media-in/clips/none.mp4"}}));
+    let j = wait_terminal(&api, &missing, Duration::from_secs(60));
+    assert_eq!((j["status"].as_str(), j["failure_reason"].as_str()), (Some("failed"), Some("input_error")), "{j}");
+    for params in [json!({"input": "s3://private/x.mp4"}), json!({"destination": "s3://private/out/"})] {
+        let (s, e) = api.post("/jobs", json!({"parameters": params}));
+        assert_eq!((s, e["error"].as_str()), (400, Some("bucket_not_allowed")), "{e}");
+    }
 }
