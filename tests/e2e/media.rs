@@ -303,14 +303,18 @@ struct S3Server {
 }
 
 impl S3Server {
-    fn start() -> Option<S3Server> {
-        let port = free_port();
-        let child = Command::new("moto_server")
+    fn spawn(port: u16) -> std::io::Result<Child> {
+        Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
+            .spawn()
+    }
+
+    /// A server with these buckets.
+    fn start(buckets: &[&str]) -> Option<S3Server> {
+        let port = free_port();
+        let child = match S3Server::spawn(port) {
             Ok(c) => c,
             Err(_) => {
                 assert!(std::env::var_os("CI").is_none(), "CI installs moto's server (.ci/run)");
@@ -318,10 +322,35 @@ impl S3Server {
                 return None;
             }
         };
-        let url = format!("http://127.0.0.1:{port}");
-        let s = S3Server { child, url };
-        wait_until(Duration::from_secs(30), "the S3 server to answer", || ureq::get(&s.url).call().is_ok());
+        let s = S3Server { child, url: format!("http://127.0.0.1:{port}") };
+        s.ready(buckets);
         Some(s)
+    }
+
+    fn ready(&self, buckets: &[&str]) {
+        wait_until(Duration::from_secs(30), "the S3 server to answer", || ureq::get(&self.url).call().is_ok());
+        for bucket in buckets {
+            assert!(ureq::put(&format!("{}/{bucket}", self.url)).call().is_ok(), "bucket {bucket} created");
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Back on the same port (moto keeps nothing: the buckets are made again, empty).
+    fn restart(&mut self, buckets: &[&str]) {
+        self.stop();
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = S3Server::spawn(port).unwrap();
+        self.ready(buckets);
+    }
+
+    /// Keys in a bucket, from an (anonymous) listing.
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        let xml = ureq::get(&format!("{}/{bucket}?list-type=2", self.url)).call().unwrap().into_string().unwrap();
+        xml.split("<Key>").skip(1).filter_map(|k| k.split("</Key>").next()).map(str::to_string).collect()
     }
 
     /// The AWS_* environment that points a process at this server.
@@ -350,17 +379,13 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
 #[test]
 fn s3_inputs_and_destinations_against_a_real_s3_server() {
-    let Some(s3) = S3Server::start() else { return };
-    for bucket in ["media-in", "media-out"] {
-        assert!(ureq::put(&format!("{}/{bucket}", s3.url)).call().is_ok(), "bucket {bucket} created");
-    }
+    let Some(s3) = S3Server::start(&["media-in", "media-out"]) else { return };
     let media = tmpdir();
     let clip = media.path().join("clip.mp4");
     make_clip(&clip, 1);
@@ -409,4 +434,26 @@ fn s3_inputs_and_destinations_against_a_real_s3_server() {
         let (s, e) = api.post("/jobs", json!({"parameters": params}));
         assert_eq!((s, e["error"].as_str()), (400, Some("bucket_not_allowed")), "{e}");
     }
+}
+
+#[test]
+fn an_s3_outage_during_the_upload_delays_the_job_and_loses_nothing() {
+    let Some(mut s3) = S3Server::start(&["media-out"]) else { return };
+    let env = s3.env();
+    let m = TestMaster::start_with_env(&["--s3-allow", "media-out"], &env);
+    let api = m.api();
+    let _w = TestWorker::start_with_env(&m, &[], &env);
+    let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 2, "realtime": true,
+        "destination": "s3://media-out/out/"}}));
+    wait_until(Duration::from_secs(30), "the encode to run", || api.status(&id) == "processing");
+    s3.stop();
+    wait_until(Duration::from_secs(30), "the worker to be trying to upload", || {
+        api.job(&id)["progress_detail"]["phase"] == "uploading"
+    });
+    assert_eq!(api.status(&id), "processing", "not completed while the object is not stored");
+    s3.restart(&["media-out"]);
+    let j = wait_terminal(&api, &id, Duration::from_secs(120));
+    assert_eq!((j["status"].as_str(), j["attempt"].as_i64()), (Some("completed"), Some(1)), "{j}");
+    assert_eq!(s3.keys("media-out"), vec!["out/output.mp4".to_string()], "exactly one stored copy");
+    assert_eq!(api.outputs(&id).len(), 1);
 }
