@@ -108,6 +108,10 @@ pub struct MasterArgs {
     /// Workers use their own AWS_* credentials; the master's own sign download URLs.
     #[arg(long = "s3-allow", env = "FFRTMP_S3_ALLOW", value_delimiter = ',')]
     pub s3_allow: Vec<String>,
+    /// A shared library the workers write `file://` destinations into, mounted here too
+    /// (repeatable): its outputs are then downloadable through the API.
+    #[arg(long = "output-root", env = "FFRTMP_OUTPUT_ROOTS", value_delimiter = ',')]
+    pub output_roots: Vec<PathBuf>,
     /// Largest single output a worker may store, in bytes.
     #[arg(long, env = "FFRTMP_MAX_OUTPUT_BYTES", default_value_t = 64 << 30)]
     pub max_output_bytes: u64,
@@ -305,6 +309,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         artifacts,
         max_output_bytes: args.max_output_bytes,
         s3_allow: args.s3_allow()?,
+        output_roots: args.output_roots.clone(),
     });
     let keys = web::Data::new(keys);
     let limits = web::Data::new(RateLimits::new(RateLimitConfig {

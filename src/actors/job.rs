@@ -470,6 +470,14 @@ impl Handler<ReportProgress> for JobActor {
         // Progress never goes backwards within an attempt.
         if let Some(prev) = &self.progress {
             detail.percent = detail.percent.max(prev.percent);
+            // A transfer phase's report keeps the encode's last figures beside it.
+            if detail.phase.is_some() {
+                detail.fps = detail.fps.or(prev.fps);
+                detail.speed = detail.speed.or(prev.speed);
+                detail.bitrate_kbps = detail.bitrate_kbps.or(prev.bitrate_kbps);
+                detail.frames = detail.frames.or(prev.frames);
+                detail.out_time_seconds = detail.out_time_seconds.or(prev.out_time_seconds);
+            }
         }
         self.progress = Some(detail.clone());
         self.metrics.do_send(MetricRecorded(MetricEvent::ProgressUpdated));

@@ -18,16 +18,16 @@ pub struct OutputRow {
     pub bytes: i64,
     pub sha256: String,
     pub content_type: String,
-    /// Where the bytes are: a path relative to the artifact store's root, or
-    /// `s3://bucket/key`.
+    /// Where the bytes are: a path relative to the artifact store's root,
+    /// `s3://bucket/key`, or `file:///path` in a shared library.
     pub location: String,
     pub created_at: i64,
 }
 
 impl OutputRow {
-    /// Stored outside the master's artifact store (an S3 object).
+    /// Stored outside the master's artifact store (an S3 object, a library file).
     pub fn is_external(&self) -> bool {
-        self.location.starts_with("s3://")
+        self.location.starts_with("s3://") || self.location.starts_with("file://")
     }
 
     pub fn to_wire(&self) -> crate::wire::JobOutput {
@@ -81,6 +81,10 @@ pub fn get(conn: &mut Conn, job_id: &str, name: &str) -> DbResult<OutputRow> {
         .get_result(conn)?)
 }
 
+pub fn count(conn: &mut Conn, job_id: &str) -> DbResult<i64> {
+    Ok(job_outputs::table.filter(job_outputs::job_id.eq(job_id)).count().get_result(conn)?)
+}
+
 pub fn list(conn: &mut Conn, job_id: &str) -> DbResult<Vec<OutputRow>> {
     Ok(job_outputs::table
         .filter(job_outputs::job_id.eq(job_id))
@@ -126,6 +130,7 @@ pub fn names_of_attempt(conn: &mut Conn, job_id: &str, attempt: i32) -> DbResult
 pub fn total_bytes(conn: &mut Conn) -> DbResult<i64> {
     Ok(job_outputs::table
         .filter(job_outputs::location.not_like("s3://%"))
+        .filter(job_outputs::location.not_like("file://%"))
         .select(diesel::dsl::sql::<diesel::sql_types::BigInt>("CAST(COALESCE(SUM(bytes), 0) AS BIGINT)"))
         .get_result(conn)?)
 }

@@ -33,6 +33,9 @@ pub enum Destination {
     /// `s3://bucket/prefix/`: written by the worker with its own credentials, recorded
     /// on the master, downloaded through a presigned URL.
     S3 { bucket: String, prefix: String },
+    /// `file:///dir/`: a shared filesystem (a Tdarr-style library) under the worker's
+    /// `--output-root`, written under a temporary name and renamed into place.
+    Path { dir: String },
 }
 
 impl Destination {
@@ -40,9 +43,14 @@ impl Destination {
         if s.is_empty() || s == "artifact" {
             return Ok(Destination::Artifact);
         }
+        if let Some(dir) = s.strip_prefix("file://") {
+            check_library_dir(dir)?;
+            let dir = if dir.ends_with('/') { dir.to_string() } else { format!("{dir}/") };
+            return Ok(Destination::Path { dir });
+        }
         let Some(rest) = s.strip_prefix("s3://") else {
             return Err(format!(
-                "destination must be 'artifact' or s3://bucket/prefix/, not '{}'",
+                "destination must be 'artifact', s3://bucket/prefix/ or file:///dir/, not '{}'",
                 s.chars().take(64).collect::<String>()
             ));
         };
@@ -58,10 +66,38 @@ impl Destination {
     /// The bucket this destination writes to, if any.
     pub fn bucket(&self) -> Option<&str> {
         match self {
-            Destination::Artifact => None,
             Destination::S3 { bucket, .. } => Some(bucket),
+            _ => None,
         }
     }
+
+    /// Where an output named `name` goes (`None`: the master's artifact store).
+    pub fn location_of(&self, name: &str) -> Option<String> {
+        match self {
+            Destination::Artifact => None,
+            Destination::S3 { bucket, prefix } => Some(format!("s3://{bucket}/{prefix}{name}")),
+            Destination::Path { dir } => Some(format!("file://{dir}{name}")),
+        }
+    }
+}
+
+/// A library directory: absolute, at most 1024 bytes, no control characters, no `.` or
+/// `..` segments (the worker still checks it is under one of its `--output-root`s).
+pub fn check_library_dir(dir: &str) -> Result<(), String> {
+    let ok = dir.starts_with('/')
+        && dir.len() <= 1024
+        && !dir.chars().any(char::is_control)
+        && !dir.split('/').any(|seg| seg == ".." || seg == ".");
+    if ok {
+        Ok(())
+    } else {
+        Err("a file:// destination must be an absolute directory (at most 1024 bytes, no '.' or '..' segments)".into())
+    }
+}
+
+/// The path of a `file://` location.
+pub fn file_path(location: &str) -> Option<&str> {
+    location.strip_prefix("file://").filter(|p| p.starts_with('/'))
 }
 
 /// An S3 bucket name: 3–63 lower-case letters, digits, '.', '-'.
@@ -454,7 +490,10 @@ mod tests {
             ("s3://out/tv/show", Ok(Destination::S3 { bucket: "out".into(), prefix: "tv/show/".into() })),
             ("s3://out/tv/", Ok(Destination::S3 { bucket: "out".into(), prefix: "tv/".into() })),
             ("s3://x/", Err("bucket")),
-            ("file:///mnt/x", Err("destination must be")),
+            ("file:///mnt/library/tv", Ok(Destination::Path { dir: "/mnt/library/tv/".into() })),
+            ("file://relative/x", Err("absolute")),
+            ("file:///mnt/../etc", Err("absolute")),
+            ("ftp://x/y", Err("destination must be")),
             ("s3://out/../etc", Err("'..'")),
         ];
         for (d, want) in cases {
@@ -465,6 +504,10 @@ mod tests {
             }
         }
         assert_eq!(split_s3("s3://b/k/x.mp4"), Some(("b", "k/x.mp4")));
+        let lib = Destination::parse("file:///lib/tv").unwrap();
+        assert_eq!(lib.location_of("a.mp4").as_deref(), Some("file:///lib/tv/a.mp4"));
+        assert_eq!(file_path("file:///lib/tv/a.mp4"), Some("/lib/tv/a.mp4"));
+        assert_eq!(Destination::Artifact.location_of("a.mp4"), None);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct AppState {
     pub max_output_bytes: u64,
     /// `--s3-allow`: buckets jobs may read inputs from and write outputs to.
     pub s3_allow: Vec<String>,
+    /// `--output-root`: shared libraries mounted on the master too (their outputs are
+    /// downloadable through the API).
+    pub output_roots: Vec<std::path::PathBuf>,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here

@@ -71,6 +71,17 @@ pub async fn upload_output(
         }
     }
     let uid_s = uid.to_string();
+    let key = uid_s.clone();
+    let stored_already = state.h.db.read(move |c| db_outputs::count(c, &key)).await?;
+    if stored_already >= crate::domain::limits::MAX_OUTPUTS_PER_JOB as i64 {
+        return Err(AppError::bad_request(
+            "too_many_outputs",
+            format!(
+                "job {uid_s} already has {stored_already} outputs (at most {})",
+                crate::domain::limits::MAX_OUTPUTS_PER_JOB
+            ),
+        ));
+    }
     if let Some(external) = req.headers().get(LOCATION_HEADER) {
         return record_external(&state, &req, external, uid_s, name, q.into_inner(), sha).await;
     }
@@ -126,17 +137,26 @@ async fn record_external(
     q: UploadQuery,
     sha: String,
 ) -> AppResult<HttpResponse> {
+    use crate::domain::media::{check_bucket, check_library_dir, check_object_key, file_path, split_s3};
     let bad = |m: String| AppError::bad_request("invalid_output_location", m);
     let location = location.to_str().map_err(|_| bad("x-output-location is not text".into()))?.to_string();
-    let (bucket, key) = crate::domain::media::split_s3(&location)
-        .ok_or_else(|| bad(format!("x-output-location must be s3://bucket/key, not '{location}'")))?;
-    crate::domain::media::check_bucket(bucket).map_err(bad)?;
-    crate::domain::media::check_object_key(key).map_err(bad)?;
-    if key.rsplit('/').next() != Some(name.as_str()) {
-        return Err(bad(format!("the object {location} is not named {name}")));
-    }
-    if !state.s3_allow.iter().any(|b| b == bucket) {
-        return Err(AppError::bad_request("bucket_not_allowed", format!("bucket {bucket} is not in --s3-allow")));
+    let last_segment = if let Some((bucket, key)) = split_s3(&location) {
+        check_bucket(bucket).map_err(bad)?;
+        check_object_key(key).map_err(bad)?;
+        if !state.s3_allow.iter().any(|b| b == bucket) {
+            return Err(AppError::bad_request("bucket_not_allowed", format!("bucket {bucket} is not in --s3-allow")));
+        }
+        key.rsplit('/').next()
+    } else if let Some(path) = file_path(&location) {
+        // A shared library: the worker checked its own --output-root before writing.
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+        check_library_dir(&format!("{dir}/")).map_err(bad)?;
+        Some(file)
+    } else {
+        return Err(bad(format!("x-output-location must be s3://bucket/key or file:///path, not '{location}'")));
+    };
+    if last_segment != Some(name.as_str()) {
+        return Err(bad(format!("{location} is not named {name}")));
     }
     let bytes = req
         .headers()
@@ -197,11 +217,23 @@ pub async fn download_output(
             .map_err(|m| AppError::Unavailable { code: "storage_unavailable", message: m })?;
         return Ok(HttpResponse::TemporaryRedirect().insert_header(("Location", url)).finish());
     }
-    let file = actix_files::NamedFile::open_async(state.artifacts.path(&out.location)).await.map_err(|e| {
-        AppError::NotFound {
-            code: "output_not_found",
-            message: format!("output '{}' is recorded but unreadable: {e}", out.name),
+    let on_disk = match crate::domain::media::file_path(&out.location) {
+        // In a shared library: served when the master mounts it too (--output-root).
+        Some(p) if crate::storage::under_roots(std::path::Path::new(p), &state.output_roots) => p.into(),
+        Some(_) => {
+            return Err(AppError::Conflict {
+                code: "output_elsewhere",
+                message: format!(
+                    "output '{}' is stored at {} on the workers' shared filesystem; mount it on the master (--output-root) to download it here",
+                    out.name, out.location
+                ),
+            });
         }
+        None => state.artifacts.path(&out.location),
+    };
+    let file = actix_files::NamedFile::open_async(on_disk).await.map_err(|e| AppError::NotFound {
+        code: "output_not_found",
+        message: format!("output '{}' is recorded but unreadable: {e}", out.name),
     })?;
     let disposition = actix_web::http::header::ContentDisposition {
         disposition: actix_web::http::header::DispositionType::Attachment,

@@ -45,6 +45,47 @@ pub async fn file_digest(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((n, h.hex()))
 }
 
+/// Copy `src` to `dest` so that `dest` is never seen half-written: a hidden temporary
+/// file in the same directory, synced, then renamed into place (a shared library's
+/// readers — a media server scanning it — only ever see whole files).
+pub async fn place_atomically(src: &Path, dest: &Path) -> std::io::Result<()> {
+    let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no directory"))?;
+    tokio::fs::create_dir_all(dir).await?;
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!("{PARTIAL_PREFIX}{name}-{}", uuid::Uuid::new_v4().simple()));
+    let placed = async {
+        tokio::fs::copy(src, &tmp).await?;
+        tokio::fs::File::open(&tmp).await?.sync_all().await?;
+        tokio::fs::rename(&tmp, dest).await?;
+        if let Ok(d) = tokio::fs::File::open(dir).await {
+            let _ = d.sync_all().await;
+        }
+        Ok(())
+    }
+    .await;
+    if placed.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    placed
+}
+
+/// Is `dir` inside one of `roots`, both as written and once symlinks are resolved (as
+/// far as it exists)?
+pub fn under_roots(dir: &Path, roots: &[PathBuf]) -> bool {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => return false,
+        }
+    }
+    let Ok(real) = existing.canonicalize() else { return false };
+    roots.iter().filter_map(|r| r.canonicalize().ok()).any(|root| {
+        let lexical = dir.starts_with(&root) || roots.iter().any(|r| dir.starts_with(r));
+        lexical && real.starts_with(&root)
+    })
+}
+
 /// Why a file was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -219,5 +260,24 @@ mod tests {
         assert!(!store.path("j/a1/.partial-out.mp4-x").exists());
         store.remove(&loc);
         assert!(!dir.path().join("j").exists(), "empty directories go with the last file");
+    }
+
+    #[actix_rt::test]
+    async fn library_files_appear_whole_and_only_under_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lib");
+        std::fs::create_dir_all(&root).unwrap();
+        let src = dir.path().join("src.mp4");
+        std::fs::write(&src, b"video").unwrap();
+        let dest = root.join("tv/show/ep1.mp4");
+        place_atomically(&src, &dest).await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"video");
+        assert_eq!(std::fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1, "no temporary file left");
+        let roots = vec![root.clone()];
+        assert!(under_roots(&root.join("tv/new/season"), &roots));
+        assert!(!under_roots(&dir.path().join("elsewhere"), &roots));
+        // A symlink inside the root that leads out of it does not count as inside.
+        std::os::unix::fs::symlink(dir.path(), root.join("escape")).unwrap();
+        assert!(!under_roots(&root.join("escape/x"), &roots));
     }
 }

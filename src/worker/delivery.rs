@@ -32,7 +32,8 @@ pub struct Outcome {
 pub struct PendingResult {
     pub result: JobResult,
     pub output: Option<PathBuf>,
-    /// `s3://bucket/prefix/` when the job's outputs go to a bucket (else the master).
+    /// `s3://bucket/prefix/` or `file:///dir/` when the job's outputs go to a bucket or a
+    /// library (else to the master).
     #[serde(default)]
     pub destination: Option<String>,
 }
@@ -72,11 +73,9 @@ fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> O
         outputs: None,
     };
     let output = if *ending == Ending::Completed { o.output } else { None };
-    let destination =
-        crate::domain::params::parse_job_spec(&job.parameters, job.engine).ok().and_then(|s| match s.destination {
-            crate::domain::media::Destination::S3 { bucket, prefix } => Some(format!("s3://{bucket}/{prefix}")),
-            crate::domain::media::Destination::Artifact => None,
-        });
+    let destination = crate::domain::params::parse_job_spec(&job.parameters, job.engine)
+        .ok()
+        .and_then(|s| s.destination.location_of(""));
     Some(PendingResult { result, output, destination })
 }
 
@@ -262,12 +261,15 @@ async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path, destina
                 // the master records where it is.
                 Some(prefix) => {
                     let location = format!("{prefix}{name}");
-                    let (bucket, key) = crate::domain::media::split_s3(&location).unwrap_or_default();
-                    crate::storage::objects::put(bucket, key, file).await.map_err(|m| ClientError::Status {
-                        status: 503,
-                        code: "storage_unavailable".into(),
-                        message: m,
-                    })?;
+                    let unavailable =
+                        |m: String| ClientError::Status { status: 503, code: "storage_unavailable".into(), message: m };
+                    if let Some((bucket, key)) = crate::domain::media::split_s3(&location) {
+                        crate::storage::objects::put(bucket, key, file).await.map_err(unavailable)?;
+                    } else if let Some(path) = crate::domain::media::file_path(&location) {
+                        crate::storage::place_atomically(file, Path::new(path))
+                            .await
+                            .map_err(|e| unavailable(format!("cannot write {path}: {e}")))?;
+                    }
                     sent.set(bytes);
                     shared.client.record_output(&target, &location, bytes, &sha).await
                 }

@@ -375,6 +375,15 @@ fn prepare(shared: &WorkerShared, job: &Job, dir: &Path, input: Option<PathBuf>)
         reason: FailureReason::ResourceError,
         retryable: true,
     })?;
+    if let crate::domain::media::Destination::Path { dir } = &spec.destination
+        && !crate::storage::under_roots(Path::new(dir), &cfg.output_roots)
+    {
+        return Err(Ending::Failed {
+            error: format!("destination {dir} is not under this worker's --output-root"),
+            reason: FailureReason::UserError,
+            retryable: false,
+        });
+    }
     let output = match spec.output_mode {
         OutputMode::File => {
             let name = spec.output.clone().unwrap_or_else(|| argv::default_output_name(&encoder).to_string());

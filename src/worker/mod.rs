@@ -60,6 +60,10 @@ pub struct WorkerArgs {
     pub input_roots: Vec<PathBuf>,
     #[arg(long, env = "FFRTMP_FFMPEG", default_value = "ffmpeg")]
     pub ffmpeg: String,
+    /// Directory `file://` job destinations may write into (repeatable): a shared
+    /// library. Without one, outputs go to the master (or a bucket) only.
+    #[arg(long = "output-root", env = "FFRTMP_OUTPUT_ROOTS", value_delimiter = ',')]
+    pub output_roots: Vec<PathBuf>,
     /// ffprobe, which reads every input once before its encode.
     #[arg(long, env = "FFRTMP_FFPROBE", default_value = "ffprobe")]
     pub ffprobe: String,
@@ -98,6 +102,7 @@ pub enum Executor {
 pub struct WorkerConfig {
     pub work_dir: PathBuf,
     pub input_roots: Vec<PathBuf>,
+    pub output_roots: Vec<PathBuf>,
     pub ffmpeg: String,
     pub ffprobe: String,
     pub max_input_bytes: u64,
@@ -255,6 +260,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         cfg: Rc::new(WorkerConfig {
             work_dir,
             input_roots: args.input_roots.clone(),
+            output_roots: args.output_roots.clone(),
             ffmpeg: args.ffmpeg.clone(),
             ffprobe: args.ffprobe.clone(),
             max_input_bytes: args.max_input_bytes,

@@ -457,3 +457,48 @@ fn an_s3_outage_during_the_upload_delays_the_job_and_loses_nothing() {
     assert_eq!(s3.keys("media-out"), vec!["out/output.mp4".to_string()], "exactly one stored copy");
     assert_eq!(api.outputs(&id).len(), 1);
 }
+
+#[test]
+fn a_shared_library_destination_gets_whole_files_under_the_output_root() {
+    let shared = tmpdir();
+    let library = shared.path().join("library");
+    std::fs::create_dir_all(&library).unwrap();
+    let lib = library.to_str().unwrap();
+    // The master mounts the same share, so it can serve what the workers wrote.
+    let m = TestMaster::start(&["--output-root", lib]);
+    let api = m.api();
+    let _w = TestWorker::start(&m, &["--output-root", lib]);
+    let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 1,
+        "destination": format!("file://{lib}/tv/show"), "output": "episode.mp4"}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!(j["status"], "completed", "{j}");
+    let file = library.join("tv/show/episode.mp4");
+    let record = &j["outputs"][0];
+    assert_eq!(record["location"], format!("file://{}", file.display()));
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(sha256_hex(&bytes), record["sha256"].as_str().unwrap());
+    let names: Vec<String> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["episode.mp4".to_string()], "no temporary file is left in the library");
+    assert_eq!(api.bytes(&format!("/jobs/{id}/outputs/episode.mp4"), &[]).1, bytes);
+    assert!(!m.dir.join("artifacts").join(&id).exists(), "nothing went to the master's store");
+    // Outside every output root: refused by the worker before any encode, for good.
+    let outside = shared.path().join("elsewhere");
+    let id = api.submit(json!({"parameters": {"duration": 1, "destination": format!("file://{}", outside.display())}}));
+    let j = wait_terminal(&api, &id, Duration::from_secs(30));
+    assert_eq!((j["status"].as_str(), j["failure_reason"].as_str()), (Some("failed"), Some("user_error")), "{j}");
+    assert!(j["error"].as_str().unwrap().contains("--output-root"), "{j}");
+    assert!(!outside.exists());
+    // A master that does not mount the share says where the file is.
+    let elsewhere = TestMaster::start(&[]);
+    let api2 = elsewhere.api();
+    let _w2 = TestWorker::start(&elsewhere, &["--output-root", lib]);
+    let id = api2.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 1,
+        "destination": format!("file://{lib}/films"), "output": "film.mp4"}}));
+    assert_eq!(wait_terminal(&api2, &id, Duration::from_secs(60))["status"], "completed");
+    let (s, e) = api2.get(&format!("/jobs/{id}/outputs/film.mp4"));
+    assert_eq!((s, e["error"].as_str()), (409, Some("output_elsewhere")), "{e}");
+    assert!(library.join("films/film.mp4").exists());
+}
