@@ -215,20 +215,24 @@ impl MasterClient {
     ) -> Result<JobOutput, ClientError> {
         let f = tokio::fs::File::open(file).await.map_err(|e| ClientError::Transport(e.to_string()))?;
         let body = crate::storage::transfer::file_stream(f, sent);
-        let path = format!(
-            "/jobs/{}/outputs/{}?node_id={}&attempt={}",
-            target.job_id, target.name, target.node_id, target.attempt
-        );
         let r = self
-            .req(awc::http::Method::PUT, &path)
-            .insert_header((crate::storage::transfer::SHA256_HEADER, sha256))
+            .put_output(target, sha256)
             .insert_header(("Content-Type", "application/octet-stream"))
             .timeout(Duration::from_secs(6 * 3600));
         Self::finish(r.send_stream(body).await).await
     }
 
-    /// Record an output this attempt wrote elsewhere (an S3 object): no body, only where
-    /// it is, its size and SHA-256.
+    /// `PUT /jobs/{id}/outputs/{name}` for `target`, with the SHA-256 the master checks.
+    fn put_output(&self, target: &UploadTarget<'_>, sha256: &str) -> awc::ClientRequest {
+        let path = format!(
+            "/jobs/{}/outputs/{}?node_id={}&attempt={}",
+            target.job_id, target.name, target.node_id, target.attempt
+        );
+        self.req(awc::http::Method::PUT, &path).insert_header((crate::storage::transfer::SHA256_HEADER, sha256))
+    }
+
+    /// Record an output this attempt wrote elsewhere (an S3 object, a library file): no
+    /// body, only where it is, its size and SHA-256.
     pub async fn record_output(
         &self,
         target: &UploadTarget<'_>,
@@ -236,13 +240,8 @@ impl MasterClient {
         bytes: u64,
         sha256: &str,
     ) -> Result<JobOutput, ClientError> {
-        let path = format!(
-            "/jobs/{}/outputs/{}?node_id={}&attempt={}",
-            target.job_id, target.name, target.node_id, target.attempt
-        );
         let r = self
-            .req(awc::http::Method::PUT, &path)
-            .insert_header((crate::storage::transfer::SHA256_HEADER, sha256))
+            .put_output(target, sha256)
             .insert_header((crate::storage::transfer::LOCATION_HEADER, location))
             .insert_header((crate::storage::transfer::BYTES_HEADER, bytes.to_string()));
         Self::finish(r.send().await).await
