@@ -112,6 +112,11 @@ pub struct MasterArgs {
     /// (repeatable): its outputs are then downloadable through the API.
     #[arg(long = "output-root", env = "FFRTMP_OUTPUT_ROOTS", value_delimiter = ',')]
     pub output_roots: Vec<PathBuf>,
+    /// Keep the artifact store in a bucket instead of `--artifact-dir`:
+    /// `s3://bucket/prefix/`, with this process's AWS_* credentials (downloads are
+    /// redirected to presigned URLs).
+    #[arg(long, env = "FFRTMP_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
     /// Largest single output a worker may store, in bytes.
     #[arg(long, env = "FFRTMP_MAX_OUTPUT_BYTES", default_value_t = 64 << 30)]
     pub max_output_bytes: u64,
@@ -282,10 +287,17 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         require_node_tokens: args.require_node_tokens,
     };
     let handles = actors::start(pool, cfg).await?;
-    let artifact_dir = args.artifact_dir(&database);
-    let artifacts = crate::storage::ArtifactStore::open(&artifact_dir)
-        .map_err(|e| anyhow::anyhow!("cannot open the artifact store {}: {e}", artifact_dir.display()))?;
-    log::info!("artifact store: {}", artifact_dir.display());
+    let artifacts = match &args.artifact_store {
+        Some(url) => {
+            crate::storage::ArtifactStore::in_bucket(url).map_err(|e| anyhow::anyhow!("--artifact-store: {e}"))?
+        }
+        None => {
+            let dir = args.artifact_dir(&database);
+            crate::storage::ArtifactStore::open(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot open the artifact store {}: {e}", dir.display()))?
+        }
+    };
+    log::info!("artifact store: {}", artifacts.describe());
     let stored = handles.db.read(crate::db::outputs::total_bytes).await?;
     handles.metrics.do_send(crate::actors::messages::MetricRecorded(
         crate::actors::messages::MetricEvent::ArtifactBytesChanged(stored),

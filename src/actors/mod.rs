@@ -159,7 +159,7 @@ pub async fn run_retention(
                         by.values().sum::<i64>(),
                         outputs.len()
                     );
-                    crate::http::outputs::forget_files(&artifacts, &handles.metrics, &outputs);
+                    crate::http::outputs::forget_files(&artifacts, &handles.metrics, &outputs).await;
                     handles.metrics.do_send(messages::JobsForgotten(by.into_iter().collect()));
                 }
                 Err(e) => {

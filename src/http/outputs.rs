@@ -108,7 +108,7 @@ pub async fn upload_output(
         Ok(replaced) => {
             let mut delta = stored.bytes as i64;
             if let Some(old) = replaced.filter(|o| !o.is_external()) {
-                state.artifacts.remove(&old.location);
+                state.artifacts.remove(&old.location).await;
                 delta -= old.bytes;
             }
             state.h.metrics.do_send(MetricRecorded(MetricEvent::ArtifactBytesChanged(delta)));
@@ -118,7 +118,7 @@ pub async fn upload_output(
             // Not recorded: the file is nobody's (a same-attempt re-upload that failed
             // here leaves the earlier row pointing at a replaced, equally verified file).
             if e.is_refusal() {
-                state.artifacts.remove(&location);
+                state.artifacts.remove(&location).await;
                 return Err(AppError::stale_attempt(e.to_string()));
             }
             Err(e.into())
@@ -229,7 +229,14 @@ pub async fn download_output(
                 ),
             });
         }
-        None => state.artifacts.path(&out.location),
+        None => match state.artifacts.presigned(&out.location).await {
+            // The master's store is a bucket: a short-lived presigned URL.
+            Some(url) => {
+                let url = url.map_err(|m| AppError::Unavailable { code: "storage_unavailable", message: m })?;
+                return Ok(HttpResponse::TemporaryRedirect().insert_header(("Location", url)).finish());
+            }
+            None => state.artifacts.local_path(&out.location).expect("a directory store has paths"),
+        },
     };
     let file = actix_files::NamedFile::open_async(on_disk).await.map_err(|e| AppError::NotFound {
         code: "output_not_found",
@@ -260,12 +267,12 @@ pub async fn delete_outputs(state: web::Data<AppState>, id: web::Path<String>) -
     }
     let ids = vec![row.id.clone()];
     let gone = state.h.db.write(move |c| db_outputs::forget(c, &ids)).await?;
-    forget_files(&state.artifacts, &state.h.metrics, &gone);
+    forget_files(&state.artifacts, &state.h.metrics, &gone).await;
     Ok(HttpResponse::Ok().json(JobOutputs { job_id: row.id, outputs: gone.iter().map(OutputRow::to_wire).collect() }))
 }
 
 /// Remove the files of forgotten outputs and count them out of the gauge.
-pub fn forget_files(
+pub async fn forget_files(
     store: &ArtifactStore,
     metrics: &actix::Addr<crate::actors::metrics::MetricsActor>,
     gone: &[OutputRow],
@@ -273,7 +280,7 @@ pub fn forget_files(
     let mut freed = 0;
     // Objects in a bucket are the bucket owner's: forgetting the record leaves them.
     for o in gone.iter().filter(|o| !o.is_external()) {
-        store.remove(&o.location);
+        store.remove(&o.location).await;
         freed += o.bytes;
     }
     if freed > 0 {

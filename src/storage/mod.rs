@@ -2,12 +2,13 @@
 //! every job's outputs), S3-compatible buckets ([`objects`]) and the transfers a worker
 //! makes ([`transfer`]: inputs downloaded, outputs uploaded). Both sides checksum with one [`Sha256`] helper.
 
+mod artifacts;
 pub mod objects;
 pub mod transfer;
 
-use futures_util::{Stream, StreamExt};
+pub use artifacts::ArtifactStore;
+
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 /// A running SHA-256 (hex when finished).
 pub struct Sha256(ring::digest::Context);
@@ -52,7 +53,7 @@ pub async fn place_atomically(src: &Path, dest: &Path) -> std::io::Result<()> {
     let dir = dest.parent().ok_or_else(|| std::io::Error::other("destination has no directory"))?;
     tokio::fs::create_dir_all(dir).await?;
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!("{PARTIAL_PREFIX}{name}-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(format!("{}{name}-{}", artifacts::PARTIAL_PREFIX, uuid::Uuid::new_v4().simple()));
     let placed = async {
         tokio::fs::copy(src, &tmp).await?;
         tokio::fs::File::open(&tmp).await?.sync_all().await?;
@@ -99,19 +100,14 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-/// How often a receiving file asks the kernel to start writing what it has so far.
-const WRITEBACK_EVERY: u64 = 16 << 20;
-
-/// Start writing a file's dirty pages to disk without waiting for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): the disk works while the network still
-/// delivers, so the `fsync` that makes the file durable has little left to do.
-fn start_writeback(f: &tokio::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain syscall on a file descriptor this function borrows; it only
-    // initiates writeback of the whole file (offset 0, length 0 = to the end).
-    unsafe {
-        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+/// Count, cap and hash one chunk of a body being stored.
+fn take_chunk(h: &mut Sha256, n: &mut u64, chunk: &[u8], max_bytes: u64) -> Result<(), StoreError> {
+    *n += chunk.len() as u64;
+    if *n > max_bytes {
+        return Err(StoreError::TooLarge(max_bytes));
     }
+    h.update(chunk);
+    Ok(())
 }
 
 /// A stored file: its size and SHA-256.
@@ -121,132 +117,11 @@ pub struct Stored {
     pub sha256: String,
 }
 
-/// Outputs kept on the master's disk under one root: `<job>/a<attempt>/<name>`. A file
-/// is written under a hidden temporary name, checked, synced and renamed into place:
-/// a crash or a broken upload never leaves a partial file under an output's name.
-#[derive(Debug, Clone)]
-pub struct ArtifactStore {
-    root: PathBuf,
-}
-
-const PARTIAL_PREFIX: &str = ".partial-";
-
-impl ArtifactStore {
-    /// Open (create) the store and remove partial files a previous run left behind.
-    pub fn open(root: &Path) -> std::io::Result<ArtifactStore> {
-        std::fs::create_dir_all(root)?;
-        let store = ArtifactStore { root: root.to_path_buf() };
-        for job in std::fs::read_dir(root)?.flatten() {
-            for attempt in std::fs::read_dir(job.path()).into_iter().flatten().flatten() {
-                for f in std::fs::read_dir(attempt.path()).into_iter().flatten().flatten() {
-                    if f.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX) {
-                        let _ = std::fs::remove_file(f.path());
-                    }
-                }
-            }
-        }
-        Ok(store)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Where an attempt's output lives, relative to the root (names are checked by
-    /// `domain::media::check_artifact_name` before they get here).
-    pub fn location(job_id: &str, attempt: i32, name: &str) -> String {
-        format!("{job_id}/a{attempt}/{name}")
-    }
-
-    pub fn path(&self, location: &str) -> PathBuf {
-        self.root.join(location)
-    }
-
-    /// Stream `body` into `location`, hashing as it goes; refuse more than `max_bytes`
-    /// and a body whose SHA-256 is not `expected_sha256`.
-    pub async fn receive<S, E>(
-        &self,
-        location: &str,
-        mut body: S,
-        max_bytes: u64,
-        expected_sha256: &str,
-    ) -> Result<Stored, StoreError>
-    where
-        S: Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let dest = self.path(location);
-        let dir = dest.parent().expect("a location has a directory").to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!("{PARTIAL_PREFIX}{name}-{}", uuid::Uuid::new_v4().simple()));
-        let result = async {
-            // A request body arrives in small chunks; each tokio file write is a trip to
-            // the blocking pool, so they are gathered into 1 MiB writes.
-            let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
-            let mut h = Sha256::default();
-            let mut n = 0u64;
-            let mut next_writeback = WRITEBACK_EVERY;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-                n += chunk.len() as u64;
-                if n > max_bytes {
-                    return Err(StoreError::TooLarge(max_bytes));
-                }
-                h.update(&chunk);
-                f.write_all(&chunk).await?;
-                if n >= next_writeback {
-                    next_writeback = n + WRITEBACK_EVERY;
-                    f.flush().await?;
-                    start_writeback(f.get_ref());
-                }
-            }
-            let got = h.hex();
-            if !got.eq_ignore_ascii_case(expected_sha256) {
-                return Err(StoreError::ChecksumMismatch { got, want: expected_sha256.to_string() });
-            }
-            f.flush().await?;
-            f.get_ref().sync_all().await?;
-            drop(f);
-            tokio::fs::rename(&tmp, &dest).await?;
-            // The rename is durable only once the directory is.
-            if let Ok(d) = tokio::fs::File::open(&dir).await {
-                let _ = d.sync_all().await;
-            }
-            Ok(Stored { bytes: n, sha256: got })
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
-    }
-
-    /// Remove one stored file (and its attempt directory once empty).
-    pub fn remove(&self, location: &str) {
-        let p = self.path(location);
-        let _ = std::fs::remove_file(&p);
-        let mut dir = p.parent();
-        while let Some(d) = dir {
-            if d == self.root || std::fs::remove_dir(d).is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
-    }
-
-    /// Remove everything a job stored.
-    pub fn remove_job(&self, job_id: &str) {
-        if uuid::Uuid::parse_str(job_id).is_ok() {
-            let _ = std::fs::remove_dir_all(self.root.join(job_id));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use actix_web::web::Bytes;
+    use futures_util::Stream;
 
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, String>> + Unpin {
         futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
@@ -265,7 +140,7 @@ mod tests {
         let loc = ArtifactStore::location("j", 1, "out.mp4");
         let stored = store.receive(&loc, chunks(&[b"hello ", b"world"]), 100, &sha(b"hello world")).await.unwrap();
         assert_eq!(stored, Stored { bytes: 11, sha256: sha(b"hello world") });
-        assert_eq!(std::fs::read(store.path(&loc)).unwrap(), b"hello world");
+        assert_eq!(std::fs::read(store.local_path(&loc).unwrap()).unwrap(), b"hello world");
         // A wrong checksum, an oversized body and a broken body store nothing and keep
         // the earlier file intact.
         let e = store.receive(&loc, chunks(&[b"other"]), 100, &sha(b"hello world")).await.unwrap_err();
@@ -275,14 +150,15 @@ mod tests {
         let broken = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"par")), Err("reset".to_string())]);
         let e = store.receive(&loc, broken, 100, &sha(b"partial")).await.unwrap_err();
         assert!(matches!(e, StoreError::Body(_)), "{e}");
-        assert_eq!(std::fs::read(store.path(&loc)).unwrap(), b"hello world");
-        let leftovers: Vec<_> = std::fs::read_dir(store.path(&loc).parent().unwrap()).unwrap().flatten().collect();
+        assert_eq!(std::fs::read(store.local_path(&loc).unwrap()).unwrap(), b"hello world");
+        let leftovers: Vec<_> =
+            std::fs::read_dir(store.local_path(&loc).unwrap().parent().unwrap()).unwrap().flatten().collect();
         assert_eq!(leftovers.len(), 1, "no partial file is left");
         // Partial files of a crashed run are removed when the store opens.
-        std::fs::write(store.path("j/a1/.partial-out.mp4-x"), b"half").unwrap();
+        std::fs::write(store.local_path("j/a1/.partial-out.mp4-x").unwrap(), b"half").unwrap();
         let store = ArtifactStore::open(dir.path()).unwrap();
-        assert!(!store.path("j/a1/.partial-out.mp4-x").exists());
-        store.remove(&loc);
+        assert!(!store.local_path("j/a1/.partial-out.mp4-x").unwrap().exists());
+        store.remove(&loc).await;
         assert!(!dir.path().join("j").exists(), "empty directories go with the last file");
     }
 

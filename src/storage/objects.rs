@@ -80,11 +80,21 @@ pub async fn fetch(
     Ok(have)
 }
 
+/// A streaming writer of `s3://bucket/key`: one PUT for a small object, a multipart
+/// upload for a large one; nothing is visible until `shutdown` completes it.
+pub fn writer(bucket_name: &str, key: &str) -> Result<object_store::buffered::BufWriter, String> {
+    let store: Arc<dyn ObjectStore> = Arc::new(bucket(bucket_name)?);
+    Ok(object_store::buffered::BufWriter::new(store, ObjectPath::from(key)))
+}
+
+pub async fn delete(bucket_name: &str, key: &str) -> Result<(), String> {
+    bucket(bucket_name)?.delete(&ObjectPath::from(key)).await.map_err(|e| e.to_string())
+}
+
 /// Write `file` as `s3://bucket/key` (multipart for large files).
 pub async fn put(bucket_name: &str, key: &str, file: &Path) -> Result<(), String> {
-    let store: Arc<dyn ObjectStore> = Arc::new(bucket(bucket_name)?);
     let mut f = tokio::fs::File::open(file).await.map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let mut w = object_store::buffered::BufWriter::new(store, ObjectPath::from(key));
+    let mut w = writer(bucket_name, key)?;
     if let Err(e) = tokio::io::copy(&mut f, &mut w).await {
         let _ = w.abort().await;
         return Err(format!("writing s3://{bucket_name}/{key} failed: {e}"));

@@ -502,3 +502,40 @@ fn a_shared_library_destination_gets_whole_files_under_the_output_root() {
     assert_eq!((s, e["error"].as_str()), (409, Some("output_elsewhere")), "{e}");
     assert!(library.join("films/film.mp4").exists());
 }
+
+#[test]
+fn the_masters_artifact_store_can_be_a_bucket() {
+    let Some(s3) = S3Server::start(&["farm-store"]) else { return };
+    let env = s3.env();
+    let m = TestMaster::start_with_env(&["--artifact-store", "s3://farm-store/artifacts/"], &env);
+    let api = m.api();
+    // The worker holds no bucket credentials: it uploads to the master as usual.
+    let _w = TestWorker::start(&m, &[]);
+    let id = api.submit(json!({"parameters": {"resolution": "160x90", "fps": 10, "duration": 1}}));
+    assert_eq!(wait_terminal(&api, &id, Duration::from_secs(60))["status"], "completed");
+    let key = format!("artifacts/{id}/a1/output.mp4");
+    assert_eq!(s3.keys("farm-store"), vec![key.clone()], "stored as one whole object");
+    // Listed as an artifact, downloaded through a presigned redirect (followed here).
+    let out = fetch_output(&api, &id);
+    assert_eq!(out.record["location"], format!("artifact://{id}/output.mp4"));
+    assert_eq!(probe_video(&out.path).0, "h264");
+    assert_eq!(api.metric("ffrtmp_artifact_bytes_stored") as u64, out.record["bytes"].as_u64().unwrap());
+    // A body whose checksum does not match leaves no object behind.
+    api.register("gpu", json!({"encoders": ["h264_nvenc"], "has_gpu": true}));
+    let held = api.submit(json!({"parameters": {"codec": "h264_nvenc"}}));
+    let job = api.claim("gpu", 5.0).expect("the GPU job");
+    assert_eq!(job["id"], held.as_str());
+    let (s, e) = api.raw(
+        "PUT",
+        &format!("/jobs/{held}/outputs/x.mp4?node_id=gpu&attempt=1"),
+        &[("x-content-sha256", &"ab".repeat(32))],
+        "not what the checksum says",
+    );
+    assert_eq!((s, e["error"].as_str()), (400, Some("checksum_mismatch")), "{e}");
+    assert_eq!(s3.keys("farm-store"), vec![key.clone()]);
+    // Deleting frees the object.
+    let (s, _) = api.call("DELETE", &format!("/jobs/{id}/outputs"), None);
+    assert_eq!(s, 200);
+    wait_until(Duration::from_secs(10), "the object deleted", || s3.keys("farm-store").is_empty());
+    assert!(!m.dir.join("artifacts").exists(), "nothing on the master's disk");
+}
