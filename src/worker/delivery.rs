@@ -280,7 +280,7 @@ async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path, destina
         let answer = loop {
             tokio::select! {
                 a = &mut upload => break a,
-                _ = tick.tick() => report_uploading(shared, r, sent.get(), bytes),
+                _ = tick.tick() => super::input::report_phase(shared, &r.job_id, target.attempt, "uploading", sent.get(), Some(bytes)),
             }
         };
         let err = match answer {
@@ -311,23 +311,4 @@ async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path, destina
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
-}
-
-fn report_uploading(shared: &WorkerShared, r: &JobResult, sent: u64, total: u64) {
-    let report = ProgressReport {
-        node_id: shared.node_id.clone(),
-        attempt: r.attempt,
-        detail: ProgressDetail {
-            percent: 100.0,
-            phase: Some("uploading".into()),
-            transfer_bytes: Some(sent),
-            transfer_total: Some(total),
-            ..Default::default()
-        },
-        input_info: None,
-    };
-    let (client, id) = (shared.client.clone(), r.job_id.clone());
-    actix_rt::spawn(async move {
-        let _ = client.progress(&id, &report).await;
-    });
 }

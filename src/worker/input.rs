@@ -72,7 +72,7 @@ async fn download_watched(
                 })?;
                 return Ok(());
             }
-            _ = tick.tick() => report_phase(shared, job, "downloading", got.get(), None),
+            _ = tick.tick() => report_phase(shared, &job.id, job.attempt, "downloading", got.get(), None),
             cmd = commands.recv() => if let Some(ending) = interrupted(shared, job, cmd).await {
                 return Err(ending);
             },
@@ -129,12 +129,14 @@ async fn interrupted(shared: &Rc<WorkerShared>, job: &Job, cmd: Option<JobComman
     }
 }
 
-/// Tell the master which phase the attempt is in (downloading, uploading).
-pub fn report_phase(shared: &Rc<WorkerShared>, job: &Job, phase: &str, bytes: u64, total: Option<u64>) {
+/// Tell the master which phase the attempt is in (downloading, uploading), without
+/// holding up the transfer.
+pub fn report_phase(shared: &WorkerShared, job_id: &str, attempt: i32, phase: &str, bytes: u64, total: Option<u64>) {
     let report = ProgressReport {
         node_id: shared.node_id.clone(),
-        attempt: Some(job.attempt),
+        attempt: Some(attempt),
         detail: ProgressDetail {
+            // Uploading follows a finished encode.
             percent: if phase == "uploading" { 100.0 } else { 0.0 },
             phase: Some(phase.to_string()),
             transfer_bytes: Some(bytes),
@@ -143,10 +145,10 @@ pub fn report_phase(shared: &Rc<WorkerShared>, job: &Job, phase: &str, bytes: u6
         },
         input_info: None,
     };
-    let (client, id) = (shared.client.clone(), job.id.clone());
+    let (client, id) = (shared.client.clone(), job_id.to_string());
     actix_rt::spawn(async move {
         if let Err(e) = client.progress(&id, &report).await {
-            log::debug!("phase report for {id} not delivered: {e}");
+            log::debug!("{} report for {id} not delivered: {e}", report.detail.phase.as_deref().unwrap_or(""));
         }
     });
 }
