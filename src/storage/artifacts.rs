@@ -5,7 +5,7 @@
 //! written under a hidden temporary name, checked, synced and renamed; an object is
 //! written by one PUT (or a multipart upload) completed only after the checksum matched.
 
-use super::{Sha256, StoreError, Stored, objects, take_chunk};
+use super::{Sha256, StoreError, Stored, objects};
 use futures_util::{Stream, StreamExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,6 +143,44 @@ impl ArtifactStore {
     }
 }
 
+/// Stream `body` into `w`, counting, capping at `max_bytes` and hashing; `every_block`
+/// runs after each `WRITEBACK_EVERY` bytes. Err if the SHA-256 is not `expected_sha256`
+/// (the caller then discards what `w` holds).
+async fn copy_checked<S, E, W>(
+    body: &mut S,
+    w: &mut W,
+    max_bytes: u64,
+    expected_sha256: &str,
+    mut every_block: impl FnMut(&mut W),
+) -> Result<Stored, StoreError>
+where
+    S: Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut h = Sha256::default();
+    let mut n = 0u64;
+    let mut next_block = WRITEBACK_EVERY;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+        n += chunk.len() as u64;
+        if n > max_bytes {
+            return Err(StoreError::TooLarge(max_bytes));
+        }
+        h.update(&chunk);
+        w.write_all(&chunk).await?;
+        if n >= next_block {
+            next_block = n + WRITEBACK_EVERY;
+            every_block(w);
+        }
+    }
+    let got = h.hex();
+    if !got.eq_ignore_ascii_case(expected_sha256) {
+        return Err(StoreError::ChecksumMismatch { got, want: expected_sha256.to_string() });
+    }
+    Ok(Stored { bytes: n, sha256: got })
+}
+
 async fn receive_file<S, E>(
     dest: &Path,
     mut body: S,
@@ -161,23 +199,8 @@ where
         // A request body arrives in small chunks; each tokio file write is a trip to
         // the blocking pool, so they are gathered into 1 MiB writes.
         let mut f = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
-        let mut h = Sha256::default();
-        let mut n = 0u64;
-        let mut next_writeback = WRITEBACK_EVERY;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-            take_chunk(&mut h, &mut n, &chunk, max_bytes)?;
-            f.write_all(&chunk).await?;
-            if n >= next_writeback {
-                next_writeback = n + WRITEBACK_EVERY;
-                f.flush().await?;
-                start_writeback(f.get_ref());
-            }
-        }
-        let got = h.hex();
-        if !got.eq_ignore_ascii_case(expected_sha256) {
-            return Err(StoreError::ChecksumMismatch { got, want: expected_sha256.to_string() });
-        }
+        let stored =
+            copy_checked(&mut body, &mut f, max_bytes, expected_sha256, |f| start_writeback(f.get_ref())).await?;
         f.flush().await?;
         f.get_ref().sync_all().await?;
         drop(f);
@@ -186,7 +209,7 @@ where
         if let Ok(d) = tokio::fs::File::open(&dir).await {
             let _ = d.sync_all().await;
         }
-        Ok(Stored { bytes: n, sha256: got })
+        Ok(stored)
     }
     .await;
     if result.is_err() {
@@ -207,21 +230,7 @@ where
     E: std::fmt::Display,
 {
     let mut w = objects::writer(bucket, key).map_err(|m| StoreError::Io(std::io::Error::other(m)))?;
-    let result = async {
-        let mut h = Sha256::default();
-        let mut n = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-            take_chunk(&mut h, &mut n, &chunk, max_bytes)?;
-            w.write_all(&chunk).await?;
-        }
-        let got = h.hex();
-        if !got.eq_ignore_ascii_case(expected_sha256) {
-            return Err(StoreError::ChecksumMismatch { got, want: expected_sha256.to_string() });
-        }
-        Ok(Stored { bytes: n, sha256: got })
-    }
-    .await;
+    let result = copy_checked(&mut body, &mut w, max_bytes, expected_sha256, |_| {}).await;
     match result {
         // The object appears only now, whole.
         Ok(stored) => {

@@ -100,16 +100,6 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-/// Count, cap and hash one chunk of a body being stored.
-fn take_chunk(h: &mut Sha256, n: &mut u64, chunk: &[u8], max_bytes: u64) -> Result<(), StoreError> {
-    *n += chunk.len() as u64;
-    if *n > max_bytes {
-        return Err(StoreError::TooLarge(max_bytes));
-    }
-    h.update(chunk);
-    Ok(())
-}
-
 /// A stored file: its size and SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
