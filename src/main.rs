@@ -34,6 +34,13 @@ enum Command {
         #[command(subcommand)]
         command: ffrtmp::audit::AuditCommand,
     },
+    /// List, show, create and delete job templates.
+    Templates {
+        #[command(flatten)]
+        global: GlobalOpts,
+        #[command(subcommand)]
+        command: client::templates::TemplatesCommand,
+    },
     /// List, describe, drain and remove worker nodes.
     Nodes {
         #[command(flatten)]
@@ -46,7 +53,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let default_log = match cli.command {
-        Command::Jobs { .. } | Command::Nodes { .. } => "warn",
+        Command::Jobs { .. } | Command::Nodes { .. } | Command::Templates { .. } => "warn",
         Command::Up(_) | Command::Audit { .. } | Command::Bench(_) => "warn",
         _ => "info",
     };
@@ -60,6 +67,9 @@ fn main() {
         Command::Bench(args) => system.block_on(ffrtmp::bench::run(args)),
         Command::Jobs { global, command } => {
             run_client(&system, &global, |s| Box::pin(async move { client::run_jobs(&s, command).await }))
+        }
+        Command::Templates { global, command } => {
+            run_client(&system, &global, |s| Box::pin(async move { client::templates::run(&s, command).await }))
         }
         Command::Nodes { global, command } => {
             run_client(&system, &global, |s| Box::pin(async move { client::run_nodes(&s, command).await }))

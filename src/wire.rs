@@ -96,6 +96,38 @@ pub struct Job {
     /// Stored outputs (`GET /jobs/{id}` and `GET /jobs/{id}/outputs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outputs: Option<Vec<JobOutput>>,
+    /// The graph this job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// The jobs this one waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+    /// A parent's children (`GET /jobs/{id}`), in submission order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<Vec<ChildSummary>>,
+}
+
+/// One child of a graph as its parent shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ChildSummary {
+    pub id: String,
+    /// What the child does: encode, probe, rendition, audio, package, thumbnails.
+    pub stage: String,
+    /// A short label (a rung's name, the graph's `ref`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[schema(value_type = String)]
+    pub status: JobState,
+    pub progress: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub failure_reason: Option<FailureReason>,
 }
 
 /// One stored output of a job: complete and checksummed, downloadable from
@@ -200,6 +232,14 @@ pub struct SubmitJobRequest {
     /// Automatic retries after the first attempt (default: the master's --max-retries).
     #[serde(default)]
     pub max_retries: Option<i32>,
+    /// Ids of jobs this one waits for: it runs once every one of them has completed,
+    /// and fails (`dependency_failed`) if one fails or is canceled.
+    #[serde(default)]
+    pub after: Option<Vec<String>>,
+    /// A template (`GET /templates`) whose parameters this job starts from; the job's
+    /// own `parameters` override them, and the resolved parameters are stored.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -591,4 +631,28 @@ pub struct NodeStatus {
     pub max_concurrent_jobs: u32,
     pub cpu_load_percent: f64,
     pub last_heartbeat: String,
+}
+
+/// A template as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    pub name: String,
+    /// 0 for a built-in.
+    pub version: i32,
+    pub builtin: bool,
+    pub description: String,
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+}
+
+/// The body of `POST /templates` and `PUT /templates/{name}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct TemplateRequest {
+    /// Required by POST; PUT takes it from the path.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
 }

@@ -198,6 +198,7 @@ impl JobActor {
             node_id: node,
             stopping: false,
             attempt: self.placed_attempt,
+            settled: None,
         });
         self.scheduler.do_send(JobsQueued(vec![super::scheduler::queued_job_from_row(&self.row)]));
         ctx.stop();
@@ -209,6 +210,7 @@ impl JobActor {
             node_id: self.node_id(),
             stopping: false,
             attempt: self.placed_attempt,
+            settled: None,
         });
     }
 
@@ -423,6 +425,7 @@ impl Actor for JobActor {
             node_id: self.node_id(),
             stopping: true,
             attempt: self.placed_attempt,
+            settled: self.state().is_terminal().then(|| self.state()),
         });
     }
 }

@@ -229,6 +229,8 @@ pub struct JobActorStopped {
     /// The attempt the actor was placed with, so a late event never unregisters a
     /// newer actor of the same job.
     pub attempt: i32,
+    /// The final state the job stopped in (completed, failed, canceled), if any.
+    pub settled: Option<JobState>,
 }
 
 /// The node registry's view of a node changed.
@@ -464,3 +466,57 @@ pub struct SchedulerSnapshot {
 #[derive(Message)]
 #[rtype(result = "(u32, u32)")]
 pub struct GetRecentOutcomes;
+
+// ----- job graphs ----------------------------------------------------------------
+
+/// Give the scheduler the graph actor's address (at start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectGraph(pub Addr<super::graph::GraphActor>);
+
+/// Jobs reached a final state (scheduler → graph: jobs waiting on them, their parents).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsSettled(pub Vec<(Uuid, JobState)>);
+
+/// Jobs were placed on nodes (scheduler → graph: their parents now run).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsStarted(pub Vec<Uuid>);
+
+/// A finished job was retried by the scheduler (jobs that failed waiting on it wait again).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobRequeued(pub Uuid);
+
+/// A job of a graph as the graph actor follows it.
+#[derive(Debug, Clone)]
+pub struct TrackedJob {
+    pub queued: QueuedJob,
+    pub state: JobState,
+    pub parent: Option<Uuid>,
+    pub after: Vec<Uuid>,
+}
+
+/// Graph jobs were stored (durably): follow them, queue those with nothing to wait for.
+/// `expand_on`: the parent's ladder is planned once this (probe) child completes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackGraph {
+    pub parent: Option<Uuid>,
+    pub jobs: Vec<TrackedJob>,
+    pub expand_on: Option<Uuid>,
+}
+
+/// Graph rows of unfinished jobs found at start-up.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptGraphs(pub Vec<(crate::db::graph::GraphRow, JobState)>);
+
+/// An operator's action on a parent (applied to its children) or a retry of a graph job.
+#[derive(Message)]
+#[rtype(result = "AppResult<ControlResponse>")]
+pub struct ControlGraph {
+    pub id: Uuid,
+    pub action: UserAction,
+}

@@ -7,11 +7,13 @@
 //! - [`job::JobActor`]: one per live job: lease, progress, control, retries.
 //! - [`node_supervisor::NodeSupervisor`]: nodes, heartbeats, drain, control queues.
 //! - [`metrics::MetricsActor`]: the Prometheus registry, updated from events.
+//! - [`graph::GraphActor`]: jobs waiting for others, parents and their children.
 //!
 //! A job is in exactly one place: the runnable index, a JobActor, or (terminal) only
 //! in the database.
 
 pub mod db_executor;
+pub mod graph;
 pub mod group_commit;
 pub mod job;
 pub mod messages;
@@ -55,6 +57,7 @@ pub struct MasterHandles {
     pub scheduler: Addr<SchedulerActor>,
     pub nodes: Addr<NodeSupervisor>,
     pub metrics: Addr<MetricsActor>,
+    pub graph: Addr<graph::GraphActor>,
 }
 
 /// Rebuild the master's state from the database and start its actors. Must run inside
@@ -92,6 +95,23 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         .requiring_node_tokens(cfg.require_node_tokens)
         .start();
     scheduler.send(ConnectNodeSupervisor(nodes.clone())).await?;
+    // The graph actor lives on the scheduler's thread: their events are local sends.
+    let graph = graph::GraphActor::new(db.clone(), scheduler.clone(), metrics.clone()).start();
+    scheduler.send(messages::ConnectGraph(graph.clone())).await?;
+    let graph_rows = {
+        let p = pool.clone();
+        actix_rt::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut conn = p.get()?;
+            Ok(crate::db::graph::open_rows(&mut conn)?)
+        })
+        .await??
+    };
+    // Parents run nothing, and jobs waiting for others are queued by the graph actor.
+    let held_by_graph: std::collections::HashSet<String> = graph_rows
+        .iter()
+        .filter(|(g, s)| g.is_parent || (s.is_runnable() && !g.after().is_empty()))
+        .map(|(g, _)| g.job_id.clone())
+        .collect();
     let node_count = node_rows.len();
     nodes.send(AdoptNodes(node_rows)).await?;
 
@@ -110,6 +130,9 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         let mut runnable = Vec::new();
         let mut live = Vec::new();
         for row in chunk {
+            if held_by_graph.contains(&row.id) {
+                continue;
+            }
             if row.state().is_runnable() {
                 runnable.push(queued_job_from_row(&row));
             } else if row.state() != JobState::Assigned || row.node_id.is_some() {
@@ -121,9 +144,13 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         scheduler.send(AdoptLiveJobs(live)).await?;
         scheduler.send(JobsQueued(runnable)).await?;
     }
-    log::info!("recovered {runnable_total} runnable and {live_total} live jobs, {node_count} nodes");
+    let graphs = graph_rows.len();
+    graph.send(messages::AdoptGraphs(graph_rows)).await?;
+    log::info!(
+        "recovered {runnable_total} runnable and {live_total} live jobs, {graphs} graph jobs, {node_count} nodes"
+    );
     release_freed_heap();
-    Ok(MasterHandles { db, scheduler, nodes, metrics })
+    Ok(MasterHandles { db, scheduler, nodes, metrics, graph })
 }
 
 /// Recovery allocates and frees a lot on several threads; give the freed pages back so

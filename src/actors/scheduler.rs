@@ -110,6 +110,8 @@ pub struct SchedulerActor {
     live: HashMap<Uuid, (Addr<JobActor>, Option<String>, i32)>,
     db: Db,
     node_supervisor: Option<Addr<NodeSupervisor>>,
+    /// Told of placements and final states (jobs waiting on them, their parents).
+    graph: Option<Addr<super::graph::GraphActor>>,
     metrics: Addr<MetricsActor>,
     policy: Arc<JobPolicy>,
     aging_step_ms: u64,
@@ -153,6 +155,7 @@ impl SchedulerActor {
             live: HashMap::new(),
             db,
             node_supervisor: None,
+            graph: None,
             metrics,
             policy,
             aging_step_ms,
@@ -306,6 +309,7 @@ impl SchedulerActor {
             Err(e) => picks.iter().map(|_| Err(DbError::Unavailable(e.to_string()))).collect(),
         };
         let mut jobs = Vec::new();
+        let mut started = Vec::new();
         let now = now_micros();
         for (pick, result) in picks.into_iter().zip(results) {
             let deferred = self.claiming.remove(&pick.id).unwrap_or_default();
@@ -335,6 +339,7 @@ impl SchedulerActor {
                             let _ = reply.send(r);
                         });
                     }
+                    started.push(pick.id);
                     jobs.push(row.to_wire());
                     lost_all = false;
                 }
@@ -362,6 +367,9 @@ impl SchedulerActor {
             }
         }
         self.notify_node_jobs(&node_id);
+        if let Some(g) = self.graph.as_ref().filter(|_| !started.is_empty()) {
+            g.do_send(JobsStarted(started));
+        }
         if lost_all && !time_is_up && !tx.is_closed() {
             // Every pick was canceled or claimed by another master on the same database
             // meanwhile: the worker keeps waiting for other work instead of getting an
@@ -412,6 +420,13 @@ impl Actor for SchedulerActor {
             act.parked.retain(|_, p| !p.tx.is_closed());
             act.want_round(None, ctx);
         });
+    }
+}
+
+impl Handler<ConnectGraph> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, m: ConnectGraph, _: &mut Context<Self>) {
+        self.graph = Some(m.0);
     }
 }
 
@@ -551,6 +566,13 @@ impl Handler<ControlJob> for SchedulerActor {
                             engine: row.engine,
                         });
                         let retry_count = (action == UserAction::Retry).then_some(row.retry_count);
+                        if let Some(g) = &act.graph {
+                            if row.status.is_terminal() {
+                                g.do_send(JobsSettled(vec![(row.uuid(), row.status)]));
+                            } else if action == UserAction::Retry {
+                                g.do_send(JobRequeued(row.uuid()));
+                            }
+                        }
                         if row.status.is_runnable() {
                             act.enqueue(queued_job_from_row(&row));
                             act.want_round(None, ctx);
@@ -654,6 +676,9 @@ impl Handler<JobActorStopped> for SchedulerActor {
         }
         if m.stopping && self.live.get(&m.id).is_some_and(|(_, _, a)| *a == m.attempt) {
             self.live.remove(&m.id);
+        }
+        if let (Some(state), Some(g)) = (m.settled, &self.graph) {
+            g.do_send(JobsSettled(vec![(m.id, state)]));
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod outputs;
 mod render;
+pub mod templates;
 
 use crate::api_client::{ClientError, MasterClient};
 use crate::wire::*;
@@ -192,6 +193,12 @@ pub struct SubmitArgs {
     /// Extra parameter, repeatable: --param qoe=true --param threads=4
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
+    /// Start from this template (`ffrtmp templates list`); other options override it.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Run only after this job has completed (repeatable).
+    #[arg(long, value_name = "JOB_ID")]
+    pub after: Vec<String>,
     #[arg(long)]
     pub idempotency_key: Option<String>,
     /// Follow the job until it ends.
@@ -295,6 +302,8 @@ pub fn submit_body(a: &SubmitArgs) -> Result<SubmitJobRequest, CliError> {
         queue: Some(a.queue.clone()),
         priority: Some(a.priority.clone()),
         max_retries: a.max_retries,
+        after: (!a.after.is_empty()).then(|| a.after.clone()),
+        template: a.template.clone(),
     })
 }
 

@@ -324,6 +324,8 @@ pub struct JobFilter {
     pub queue: Option<QueueName>,
     pub priority: Option<Priority>,
     pub node_id: Option<String>,
+    /// Only the children of this graph.
+    pub parent_id: Option<String>,
     /// Only jobs with `seq` below this (the previous page's `next_cursor`).
     pub before_seq: Option<i64>,
     pub limit: i64,
@@ -342,6 +344,12 @@ pub fn list(conn: &mut Conn, f: &JobFilter) -> DbResult<Vec<JobRow>> {
     }
     if let Some(s) = &f.node_id {
         q = q.filter(jobs::node_id.eq(s.clone()));
+    }
+    if let Some(p) = &f.parent_id {
+        use super::schema::job_graph;
+        q = q.filter(
+            jobs::id.eq_any(job_graph::table.filter(job_graph::parent_id.eq(p.clone())).select(job_graph::job_id)),
+        );
     }
     if let Some(c) = f.before_seq {
         q = q.filter(jobs::seq.lt(c));
@@ -427,6 +435,7 @@ pub fn delete_terminal_before(
     let (ids, states): (Vec<String>, Vec<JobState>) = found.into_iter().unzip();
     // Their outputs go with them (the files once this commits).
     let outputs = super::outputs::forget(conn, &ids)?;
+    super::graph::forget(conn, &ids)?;
     let folded: Vec<(JobState, i64)> = job_events::table
         .filter(job_events::job_id.eq_any(&ids))
         .group_by(job_events::to_state)
@@ -492,6 +501,9 @@ impl JobRow {
             ignored_parameters: None,
             input_info: None,
             outputs: None,
+            parent_id: None,
+            after: None,
+            children: None,
         }
     }
 

@@ -20,10 +20,12 @@ macro_rules! on_backend {
     };
 }
 
+pub mod graph;
 pub mod jobs;
 pub mod nodes;
 pub mod outputs;
 pub mod schema;
+pub mod templates;
 pub mod types;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};

@@ -103,3 +103,28 @@ diesel::table! {
         probed_at -> BigInt,
     }
 }
+
+diesel::table! {
+    job_graph (job_id) {
+        job_id -> Text,
+        parent_id -> Nullable<Text>,
+        after_ids -> Text,
+        is_parent -> Bool,
+        stage -> Text,
+        label -> Text,
+        weight -> Double,
+    }
+}
+
+diesel::table! {
+    templates (name, version) {
+        name -> Text,
+        version -> Integer,
+        description -> Text,
+        body -> Text,
+        created_at -> BigInt,
+        deleted -> Bool,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(jobs, job_graph);

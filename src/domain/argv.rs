@@ -17,6 +17,9 @@ pub enum InputSource {
 pub enum OutputTarget {
     File(PathBuf),
     Rtmp(String),
+    /// A directory of files (a streaming package, thumbnails): every file is an output,
+    /// named by its path inside.
+    Dir(PathBuf),
 }
 
 pub const DEFAULT_RESOLUTION: (u32, u32) = (1280, 720);
@@ -138,11 +141,48 @@ pub fn synthetic_audio(spec: &JobSpec) -> String {
 }
 
 pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &OutputTarget) -> Vec<String> {
-    let mut a: Vec<String> =
-        ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    ffmpeg_argv_for(spec, encoder, input, output, false)
+}
+
+/// The encode's arguments for the shared prefix of every ffmpeg run.
+pub fn common_prefix() -> Vec<String> {
+    ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Keyframes exactly every `seconds` (at `fps`) and nowhere else: the same cut points
+/// in every rendition of a ladder.
+fn fixed_keyframes(encoder: &str, seconds: f64, fps: Option<u32>) -> Vec<String> {
+    let gop = ((seconds * f64::from(fps.unwrap_or(DEFAULT_FPS))).round() as u32).max(1);
+    let mut a = vec![
+        "-g".to_string(),
+        gop.to_string(),
+        "-keyint_min".into(),
+        gop.to_string(),
+        "-sc_threshold".into(),
+        "0".into(),
+        "-force_key_frames".into(),
+        format!("expr:gte(t,n_forced*{seconds})"),
+    ];
+    if encoder == "libx265" {
+        a.extend(["-x265-params".into(), format!("keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0")]);
+    }
+    a
+}
+
+/// [`ffmpeg_argv`] knowing whether the source is more than 8 bits deep (kept when the
+/// encoder can carry it and the job names no pixel format).
+pub fn ffmpeg_argv_for(
+    spec: &JobSpec,
+    encoder: &str,
+    input: &InputSource,
+    output: &OutputTarget,
+    source_high_depth: bool,
+) -> Vec<String> {
+    use super::params::AudioSelect;
+    let mut a = common_prefix();
     let live = matches!(output, OutputTarget::Rtmp(_)) || spec.realtime;
     let duration = spec.duration_seconds;
     if let Some(h) = spec.hwaccel {
@@ -166,19 +206,47 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
             a.extend(file_input_args(p));
         }
     }
-    a.extend(["-map".into(), "0:v:0".into()]);
-    a.extend(["-map".into(), if matches!(input, InputSource::Synthetic) { "1:a:0" } else { "0:a:0?" }.into()]);
+    let audio_only = spec.stage == Some(super::ladder::Stage::Audio);
+    if !audio_only {
+        a.extend(["-map".into(), "0:v:0".into()]);
+    }
+    let audio_map = match (input, spec.audio) {
+        (_, AudioSelect::None) => None,
+        (InputSource::Synthetic, _) => Some("1:a:0"),
+        (InputSource::File(_), AudioSelect::First) => Some("0:a:0?"),
+        (InputSource::File(_), AudioSelect::All) => Some("0:a?"),
+    };
+    if let Some(m) = audio_map {
+        a.extend(["-map".into(), m.into()]);
+    }
+    if audio_only {
+        a.push("-vn".into());
+        let webm = matches!(output, OutputTarget::File(p) if p.extension().is_some_and(|e| e == "webm"));
+        a.extend(["-c:a".into(), if webm { "libopus" } else { "aac" }.into()]);
+        a.extend(["-b:a".into(), format!("{}k", spec.audio_bitrate_kbps.unwrap_or(128))]);
+        if let Some(c) = spec.audio_channels {
+            a.extend(["-ac".into(), c.to_string()]);
+        }
+        if let OutputTarget::File(p) = output {
+            a.extend(["-y".into(), p.to_string_lossy().into_owned()]);
+        }
+        return a;
+    }
     a.extend(["-c:v".into(), encoder.to_string()]);
     a.extend(preset_args(encoder, spec.preset));
     if let Some(k) = spec.bitrate_kbps {
+        let peak = spec.max_bitrate_kbps.unwrap_or(k).max(k);
         a.extend([
             "-b:v".into(),
             format!("{k}k"),
             "-maxrate".into(),
-            format!("{k}k"),
+            format!("{peak}k"),
             "-bufsize".into(),
-            format!("{}k", k * 2),
+            format!("{}k", peak * 2),
         ]);
+    }
+    if let Some(sec) = spec.keyframe_seconds {
+        a.extend(fixed_keyframes(encoder, sec, spec.fps));
     }
     if let (Some((w, h)), InputSource::File(_)) = (spec.resolution, input) {
         a.extend(["-vf".into(), format!("scale={w}:{h}")]);
@@ -193,10 +261,27 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
         a.extend(["-gpu".into(), g.to_string()]);
     }
     if !encoder.ends_with("_vaapi") && !encoder.ends_with("_qsv") {
-        a.extend(["-pix_fmt".into(), "yuv420p".into()]);
+        let codec = if encoder.contains("265") || encoder.starts_with("hevc") {
+            "hevc"
+        } else if encoder.contains("av1") {
+            "av1"
+        } else if encoder.contains("vp9") {
+            "vp9"
+        } else {
+            "h264"
+        };
+        let pix = spec.pix_fmt.unwrap_or(super::ladder::output_pix_fmt(codec, source_high_depth));
+        // NVENC takes 10-bit as p010.
+        let pix = if pix == "yuv420p10le" && encoder.ends_with("_nvenc") { "p010le" } else { pix };
+        a.extend(["-pix_fmt".into(), pix.into()]);
     }
     let webm = matches!(output, OutputTarget::File(p) if p.extension().is_some_and(|e| e == "webm"));
-    a.extend(["-c:a".into(), if webm { "libopus" } else { "aac" }.into(), "-b:a".into(), "128k".into()]);
+    if audio_map.is_some() {
+        let rate = format!("{}k", spec.audio_bitrate_kbps.unwrap_or(128));
+        a.extend(["-c:a".into(), if webm { "libopus" } else { "aac" }.into(), "-b:a".into(), rate]);
+    } else {
+        a.push("-an".into());
+    }
     if let (Some(d), InputSource::File(_)) = (duration, input) {
         a.extend(["-t".into(), d.to_string()]);
     }
@@ -209,6 +294,8 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
         OutputTarget::Rtmp(u) => {
             a.extend(["-f".into(), "flv".into(), u.clone()]);
         }
+        // Packages and thumbnails are written by their own steps' arguments.
+        OutputTarget::Dir(_) => {}
     }
     a
 }
@@ -239,7 +326,7 @@ pub fn gstreamer_argv(spec: &JobSpec, output: &OutputTarget) -> Vec<String> {
         "!".into(),
     ]);
     match output {
-        OutputTarget::File(p) => {
+        OutputTarget::File(p) | OutputTarget::Dir(p) => {
             a.extend(["mp4mux".into(), "!".into(), "filesink".into(), format!("location={}", p.display())])
         }
         OutputTarget::Rtmp(u) => a.extend([

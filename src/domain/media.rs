@@ -257,15 +257,22 @@ pub fn check_input_host(host: &str, port: u16, addrs: &[IpAddr], allow: &[HostPa
 /// A name a stored output may have: one path segment of letters, digits, '.', '_'
 /// and '-', not starting with '.' (no hidden files, no `..`).
 pub fn check_artifact_name(name: &str) -> Result<(), String> {
+    // A package's files keep their place in it: up to four directories deep, each part
+    // a plain name.
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && !seg.starts_with('.')
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    };
     let ok = !name.is_empty()
         && name.len() <= MAX_ARTIFACT_NAME
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name.split('/').count() <= 5
+        && name.split('/').all(segment_ok);
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "output name '{}' must be 1 to {MAX_ARTIFACT_NAME} letters, digits, '.', '_' or '-', not starting with '.'",
+            "output name '{}' must be 1 to {MAX_ARTIFACT_NAME} letters, digits, '.', '_' or '-' (in up to 5 parts separated by '/'), no part starting with '.'",
             name.chars().take(MAX_ARTIFACT_NAME).collect::<String>()
         ))
     }
@@ -542,10 +549,12 @@ mod tests {
 
     #[test]
     fn artifact_names_and_types() {
-        for ok in ["out.mp4", "master.m3u8", "seg_001.m4s", "a-b.c_d"] {
+        for ok in ["out.mp4", "master.m3u8", "seg_001.m4s", "a-b.c_d", "hls/360p/seg_00001.m4s"] {
             assert!(check_artifact_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".hidden", "..", "a/b", "a\\b", "a b", "ü.mp4", &"x".repeat(201)] {
+        for bad in
+            ["", ".hidden", "..", "a/../b", "/a", "a//b", "a/", "a/b/c/d/e/f", "a\\b", "a b", "ü.mp4", &"x".repeat(201)]
+        {
             assert!(check_artifact_name(bad).is_err(), "{bad}");
         }
         let types = [

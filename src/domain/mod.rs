@@ -29,7 +29,9 @@ macro_rules! spelled_enum {
 pub mod allow;
 pub mod argv;
 pub mod credentials;
+pub mod graph;
 pub mod health;
+pub mod ladder;
 pub mod lavfi;
 pub mod limits;
 pub mod media;
@@ -40,3 +42,4 @@ pub mod progress;
 pub mod queue;
 pub mod redact;
 pub mod state;
+pub mod templates;

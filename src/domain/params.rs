@@ -105,6 +105,21 @@ const KEYS: &[&str] = &[
     "qoe",
     "gpu_memory_mb",
     "realtime",
+    "max_bitrate",
+    "keyframe_seconds",
+    "pix_fmt",
+    "audio",
+    "audio_bitrate",
+    "audio_channels",
+    "package",
+    "packaging",
+    "stage",
+    "inputs",
+    "thumbnails",
+    "label",
+    "weight",
+    "template",
+    "template_version",
 ];
 
 const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb", "timeout_sec"];
@@ -114,6 +129,24 @@ const OUTPUT_EXTENSIONS: &[&str] = &["mp4", "mkv", "webm", "mov", "ts", "flv", "
 /// Characters refused in paths and URLs. No shell ever sees them, but a job that
 /// carries them is hostile or broken, and either way it is better refused at the door.
 const SHELL_META: &[char] = &[';', '|', '&', '$', '`', '<', '>', '"', '\'', '\\', '*', '?', '!', '{', '}'];
+
+/// Which audio tracks of a file input an encode keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AudioSelect {
+    #[default]
+    All,
+    First,
+    None,
+}
+
+/// What the packaging step of a ladder does (set by the master).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Packaging {
+    pub format: super::ladder::PackageFormat,
+    pub segment_seconds: f64,
+    #[serde(default)]
+    pub audio_tracks: usize,
+}
 
 /// Longest accepted synthetic or real input duration: one day.
 pub const MAX_DURATION_SECONDS: f64 = 86_400.0;
@@ -178,6 +211,26 @@ pub struct JobSpec {
     /// default test pattern and a 440 Hz tone); used only when `input` is None.
     pub pattern: VideoPattern,
     pub tone: AudioTone,
+    /// Peak bitrate (VBV maximum) when it differs from `bitrate`.
+    pub max_bitrate_kbps: Option<u32>,
+    /// A keyframe exactly every this many seconds and nowhere else (no scene-cut
+    /// keyframes): renditions of one ladder then cut into the same segments.
+    pub keyframe_seconds: Option<f64>,
+    /// yuv420p or yuv420p10le; None: 10-bit kept from a 10-bit source when the codec can.
+    pub pix_fmt: Option<&'static str>,
+    /// Which of the input's audio tracks are kept (default: all).
+    pub audio: AudioSelect,
+    pub audio_bitrate_kbps: Option<u32>,
+    pub audio_channels: Option<u32>,
+    /// A child of a package graph (set by the master, never by a client).
+    pub stage: Option<super::ladder::Stage>,
+    /// An ABR ladder / thumbnails package: the master expands the job into a graph.
+    pub package: Option<super::ladder::PackageSpec>,
+    /// The packaging step's format, segment length and audio tracks per audio input.
+    pub packaging: Option<Packaging>,
+    /// Further inputs (the packaging step reads its renditions: `artifact://` refs).
+    pub inputs: Vec<String>,
+    pub thumbnails: Option<super::ladder::Thumbnails>,
 }
 
 /// A parameter problem, phrased for the person who sent it.
@@ -318,6 +371,9 @@ const NUMERIC_KEYS: &[&str] = &[
     "gpu",
     "timeout_seconds",
     "gpu_memory_mb",
+    "keyframe_seconds",
+    "audio_channels",
+    "weight",
 ];
 
 /// The parameters as stored: numbers written as text (`"fps": "30"`) become numbers, so
@@ -576,7 +632,22 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
             return refuse("qoe (its pattern is not the reference ffmpeg compares with)");
         }
     }
+    let graph = graph_fields(params, &text, &num)?;
+    if graph.package.is_some() && input.is_none() {
+        return err("a package needs an input file or URL (the ladder is planned from the probed source)");
+    }
     Ok(JobSpec {
+        max_bitrate_kbps: graph.max_bitrate_kbps,
+        keyframe_seconds: graph.keyframe_seconds,
+        pix_fmt: graph.pix_fmt,
+        audio: graph.audio,
+        audio_bitrate_kbps: graph.audio_bitrate_kbps,
+        audio_channels: graph.audio_channels,
+        stage: graph.stage,
+        package: graph.package,
+        packaging: graph.packaging,
+        inputs: graph.inputs,
+        thumbnails: graph.thumbnails,
         encoders,
         bitrate_kbps,
         preset,
@@ -602,6 +673,94 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         engine,
         pattern: lavfi.video,
         tone: lavfi.audio,
+    })
+}
+
+/// The parameters of ladders and graphs (renditions, packaging, thumbnails).
+struct GraphFields {
+    max_bitrate_kbps: Option<u32>,
+    keyframe_seconds: Option<f64>,
+    pix_fmt: Option<&'static str>,
+    audio: AudioSelect,
+    audio_bitrate_kbps: Option<u32>,
+    audio_channels: Option<u32>,
+    stage: Option<super::ladder::Stage>,
+    package: Option<super::ladder::PackageSpec>,
+    packaging: Option<Packaging>,
+    inputs: Vec<String>,
+    thumbnails: Option<super::ladder::Thumbnails>,
+}
+
+type TextParam<'a> = &'a dyn Fn(&str) -> Result<Option<String>, ParamError>;
+type NumberParam<'a> = &'a dyn Fn(&str, f64, f64) -> Result<Option<f64>, ParamError>;
+
+fn graph_fields(params: &Map<String, Value>, text: TextParam, num: NumberParam) -> Result<GraphFields, ParamError> {
+    let rate = |k: &str| -> Result<Option<u32>, ParamError> {
+        match text(k)?.filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(b) => parse_bitrate_kbps(&b)
+                .map(Some)
+                .ok_or_else(|| ParamError(format!("invalid {k} '{b}'; write e.g. 2500k or 5M"))),
+        }
+    };
+    let pix_fmt = match text("pix_fmt")?.as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(
+            static_str(&["yuv420p", "yuv420p10le"], p)
+                .ok_or_else(|| ParamError(format!("invalid pix_fmt '{p}'; valid values: yuv420p, yuv420p10le")))?,
+        ),
+    };
+    let audio = match text("audio")?.as_deref() {
+        None | Some("") | Some("all") => AudioSelect::All,
+        Some("first") => AudioSelect::First,
+        Some("none") => AudioSelect::None,
+        Some(a) => return err(format!("invalid audio '{a}'; valid values: all, first, none")),
+    };
+    let stage = match text("stage")?.as_deref() {
+        None | Some("") | Some("encode") => None,
+        Some(s) => Some(super::ladder::Stage::parse(s).ok_or_else(|| ParamError(format!("invalid stage '{s}'")))?),
+    };
+    let package = match params.get("package") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(super::ladder::PackageSpec::parse(v).map_err(ParamError)?),
+    };
+    let packaging = match params.get("packaging") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<Packaging>(v.clone())
+                .map_err(|e| ParamError(format!("invalid packaging: {e}")))?,
+        ),
+    };
+    let inputs = match params.get("inputs") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) if a.len() <= 32 => a
+            .iter()
+            .map(|v| match v.as_str().map(super::media::InputRef::parse) {
+                Some(Ok(super::media::InputRef::Artifact { .. })) => Ok(v.as_str().unwrap_or_default().to_string()),
+                _ => err("parameter 'inputs' holds artifact:// references only"),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return err("parameter 'inputs' must be a list of at most 32 artifact:// references"),
+    };
+    let thumbnails = match params.get("thumbnails") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<super::ladder::Thumbnails>(v.clone())
+                .map_err(|e| ParamError(format!("invalid thumbnails: {e}")))?,
+        ),
+    };
+    Ok(GraphFields {
+        max_bitrate_kbps: rate("max_bitrate")?,
+        keyframe_seconds: num("keyframe_seconds", 0.1, 60.0)?,
+        pix_fmt,
+        audio,
+        audio_bitrate_kbps: rate("audio_bitrate")?,
+        audio_channels: num("audio_channels", 1.0, 8.0)?.map(|c| c as u32),
+        stage,
+        package,
+        packaging,
+        inputs,
+        thumbnails,
     })
 }
 

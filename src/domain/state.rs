@@ -66,7 +66,8 @@ impl JobState {
     pub fn allowed_next(self) -> &'static [JobState] {
         use JobState::*;
         match self {
-            Pending | Queued => &[Assigned, Processing, Canceled, Rejected],
+            // → failed: a job it waits for failed (`dependency_failed`); it never ran.
+            Pending | Queued => &[Assigned, Processing, Canceled, Rejected, Failed],
             Assigned => &[Processing, Canceled, Retrying, Failed, Queued],
             // → queued: the lease is handed back (claim undelivered, worker draining).
             Processing => &[Paused, Completed, Failed, Canceled, Retrying, TimedOut, Queued],
@@ -176,6 +177,9 @@ pub enum FailureReason {
     ResourceError,
     /// An output could not be stored (artifact store or bucket down or refusing).
     StorageError,
+    /// A job it waited for (`after`) failed or was canceled; retrying that one makes
+    /// this one wait again.
+    DependencyFailed,
 }
 }
 
@@ -202,6 +206,8 @@ mod tests {
             (Queued, Processing),
             (Pending, Canceled),
             (Pending, Rejected),
+            (Pending, Failed),
+            (Queued, Failed),
             (Processing, Paused),
             (Paused, Processing),
             (Processing, Completed),
@@ -280,8 +286,9 @@ mod tests {
             assert_eq!(FailureReason::parse(r.as_str()), Some(*r));
             assert_eq!(serde_json::to_string(r).unwrap(), format!("\"{}\"", r.as_str()));
         }
-        // The seed's eight reasons, plus storage_error (outputs that could not be stored).
-        assert_eq!(FailureReason::ALL.len(), 9);
+        // The seed's eight reasons, plus storage_error (outputs that could not be stored)
+        // and dependency_failed (job graphs).
+        assert_eq!(FailureReason::ALL.len(), 10);
         assert!(!FailureReason::StorageError.is_permanent(), "a store that comes back succeeds on retry");
         assert_eq!(FailureReason::parse("because"), None);
     }

@@ -99,13 +99,13 @@ pub const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/control/ack"),
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
-    ("PUT", "/jobs/{id}/outputs/{name}"),
+    ("PUT", "/jobs/{id}/outputs/{name:.+}"),
     // Jobs may read other jobs' outputs (`artifact://` inputs).
-    ("GET", "/jobs/{id}/outputs/{name}"),
+    ("GET", "/jobs/{id}/outputs/{name:.+}"),
 ];
 
 /// Worker routes read-only keys may call too (downloads of outputs).
-pub const SHARED_READS: &[&str] = &["/jobs/{id}/outputs/{name}"];
+pub const SHARED_READS: &[&str] = &["/jobs/{id}/outputs/{name:.+}"];
 
 pub const NODE_TOKEN_HEADER: &str = "x-node-token";
 
@@ -194,12 +194,12 @@ mod tests {
             (Role::ReadOnly, "GET", "/jobs/next", false),
             (Role::ReadOnly, "POST", "/jobs/{id}/{action}", false),
             (Role::ReadOnly, "DELETE", "/nodes/{id}", false),
-            (Role::Worker, "PUT", "/jobs/{id}/outputs/{name}", true),
-            (Role::Worker, "GET", "/jobs/{id}/outputs/{name}", true),
+            (Role::Worker, "PUT", "/jobs/{id}/outputs/{name:.+}", true),
+            (Role::Worker, "GET", "/jobs/{id}/outputs/{name:.+}", true),
             (Role::Worker, "GET", "/jobs/{id}/outputs", false),
             (Role::Worker, "DELETE", "/jobs/{id}/outputs", false),
-            (Role::ReadOnly, "GET", "/jobs/{id}/outputs/{name}", true),
-            (Role::ReadOnly, "PUT", "/jobs/{id}/outputs/{name}", false),
+            (Role::ReadOnly, "GET", "/jobs/{id}/outputs/{name:.+}", true),
+            (Role::ReadOnly, "PUT", "/jobs/{id}/outputs/{name:.+}", false),
             (Role::ReadOnly, "GET", "/jobs/{id}/outputs", true),
             (Role::ReadOnly, "DELETE", "/jobs/{id}/outputs", false),
         ];

@@ -114,7 +114,16 @@ pub async fn submit_job(
     })?;
     bounded("scenario", &b.scenario, limits::SCENARIO_MAX)?;
     bounded("confidence", &b.confidence, limits::CONFIDENCE_MAX)?;
-    let params = b.parameters.clone().unwrap_or_default();
+    let mut params = b.parameters.clone().unwrap_or_default();
+    if params.contains_key("stage") || params.contains_key("packaging") || params.contains_key("inputs") {
+        return Err(AppError::bad_request(
+            "invalid_parameter",
+            "stage, packaging and inputs are set by the master for the steps of a package",
+        ));
+    }
+    if let Some(name) = &b.template {
+        params = super::templates::resolve(&state, name, params).await?;
+    }
     let ignored = unknown_parameters(&params);
     if state.strict_parameters && !ignored.is_empty() {
         return Err(AppError::bad_request("invalid_parameter", unknown_parameters_error(&ignored).0));
@@ -197,7 +206,21 @@ pub async fn submit_job(
         idempotency_fingerprint: fingerprint.clone(),
         ..JobRow::default()
     };
-    let (row, created) = state.h.db.insert_job(new).await?;
+    let after = match &b.after {
+        Some(a) if !a.is_empty() => Some(super::graphs::check_after(&state, a).await?),
+        _ => None,
+    };
+    let shape = match (spec.package.is_some(), after) {
+        _ if status == JobState::Rejected => None,
+        (true, _) => Some(super::graphs::GraphShape::Package),
+        (false, Some(a)) => Some(super::graphs::GraphShape::After(a)),
+        (false, None) => None,
+    };
+    let graph = shape.is_some();
+    let (row, created) = match shape {
+        Some(shape) => super::graphs::insert_graph_job(&state, new, shape).await?,
+        None => state.h.db.insert_job(new).await?,
+    };
     if !created {
         if row.idempotency_fingerprint.is_some() && row.idempotency_fingerprint != fingerprint {
             return Err(AppError::Unprocessable {
@@ -212,8 +235,10 @@ pub async fn submit_job(
             .insert_header(("Idempotent-Replayed", "true"))
             .json(operator_view(row.to_wire())));
     }
-    state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine });
-    if status == JobState::Pending {
+    if !graph {
+        state.h.metrics.do_send(JobStateChanged { from: None, to: status, queue, priority, engine: row.engine });
+    }
+    if status == JobState::Pending && !graph {
         state.h.scheduler.do_send(JobsQueued(vec![queued_job_from_row(&row)]));
     }
     let mut created = operator_view(row.to_wire());
@@ -303,6 +328,8 @@ pub struct ListQuery {
     pub priority: Option<String>,
     pub node_id: Option<String>,
     pub node: Option<String>,
+    /// Only the children of this graph.
+    pub parent_id: Option<String>,
     /// 1–1000, default 100.
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -342,6 +369,12 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
         queue: filter_value(&q.queue, "invalid_queue", "queue")?,
         priority: filter_value(&q.priority, "invalid_priority", "priority")?,
         node_id: q.node_id.or(q.node),
+        parent_id: match q.parent_id {
+            Some(p) if Uuid::parse_str(&p).is_err() => {
+                return Err(AppError::bad_request("invalid_parent_id", format!("parent_id '{p:.64}' is not a job id")));
+            }
+            p => p,
+        },
         before_seq,
         limit,
     };
@@ -389,13 +422,11 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
         job.node_name = state.h.nodes.send(GetNode(n.clone())).await?.map(|n| n.name);
     }
     let key = row.id.clone();
-    let (outputs, info) = state
-        .h
-        .db
-        .read(move |c| Ok((crate::db::outputs::list(c, &key)?, crate::db::outputs::input_info(c, &key)?)))
-        .await?;
+    let info = state.h.db.read(move |c| crate::db::outputs::input_info(c, &key)).await?;
+    let outputs = super::outputs::outputs_of(&state, &row.id).await?;
     job.outputs = Some(outputs.iter().map(|o| o.to_wire()).collect());
     job.input_info = info.and_then(|i| serde_json::from_str(&i).ok());
+    super::graphs::enrich(&state, &mut job).await?;
     Ok(HttpResponse::Ok().json(job))
 }
 
@@ -417,6 +448,9 @@ pub async fn control_job(state: web::Data<AppState>, path: web::Path<(String, St
         }
     };
     let id = resolve_uuid(&state, &raw).await?;
+    if let Some(resp) = super::graphs::control(&state, id, action).await? {
+        return Ok(HttpResponse::Ok().json(resp));
+    }
     let resp = state.h.scheduler.send(ControlJob { id, action }).await??;
     Ok(HttpResponse::Ok().json(resp))
 }

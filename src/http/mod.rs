@@ -3,11 +3,13 @@
 
 pub mod auth;
 pub mod error;
+pub mod graphs;
 pub mod jobs;
 pub mod nodes;
 pub mod ops;
 pub mod outputs;
 pub mod rate_limit;
+pub mod templates;
 
 use crate::actors::MasterHandles;
 use crate::actors::messages::{MetricEvent, MetricRecorded};
@@ -85,12 +87,23 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
                 .route(web::delete().to(outputs::delete_outputs)),
         )
         .service(
-            guarded("/jobs/{id}/outputs/{name}")
+            guarded("/jobs/{id}/outputs/{name:.+}")
                 .route(web::get().to(outputs::download_output))
                 .route(web::put().to(outputs::upload_output)),
         )
         .service(guarded("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)))
         .service(guarded("/results").route(web::post().to(jobs::post_result)))
+        .service(
+            guarded("/templates")
+                .route(web::get().to(templates::list_templates))
+                .route(web::post().to(templates::create_template)),
+        )
+        .service(
+            guarded("/templates/{name}")
+                .route(web::get().to(templates::get_template))
+                .route(web::put().to(templates::update_template))
+                .route(web::delete().to(templates::delete_template)),
+        )
         .service(guarded("/health").route(web::get().to(ops::health)))
         .service(guarded("/status").route(web::get().to(ops::status)))
         .service(guarded("/health/score").route(web::get().to(ops::health_score)))

@@ -186,9 +186,30 @@ async fn record_external(
     responses((status = 200, body = JobOutputs), (status = 404, body = ErrorBody)))]
 pub async fn list_outputs(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
     let row = load_row(&state, &id).await?;
-    let key = row.id.clone();
-    let rows = state.h.db.read(move |c| db_outputs::list(c, &key)).await?;
+    let rows = outputs_of(&state, &row.id).await?;
     Ok(HttpResponse::Ok().json(JobOutputs { job_id: row.id, outputs: rows.iter().map(OutputRow::to_wire).collect() }))
+}
+
+/// The jobs whose stored outputs are `job`'s: itself, or for a graph's parent the steps
+/// that publish (package, thumbnails).
+async fn owners(state: &AppState, job: &str) -> AppResult<Vec<String>> {
+    Ok(super::graphs::publishing_children(state, job).await?.unwrap_or_else(|| vec![job.to_string()]))
+}
+
+/// A job's outputs (a parent's: its package's and thumbnails').
+pub async fn outputs_of(state: &AppState, job: &str) -> AppResult<Vec<OutputRow>> {
+    let ids = owners(state, job).await?;
+    Ok(state
+        .h
+        .db
+        .read(move |c| {
+            let mut all = Vec::new();
+            for id in &ids {
+                all.extend(db_outputs::list(c, id)?);
+            }
+            Ok(all)
+        })
+        .await?)
 }
 
 #[utoipa::path(get, path = "/jobs/{id}/outputs/{name}", params(("id" = String, Path), ("name" = String, Path)),
@@ -202,8 +223,17 @@ pub async fn download_output(
     let (id, name) = path.into_inner();
     output_name(&name)?;
     let row = load_row(&state, &id).await?;
-    let key = (row.id.clone(), name.clone());
-    let out = state.h.db.read(move |c| db_outputs::get(c, &key.0, &key.1)).await.map_err(|e| match e {
+    let key = (owners(&state, &row.id).await?, name.clone());
+    let find = move |c: &mut crate::db::Conn| {
+        for id in &key.0 {
+            match db_outputs::get(c, id, &key.1) {
+                Err(crate::db::DbError::NotFound) => continue,
+                found => return found,
+            }
+        }
+        Err(crate::db::DbError::NotFound)
+    };
+    let out = state.h.db.read(find).await.map_err(|e| match e {
         crate::db::DbError::NotFound => AppError::NotFound {
             code: "output_not_found",
             message: format!("job {} has no stored output '{name}'", row.id),
@@ -265,7 +295,14 @@ pub async fn delete_outputs(state: web::Data<AppState>, id: web::Path<String>) -
             message: format!("job {} is '{}'; its outputs can be deleted once it has finished", row.id, row.status),
         });
     }
-    let ids = vec![row.id.clone()];
+    // A parent's: every step's (renditions included).
+    let key = row.id.clone();
+    let mut ids: Vec<String> = state
+        .h
+        .db
+        .read(move |c| Ok(crate::db::graph::children(c, &key)?.into_iter().map(|(g, _)| g.job_id).collect::<Vec<_>>()))
+        .await?;
+    ids.push(row.id.clone());
     let gone = state.h.db.write(move |c| db_outputs::forget(c, &ids)).await?;
     forget_files(&state.artifacts, &state.h.metrics, &gone).await;
     Ok(HttpResponse::Ok().json(JobOutputs { job_id: row.id, outputs: gone.iter().map(OutputRow::to_wire).collect() }))

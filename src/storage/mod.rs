@@ -107,6 +107,44 @@ pub struct Stored {
     pub sha256: String,
 }
 
+/// Every file under `dir` (recursively), as (name relative to `dir` with `/`
+/// separators, path), sorted by name. Links and other non-files are skipped.
+pub fn files_under(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
+        let Ok(entries) = std::fs::read_dir(d) else { return };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            let p = e.path();
+            if t.is_dir() {
+                walk(root, &p, out);
+            } else if t.is_file()
+                && let Ok(rel) = p.strip_prefix(root)
+            {
+                let name: Vec<String> =
+                    rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                out.push((name.join("/"), p));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Bundle every file under `dir` into `dir/<name>` (a tar, paths relative to `dir`),
+/// written beside under a temporary name first so it never contains itself.
+pub fn tar_package(dir: &Path, name: &str) -> std::io::Result<()> {
+    let files = files_under(dir);
+    let tmp = dir.with_extension("tar.partial");
+    let mut b = tar::Builder::new(std::fs::File::create(&tmp)?);
+    for (rel, path) in &files {
+        b.append_path_with_name(path, rel)?;
+    }
+    b.into_inner()?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

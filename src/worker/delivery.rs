@@ -24,6 +24,9 @@ pub struct Outcome {
     pub scores: Option<super::qoe::Scores>,
     /// The output file in the attempt dir (None for streams and failures).
     pub output: Option<PathBuf>,
+    /// A directory of outputs (a package, thumbnails): every file in it, named by its
+    /// path inside.
+    pub output_dir: Option<PathBuf>,
 }
 
 /// A result waiting for the master's answer, kept beside the output (`result.json`)
@@ -36,6 +39,8 @@ pub struct PendingResult {
     /// library (else to the master).
     #[serde(default)]
     pub destination: Option<String>,
+    #[serde(default)]
+    pub output_dir: Option<PathBuf>,
 }
 
 pub const PENDING_RESULT_FILE: &str = "result.json";
@@ -73,10 +78,11 @@ fn result_of(shared: &WorkerShared, job: &Job, ending: &Ending, o: Outcome) -> O
         outputs: None,
     };
     let output = if *ending == Ending::Completed { o.output } else { None };
+    let output_dir = if *ending == Ending::Completed { o.output_dir } else { None };
     let destination = crate::domain::params::parse_job_spec(&job.parameters, job.engine)
         .ok()
         .and_then(|s| s.destination.location_of(""));
-    Some(PendingResult { result, output, destination })
+    Some(PendingResult { result, output, destination, output_dir })
 }
 
 pub async fn report(
@@ -93,7 +99,7 @@ pub async fn report(
         Ending::Failed { .. } => shared.metrics.jobs_failed.inc(),
         _ => shared.metrics.jobs_canceled.inc(),
     }
-    if pending.output.is_some() {
+    if pending.output.is_some() || pending.output_dir.is_some() {
         // Written before the first delivery attempt: from here on a restart delivers it.
         if let Err(e) = std::fs::write(dir.join(PENDING_RESULT_FILE), serde_json::to_vec(&pending).unwrap_or_default())
         {
@@ -126,8 +132,30 @@ pub async fn deliver(
     mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
 ) -> Delivery {
     let mut pending = pending.clone();
+    if let Some(dir) = pending.output_dir.clone() {
+        let mut names = Vec::new();
+        for (name, file) in crate::storage::files_under(&dir) {
+            match store_output(shared, &pending.result, &file, &name, pending.destination.as_deref()).await {
+                Stored::Yes(name) => names.push(name),
+                Stored::Stale => return finish(&pending, dir.parent().unwrap_or(&dir), Delivery::Refused),
+                Stored::No(error, reason, retryable) => {
+                    log::error!("job {}: output {name} not stored: {error}", pending.result.job_id);
+                    let r = &mut pending.result;
+                    (r.status, r.error, r.failure_reason, r.retryable) =
+                        ("failed".into(), Some(error), Some(reason.as_str().into()), Some(retryable));
+                    pending.output_dir = None;
+                    names.clear();
+                    break;
+                }
+            }
+        }
+        if pending.output_dir.is_some() {
+            pending.result.outputs = Some(names);
+        }
+    }
     if let Some(file) = pending.output.clone() {
-        match store_output(shared, &pending.result, &file, pending.destination.as_deref()).await {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match store_output(shared, &pending.result, &file, &name, pending.destination.as_deref()).await {
             Stored::Yes(name) => pending.result.outputs = Some(vec![name]),
             Stored::Stale => return finish(&pending, dir, Delivery::Refused),
             Stored::No(error, reason, retryable) => {
@@ -154,10 +182,16 @@ pub async fn deliver(
             ClientError::Transport(_) | ClientError::Decode(_) => true,
             // The master lost track of the stored file (deleted meanwhile): store it again.
             ClientError::Status { status: 409, code, .. } if code == "outputs_missing" => {
-                if let Some(file) = &pending.output
-                    && let Stored::Stale = store_output(shared, r, file, pending.destination.as_deref()).await
-                {
-                    break Delivery::Refused;
+                let mut files: Vec<(String, PathBuf)> =
+                    pending.output_dir.as_deref().map(crate::storage::files_under).unwrap_or_default();
+                if let Some(file) = &pending.output {
+                    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    files.push((name, file.clone()));
+                }
+                for (name, file) in files {
+                    if let Stored::Stale = store_output(shared, r, &file, &name, pending.destination.as_deref()).await {
+                        return finish(pending, dir, Delivery::Refused);
+                    }
                 }
                 true
             }
@@ -206,7 +240,7 @@ fn finish(pending: &PendingResult, dir: &Path, delivery: Delivery) -> Delivery {
     if delivery == Delivery::Kept {
         return delivery;
     }
-    if delivery == Delivery::Accepted && pending.output.is_some() {
+    if delivery == Delivery::Accepted && (pending.output.is_some() || pending.output_dir.is_some()) {
         log::info!("job {}: output stored on the master", pending.result.job_id);
     }
     let _ = std::fs::remove_dir_all(dir);
@@ -233,10 +267,17 @@ const STORE_FAILURES: u32 = 6;
 
 /// Upload `file` to the master's artifact store, retrying with capped backoff while
 /// reporting the `uploading` phase.
-async fn store_output(shared: &WorkerShared, r: &JobResult, file: &Path, destination: Option<&str>) -> Stored {
-    let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+async fn store_output(
+    shared: &WorkerShared,
+    r: &JobResult,
+    file: &Path,
+    name: &str,
+    destination: Option<&str>,
+) -> Stored {
+    if name.is_empty() {
         return Stored::No("output has no file name".into(), FailureReason::PlatformError, true);
-    };
+    }
+    let name = name.to_string();
     let (bytes, sha) = match crate::storage::file_digest(file).await {
         Ok(d) => d,
         Err(e) => {

@@ -34,11 +34,23 @@ pub async fn localize(
     dir: &Path,
     commands: &mut mpsc::UnboundedReceiver<JobCommand>,
 ) -> Result<LocalInput, Ending> {
+    localize_named(shared, job, input, dir, None, commands).await
+}
+
+/// [`localize`], a download kept under `name` (several inputs in one attempt dir).
+async fn localize_named(
+    shared: &Rc<WorkerShared>,
+    job: &Job,
+    input: &str,
+    dir: &Path,
+    name: Option<String>,
+    commands: &mut mpsc::UnboundedReceiver<JobCommand>,
+) -> Result<LocalInput, Ending> {
     let source = InputRef::parse(input).map_err(input_error)?;
     let path = match &source {
         InputRef::Local(p) => argv::resolve_input(p, &shared.cfg.input_roots).map_err(input_error)?,
         remote => {
-            let dest = dir.join(remote.local_name());
+            let dest = dir.join(name.unwrap_or_else(|| remote.local_name()));
             let got = Rc::new(Cell::new(0u64));
             download_watched(shared, job, remote, &dest, got, commands).await?;
             dest
@@ -169,4 +181,28 @@ pub async fn probe(ffprobe: &str, path: &Path) -> Result<InputInfo, String> {
         return Err(err.lines().last().unwrap_or("ffprobe failed").trim().to_string());
     }
     parse_ffprobe(&out.stdout)
+}
+
+/// The job's further inputs (`inputs`: the packaging step's renditions), each made
+/// local and probed, in order.
+pub async fn localize_all(
+    shared: &Rc<WorkerShared>,
+    job: &Job,
+    dir: &Path,
+    commands: &mut mpsc::UnboundedReceiver<JobCommand>,
+) -> Result<Vec<LocalInput>, Ending> {
+    let spec = crate::domain::params::parse_job_spec(&job.parameters, job.engine).map_err(|e| input_error(e.0))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Ending::failed(format!("cannot create {}: {e}", dir.display()), FailureReason::ResourceError, true)
+    })?;
+    let mut out = Vec::with_capacity(spec.inputs.len());
+    for input in &spec.inputs {
+        // Each keeps its own name (a rendition's label names its variant).
+        let name = match InputRef::parse(input) {
+            Ok(InputRef::Artifact { name, .. }) => Some(name.replace('/', "_")),
+            _ => None,
+        };
+        out.push(localize_named(shared, job, input, dir, name, commands).await?);
+    }
+    Ok(out)
 }

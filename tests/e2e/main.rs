@@ -3,6 +3,7 @@
 
 mod cli;
 mod faults;
+mod graphs;
 mod harness;
 mod master_api;
 mod media;

@@ -100,7 +100,7 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
     admin.register("n1", json!({"encoders": ["libx264"]}));
     let id = admin.submit(json!({"parameters": {"duration": 1}}));
     let before = admin.get("/jobs").1["count"].as_u64().unwrap();
-    // (method, path, body, who may call it: "worker" | "read" | "admin")
+    // (method, path, body, who may call it: "worker" | "read" | "worker+read" | "admin")
     let routes: Vec<(&str, String, &str, &str)> = vec![
         ("POST", "/jobs".into(), r#"{"parameters":{"duration":1}}"#, "admin"),
         ("GET", "/jobs".into(), "", "read"),
@@ -117,7 +117,14 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
         ("GET", format!("/jobs/{id}/outputs"), "", "read"),
         ("DELETE", format!("/jobs/{id}/outputs"), "", "admin"),
         ("PUT", format!("/jobs/{id}/outputs/out.mp4?node_id=n1&attempt=1"), "data", "worker"),
-        ("GET", format!("/jobs/{id}/outputs/out.mp4"), "", "read"),
+        ("GET", format!("/jobs/{id}/outputs/out.mp4"), "", "worker+read"),
+        ("PUT", format!("/jobs/{id}/outputs/hls/360p/seg_00001.m4s?node_id=n1&attempt=1"), "data", "worker"),
+        ("GET", format!("/jobs/{id}/outputs/hls/master.m3u8"), "", "worker+read"),
+        ("GET", "/templates".into(), "", "read"),
+        ("POST", "/templates".into(), r#"{"name":"evil","parameters":{}}"#, "admin"),
+        ("GET", "/templates/hls-ladder".into(), "", "read"),
+        ("PUT", "/templates/evil".into(), r#"{"parameters":{}}"#, "admin"),
+        ("DELETE", "/templates/hls-ladder".into(), "", "admin"),
     ];
     for (method, path, body, who) in &routes {
         for p in spellings(path) {
@@ -128,7 +135,7 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
             // A valid key with too small a role: 403 when the router dispatched it to
             // the route, 404 when it matched nothing — never served.
             let ro = call(Some("ro"));
-            if *who != "read" {
+            if !who.contains("read") {
                 assert!(ro == 403 || ro == 404, "{method} {p} as read-only got {ro}");
             }
             if *who == "admin" || *who == "read" {
@@ -144,6 +151,7 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
     assert_eq!(s, 200, "the node was not removed");
     assert_eq!(node["status"], "available", "the node was not drained");
     assert_eq!(admin.get("/nodes/evil").0, 404, "no node was registered");
+    assert_eq!(admin.get("/templates/evil").0, 404, "no template was stored");
     // Unknown paths: 401 without a key (they reveal nothing), 404 with any valid key.
     assert_eq!(raw_request(&m.url, "GET", "/no/such/route", None, None).0, 401);
     assert_eq!(raw_request(&m.url, "GET", "/no/such/route", Some("ro"), None).0, 404);

@@ -1,0 +1,2 @@
+DROP TABLE templates;
+DROP TABLE job_graph;

@@ -1,0 +1,607 @@
+//! Streaming packages, pure: the `package` parameter (an ABR ladder for HLS and/or
+//! DASH, audio renditions, thumbnails), its plan for a probed source (rungs above the
+//! source dropped, aspect and frame rate kept, 10-bit kept where the codec can carry
+//! it, keyframes aligned to segment boundaries), and the argv of the packaging and
+//! thumbnail steps. The master turns a plan into child jobs (`http::graphs`); the
+//! renditions are ordinary encodes with a fixed keyframe interval.
+
+use super::media::InputInfo;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::path::Path;
+
+pub const MAX_RUNGS: usize = 10;
+pub const MAX_AUDIO: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageFormat {
+    Hls,
+    Dash,
+    Both,
+}
+
+impl PackageFormat {
+    pub fn hls(self) -> bool {
+        matches!(self, PackageFormat::Hls | PackageFormat::Both)
+    }
+    pub fn dash(self) -> bool {
+        matches!(self, PackageFormat::Dash | PackageFormat::Both)
+    }
+}
+
+/// One video rung as asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rung {
+    pub height: u32,
+    pub bitrate_kbps: u32,
+    pub max_bitrate_kbps: Option<u32>,
+    /// h264 (default) or hevc.
+    pub codec: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioRung {
+    pub bitrate_kbps: u32,
+    pub channels: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thumbnails {
+    pub every_seconds: f64,
+    pub sprite: bool,
+    pub width: u32,
+}
+
+/// The validated `package` parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageSpec {
+    pub format: PackageFormat,
+    pub segment_seconds: f64,
+    pub ladder: Vec<Rung>,
+    pub audio: Vec<AudioRung>,
+    pub thumbnails: Option<Thumbnails>,
+    pub max_fps: Option<f64>,
+}
+
+fn kbps(v: &Value, what: &str) -> Result<u32, String> {
+    let k = match v {
+        Value::Number(n) => n.as_u64().map(|n| if n >= 10_000 { n / 1000 } else { n }),
+        Value::String(s) => super::params::parse_bitrate_kbps(s).map(u64::from),
+        _ => None,
+    };
+    k.filter(|k| (16..=200_000).contains(k))
+        .map(|k| k as u32)
+        .ok_or_else(|| format!("{what} must be a bitrate like \"800k\" or 800 (kbit/s), 16k to 200M"))
+}
+
+fn number(v: Option<&Value>, what: &str, range: std::ops::RangeInclusive<f64>) -> Result<Option<f64>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| range.contains(x))
+            .map(Some)
+            .ok_or_else(|| format!("{what} must be a number from {} to {}", range.start(), range.end())),
+    }
+}
+
+fn known(obj: &Map<String, Value>, what: &str, keys: &[&str]) -> Result<(), String> {
+    match obj.keys().find(|k| !keys.contains(&k.as_str())) {
+        Some(k) => Err(format!("{what} has no field '{k}' (known: {})", keys.join(", "))),
+        None => Ok(()),
+    }
+}
+
+impl PackageSpec {
+    /// Parse and bound the `package` parameter.
+    pub fn parse(v: &Value) -> Result<PackageSpec, String> {
+        let o = v.as_object().ok_or("package must be an object")?;
+        known(o, "package", &["format", "segment_seconds", "ladder", "audio", "thumbnails", "max_fps"])?;
+        let format = match o.get("format").and_then(Value::as_str).unwrap_or("hls") {
+            "hls" => PackageFormat::Hls,
+            "dash" => PackageFormat::Dash,
+            "both" => PackageFormat::Both,
+            f => return Err(format!("package.format '{f}' must be hls, dash or both")),
+        };
+        let segment_seconds = number(o.get("segment_seconds"), "package.segment_seconds", 1.0..=20.0)?.unwrap_or(4.0);
+        let mut ladder = Vec::new();
+        for (i, r) in o.get("ladder").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]).iter().enumerate() {
+            let what = format!("package.ladder[{i}]");
+            let r = r.as_object().ok_or(format!("{what} must be an object"))?;
+            known(r, &what, &["height", "bitrate", "max_bitrate", "codec"])?;
+            let height = r
+                .get("height")
+                .and_then(Value::as_u64)
+                .filter(|h| (64..=4320).contains(h) && h % 2 == 0)
+                .ok_or(format!("{what}.height must be an even number of lines from 64 to 4320"))?;
+            let bitrate_kbps = kbps(r.get("bitrate").unwrap_or(&Value::Null), &format!("{what}.bitrate"))?;
+            let max_bitrate_kbps = match r.get("max_bitrate") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(kbps(v, &format!("{what}.max_bitrate"))?.max(bitrate_kbps)),
+            };
+            let codec = r.get("codec").and_then(Value::as_str).unwrap_or("h264");
+            if !matches!(codec, "h264" | "hevc") {
+                return Err(format!("{what}.codec '{codec}' must be h264 or hevc (both play in HLS and DASH)"));
+            }
+            ladder.push(Rung { height: height as u32, bitrate_kbps, max_bitrate_kbps, codec: codec.into() });
+        }
+        if ladder.len() > MAX_RUNGS {
+            return Err(format!("package.ladder has {} rungs; at most {MAX_RUNGS}", ladder.len()));
+        }
+        let audio = match o.get("audio") {
+            None | Some(Value::Null) => vec![AudioRung { bitrate_kbps: 128, channels: None }],
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let what = format!("package.audio[{i}]");
+                    let r = r.as_object().ok_or(format!("{what} must be an object"))?;
+                    known(r, &what, &["bitrate", "channels"])?;
+                    let channels = number(r.get("channels"), &format!("{what}.channels"), 1.0..=8.0)?.map(|c| c as u32);
+                    Ok(AudioRung { bitrate_kbps: kbps(r.get("bitrate").unwrap_or(&json!(128)), &what)?, channels })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+            Some(_) => return Err("package.audio must be a list".into()),
+        };
+        if audio.len() > MAX_AUDIO {
+            return Err(format!("package.audio has {} entries; at most {MAX_AUDIO}", audio.len()));
+        }
+        let thumbnails = match o.get("thumbnails") {
+            None | Some(Value::Null) => None,
+            Some(t) => {
+                let t = t.as_object().ok_or("package.thumbnails must be an object")?;
+                known(t, "package.thumbnails", &["every_seconds", "sprite", "width"])?;
+                Some(Thumbnails {
+                    every_seconds: number(t.get("every_seconds"), "package.thumbnails.every_seconds", 0.5..=3600.0)?
+                        .unwrap_or(10.0),
+                    sprite: t.get("sprite").and_then(Value::as_bool).unwrap_or(false),
+                    width: number(t.get("width"), "package.thumbnails.width", 32.0..=1920.0)?.unwrap_or(160.0) as u32
+                        & !1,
+                })
+            }
+        };
+        if ladder.is_empty() && thumbnails.is_none() {
+            return Err("package needs a ladder (at least one rung) or thumbnails".into());
+        }
+        let max_fps = number(o.get("max_fps"), "package.max_fps", 1.0..=240.0)?;
+        Ok(PackageSpec { format, segment_seconds, ladder, audio, thumbnails, max_fps })
+    }
+}
+
+/// What a child of a package graph does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Download and probe the source; the graph is planned from what it finds.
+    Probe,
+    Rendition,
+    Audio,
+    Thumbnails,
+    Package,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Probe => "probe",
+            Stage::Rendition => "rendition",
+            Stage::Audio => "audio",
+            Stage::Thumbnails => "thumbnails",
+            Stage::Package => "package",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Stage> {
+        [Stage::Probe, Stage::Rendition, Stage::Audio, Stage::Thumbnails, Stage::Package]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+    /// Its outputs are the graph's (listed and downloadable under the parent).
+    pub fn publishes(self) -> bool {
+        matches!(self, Stage::Package | Stage::Thumbnails)
+    }
+}
+
+/// One child the plan asks for: its label (unique in the graph), parameters, expected
+/// work (for the parent's progress) and the labels it waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChild {
+    pub label: String,
+    pub stage: Stage,
+    pub params: Map<String, Value>,
+    pub weight: f64,
+    pub after: Vec<String>,
+    /// Outputs of earlier children this one reads, as (label, output name).
+    pub reads: Vec<(String, String)>,
+}
+
+/// Codecs whose encoders here keep 10-bit 4:2:0.
+fn carries_10bit(codec: &str) -> bool {
+    matches!(codec, "hevc" | "h265" | "av1" | "vp9")
+}
+
+/// Whether the probed video is more than 8 bits deep.
+pub fn is_high_bit_depth(info: &InputInfo) -> bool {
+    info.streams.iter().find(|s| s.kind == "video").is_some_and(|v| {
+        v.bit_depth.is_some_and(|d| d > 8) || v.pix_fmt.as_deref().is_some_and(|p| p.contains("10") || p.contains("12"))
+    })
+}
+
+/// The pixel format an encode to `codec` keeps from a source: 10-bit when both are.
+pub fn output_pix_fmt(codec: &str, source_high_depth: bool) -> &'static str {
+    if source_high_depth && carries_10bit(codec) { "yuv420p10le" } else { "yuv420p" }
+}
+
+/// The children of a package for a probed source (the probe child already ran).
+pub fn plan(spec: &PackageSpec, input: &str, info: &InputInfo) -> Result<Vec<PlannedChild>, String> {
+    let video = info.streams.iter().find(|s| s.kind == "video");
+    let audio_tracks = info.streams.iter().filter(|s| s.kind == "audio").count();
+    let duration = info.duration_seconds.unwrap_or(0.0).max(0.1);
+    let mut out = Vec::new();
+    let mut renditions: Vec<String> = Vec::new();
+    if !spec.ladder.is_empty() {
+        let v = video.ok_or("the source has no video stream to build a ladder from")?;
+        let (sw, sh) = (v.width.unwrap_or(0), v.height.unwrap_or(0));
+        if sw == 0 || sh == 0 {
+            return Err("the source's video has no known size".into());
+        }
+        let src_fps = v.frame_rate.filter(|f| *f > 0.0 && f.is_finite()).unwrap_or(30.0);
+        let fps = spec.max_fps.map_or(src_fps, |m| src_fps.min(m));
+        // An integer rate keeps `-r` exact; a fractional source rate (29.97) is kept as is.
+        let fps_param: Value = if (fps - fps.round()).abs() < 1e-6 { json!(fps.round() as u64) } else { json!(fps) };
+        let deep = is_high_bit_depth(info);
+        let mut rungs: Vec<&Rung> = spec.ladder.iter().filter(|r| r.height <= sh).collect();
+        rungs.sort_by_key(|r| std::cmp::Reverse(r.height));
+        rungs.dedup_by_key(|r| r.height);
+        let fallback;
+        if rungs.is_empty() {
+            // Every rung is above the source: one rendition at the source's own height.
+            let smallest = spec.ladder.iter().min_by_key(|r| r.height).expect("ladder is not empty");
+            fallback = Rung { height: sh & !1, ..smallest.clone() };
+            rungs.push(&fallback);
+        }
+        for r in rungs {
+            let h = r.height;
+            let w = ((u64::from(sw) * u64::from(h) + u64::from(sh) / 2) / u64::from(sh)) as u32 & !1;
+            let label = format!("{h}p");
+            let mut p = Map::new();
+            p.insert("input".into(), json!(input));
+            p.insert("codec".into(), json!(r.codec));
+            p.insert("bitrate".into(), json!(format!("{}k", r.bitrate_kbps)));
+            if let Some(m) = r.max_bitrate_kbps {
+                p.insert("max_bitrate".into(), json!(format!("{m}k")));
+            }
+            p.insert("resolution".into(), json!(format!("{w}x{h}")));
+            p.insert("fps".into(), fps_param.clone());
+            p.insert("keyframe_seconds".into(), json!(spec.segment_seconds));
+            p.insert("pix_fmt".into(), json!(output_pix_fmt(&r.codec, deep)));
+            p.insert("audio".into(), json!("none"));
+            p.insert("output".into(), json!(format!("{label}.mp4")));
+            out.push(PlannedChild {
+                label: label.clone(),
+                stage: Stage::Rendition,
+                params: p,
+                weight: f64::from(w) * f64::from(h) * duration * fps / 1e6,
+                after: vec![],
+                reads: vec![],
+            });
+            renditions.push(label);
+        }
+    }
+    let mut audio_labels = Vec::new();
+    if !spec.ladder.is_empty() && audio_tracks > 0 {
+        for a in &spec.audio {
+            let label = format!("audio_{}k", a.bitrate_kbps);
+            if audio_labels.contains(&label) {
+                continue;
+            }
+            let mut p = Map::new();
+            p.insert("input".into(), json!(input));
+            p.insert("audio_bitrate".into(), json!(format!("{}k", a.bitrate_kbps)));
+            if let Some(c) = a.channels {
+                p.insert("audio_channels".into(), json!(c));
+            }
+            p.insert("audio".into(), json!("all"));
+            p.insert("output".into(), json!(format!("{label}.mp4")));
+            out.push(PlannedChild {
+                label: label.clone(),
+                stage: Stage::Audio,
+                params: p,
+                weight: duration * audio_tracks as f64 * 0.02,
+                after: vec![],
+                reads: vec![],
+            });
+            audio_labels.push(label);
+        }
+    }
+    if let Some(t) = &spec.thumbnails {
+        let mut p = Map::new();
+        p.insert("input".into(), json!(input));
+        p.insert("thumbnails".into(), serde_json::to_value(t).unwrap_or_default());
+        p.insert("duration".into(), json!(duration));
+        out.push(PlannedChild {
+            label: "thumbnails".into(),
+            stage: Stage::Thumbnails,
+            params: p,
+            weight: duration * 0.05,
+            after: vec![],
+            reads: vec![],
+        });
+    }
+    if !renditions.is_empty() {
+        let mut p = Map::new();
+        p.insert(
+            "packaging".into(),
+            json!({"format": spec.format, "segment_seconds": spec.segment_seconds, "audio_tracks": audio_tracks}),
+        );
+        let reads: Vec<(String, String)> =
+            renditions.iter().chain(&audio_labels).map(|l| (l.clone(), format!("{l}.mp4"))).collect();
+        out.push(PlannedChild {
+            label: "package".into(),
+            stage: Stage::Package,
+            params: p,
+            weight: duration * 0.02 * reads.len() as f64,
+            after: renditions.iter().chain(&audio_labels).cloned().collect(),
+            reads,
+        });
+    }
+    Ok(out)
+}
+
+/// The packaging step's ffmpeg arguments (after `-hide_banner …`): stream copy of the
+/// renditions (`video` local files, highest first, each named by its label) and audio
+/// files (`audio`, each holding `audio_tracks` tracks) into `out/hls/` and/or
+/// `out/dash/`. Segments fall on the renditions' aligned keyframes.
+pub fn package_args(
+    format: PackageFormat,
+    segment_seconds: f64,
+    video: &[(String, &Path)],
+    audio: &[(String, &Path)],
+    audio_tracks: usize,
+    out: &Path,
+) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    for (_, p) in video.iter().chain(audio) {
+        a.extend(super::argv::file_input_args(p));
+    }
+    let maps = |a: &mut Vec<String>| {
+        for i in 0..video.len() {
+            a.extend(["-map".into(), format!("{i}:v:0")]);
+        }
+        for j in 0..audio.len() {
+            for t in 0..audio_tracks {
+                a.extend(["-map".into(), format!("{}:a:{t}", video.len() + j)]);
+            }
+        }
+        a.extend(["-c".into(), "copy".into()]);
+    };
+    let seg = format!("{segment_seconds}");
+    if format.hls() {
+        maps(&mut a);
+        let mut vsm: Vec<String> = video
+            .iter()
+            .enumerate()
+            .map(
+                |(i, (l, _))| {
+                    if audio.is_empty() { format!("v:{i},name:{l}") } else { format!("v:{i},agroup:aud,name:{l}") }
+                },
+            )
+            .collect();
+        let mut k = 0;
+        for (l, _) in audio {
+            for t in 0..audio_tracks {
+                let name = if audio_tracks > 1 { format!("{l}_{t}") } else { l.clone() };
+                let default = if k == 0 { ",default:yes" } else { "" };
+                vsm.push(format!("a:{k},agroup:aud,name:{name}{default}"));
+                k += 1;
+            }
+        }
+        let hls = out.join("hls");
+        a.extend(
+            [
+                "-f",
+                "hls",
+                "-hls_time",
+                &seg,
+                "-hls_playlist_type",
+                "vod",
+                "-hls_segment_type",
+                "fmp4",
+                "-hls_fmp4_init_filename",
+                "init.mp4",
+                "-master_pl_name",
+                "master.m3u8",
+            ]
+            .map(String::from),
+        );
+        a.extend(["-hls_segment_filename".into(), hls.join("%v/seg_%05d.m4s").to_string_lossy().into_owned()]);
+        a.extend(["-var_stream_map".into(), vsm.join(" ")]);
+        a.push(hls.join("%v/index.m3u8").to_string_lossy().into_owned());
+    }
+    if format.dash() {
+        maps(&mut a);
+        let sets = if audio.is_empty() { "id=0,streams=v".to_string() } else { "id=0,streams=v id=1,streams=a".into() };
+        a.extend(
+            [
+                "-f",
+                "dash",
+                "-seg_duration",
+                &seg,
+                "-use_template",
+                "1",
+                "-use_timeline",
+                "0",
+                "-init_seg_name",
+                "init_$RepresentationID$.m4s",
+                "-media_seg_name",
+                "seg_$RepresentationID$_$Number%05d$.m4s",
+                "-adaptation_sets",
+                &sets,
+            ]
+            .map(String::from),
+        );
+        a.push(out.join("dash/manifest.mpd").to_string_lossy().into_owned());
+    }
+    a
+}
+
+/// How many thumbnails a source of `duration` seconds gets, one every `every` seconds
+/// (the first at 0).
+pub fn thumbnail_count(duration: f64, every: f64) -> u32 {
+    ((duration / every).ceil() as u32).max(1)
+}
+
+/// Columns and rows of the sprite sheet holding `count` thumbnails (at most 10 wide).
+pub fn sprite_grid(count: u32) -> (u32, u32) {
+    let cols = count.clamp(1, 10);
+    (cols, count.div_ceil(cols))
+}
+
+/// The thumbnail step's ffmpeg arguments: one JPEG every `every_seconds` into
+/// `out/thumbnails/`, and a sprite sheet of the same pictures when asked.
+pub fn thumbnail_args(t: &Thumbnails, duration: f64, input: &Path, out: &Path) -> Vec<String> {
+    let mut a = super::argv::file_input_args(input);
+    let pick = format!("fps=1/{},scale={}:-2", t.every_seconds, t.width);
+    a.extend(["-map".into(), "0:v:0".into(), "-vf".into(), pick.clone(), "-q:v".into(), "4".into()]);
+    a.push(out.join("thumbnails/thumb_%05d.jpg").to_string_lossy().into_owned());
+    if t.sprite {
+        let (c, r) = sprite_grid(thumbnail_count(duration, t.every_seconds));
+        a.extend(["-map".into(), "0:v:0".into(), "-vf".into(), format!("{pick},tile={c}x{r}")]);
+        a.extend(["-frames:v".into(), "1".into(), "-q:v".into(), "4".into()]);
+        a.push(out.join("thumbnails/sprite.jpg").to_string_lossy().into_owned());
+    }
+    a
+}
+
+/// The WebVTT index of a sprite sheet: one cue per thumbnail, pointing at its tile
+/// (`sprite.jpg#xywh=x,y,w,h`). `tile` is one thumbnail's size in pixels.
+pub fn sprite_vtt(duration: f64, every: f64, tile: (u32, u32)) -> String {
+    let count = thumbnail_count(duration, every);
+    let (cols, _) = sprite_grid(count);
+    let ts = |t: f64| {
+        let ms = (t * 1000.0).round() as u64;
+        format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+    };
+    let mut s = String::from("WEBVTT\n");
+    for i in 0..count {
+        let start = f64::from(i) * every;
+        let end = (start + every).min(duration.max(start + 0.001));
+        let (x, y) = ((i % cols) * tile.0, (i / cols) * tile.1);
+        s.push_str(&format!("\n{} --> {}\nsprite.jpg#xywh={x},{y},{},{}\n", ts(start), ts(end), tile.0, tile.1));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::media::StreamInfo;
+
+    fn source(w: u32, h: u32, fps: f64, pix: &str, audio: usize) -> InputInfo {
+        let mut streams = vec![StreamInfo {
+            kind: "video".into(),
+            codec: "h264".into(),
+            width: Some(w),
+            height: Some(h),
+            frame_rate: Some(fps),
+            pix_fmt: Some(pix.into()),
+            ..Default::default()
+        }];
+        for _ in 0..audio {
+            streams.push(StreamInfo { kind: "audio".into(), codec: "aac".into(), ..Default::default() });
+        }
+        InputInfo { format: "mov".into(), duration_seconds: Some(6.0), streams, ..Default::default() }
+    }
+
+    fn ladder(rungs: &[(u32, u32)]) -> PackageSpec {
+        let l: Vec<Value> = rungs.iter().map(|(h, b)| json!({"height": h, "bitrate": format!("{b}k")})).collect();
+        PackageSpec::parse(&json!({"format": "both", "segment_seconds": 2, "ladder": l})).unwrap()
+    }
+
+    #[test]
+    fn parse_bounds_and_defaults() {
+        let p = ladder(&[(720, 2500), (360, 800)]);
+        assert_eq!(p.format, PackageFormat::Both);
+        assert_eq!(p.audio, vec![AudioRung { bitrate_kbps: 128, channels: None }]);
+        for (bad, why) in [
+            (json!({"ladder": []}), "needs a ladder"),
+            (json!({"ladder": [{"height": 361, "bitrate": "1M"}]}), "even number"),
+            (json!({"ladder": [{"height": 360, "bitrate": "1M", "codec": "mpeg2"}]}), "h264 or hevc"),
+            (json!({"ladder": [{"height": 360}]}), "bitrate"),
+            (json!({"format": "smooth", "ladder": [{"height": 360, "bitrate": 800}]}), "hls, dash or both"),
+            (json!({"segment_seconds": 0, "ladder": [{"height": 360, "bitrate": 800}]}), "segment_seconds"),
+            (json!({"ladder": [{"height": 360, "bitrate": 800, "x": 1}]}), "no field 'x'"),
+        ] {
+            let e = PackageSpec::parse(&bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let many: Vec<Value> = (0..11).map(|i| json!({"height": 200 + 2 * i, "bitrate": 500})).collect();
+        assert!(PackageSpec::parse(&json!({"ladder": many})).unwrap_err().contains("at most 10"));
+    }
+
+    #[test]
+    fn plan_drops_rungs_above_the_source_and_aligns_keyframes() {
+        let plan =
+            plan(&ladder(&[(720, 2500), (360, 800), (240, 400)]), "in.mp4", &source(640, 360, 25.0, "yuv420p", 1))
+                .unwrap();
+        let labels: Vec<&str> = plan.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["360p", "240p", "audio_128k", "package"]);
+        assert_eq!(plan[0].params["resolution"], "640x360");
+        assert_eq!(plan[1].params["resolution"], "426x240");
+        assert_eq!(plan[0].params["keyframe_seconds"], 2.0);
+        assert_eq!(plan[0].params["fps"], 25);
+        assert_eq!(plan[0].params["pix_fmt"], "yuv420p");
+        let pkg = plan.last().unwrap();
+        assert_eq!(pkg.after, ["360p", "240p", "audio_128k"]);
+        assert_eq!(pkg.params["packaging"], json!({"format": "both", "segment_seconds": 2.0, "audio_tracks": 1}));
+        let spec = crate::domain::params::parse_job_spec(&pkg.params, crate::domain::params::Engine::Auto).unwrap();
+        assert_eq!(spec.packaging.unwrap().audio_tracks, 1);
+        assert_eq!(pkg.reads[0], ("360p".to_string(), "360p.mp4".to_string()));
+        assert!(plan[0].weight > plan[1].weight, "bigger rungs weigh more");
+    }
+
+    #[test]
+    fn plan_keeps_10_bit_for_hevc_and_caps_the_rate() {
+        let mut spec = ladder(&[(360, 800)]);
+        spec.ladder[0].codec = "hevc".into();
+        spec.max_fps = Some(30.0);
+        let p = plan(&spec, "in.mkv", &source(640, 360, 60.0, "yuv420p10le", 0)).unwrap();
+        assert_eq!(p[0].params["pix_fmt"], "yuv420p10le");
+        assert_eq!(p[0].params["fps"], 30);
+        assert_eq!(p.len(), 2, "no audio child for a silent source");
+        let h264 = plan(&ladder(&[(360, 800)]), "in.mkv", &source(640, 360, 60.0, "yuv420p10le", 0)).unwrap();
+        assert_eq!(h264[0].params["pix_fmt"], "yuv420p");
+        // A source below every rung gets one rendition at its own height.
+        let small = plan(&ladder(&[(720, 2500), (480, 1200)]), "in", &source(320, 180, 25.0, "yuv420p", 0)).unwrap();
+        assert_eq!(small[0].params["resolution"], "320x180");
+    }
+
+    #[test]
+    fn package_args_map_every_rendition() {
+        let (v0, v1, a0) = (Path::new("/w/360p.mp4"), Path::new("/w/240p.mp4"), Path::new("/w/a.mp4"));
+        let a = package_args(
+            PackageFormat::Both,
+            2.0,
+            &[("360p".into(), v0), ("240p".into(), v1)],
+            &[("audio_128k".into(), a0)],
+            2,
+            Path::new("/w/out"),
+        )
+        .join(" ");
+        assert!(a.contains("-var_stream_map v:0,agroup:aud,name:360p v:1,agroup:aud,name:240p a:0,agroup:aud,name:audio_128k_0,default:yes a:1,agroup:aud,name:audio_128k_1"), "{a}");
+        assert!(a.contains("-map 2:a:1"), "{a}");
+        assert!(a.contains("/w/out/hls/%v/index.m3u8") && a.ends_with("/w/out/dash/manifest.mpd"), "{a}");
+        assert!(a.contains("-hls_time 2 ") && a.contains("-seg_duration 2 "), "{a}");
+    }
+
+    #[test]
+    fn sprite_index_points_at_tiles() {
+        assert_eq!(thumbnail_count(6.0, 2.0), 3);
+        assert_eq!(thumbnail_count(6.5, 2.0), 4);
+        assert_eq!(sprite_grid(23), (10, 3));
+        let vtt = sprite_vtt(5.0, 2.0, (160, 90));
+        assert!(vtt.starts_with("WEBVTT\n"));
+        assert!(vtt.contains("00:00:00.000 --> 00:00:02.000\nsprite.jpg#xywh=0,0,160,90"), "{vtt}");
+        assert!(vtt.contains("00:00:04.000 --> 00:00:05.000\nsprite.jpg#xywh=320,0,160,90"), "{vtt}");
+    }
+}
