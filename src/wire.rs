@@ -240,6 +240,27 @@ pub struct SubmitJobRequest {
     /// own `parameters` override them, and the resolved parameters are stored.
     #[serde(default)]
     pub template: Option<String>,
+    /// A graph: this job becomes the parent of these jobs (it runs nothing itself; its
+    /// state and progress are derived from theirs).
+    #[serde(default)]
+    pub children: Option<Vec<ChildRequest>>,
+}
+
+/// One child of a submitted graph.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChildRequest {
+    /// Its name inside the graph (letters, digits, '_', '-'; default `c<index>`), for
+    /// other children's `after`.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Refs of other children, or ids of existing jobs, this one waits for.
+    #[serde(default)]
+    pub after: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -304,6 +304,7 @@ pub fn submit_body(a: &SubmitArgs) -> Result<SubmitJobRequest, CliError> {
         max_retries: a.max_retries,
         after: (!a.after.is_empty()).then(|| a.after.clone()),
         template: a.template.clone(),
+        children: None,
     })
 }
 

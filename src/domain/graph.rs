@@ -85,7 +85,7 @@ pub fn dependency_outcome(state: JobState) -> DependencyOutcome {
 }
 
 /// A parent's state from its children's: processing while any child runs (paused when
-/// every unfinished child is paused), completed when all completed, failed when none
+/// a child is paused and none runs; the rest wait), completed when all completed, failed when none
 /// is left to run and any failed, canceled when none failed but any was canceled; a
 /// parent none of whose children started keeps `current`.
 pub fn parent_state(children: &[JobState], current: JobState) -> JobState {
@@ -104,9 +104,10 @@ pub fn parent_state(children: &[JobState], current: JobState) -> JobState {
         };
     }
     let started = unfinished.iter().any(|s| s.is_live()) || children.iter().any(|s| s.is_terminal());
-    if unfinished.iter().all(|s| *s == Paused) {
+    let running = unfinished.iter().any(|s| s.is_live() && *s != Paused);
+    if unfinished.contains(&Paused) && !running {
         Paused
-    } else if started && current != Queued || unfinished.iter().any(|s| s.is_live()) {
+    } else if (started && current != Queued) || unfinished.iter().any(|s| s.is_live()) {
         Processing
     } else {
         current
@@ -188,6 +189,8 @@ mod tests {
             (&[Canceled, Completed], Processing, Canceled),
             (&[Failed, Canceled], Processing, Failed),
             (&[Paused, Completed], Processing, Paused),
+            (&[Paused, Paused, Pending], Processing, Paused),
+            (&[Paused, Processing, Pending], Paused, Processing),
             (&[Paused, Processing], Paused, Processing),
             (&[Retrying, Completed], Processing, Processing),
             // A retried parent is queued until a child runs again.

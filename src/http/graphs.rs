@@ -22,6 +22,76 @@ pub enum GraphShape {
     After(Vec<Uuid>),
     /// A package: a parent and its probe child.
     Package,
+    /// A parent of these children (checked, in an order where each follows what it
+    /// waits for inside the graph).
+    Children(Vec<CheckedChild>),
+}
+
+/// A submitted child, checked.
+pub struct CheckedChild {
+    pub reference: String,
+    pub params: Map<String, Value>,
+    /// Refs inside the graph and ids outside it.
+    pub after: Vec<String>,
+}
+
+/// Check a graph's children: their parameters (as any job's), their refs, what they
+/// wait for (refs of the graph or existing jobs), and that they wait in no cycle.
+pub async fn checked_children(
+    state: &AppState,
+    children: &[crate::wire::ChildRequest],
+    engine: crate::domain::params::Engine,
+) -> AppResult<Vec<CheckedChild>> {
+    use crate::domain::graph::{MAX_CHILDREN, order};
+    let bad = |m: String| AppError::bad_request("invalid_graph", m);
+    if children.len() > MAX_CHILDREN {
+        return Err(bad(format!("a graph has at most {MAX_CHILDREN} children")));
+    }
+    let mut checked = Vec::new();
+    for (i, c) in children.iter().enumerate() {
+        let reference = c.reference.clone().unwrap_or_else(|| format!("c{i}"));
+        let ok = !reference.is_empty()
+            && reference.len() <= 64
+            && reference.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+        if !ok {
+            return Err(bad(format!("child {i}: ref must be 1 to 64 letters, digits, '_' or '-'")));
+        }
+        if c.after.len() > MAX_AFTER {
+            return Err(bad(format!("child {reference} waits for more than {MAX_AFTER} jobs")));
+        }
+        let (spec, params, _) = super::jobs::checked_parameters(
+            state,
+            c.parameters.clone().unwrap_or_default(),
+            c.template.as_deref(),
+            engine,
+        )
+        .await
+        .map_err(|e| match e {
+            AppError::BadRequest { code, message } => {
+                AppError::BadRequest { code, message: format!("child {reference}: {message}") }
+            }
+            e => e,
+        })?;
+        if spec.package.is_some() {
+            return Err(bad(format!("child {reference}: a package cannot be a child (graphs do not nest)")));
+        }
+        checked.push(CheckedChild { reference, params, after: c.after.clone() });
+    }
+    let refs: Vec<&str> = checked.iter().map(|c| c.reference.as_str()).collect();
+    let external: Vec<String> =
+        checked.iter().flat_map(|c| c.after.iter()).filter(|a| !refs.contains(&a.as_str())).cloned().collect();
+    // Outside the graph only existing job ids may be named (refused with their names).
+    let known: Vec<String> = match external.iter().filter(|a| Uuid::parse_str(a).is_ok()).count() {
+        0 => Vec::new(),
+        _ => {
+            let ids: Vec<String> = external.iter().filter(|a| Uuid::parse_str(a).is_ok()).cloned().collect();
+            state.h.db.read(move |c| db_graph::states(c, &ids)).await?.into_keys().collect()
+        }
+    };
+    let nodes: Vec<(String, Vec<String>)> = checked.iter().map(|c| (c.reference.clone(), c.after.clone())).collect();
+    let ordered = order(&nodes, |r| known.iter().any(|k| k == r)).map_err(|e| bad(e.to_string()))?;
+    let mut slots: Vec<Option<CheckedChild>> = checked.into_iter().map(Some).collect();
+    Ok(ordered.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
 /// The `after` list of a submission: existing job ids, at most [`MAX_AFTER`]; unknown
@@ -51,7 +121,7 @@ pub async fn check_after(state: &AppState, after: &[String]) -> AppResult<Vec<Uu
 /// the GraphActor. Returns the stored row and whether it was created (an idempotency
 /// key may name an existing job).
 pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) -> AppResult<(JobRow, bool)> {
-    let mut probe = None;
+    let mut members: Vec<JobRow> = Vec::new();
     let mut links = Vec::new();
     match &shape {
         GraphShape::After(after) => links.push(GraphRow {
@@ -63,6 +133,36 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             label: String::new(),
             weight: 1.0,
         }),
+        GraphShape::Children(children) => {
+            links.push(GraphRow {
+                job_id: new.id.clone(),
+                parent_id: None,
+                after_ids: "[]".into(),
+                is_parent: true,
+                stage: "graph".into(),
+                label: String::new(),
+                weight: 0.0,
+            });
+            let ids: std::collections::HashMap<&str, Uuid> =
+                children.iter().map(|c| (c.reference.as_str(), Uuid::now_v7())).collect();
+            for c in children {
+                let id = ids[c.reference.as_str()];
+                let after: Vec<String> =
+                    c.after.iter().map(|a| ids.get(a.as_str()).map_or(a.clone(), Uuid::to_string)).collect();
+                let mut params = c.params.clone();
+                params.insert("label".into(), c.reference.clone().into());
+                members.push(db_graph::child_job(&new, id, params));
+                links.push(GraphRow {
+                    job_id: id.to_string(),
+                    parent_id: Some(new.id.clone()),
+                    after_ids: json!(after).to_string(),
+                    is_parent: false,
+                    stage: "encode".into(),
+                    label: c.reference.clone(),
+                    weight: 1.0,
+                });
+            }
+        }
         GraphShape::Package => {
             let params: Map<String, Value> = serde_json::from_str(&new.parameters).unwrap_or_default();
             let mut p = Map::new();
@@ -74,7 +174,7 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             p.insert("stage".into(), Stage::Probe.as_str().into());
             p.insert("label".into(), "probe".into());
             let id = Uuid::now_v7();
-            probe = Some(db_graph::child_job(&new, id, p));
+            members.push(db_graph::child_job(&new, id, p));
             links.push(GraphRow {
                 job_id: new.id.clone(),
                 parent_id: None,
@@ -95,21 +195,21 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             });
         }
     }
-    let probe_row = probe.clone();
-    let (row, created, probe) = state
+    let after_of: std::collections::HashMap<String, Vec<Uuid>> = links
+        .iter()
+        .map(|l| (l.job_id.clone(), l.after().iter().filter_map(|a| Uuid::parse_str(a).ok()).collect()))
+        .collect();
+    let (row, created, members) = state
         .h
         .db
         .write(move |c| {
             let (row, created) = crate::db::jobs::insert(c, &new)?;
             if !created {
-                return Ok((row, false, None));
+                return Ok((row, false, Vec::new()));
             }
-            let probe = match probe_row {
-                Some(p) => crate::db::jobs::insert_many(c, std::slice::from_ref(&p))?.pop(),
-                None => None,
-            };
+            let members = crate::db::jobs::insert_many(c, &members)?;
             db_graph::insert(c, &links)?;
-            Ok((row, true, probe))
+            Ok((row, true, members))
         })
         .await?;
     if !created {
@@ -128,20 +228,21 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             let job = TrackedJob { queued: queued_job_from_row(&row), state: row.status, parent: None, after };
             state.h.graph.do_send(TrackGraph { parent: None, jobs: vec![job], expand_on: None });
         }
-        GraphShape::Package => {
-            let probe = probe.expect("stored with its parent");
-            state.h.metrics.do_send(changed(&probe));
-            let job = TrackedJob {
-                queued: queued_job_from_row(&probe),
-                state: probe.status,
-                parent: Some(row.uuid()),
-                after: vec![],
-            };
-            state.h.graph.do_send(TrackGraph {
-                parent: Some(row.uuid()),
-                jobs: vec![job],
-                expand_on: Some(probe.uuid()),
-            });
+        shape => {
+            let jobs: Vec<TrackedJob> = members
+                .iter()
+                .map(|m| {
+                    state.h.metrics.do_send(changed(m));
+                    TrackedJob {
+                        queued: queued_job_from_row(m),
+                        state: m.status,
+                        parent: Some(row.uuid()),
+                        after: after_of.get(&m.id).cloned().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            let expand_on = matches!(shape, GraphShape::Package).then(|| members[0].uuid());
+            state.h.graph.do_send(TrackGraph { parent: Some(row.uuid()), jobs, expand_on });
         }
     }
     Ok((row, true))

@@ -82,6 +82,44 @@ fn bounded(name: &str, v: &Option<String>, max: usize) -> AppResult<()> {
     }
 }
 
+/// A job's parameters checked and resolved: internal keys refused, a template applied
+/// under them, unknown keys listed (refused with `--strict-parameters`), values parsed
+/// and bounded, numbers normalised, and every outbound target (RTMP, input URL,
+/// bucket) checked against the operator's allow-lists.
+pub(super) async fn checked_parameters(
+    state: &AppState,
+    mut params: serde_json::Map<String, serde_json::Value>,
+    template: Option<&str>,
+    engine: Engine,
+) -> AppResult<(crate::domain::params::JobSpec, serde_json::Map<String, serde_json::Value>, Vec<String>)> {
+    if params.contains_key("stage") || params.contains_key("packaging") || params.contains_key("inputs") {
+        return Err(AppError::bad_request(
+            "invalid_parameter",
+            "stage, packaging and inputs are set by the master for the steps of a package",
+        ));
+    }
+    if let Some(name) = template {
+        params = super::templates::resolve(state, name, params).await?;
+    }
+    let ignored = unknown_parameters(&params);
+    if state.strict_parameters && !ignored.is_empty() {
+        return Err(AppError::bad_request("invalid_parameter", unknown_parameters_error(&ignored).0));
+    }
+    let spec = parse_job_spec(&params, engine).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
+    // Numbers are stored as numbers, not as whatever text carried them.
+    let params = normalize_parameters(params);
+    if let Some(url) = &spec.rtmp_url {
+        check_rtmp_destination(state, url).await?;
+    }
+    if let Some(input) = &spec.input {
+        check_input_source(state, input).await?;
+    }
+    if let Some(bucket) = spec.destination.bucket() {
+        check_bucket_allowed(state, bucket)?;
+    }
+    Ok((spec, params, ignored))
+}
+
 #[utoipa::path(post, path = "/jobs", request_body = SubmitJobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the job first created with this key")),
     responses((status = 201, body = Job), (status = 200, description = "Idempotent replay", body = Job), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -114,23 +152,15 @@ pub async fn submit_job(
     })?;
     bounded("scenario", &b.scenario, limits::SCENARIO_MAX)?;
     bounded("confidence", &b.confidence, limits::CONFIDENCE_MAX)?;
-    let mut params = b.parameters.clone().unwrap_or_default();
-    if params.contains_key("stage") || params.contains_key("packaging") || params.contains_key("inputs") {
+    let children = b.children.clone().unwrap_or_default();
+    if !children.is_empty() && (b.parameters.as_ref().is_some_and(|p| !p.is_empty()) || b.template.is_some()) {
         return Err(AppError::bad_request(
-            "invalid_parameter",
-            "stage, packaging and inputs are set by the master for the steps of a package",
+            "invalid_field",
+            "a job with children runs nothing itself: give parameters and templates to its children",
         ));
     }
-    if let Some(name) = &b.template {
-        params = super::templates::resolve(&state, name, params).await?;
-    }
-    let ignored = unknown_parameters(&params);
-    if state.strict_parameters && !ignored.is_empty() {
-        return Err(AppError::bad_request("invalid_parameter", unknown_parameters_error(&ignored).0));
-    }
-    let spec = parse_job_spec(&params, engine).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
-    // Numbers are stored as numbers, not as whatever text carried them.
-    let params = normalize_parameters(params);
+    let (spec, params, ignored) =
+        checked_parameters(&state, b.parameters.clone().unwrap_or_default(), b.template.as_deref(), engine).await?;
     let max_retries = b.max_retries.unwrap_or(state.default_max_retries);
     if !(0..=100).contains(&max_retries) {
         return Err(AppError::bad_request("invalid_field", "max_retries must be between 0 and 100"));
@@ -165,19 +195,11 @@ pub async fn submit_job(
         ]);
         crate::domain::credentials::to_hex(&crate::domain::credentials::digest(&canonical.to_string()))
     });
-    if let Some(url) = &spec.rtmp_url {
-        check_rtmp_destination(&state, url).await?;
-    }
-    if let Some(input) = &spec.input {
-        check_input_source(&state, input).await?;
-    }
-    if let Some(bucket) = spec.destination.bucket() {
-        check_bucket_allowed(&state, bucket)?;
-    }
     let requirements = Requirements::from_spec(&spec);
     let mut status = JobState::Pending;
     let mut reject_reason = None;
     if state.reject_unplaceable
+        && children.is_empty()
         && let Some(false) = state.h.scheduler.send(CheckPlaceable(requirements.clone())).await?
     {
         status = JobState::Rejected;
@@ -211,6 +233,9 @@ pub async fn submit_job(
         _ => None,
     };
     let shape = match (spec.package.is_some(), after) {
+        _ if !children.is_empty() => {
+            Some(super::graphs::GraphShape::Children(super::graphs::checked_children(&state, &children, engine).await?))
+        }
         _ if status == JobState::Rejected => None,
         (true, _) => Some(super::graphs::GraphShape::Package),
         (false, Some(a)) => Some(super::graphs::GraphShape::After(a)),

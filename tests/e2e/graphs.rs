@@ -369,3 +369,50 @@ fn a_master_restart_in_the_middle_of_a_graph_resumes_it_without_rerunning_anythi
     let labels: Vec<&str> = kids.iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(labels, ["probe", "360p", "240p", "package"], "planned once");
 }
+
+#[test]
+fn a_submitted_graph_runs_children_in_order_pauses_as_one_and_refuses_cycles() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let flags = ["--max-concurrent-jobs", "1"];
+    let (_w1, _w2) = (TestWorker::start(&m, &flags), TestWorker::start(&m, &flags));
+    let tiny = json!({"resolution": "160x90", "fps": 10, "duration": 1, "preset": "ultrafast"});
+    let slow = json!({"resolution": "160x90", "fps": 10, "duration": 4, "preset": "ultrafast", "realtime": true});
+    // Refused: a cycle, an unknown ref, parameters on the parent.
+    let (s, e) = api.post(
+        "/jobs",
+        json!({"children": [
+        {"ref": "a", "parameters": tiny, "after": ["c"]}, {"ref": "b", "parameters": tiny, "after": ["a"]},
+        {"ref": "c", "parameters": tiny, "after": ["b"]}]}),
+    );
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_graph")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("cycle"), "{e}");
+    let (s, e) = api.post("/jobs", json!({"children": [{"ref": "a", "parameters": tiny, "after": ["zz"]}]}));
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_graph")), "{e}");
+    let (s, _) = api.post("/jobs", json!({"parameters": tiny, "children": [{"parameters": tiny}]}));
+    assert_eq!(s, 400);
+    let before = api.get("/jobs").1["count"].as_u64().unwrap();
+    assert_eq!(before, 0, "nothing refused was stored");
+    // Ordered: `last` waits for two parallel jobs.
+    let p = api.submit(json!({"children": [
+        {"ref": "last", "parameters": tiny, "after": ["x", "y"]},
+        {"ref": "x", "parameters": slow}, {"ref": "y", "parameters": slow}]}));
+    // Pause and resume the parent: its running children follow.
+    wait_until(Duration::from_secs(30), "both running", || {
+        children(&api, &p).iter().filter(|c| c["status"] == "processing").count() == 2
+    });
+    assert_eq!(api.post(&format!("/jobs/{p}/pause"), json!({})).0, 200);
+    wait_until(Duration::from_secs(10), "parent paused", || api.status(&p) == "paused");
+    let kids = children(&api, &p);
+    assert!(kids.iter().filter(|c| c["label"] != "last").all(|c| c["status"] == "paused"), "{kids:?}");
+    assert_eq!(child(&kids, "last")["status"], "pending", "still waiting");
+    assert_eq!(api.post(&format!("/jobs/{p}/resume"), json!({})).0, 200);
+    let done = wait_terminal(&api, &p, Duration::from_secs(60));
+    assert_eq!(done["status"], "completed", "{done}");
+    let kids = done["children"].as_array().unwrap().clone();
+    let last = child(&kids, "last");
+    for r in ["x", "y"] {
+        assert!(last["started_at"].as_str() >= child(&kids, r)["completed_at"].as_str(), "last ran after {r}");
+    }
+    assert_eq!(api.job(last["id"].as_str().unwrap())["after"].as_array().unwrap().len(), 2);
+}
