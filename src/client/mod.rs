@@ -219,6 +219,9 @@ pub struct ListArgs {
     pub priority: Option<String>,
     #[arg(long)]
     pub node: Option<String>,
+    /// Only the children of this graph (job id).
+    #[arg(long)]
+    pub parent: Option<String>,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
     /// The cursor printed by the previous page.
@@ -355,6 +358,7 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
                 ("queue", &a.queue),
                 ("priority", &a.priority),
                 ("node_id", &a.node),
+                ("parent_id", &a.parent),
                 ("cursor", &a.cursor),
             ] {
                 if let Some(v) = v {
@@ -436,8 +440,29 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut last_status = None;
+    // A parent draws one bar per child under its total.
+    let multi = indicatif::MultiProgress::new();
+    if s.output == OutputFormat::Json {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let bar = multi.add(bar);
+    let mut child_bars: std::collections::HashMap<String, indicatif::ProgressBar> = Default::default();
     let job = loop {
         let job: Job = c.get(&path).await?;
+        for child in job.children.iter().flatten() {
+            let b = child_bars.entry(child.id.clone()).or_insert_with(|| {
+                let b = multi.add(indicatif::ProgressBar::new(100));
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("  {prefix:>12} [{bar:28}] {pos:>3}% {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                b.set_prefix(child.label.clone().unwrap_or_else(|| child.stage.clone()));
+                b
+            });
+            b.set_position(child.progress.clamp(0, 100) as u64);
+            b.set_message(child.status.as_str());
+        }
         if Some(job.status) != last_status {
             if let Some(last) = last_status.filter(|_| s.output == OutputFormat::Table) {
                 bar.println(format!("status: {last} → {}", job.status));
@@ -464,6 +489,9 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    for b in child_bars.values() {
+        b.finish_and_clear();
+    }
     bar.finish_and_clear();
     match s.output {
         OutputFormat::Json => print_json(&job),

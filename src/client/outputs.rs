@@ -61,8 +61,13 @@ async fn fetch_one(
     o: &JobOutput,
     dir: &Path,
 ) -> Result<PathBuf, CliError> {
+    // A package's files keep their place in it (`hls/360p/seg_00001.m4s`); the
+    // master checked every part of the name (no `..`, nothing hidden).
     let dest = dir.join(&o.name);
-    let part = dir.join(format!(".{}.part", o.name));
+    let parent = dest.parent().unwrap_or(dir).to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(|e| CliError(format!("cannot create {}: {e}", parent.display()), 1))?;
+    let file = dest.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let part = parent.join(format!(".{file}.part"));
     let bar = indicatif::ProgressBar::new(o.bytes);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")

@@ -297,3 +297,39 @@ fn readme_commands_are_the_tested_ones() {
     assert_eq!((codec.as_str(), w, h), ("h264", 1280, 720));
     assert!((d - 8.0).abs() < 0.2);
 }
+
+#[test]
+fn templates_and_a_graph_from_the_command_line() {
+    let m = TestMaster::start(&[]);
+    let u = m.url.clone();
+    let _w = TestWorker::start(&m, &[]);
+    let dir = tmpdir();
+    let params = dir.path().join("small.json");
+    std::fs::write(&params, r#"{"resolution": "160x90", "fps": 10, "duration": 1, "preset": "ultrafast"}"#).unwrap();
+    let o = cli(&u, &["templates", "create", "small", "--file", params.to_str().unwrap(), "--description", "tiny"]);
+    assert!(stdout(&o).contains("✓ Template small version 1 stored"), "{}{}", stdout(&o), stderr(&o));
+    let o = cli(&u, &["templates", "list"]);
+    assert!(stdout(&o).contains("hls-ladder") && stdout(&o).contains("small"), "{}", stdout(&o));
+    assert_eq!(json_out(&cli(&u, &["templates", "show", "small", "-o", "json"]))["parameters"]["fps"], 10);
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "[1]").unwrap();
+    let o = cli(&u, &["templates", "create", "x", "--file", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A job from the template, then one that waits for it; follow the second.
+    let first = json_out(&cli(&u, &["jobs", "submit", "--template", "small", "-o", "json"]));
+    let id = first["id"].as_str().unwrap();
+    let o = cli(&u, &["jobs", "submit", "--template", "small", "--after", id, "--follow", "-o", "json"]);
+    let second = json_out(&o);
+    assert_eq!(second["status"], "completed");
+    assert_eq!(second["after"], json!([id]));
+    assert_eq!(m.api().status(id), "completed");
+    let o = cli(&u, &["templates", "delete", "small"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cli(&u, &["templates", "show", "small"]).status.code(), Some(1));
+    // A parent's children, listed by the CLI.
+    let p = m.api().submit(json!({"children": [{"ref": "a", "template": "mp4-1080p", "parameters": {"duration": 1, "preset": "ultrafast", "resolution": "160x90"}}]}));
+    let o = cli(&u, &["jobs", "status", &p, "--follow"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = json_out(&cli(&u, &["jobs", "list", "--parent", &p, "-o", "json"]));
+    assert_eq!(listed["count"], 1);
+}
