@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The performance harness: a release build, then P1–P10 and P14 against real master and worker
+# The performance harness: a release build, then P1–P11 and P14 against real master and worker
 # processes on loopback. Prints a table and writes bench/results/latest.json.
 #   bench/run.sh           full sizes, judged against the targets
 #   bench/run.sh --quick   small sizes (what CI runs), not judged

@@ -27,7 +27,7 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
-    /// Performance harness P1–P9 against real processes on loopback (see bench/run.sh).
+    /// Performance harness P1–P11 and P14 against real processes on loopback (see bench/run.sh).
     Bench(ffrtmp::bench::BenchArgs),
     /// Consistency checks of the shipped dashboards and rules.
     Audit {

@@ -335,30 +335,6 @@ impl GraphActor {
                 }),
         );
     }
-
-    /// Jobs that failed only because `id` did wait again (it was retried), found in
-    /// the database (the in-memory index may not have known them: a restart).
-    fn revive_dependants_of(&mut self, id: Uuid, ctx: &mut Context<Self>) {
-        let db = self.db.clone();
-        let key = id.to_string();
-        ctx.spawn(async move { db.write(move |c| db_graph::revive_chain(c, &key)).await }.into_actor(self).map(
-            |res, act, ctx| match res {
-                Ok(rows) => {
-                    for (row, link) in rows {
-                        act.changed(Some(JobState::Failed), &row);
-                        let job = TrackedJob {
-                            queued: queued_job_from_row(&row),
-                            state: row.status,
-                            parent: link.parent_id.as_deref().and_then(|p| Uuid::parse_str(p).ok()),
-                            after: link.after().iter().filter_map(|a| Uuid::parse_str(a).ok()).collect(),
-                        };
-                        act.track(job, true, ctx);
-                    }
-                }
-                Err(e) => log::error!("cannot revive the dependants of a retried job: {e}"),
-            },
-        ));
-    }
 }
 
 /// The children a ladder's probe result asks for, as rows to insert.
@@ -450,9 +426,30 @@ impl Handler<JobsStarted> for GraphActor {
 }
 
 impl Handler<JobRequeued> for GraphActor {
-    type Result = ();
-    fn handle(&mut self, JobRequeued(id): JobRequeued, ctx: &mut Context<Self>) {
-        self.revive_dependants_of(id, ctx);
+    type Result = ResponseActFuture<Self, ()>;
+    /// Jobs that failed only because `id` did (or in turn one of them) wait again,
+    /// found in the database (the in-memory index may not have known them: a
+    /// restart). Answers once they are stored as waiting.
+    fn handle(&mut self, JobRequeued(id): JobRequeued, _: &mut Context<Self>) -> Self::Result {
+        let db = self.db.clone();
+        let key = id.to_string();
+        Box::pin(async move { db.write(move |c| db_graph::revive_chain(c, &key)).await }.into_actor(self).map(
+            |res, act, ctx| match res {
+                Ok(rows) => {
+                    for (row, link) in rows {
+                        act.changed(Some(JobState::Failed), &row);
+                        let job = TrackedJob {
+                            queued: queued_job_from_row(&row),
+                            state: row.status,
+                            parent: link.parent_id.as_deref().and_then(|p| Uuid::parse_str(p).ok()),
+                            after: link.after().iter().filter_map(|a| Uuid::parse_str(a).ok()).collect(),
+                        };
+                        act.track(job, true, ctx);
+                    }
+                }
+                Err(e) => log::error!("cannot revive the dependants of a retried job: {e}"),
+            },
+        ))
     }
 }
 
@@ -498,7 +495,7 @@ impl Handler<ControlGraph> for GraphActor {
         let sid = id.to_string();
         let waiting_here: HashSet<Uuid> = self.waiting.keys().copied().collect();
         let fut = async move {
-            let (me, link, children) = db
+            let (me, link, children): (JobRow, Option<GraphRow>, _) = db
                 .read(move |c| Ok((db_jobs::get(c, &sid)?, db_graph::get(c, &sid)?, db_graph::children(c, &sid)?)))
                 .await
                 .map_err(|e| match e {
@@ -506,8 +503,12 @@ impl Handler<ControlGraph> for GraphActor {
                     e => e.into(),
                 })?;
             let is_parent = link.as_ref().is_some_and(|l| l.is_parent);
-            let targets: Vec<JobRow> =
+            let link = link.filter(|_| !is_parent);
+            let mut targets: Vec<JobRow> =
                 if is_parent { children.into_iter().map(|(_, j)| j).collect() } else { vec![me] };
+            // Waiting children first: canceled before the running ones end, they are not
+            // failed as dependants of a canceled job meanwhile.
+            targets.sort_by_key(|j| !waiting_here.contains(&j.uuid()));
             let mut acted = Vec::new();
             for child in targets {
                 let cid = child.uuid();
@@ -548,10 +549,30 @@ impl Handler<ControlGraph> for GraphActor {
                     message: format!("no job of this graph can be {}", action.done()),
                 });
             }
-            Ok((is_parent, acted))
+            // A retry answers once its effects are stored: the retried jobs queued, the
+            // jobs that failed waiting for them waiting again, the parent queued.
+            let mut retried = Retried::default();
+            if action == UserAction::Retry {
+                let parent = if is_parent { Some(id) } else { link.and_then(|l| l.parent_id?.parse().ok()) };
+                let ids: Vec<String> = acted.iter().map(|(c, _)| c.to_string()).collect();
+                retried = db
+                    .write(move |c| {
+                        let mut revived = Vec::new();
+                        for i in &ids {
+                            revived.extend(db_graph::revive_chain(c, i)?);
+                        }
+                        let parent_moves = match parent {
+                            Some(p) => Some(db_graph::derive_parent(c, &p.to_string(), JobState::Queued, None)?),
+                            None => None,
+                        };
+                        Ok(Retried { parent, revived, parent_moves })
+                    })
+                    .await?;
+            }
+            Ok((acted, retried))
         };
         Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
-            let (is_parent, acted) = res?;
+            let (acted, retried) = res?;
             let mut requeued = HashSet::new();
             for (cid, stored) in acted {
                 if let Some((from, row)) = stored {
@@ -575,35 +596,32 @@ impl Handler<ControlGraph> for GraphActor {
                 }
             }
             if action == UserAction::Retry {
-                let parent = if is_parent { Some(id) } else { act.child_parent.get(&id).copied() };
-                match parent {
-                    // The parent (back to queued, then processing) is followed again from
-                    // what is stored; the retried children are queued or wait.
+                for (row, _) in &retried.revived {
+                    act.changed(Some(JobState::Failed), row);
+                }
+                if let Some((moves, row)) = &retried.parent_moves {
+                    for (from, to) in moves {
+                        act.changed(Some(*from), &JobRow { status: *to, ..row.clone() });
+                    }
+                }
+                match retried.parent {
+                    // The parent is followed again from what is stored: the retried
+                    // children are queued, the revived ones wait.
                     Some(p) => {
                         act.forget_parent(p);
-                        let pid = p.to_string();
-                        let db = act.db.clone();
-                        ctx.spawn(
-                                async move {
-                                    db.write(move |c| db_graph::derive_parent(c, &pid, JobState::Queued, None)).await
-                                }
-                                .into_actor(act)
-                                .map(move |res, act, ctx| {
-                                    if let Ok((moves, row)) = res {
-                                        for (from, to) in moves {
-                                            act.changed(Some(from), &JobRow { status: to, ..row.clone() });
-                                        }
-                                    }
-                                    act.load_parent(p, requeued.clone(), ctx);
-                                    for r in &requeued {
-                                        act.revive_dependants_of(*r, ctx);
-                                    }
-                                }),
-                            );
+                        act.load_parent(p, requeued, ctx);
                     }
                     None => {
+                        for (row, link) in retried.revived {
+                            let job = TrackedJob {
+                                queued: queued_job_from_row(&row),
+                                state: row.status,
+                                parent: None,
+                                after: link.after().iter().filter_map(|a| Uuid::parse_str(a).ok()).collect(),
+                            };
+                            act.track(job, true, ctx);
+                        }
                         for r in requeued {
-                            act.revive_dependants_of(r, ctx);
                             ctx.notify(Requeue(r));
                         }
                     }
@@ -612,6 +630,14 @@ impl Handler<ControlGraph> for GraphActor {
             Ok(ControlResponse { job_id: id.to_string(), status: action.done().into(), retry_count: None })
         }))
     }
+}
+
+/// What a retry stored besides the retried jobs.
+#[derive(Default)]
+struct Retried {
+    parent: Option<Uuid>,
+    revived: Vec<(JobRow, GraphRow)>,
+    parent_moves: Option<(Vec<(JobState, JobState)>, JobRow)>,
 }
 
 /// A retried job outside a parent: queue it, or make it wait for its dependencies.

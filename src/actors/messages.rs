@@ -484,7 +484,8 @@ pub struct JobsSettled(pub Vec<(Uuid, JobState)>);
 #[rtype(result = "()")]
 pub struct JobsStarted(pub Vec<Uuid>);
 
-/// A finished job was retried by the scheduler (jobs that failed waiting on it wait again).
+/// A finished job was retried by the scheduler: jobs that failed waiting on it wait
+/// again (answered once they are stored so).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct JobRequeued(pub Uuid);

@@ -566,12 +566,9 @@ impl Handler<ControlJob> for SchedulerActor {
                             engine: row.engine,
                         });
                         let retry_count = (action == UserAction::Retry).then_some(row.retry_count);
-                        if let Some(g) = &act.graph {
-                            if row.status.is_terminal() {
-                                g.do_send(JobsSettled(vec![(row.uuid(), row.status)]));
-                            } else if action == UserAction::Retry {
-                                g.do_send(JobRequeued(row.uuid()));
-                            }
+                        // (A retry's dependants are revived by the API handler, before it answers.)
+                        if let Some(g) = act.graph.as_ref().filter(|_| row.status.is_terminal()) {
+                            g.do_send(JobsSettled(vec![(row.uuid(), row.status)]));
                         }
                         if row.status.is_runnable() {
                             act.enqueue(queued_job_from_row(&row));

@@ -477,6 +477,10 @@ pub async fn control_job(state: web::Data<AppState>, path: web::Path<(String, St
         return Ok(HttpResponse::Ok().json(resp));
     }
     let resp = state.h.scheduler.send(ControlJob { id, action }).await??;
+    if action == UserAction::Retry {
+        // Jobs that failed waiting for this one wait again.
+        state.h.graph.send(crate::actors::messages::JobRequeued(id)).await?;
+    }
     Ok(HttpResponse::Ok().json(resp))
 }
 
