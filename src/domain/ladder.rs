@@ -62,6 +62,8 @@ pub struct PackageSpec {
     pub audio: Vec<AudioRung>,
     pub thumbnails: Option<Thumbnails>,
     pub max_fps: Option<f64>,
+    /// Package the source's text subtitles (HLS: WebVTT renditions). Default true.
+    pub subtitles: bool,
 }
 
 fn kbps(v: &Value, what: &str) -> Result<u32, String> {
@@ -97,7 +99,7 @@ impl PackageSpec {
     /// Parse and bound the `package` parameter.
     pub fn parse(v: &Value) -> Result<PackageSpec, String> {
         let o = v.as_object().ok_or("package must be an object")?;
-        known(o, "package", &["format", "segment_seconds", "ladder", "audio", "thumbnails", "max_fps"])?;
+        known(o, "package", &["format", "segment_seconds", "ladder", "audio", "thumbnails", "max_fps", "subtitles"])?;
         let format = match o.get("format").and_then(Value::as_str).unwrap_or("hls") {
             "hls" => PackageFormat::Hls,
             "dash" => PackageFormat::Dash,
@@ -165,7 +167,12 @@ impl PackageSpec {
             return Err("package needs a ladder (at least one rung) or thumbnails".into());
         }
         let max_fps = number(o.get("max_fps"), "package.max_fps", 1.0..=240.0)?;
-        Ok(PackageSpec { format, segment_seconds, ladder, audio, thumbnails, max_fps })
+        let subtitles = match o.get("subtitles") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("package.subtitles must be true or false".into()),
+        };
+        Ok(PackageSpec { format, segment_seconds, ladder, audio, thumbnails, max_fps, subtitles })
     }
 }
 
@@ -178,6 +185,8 @@ pub enum Stage {
     Rendition,
     Audio,
     Thumbnails,
+    /// The source's text subtitles as WebVTT files (one per track).
+    Subtitles,
     Package,
 }
 
@@ -188,11 +197,12 @@ impl Stage {
             Stage::Rendition => "rendition",
             Stage::Audio => "audio",
             Stage::Thumbnails => "thumbnails",
+            Stage::Subtitles => "subtitles",
             Stage::Package => "package",
         }
     }
     pub fn parse(s: &str) -> Option<Stage> {
-        [Stage::Probe, Stage::Rendition, Stage::Audio, Stage::Thumbnails, Stage::Package]
+        [Stage::Probe, Stage::Rendition, Stage::Audio, Stage::Thumbnails, Stage::Subtitles, Stage::Package]
             .into_iter()
             .find(|x| x.as_str() == s)
     }
@@ -328,20 +338,54 @@ pub fn plan(spec: &PackageSpec, input: &str, info: &InputInfo) -> Result<Vec<Pla
             reads: vec![],
         });
     }
+    // Text subtitles become WebVTT renditions of the HLS package (bitmap ones cannot).
+    let subtitle_tracks: Vec<(usize, Option<String>)> = info
+        .streams
+        .iter()
+        .filter(|s| s.kind == "subtitle")
+        .enumerate()
+        .filter(|(_, s)| TEXT_SUBTITLES.contains(&s.codec.as_str()))
+        .map(|(k, s)| (k, s.language.clone()))
+        .collect();
+    let with_subtitles = spec.subtitles && spec.format.hls() && !renditions.is_empty() && !subtitle_tracks.is_empty();
+    if with_subtitles {
+        let mut p = Map::new();
+        p.insert("input".into(), json!(input));
+        p.insert("subtitle_tracks".into(), json!(subtitle_tracks.iter().map(|(k, _)| k).collect::<Vec<_>>()));
+        out.push(PlannedChild {
+            label: "subtitles".into(),
+            stage: Stage::Subtitles,
+            params: p,
+            weight: duration * 0.01,
+            after: vec![],
+            reads: vec![],
+        });
+    }
     if !renditions.is_empty() {
         let mut p = Map::new();
+        let subtitles: Vec<Value> = subtitle_tracks
+            .iter()
+            .filter(|_| with_subtitles)
+            .map(|(k, lang)| json!({"name": format!("subs_{k}"), "language": lang}))
+            .collect();
         p.insert(
             "packaging".into(),
-            json!({"format": spec.format, "segment_seconds": spec.segment_seconds, "audio_tracks": audio_tracks}),
+            json!({"format": spec.format, "segment_seconds": spec.segment_seconds, "audio_tracks": audio_tracks,
+                   "subtitles": subtitles}),
         );
-        let reads: Vec<(String, String)> =
+        let mut reads: Vec<(String, String)> =
             renditions.iter().chain(&audio_labels).map(|l| (l.clone(), format!("{l}.mp4"))).collect();
+        let mut after: Vec<String> = renditions.iter().chain(&audio_labels).cloned().collect();
+        if with_subtitles {
+            reads.extend(subtitle_tracks.iter().map(|(k, _)| ("subtitles".to_string(), format!("subs_{k}.vtt"))));
+            after.push("subtitles".into());
+        }
         out.push(PlannedChild {
             label: "package".into(),
             stage: Stage::Package,
             params: p,
             weight: duration * 0.02 * reads.len() as f64,
-            after: renditions.iter().chain(&audio_labels).cloned().collect(),
+            after,
             reads,
         });
     }
@@ -443,6 +487,73 @@ pub fn package_args(
         a.push(out.join("dash/manifest.mpd").to_string_lossy().into_owned());
     }
     a
+}
+
+/// Subtitle codecs that convert to WebVTT (text, not pictures).
+pub const TEXT_SUBTITLES: &[&str] = &["subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"];
+
+/// The subtitle step's ffmpeg arguments: each text subtitle track `k` of `input` as
+/// `out/subs_<k>.vtt`.
+pub fn subtitle_args(tracks: &[usize], input: &Path, out: &Path) -> Vec<String> {
+    let mut a = super::argv::file_input_args(input);
+    for k in tracks {
+        a.extend(["-map".into(), format!("0:s:{k}"), "-c:s".into(), "webvtt".into(), "-f".into(), "webvtt".into()]);
+        a.push(out.join(format!("subs_{k}.vtt")).to_string_lossy().into_owned());
+    }
+    a
+}
+
+/// A subtitle track of a package: its name (`subs_<k>`) and language.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubtitleTrack {
+    pub name: String,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// The media playlist of one WebVTT subtitle rendition: the whole track as one
+/// segment (`subs.vtt`) of `duration` seconds.
+pub fn subtitle_playlist(duration: f64) -> String {
+    let d = duration.max(0.001);
+    format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:{d:.3},\nsubs.vtt\n#EXT-X-ENDLIST\n",
+        d.ceil() as u64
+    )
+}
+
+/// The multivariant playlist with the subtitle renditions added: one `EXT-X-MEDIA`
+/// per track in group `subs` (the first the default), and every variant naming it.
+pub fn add_subtitles_to_master(master: &str, tracks: &[SubtitleTrack]) -> String {
+    if tracks.is_empty() {
+        return master.to_string();
+    }
+    let media: Vec<String> = tracks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let lang = t.language.as_deref().map(|l| format!(",LANGUAGE=\"{l}\"")).unwrap_or_default();
+            let name = t.language.clone().unwrap_or_else(|| t.name.clone());
+            let default = if i == 0 { "YES" } else { "NO" };
+            format!(
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"{name}\"{lang},DEFAULT={default},AUTOSELECT=YES,URI=\"{}/index.m3u8\"",
+                t.name
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut inserted = false;
+    for line in master.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            if !inserted {
+                out.extend(media.iter().cloned());
+                inserted = true;
+            }
+            out.push(format!("#EXT-X-STREAM-INF:{rest},SUBTITLES=\"subs\""));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.join("\n") + "\n"
 }
 
 /// How many thumbnails a source of `duration` seconds gets, one every `every` seconds
@@ -553,7 +664,10 @@ mod tests {
         assert_eq!(plan[0].params["pix_fmt"], "yuv420p");
         let pkg = plan.last().unwrap();
         assert_eq!(pkg.after, ["360p", "240p", "audio_128k"]);
-        assert_eq!(pkg.params["packaging"], json!({"format": "both", "segment_seconds": 2.0, "audio_tracks": 1}));
+        assert_eq!(
+            pkg.params["packaging"],
+            json!({"format": "both", "segment_seconds": 2.0, "audio_tracks": 1, "subtitles": []})
+        );
         let spec = crate::domain::params::parse_job_spec(&pkg.params, crate::domain::params::Engine::Auto).unwrap();
         assert_eq!(spec.packaging.unwrap().audio_tracks, 1);
         assert_eq!(pkg.reads[0], ("360p".to_string(), "360p.mp4".to_string()));
@@ -592,6 +706,40 @@ mod tests {
         assert!(a.contains("-map 2:a:1"), "{a}");
         assert!(a.contains("/w/out/hls/%v/index.m3u8") && a.ends_with("/w/out/dash/manifest.mpd"), "{a}");
         assert!(a.contains("-hls_time 2 ") && a.contains("-seg_duration 2 "), "{a}");
+    }
+
+    #[test]
+    fn subtitles_become_webvtt_renditions() {
+        let mut src = source(640, 360, 25.0, "yuv420p", 1);
+        src.streams.push(StreamInfo {
+            kind: "subtitle".into(),
+            codec: "mov_text".into(),
+            language: Some("eng".into()),
+            ..Default::default()
+        });
+        src.streams.push(StreamInfo {
+            kind: "subtitle".into(),
+            codec: "hdmv_pgs_subtitle".into(),
+            ..Default::default()
+        });
+        let plan = plan(&ladder(&[(360, 800)]), "in.mp4", &src).unwrap();
+        let subs = plan.iter().find(|c| c.stage == Stage::Subtitles).expect("a subtitles step");
+        assert_eq!(subs.params["subtitle_tracks"], json!([0]), "the bitmap track is left out");
+        let pkg = plan.last().unwrap();
+        assert!(pkg.after.contains(&"subtitles".to_string()));
+        assert_eq!(pkg.params["packaging"]["subtitles"], json!([{"name": "subs_0", "language": "eng"}]));
+        let mut off = ladder(&[(360, 800)]);
+        off.subtitles = false;
+        assert!(super::plan(&off, "in.mp4", &src).unwrap().iter().all(|c| c.stage != Stage::Subtitles));
+        let master = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640x360\n360p/index.m3u8\n";
+        let t = [SubtitleTrack { name: "subs_0".into(), language: Some("eng".into()) }];
+        let got = add_subtitles_to_master(master, &t);
+        assert!(got.contains("#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"eng\",LANGUAGE=\"eng\",DEFAULT=YES,AUTOSELECT=YES,URI=\"subs_0/index.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=1,RESOLUTION=640x360,SUBTITLES=\"subs\"\n"), "{got}");
+        let pl = subtitle_playlist(6.0);
+        assert!(
+            pl.contains("#EXT-X-TARGETDURATION:6\n") && pl.contains("#EXTINF:6.000,\nsubs.vtt\n#EXT-X-ENDLIST"),
+            "{pl}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::allow::HostPattern;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::net::IpAddr;
 
 /// Longest stored output name.
@@ -326,6 +327,9 @@ pub struct StreamInfo {
     pub sample_rate: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
+    /// The stream's language tag (e.g. `eng`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 impl InputInfo {
@@ -366,6 +370,8 @@ struct ProbeStream {
     sample_rate: Option<String>,
     channels: Option<u32>,
     duration: Option<String>,
+    #[serde(default)]
+    tags: std::collections::HashMap<String, Value>,
 }
 
 /// `30000/1001` → 29.97; `0/0` → None.
@@ -412,6 +418,14 @@ pub fn parse_ffprobe(json: &[u8]) -> Result<InputInfo, String> {
                 pix_fmt: s.pix_fmt.clone().filter(|_| video),
                 sample_rate: s.sample_rate.as_deref().and_then(|r| r.parse().ok()),
                 channels: s.channels,
+                // A language code is letters (ISO 639) and at most a region: anything
+                // else is dropped rather than carried into playlists.
+                language: s
+                    .tags
+                    .get("language")
+                    .and_then(Value::as_str)
+                    .filter(|l| l.len() <= 16 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                    .map(str::to_string),
             }
         })
         .collect();

@@ -120,6 +120,7 @@ const KEYS: &[&str] = &[
     "weight",
     "template",
     "template_version",
+    "subtitle_tracks",
 ];
 
 const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb", "timeout_sec"];
@@ -146,6 +147,8 @@ pub struct Packaging {
     pub segment_seconds: f64,
     #[serde(default)]
     pub audio_tracks: usize,
+    #[serde(default)]
+    pub subtitles: Vec<super::ladder::SubtitleTrack>,
 }
 
 /// Longest accepted synthetic or real input duration: one day.
@@ -231,6 +234,8 @@ pub struct JobSpec {
     /// Further inputs (the packaging step reads its renditions: `artifact://` refs).
     pub inputs: Vec<String>,
     pub thumbnails: Option<super::ladder::Thumbnails>,
+    /// The subtitle step's tracks (indices among the input's subtitle streams).
+    pub subtitle_tracks: Vec<usize>,
 }
 
 /// A parameter problem, phrased for the person who sent it.
@@ -648,6 +653,7 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         packaging: graph.packaging,
         inputs: graph.inputs,
         thumbnails: graph.thumbnails,
+        subtitle_tracks: graph.subtitle_tracks,
         encoders,
         bitrate_kbps,
         preset,
@@ -689,6 +695,7 @@ struct GraphFields {
     packaging: Option<Packaging>,
     inputs: Vec<String>,
     thumbnails: Option<super::ladder::Thumbnails>,
+    subtitle_tracks: Vec<usize>,
 }
 
 type TextParam<'a> = &'a dyn Fn(&str) -> Result<Option<String>, ParamError>;
@@ -749,7 +756,17 @@ fn graph_fields(params: &Map<String, Value>, text: TextParam, num: NumberParam) 
                 .map_err(|e| ParamError(format!("invalid thumbnails: {e}")))?,
         ),
     };
+    let subtitle_tracks = match params.get("subtitle_tracks") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(a)) if a.len() <= 32 => a
+            .iter()
+            .map(|v| v.as_u64().filter(|k| *k < 64).map(|k| k as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ParamError("parameter 'subtitle_tracks' holds track numbers (0–63)".into()))?,
+        Some(_) => return err("parameter 'subtitle_tracks' must be a list of at most 32 track numbers"),
+    };
     Ok(GraphFields {
+        subtitle_tracks,
         max_bitrate_kbps: rate("max_bitrate")?,
         keyframe_seconds: num("keyframe_seconds", 0.1, 60.0)?,
         pix_fmt,

@@ -55,7 +55,9 @@ pub async fn run_job(
             let path = local.as_ref().map(|l| l.path.clone());
             input_info = local.map(|l| l.info);
             match stage {
-                Some(Stage::Probe) => return run_probe(&shared, &job, input_info, &dir, &mut commands).await,
+                Some(Stage::Probe) => {
+                    return super::stages::run_probe(&shared, &job, input_info, &dir, &mut commands).await;
+                }
                 Some(Stage::Package) => match super::input::localize_all(&shared, &job, &dir, &mut commands).await {
                     Ok(extra) => {
                         input_info = extra.first().map(|l| l.info.clone());
@@ -196,31 +198,10 @@ pub async fn run_job(
     };
     let mut ending = session.finish(&program, &exit, wrote_output, &stderr_text);
     if ending == Ending::Completed
-        && spec.stage == Some(Stage::Package)
         && let OutputTarget::Dir(d) = &output
+        && let Err(e) = super::stages::finish(&spec, input_info.as_ref(), d, &dir).await
     {
-        let d = d.clone();
-        let packed = actix_rt::task::spawn_blocking(move || crate::storage::tar_package(&d, "package.tar")).await;
-        if let Err(e) = packed.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-            ending = Ending::failed(format!("cannot write package.tar: {e}"), FailureReason::ResourceError, true);
-        }
-    }
-    if ending == Ending::Completed
-        && let (Some(t), OutputTarget::Dir(d)) = (spec.thumbnails.as_ref().filter(|t| t.sprite), &output)
-    {
-        // The sprite's index: which tile shows which stretch of the source.
-        let (w, h) = input_info
-            .as_ref()
-            .and_then(|i| i.streams.iter().find(|s| s.kind == "video"))
-            .and_then(|v| Some((v.width?, v.height?)))
-            .unwrap_or((16, 9));
-        let tile =
-            (t.width, ((f64::from(t.width) * f64::from(h) / f64::from(w.max(1)) / 2.0).round() as u32 * 2).max(2));
-        let duration = input_info.as_ref().and_then(|i| i.duration_seconds).unwrap_or(t.every_seconds);
-        let vtt = crate::domain::ladder::sprite_vtt(duration, t.every_seconds, tile);
-        if let Err(e) = std::fs::write(d.join("thumbnails/sprite.vtt"), vtt) {
-            ending = Ending::failed(format!("cannot write the sprite index: {e}"), FailureReason::ResourceError, true);
-        }
+        ending = Ending::failed(e, FailureReason::ResourceError, true);
     }
     if ending == Ending::Abandoned {
         let release = LeaseRelease { node_id: shared.node_id.clone(), attempt: job.attempt };
@@ -371,43 +352,6 @@ async fn local_input(
     super::input::localize(shared, job, input, dir, commands).await.map(Some)
 }
 
-/// A probe step: the input is local and probed; its findings go to the master (which
-/// plans the ladder from them) and the step completes with no output.
-async fn run_probe(
-    shared: &Rc<WorkerShared>,
-    job: &Job,
-    info: Option<crate::domain::media::InputInfo>,
-    dir: &Path,
-    commands: &mut mpsc::UnboundedReceiver<JobCommand>,
-) -> Ending {
-    let probed = ProgressReport {
-        node_id: shared.node_id.clone(),
-        attempt: Some(job.attempt),
-        detail: ProgressDetail { percent: 100.0, phase: Some("probed".into()), ..Default::default() },
-        input_info: info,
-    };
-    let mut delay = Duration::from_millis(200);
-    let ending = loop {
-        match shared.client.progress(&job.id, &probed).await {
-            Ok(_) => break Ending::Completed,
-            Err(e) if e.status() == Some(409) => break Ending::Discarded,
-            Err(e) if delay > Duration::from_secs(20) => {
-                break Ending::failed(format!("cannot report the probe: {e}"), FailureReason::NetworkError, true);
-            }
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    };
-    if ending == Ending::Discarded {
-        remove_attempt_dir(dir);
-        return ending;
-    }
-    report(shared, job, &ending, Outcome::default(), dir, Some(commands)).await;
-    ending
-}
-
 type Prepared = (JobSpec, String, String, Vec<String>, OutputTarget);
 
 fn prepare(
@@ -478,47 +422,15 @@ fn prepare(
         }
         OutputMode::Rtmp => OutputTarget::Rtmp(argv::rtmp_target(&spec, &cfg.rtmp_base, &job.id)),
     };
-    let make_dir = |d: &Path| {
-        std::fs::create_dir_all(d).map_err(|e| Ending::Failed {
-            error: format!("cannot create {}: {e}", d.display()),
-            reason: FailureReason::ResourceError,
-            retryable: true,
-        })
-    };
-    let out = dir.join("out");
-    let (program, args, output) = match (spec.stage, &input) {
-        (Some(Stage::Package), _) => {
-            let p = spec.packaging.clone().ok_or_else(|| user("a packaging step needs 'packaging'".into()))?;
-            let label = |f: &PathBuf| f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let (audio, video): (Vec<&PathBuf>, Vec<&PathBuf>) =
-                extra_inputs.iter().partition(|f| label(f).starts_with("audio_"));
-            let video: Vec<(String, &Path)> = video.iter().map(|f| (label(f), f.as_path())).collect();
-            let audio: Vec<(String, &Path)> = audio.iter().map(|f| (label(f), f.as_path())).collect();
-            make_dir(&out.join("dash"))?;
-            let mut a = argv::common_prefix();
-            a.extend(crate::domain::ladder::package_args(
-                p.format,
-                p.segment_seconds,
-                &video,
-                &audio,
-                p.audio_tracks,
-                &out,
-            ));
-            (cfg.ffmpeg.clone(), a, OutputTarget::Dir(out))
-        }
-        (Some(Stage::Thumbnails), InputSource::File(source)) => {
-            let t = spec.thumbnails.clone().ok_or_else(|| user("a thumbnails step needs 'thumbnails'".into()))?;
-            make_dir(&out.join("thumbnails"))?;
-            let duration = info.and_then(|i| i.duration_seconds).unwrap_or(t.every_seconds);
-            let mut a = argv::common_prefix();
-            a.extend(crate::domain::ladder::thumbnail_args(&t, duration, source, &out));
-            (cfg.ffmpeg.clone(), a, OutputTarget::Dir(out))
-        }
-        _ if use_gst => (cfg.gst.clone(), argv::gstreamer_argv(&spec, &output), output),
-        _ => {
-            let deep = info.is_some_and(crate::domain::ladder::is_high_bit_depth);
-            (cfg.ffmpeg.clone(), argv::ffmpeg_argv_for(&spec, &encoder, &input, &output, deep), output)
-        }
+    if let Some(step) = super::stages::argv(&spec, &input, extra_inputs, info, dir, &cfg.ffmpeg) {
+        let (program, args, output) = step?;
+        return Ok((spec, encoder, program, args, output));
+    }
+    let (program, args) = if use_gst {
+        (cfg.gst.clone(), argv::gstreamer_argv(&spec, &output))
+    } else {
+        let deep = info.is_some_and(crate::domain::ladder::is_high_bit_depth);
+        (cfg.ffmpeg.clone(), argv::ffmpeg_argv_for(&spec, &encoder, &input, &output, deep))
     };
     Ok((spec, encoder, program, args, output))
 }

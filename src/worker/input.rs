@@ -50,12 +50,16 @@ async fn localize_named(
     let path = match &source {
         InputRef::Local(p) => argv::resolve_input(p, &shared.cfg.input_roots).map_err(input_error)?,
         remote => {
-            let dest = dir.join(name.unwrap_or_else(|| remote.local_name()));
+            let dest = dir.join(name.clone().unwrap_or_else(|| remote.local_name()));
             let got = Rc::new(Cell::new(0u64));
             download_watched(shared, job, remote, &dest, got, commands).await?;
             dest
         }
     };
+    // A package's subtitle tracks are text the packaging step copies, not media.
+    if path.extension().is_some_and(|e| e == "vtt") && name.is_some() {
+        return Ok(LocalInput { path, info: InputInfo::default() });
+    }
     let info = probe(&shared.cfg.ffprobe, &path)
         .await
         .map_err(|e| input_error(format!("the input is not readable media: {e}")))?;

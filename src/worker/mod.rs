@@ -16,6 +16,7 @@ pub mod process;
 pub mod qoe;
 mod recovery;
 pub mod session;
+mod stages;
 
 use crate::api_client::{self as client, ClientError, MasterClient};
 use crate::wire::*;

@@ -416,3 +416,64 @@ fn a_submitted_graph_runs_children_in_order_pauses_as_one_and_refuses_cycles() {
     }
     assert_eq!(api.job(last["id"].as_str().unwrap())["after"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn every_audio_track_and_text_subtitle_reaches_the_hls_package() {
+    let inputs = tmpdir();
+    let srt = inputs.path().join("s.srt");
+    std::fs::write(&srt, "1\n00:00:00,500 --> 00:00:02,000\nHello\n\n2\n00:00:02,500 --> 00:00:03,500\nWorld\n")
+        .unwrap();
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=4"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=4",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=880:duration=4",
+        ])
+        .arg("-i")
+        .arg(&srt)
+        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-c:a", "aac", "-c:s", "mov_text", "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra"])
+        .args(["-metadata:s:s:0", "language=eng", "-shortest", "-y"])
+        .arg(inputs.path().join("multi.mp4"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let _w = TestWorker::start(&m, &["--input-root", inputs.path().to_str().unwrap()]);
+    let id = api.submit(json!({"parameters": {"input": "multi.mp4", "preset": "ultrafast",
+        "package": {"format": "hls", "segment_seconds": 2, "ladder": [{"height": 180, "bitrate": "200k"}]}}}));
+    let done = wait_terminal(&api, &id, Duration::from_secs(90));
+    assert_eq!(done["status"], "completed", "{done}");
+    let labels: Vec<&str> = done["children"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["probe", "180p", "audio_128k", "subtitles", "package"]);
+    let pkg = tmpdir();
+    download_all(&api, &id, pkg.path());
+    let master = std::fs::read_to_string(pkg.path().join("hls/master.m3u8")).unwrap();
+    assert_eq!(master.matches("TYPE=AUDIO").count(), 2, "both audio tracks: {master}");
+    assert!(master.contains(r#"TYPE=SUBTITLES,GROUP-ID="subs",NAME="eng",LANGUAGE="eng""#), "{master}");
+    assert!(master.contains(r#"SUBTITLES="subs""#), "{master}");
+    for audio in ["audio_128k_0", "audio_128k_1"] {
+        let codecs = run_ok(
+            Command::new("ffprobe")
+                .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+                .arg(pkg.path().join(format!("hls/{audio}/index.m3u8"))),
+        );
+        let found: Vec<&str> = codecs.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!found.is_empty() && found.iter().all(|c| *c == "aac"), "{audio}: {codecs}");
+    }
+    let subs = run_ok(
+        Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+            .arg(pkg.path().join("hls/subs_0/index.m3u8")),
+    );
+    assert!(subs.lines().any(|l| l == "webvtt") && !subs.contains("aac"), "{subs}");
+    let vtt = std::fs::read_to_string(pkg.path().join("hls/subs_0/subs.vtt")).unwrap();
+    assert!(vtt.starts_with("WEBVTT") && vtt.contains("Hello") && vtt.contains("World"), "{vtt}");
+}

@@ -1,0 +1,166 @@
+//! The steps of a package graph that are more than one encode: the probe (findings to
+//! the master, no output), the thumbnails, subtitles and packaging steps' argv (a
+//! directory of outputs), and what each writes after ffmpeg: the sprite's WebVTT
+//! index, the subtitle renditions of the HLS package, and `package.tar`.
+
+use super::WorkerShared;
+use super::delivery::{Outcome, report};
+use super::session::{Ending, JobCommand};
+use crate::domain::argv::{self, InputSource, OutputTarget};
+use crate::domain::ladder::{self, Stage};
+use crate::domain::media::InputInfo;
+use crate::domain::params::JobSpec;
+use crate::domain::state::FailureReason;
+use crate::wire::*;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+fn remove_attempt_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// A probe step: the input is local and probed; its findings go to the master (which
+/// plans the ladder from them) and the step completes with no output.
+pub async fn run_probe(
+    shared: &Rc<WorkerShared>,
+    job: &Job,
+    info: Option<crate::domain::media::InputInfo>,
+    dir: &Path,
+    commands: &mut mpsc::UnboundedReceiver<JobCommand>,
+) -> Ending {
+    let probed = ProgressReport {
+        node_id: shared.node_id.clone(),
+        attempt: Some(job.attempt),
+        detail: ProgressDetail { percent: 100.0, phase: Some("probed".into()), ..Default::default() },
+        input_info: info,
+    };
+    let mut delay = Duration::from_millis(200);
+    let ending = loop {
+        match shared.client.progress(&job.id, &probed).await {
+            Ok(_) => break Ending::Completed,
+            Err(e) if e.status() == Some(409) => break Ending::Discarded,
+            Err(e) if delay > Duration::from_secs(20) => {
+                break Ending::failed(format!("cannot report the probe: {e}"), FailureReason::NetworkError, true);
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    };
+    if ending == Ending::Discarded {
+        remove_attempt_dir(dir);
+        return ending;
+    }
+    report(shared, job, &ending, Outcome::default(), dir, Some(commands)).await;
+    ending
+}
+
+/// The label of a step's input file (`360p.mp4` → `360p`).
+fn label(f: &Path) -> String {
+    f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+type StepArgv = Result<(String, Vec<String>, OutputTarget), Ending>;
+
+/// The program, argv and output directory of a thumbnails, subtitles or packaging
+/// step (None: an ordinary encode).
+pub fn argv(
+    spec: &JobSpec,
+    input: &InputSource,
+    extra_inputs: &[PathBuf],
+    info: Option<&InputInfo>,
+    dir: &Path,
+    ffmpeg: &str,
+) -> Option<StepArgv> {
+    let user = |e: &str| Ending::failed(e.to_string(), FailureReason::UserError, false);
+    let make_dir = |d: &Path| {
+        std::fs::create_dir_all(d).map_err(|e| Ending::Failed {
+            error: format!("cannot create {}: {e}", d.display()),
+            reason: FailureReason::ResourceError,
+            retryable: true,
+        })
+    };
+    let out = dir.join("out");
+    let mut a = argv::common_prefix();
+    let step = || -> Result<Vec<String>, Ending> {
+        match (spec.stage, input) {
+            (Some(Stage::Package), _) => {
+                let p = spec.packaging.clone().ok_or_else(|| user("a packaging step needs 'packaging'"))?;
+                let media: Vec<&PathBuf> = extra_inputs.iter().filter(|f| !label(f).starts_with("subs_")).collect();
+                let (audio, video): (Vec<&PathBuf>, Vec<&PathBuf>) =
+                    media.into_iter().partition(|f| label(f).starts_with("audio_"));
+                let video: Vec<(String, &Path)> = video.iter().map(|f| (label(f), f.as_path())).collect();
+                let audio: Vec<(String, &Path)> = audio.iter().map(|f| (label(f), f.as_path())).collect();
+                make_dir(&out.join("dash"))?;
+                Ok(ladder::package_args(p.format, p.segment_seconds, &video, &audio, p.audio_tracks, &out))
+            }
+            (Some(Stage::Thumbnails), InputSource::File(source)) => {
+                let t = spec.thumbnails.clone().ok_or_else(|| user("a thumbnails step needs 'thumbnails'"))?;
+                make_dir(&out.join("thumbnails"))?;
+                let duration = info.and_then(|i| i.duration_seconds).unwrap_or(t.every_seconds);
+                Ok(ladder::thumbnail_args(&t, duration, source, &out))
+            }
+            (Some(Stage::Subtitles), InputSource::File(source)) => {
+                make_dir(&out)?;
+                Ok(ladder::subtitle_args(&spec.subtitle_tracks, source, &out))
+            }
+            _ => Err(user("")),
+        }
+    };
+    match spec.stage {
+        Some(Stage::Package | Stage::Thumbnails | Stage::Subtitles) => Some(step().map(|args| {
+            a.extend(args);
+            (ffmpeg.to_string(), a, OutputTarget::Dir(out))
+        })),
+        _ => None,
+    }
+}
+
+/// What a step writes once its ffmpeg succeeded, into its output directory `out`.
+pub async fn finish(spec: &JobSpec, info: Option<&InputInfo>, out: &Path, dir: &Path) -> Result<(), String> {
+    if let Some(t) = spec.thumbnails.as_ref().filter(|t| t.sprite) {
+        // The sprite's index: which tile shows which stretch of the source.
+        let (w, h) = info
+            .and_then(|i| i.streams.iter().find(|s| s.kind == "video"))
+            .and_then(|v| Some((v.width?, v.height?)))
+            .unwrap_or((16, 9));
+        let tile =
+            (t.width, ((f64::from(t.width) * f64::from(h) / f64::from(w.max(1)) / 2.0).round() as u32 * 2).max(2));
+        let duration = info.and_then(|i| i.duration_seconds).unwrap_or(t.every_seconds);
+        std::fs::write(out.join("thumbnails/sprite.vtt"), ladder::sprite_vtt(duration, t.every_seconds, tile))
+            .map_err(|e| format!("cannot write the sprite index: {e}"))?;
+    }
+    if spec.stage == Some(Stage::Package) {
+        if let Some(p) = spec.packaging.as_ref().filter(|p| p.format.hls() && !p.subtitles.is_empty()) {
+            let duration = info.and_then(|i| i.duration_seconds).unwrap_or(0.0);
+            add_subtitles(&p.subtitles, duration, out, dir).map_err(|e| format!("cannot add the subtitles: {e}"))?;
+        }
+        let d = out.to_path_buf();
+        actix_rt::task::spawn_blocking(move || crate::storage::tar_package(&d, "package.tar"))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot write package.tar: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Each subtitle track as an HLS rendition (`hls/subs_<k>/index.m3u8` + `subs.vtt`),
+/// named in the multivariant playlist.
+fn add_subtitles(tracks: &[ladder::SubtitleTrack], duration: f64, out: &Path, dir: &Path) -> std::io::Result<()> {
+    for t in tracks {
+        let to = out.join("hls").join(&t.name);
+        std::fs::create_dir_all(&to)?;
+        std::fs::copy(dir.join(format!("{}.vtt", t.name)), to.join("subs.vtt"))?;
+        std::fs::write(to.join("index.m3u8"), ladder::subtitle_playlist(duration))?;
+    }
+    let master = out.join("hls/master.m3u8");
+    let text = std::fs::read_to_string(&master)?;
+    std::fs::write(&master, ladder::add_subtitles_to_master(&text, tracks))
+}
