@@ -26,6 +26,19 @@ pub struct GraphRow {
 }
 
 impl GraphRow {
+    /// The row of a graph's parent.
+    pub fn parent(job_id: &str, label: &str) -> GraphRow {
+        GraphRow {
+            job_id: job_id.into(),
+            parent_id: None,
+            after_ids: "[]".into(),
+            is_parent: true,
+            stage: "graph".into(),
+            label: label.into(),
+            weight: 0.0,
+        }
+    }
+
     pub fn after(&self) -> Vec<String> {
         serde_json::from_str(&self.after_ids).unwrap_or_default()
     }

@@ -134,15 +134,7 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             weight: 1.0,
         }),
         GraphShape::Children(children) => {
-            links.push(GraphRow {
-                job_id: new.id.clone(),
-                parent_id: None,
-                after_ids: "[]".into(),
-                is_parent: true,
-                stage: "graph".into(),
-                label: String::new(),
-                weight: 0.0,
-            });
+            links.push(GraphRow::parent(&new.id, ""));
             let ids: std::collections::HashMap<&str, Uuid> =
                 children.iter().map(|c| (c.reference.as_str(), Uuid::now_v7())).collect();
             for c in children {
@@ -175,15 +167,7 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             p.insert("label".into(), "probe".into());
             let id = Uuid::now_v7();
             members.push(db_graph::child_job(&new, id, p));
-            links.push(GraphRow {
-                job_id: new.id.clone(),
-                parent_id: None,
-                after_ids: "[]".into(),
-                is_parent: true,
-                stage: "graph".into(),
-                label: "package".into(),
-                weight: 0.0,
-            });
+            links.push(GraphRow::parent(&new.id, "package"));
             links.push(GraphRow {
                 job_id: id.to_string(),
                 parent_id: Some(new.id.clone()),

@@ -39,6 +39,8 @@ fn builtin_view(name: &str) -> Option<Template> {
 }
 
 async fn find(state: &AppState, name: &str, version: Option<i32>) -> AppResult<Template> {
+    // A name no template can have is never looked up (nor quoted back).
+    tpl::check_name(name).map_err(|m| AppError::bad_request("invalid_template", m))?;
     if let Some(t) = builtin_view(name).filter(|_| version.is_none_or(|v| v == 0)) {
         return Ok(t);
     }
@@ -140,6 +142,7 @@ pub async fn delete_template(state: web::Data<AppState>, name: web::Path<String>
             message: "built-in templates cannot be deleted".into(),
         });
     }
+    tpl::check_name(&name).map_err(|m| AppError::bad_request("invalid_template", m))?;
     let n = name.clone();
     if state.h.db.write(move |c| db_templates::delete(c, &n)).await? {
         Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": name.as_str()})))

@@ -55,15 +55,30 @@ fn interval(c: &Value) -> (String, String) {
     (c["started_at"].as_str().unwrap().to_string(), c["completed_at"].as_str().unwrap().to_string())
 }
 
+/// A master and two one-slot workers sharing an input root with `src.mp4`, a 6 s
+/// 640x360 clip with sound.
+struct LadderFarm {
+    api: Api,
+    workers: Vec<TestWorker>,
+    _master: TestMaster,
+    _inputs: tempfile::TempDir,
+}
+
+impl LadderFarm {
+    fn start() -> LadderFarm {
+        let inputs = tmpdir();
+        make_source(&inputs.path().join("src.mp4"), 640, 360, 6, &["-c:v", "libx264", "-preset", "ultrafast"]);
+        let m = TestMaster::start(&[]);
+        let flags = ["--input-root", inputs.path().to_str().unwrap(), "--max-concurrent-jobs", "1"];
+        let workers = vec![TestWorker::start(&m, &flags), TestWorker::start(&m, &flags)];
+        LadderFarm { api: m.api(), workers, _master: m, _inputs: inputs }
+    }
+}
+
 #[test]
 fn a_ladder_fans_out_over_two_workers_and_packages_hls_and_dash() {
-    let inputs = tmpdir();
-    make_source(&inputs.path().join("src.mp4"), 640, 360, 6, &["-c:v", "libx264", "-preset", "ultrafast"]);
-    let m = TestMaster::start(&[]);
-    let api = m.api();
-    let root = inputs.path().to_str().unwrap();
-    let flags = ["--input-root", root, "--max-concurrent-jobs", "1"];
-    let (w1, w2) = (TestWorker::start(&m, &flags), TestWorker::start(&m, &flags));
+    let farm = LadderFarm::start();
+    let (api, w1, w2) = (farm.api.clone(), &farm.workers[0], &farm.workers[1]);
     // realtime: each rendition reads its source at its own pace (6 s), so two running
     // one after the other could not overlap.
     let id = api.submit(json!({"parameters": {"input": "src.mp4", "preset": "ultrafast", "realtime": true,
@@ -228,6 +243,10 @@ fn templates_are_versioned_and_a_job_keeps_what_it_was_submitted_with() {
     assert_eq!(admin.call("DELETE", "/templates/hls-ladder", None).0, 409);
     let (s, e) = admin.post("/jobs", json!({"template": "nope"}));
     assert_eq!((s, e["error"].as_str()), (404, Some("template_not_found")));
+    // A name no template can have is refused before any lookup (NUL bytes included).
+    let (s, e) = admin.post("/jobs", json!({"template": "a\u{0}b"}));
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_template")), "{e}");
+    assert_eq!(admin.call("DELETE", "/templates/a%00b", None).0, 400);
     assert_eq!(admin.call("DELETE", "/templates/small", None).0, 200);
     assert_eq!(ro.get("/templates/small").0, 404);
     assert_eq!(admin.job(&id)["parameters"]["resolution"], "320x180", "the job kept its parameters");
@@ -300,13 +319,8 @@ fn wait_running(api: &Api, parent: &str, label: &str) -> String {
 
 #[test]
 fn a_parent_cancel_stops_every_child_and_a_parent_retry_reruns_only_the_failed_one() {
-    let inputs = tmpdir();
-    make_source(&inputs.path().join("src.mp4"), 640, 360, 6, &["-c:v", "libx264", "-preset", "ultrafast"]);
-    let m = TestMaster::start(&[]);
-    let api = m.api();
-    let root = inputs.path().to_str().unwrap();
-    let flags = ["--input-root", root, "--max-concurrent-jobs", "1"];
-    let (_w1, _w2) = (TestWorker::start(&m, &flags), TestWorker::start(&m, &flags));
+    let farm = LadderFarm::start();
+    let api = farm.api.clone();
     // Cancel: both renditions' ffmpeg processes end, every child and the parent are canceled.
     let p = slow_package(&api, 0);
     let r1 = wait_running(&api, &p, "360p");
