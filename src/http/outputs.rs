@@ -140,22 +140,28 @@ async fn record_external(
     use crate::domain::media::{check_bucket, check_library_dir, check_object_key, file_path, split_s3};
     let bad = |m: String| AppError::bad_request("invalid_output_location", m);
     let location = location.to_str().map_err(|_| bad("x-output-location is not text".into()))?.to_string();
-    let last_segment = if let Some((bucket, key)) = split_s3(&location) {
+    // The location must end with the output's name (a package's keeps its folders).
+    let suffix = format!("/{name}");
+    let named = if let Some((bucket, key)) = split_s3(&location) {
         check_bucket(bucket).map_err(bad)?;
         check_object_key(key).map_err(bad)?;
         if !state.s3_allow.iter().any(|b| b == bucket) {
             return Err(AppError::bad_request("bucket_not_allowed", format!("bucket {bucket} is not in --s3-allow")));
         }
-        key.rsplit('/').next()
+        format!("/{key}").ends_with(&suffix)
     } else if let Some(path) = file_path(&location) {
         // A shared library: the worker checked its own --output-root before writing.
-        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
-        check_library_dir(&format!("{dir}/")).map_err(bad)?;
-        Some(file)
+        match path.strip_suffix(name.as_str()).filter(|dir| dir.ends_with('/')) {
+            Some(dir) => {
+                check_library_dir(dir).map_err(bad)?;
+                true
+            }
+            None => false,
+        }
     } else {
         return Err(bad(format!("x-output-location must be s3://bucket/key or file:///path, not '{location}'")));
     };
-    if last_segment != Some(name.as_str()) {
+    if !named {
         return Err(bad(format!("{location} is not named {name}")));
     }
     let bytes = req

@@ -491,3 +491,27 @@ fn every_audio_track_and_text_subtitle_reaches_the_hls_package() {
     let vtt = std::fs::read_to_string(pkg.path().join("hls/subs_0/subs.vtt")).unwrap();
     assert!(vtt.starts_with("WEBVTT") && vtt.contains("Hello") && vtt.contains("World"), "{vtt}");
 }
+
+#[test]
+fn a_thumbnails_template_writes_its_folders_into_a_shared_library() {
+    let inputs = tmpdir();
+    make_source(&inputs.path().join("clip.mp4"), 320, 180, 4, &["-c:v", "libx264", "-preset", "ultrafast"]);
+    let shared = tmpdir();
+    let lib = shared.path().to_str().unwrap();
+    let m = TestMaster::start(&["--output-root", lib]);
+    let api = m.api();
+    let _w = TestWorker::start(&m, &["--input-root", inputs.path().to_str().unwrap(), "--output-root", lib]);
+    let id = api.submit(json!({"template": "thumbnails", "parameters": {"input": "clip.mp4",
+        "destination": format!("file://{lib}/show/"), "package": {"thumbnails": {"every_seconds": 2, "sprite": true}}}}));
+    let done = wait_terminal(&api, &id, Duration::from_secs(60));
+    assert_eq!(done["status"], "completed", "{done}");
+    let labels: Vec<&str> = done["children"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["probe", "thumbnails"], "no ladder, no package step");
+    let vtt = shared.path().join("show/thumbnails/sprite.vtt");
+    let record = api.outputs(&id).into_iter().find(|o| o["name"] == "thumbnails/sprite.vtt").expect("recorded");
+    assert_eq!(record["location"], format!("file://{}", vtt.display()));
+    assert_eq!(sha256_hex(&std::fs::read(&vtt).unwrap()), record["sha256"].as_str().unwrap());
+    assert!(shared.path().join("show/thumbnails/thumb_00002.jpg").exists());
+    let (s, body, _) = api.bytes(&format!("/jobs/{id}/outputs/thumbnails/sprite.vtt"), &[]);
+    assert_eq!((s, body), (200, std::fs::read(&vtt).unwrap()), "served from the mounted library");
+}
