@@ -6,6 +6,8 @@
 //! old database still cannot inject options or read outside the allowed roots.
 
 pub use super::lavfi::{AudioTone, LavfiSource, VideoPattern};
+use super::step_params::graph_fields;
+pub use super::step_params::{AudioSelect, Packaging};
 use serde_json::{Map, Value};
 
 /// Encoders the farm knows how to drive, with the codec names users may write for them.
@@ -131,26 +133,6 @@ const OUTPUT_EXTENSIONS: &[&str] = &["mp4", "mkv", "webm", "mov", "ts", "flv", "
 /// carries them is hostile or broken, and either way it is better refused at the door.
 const SHELL_META: &[char] = &[';', '|', '&', '$', '`', '<', '>', '"', '\'', '\\', '*', '?', '!', '{', '}'];
 
-/// Which audio tracks of a file input an encode keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AudioSelect {
-    #[default]
-    All,
-    First,
-    None,
-}
-
-/// What the packaging step of a ladder does (set by the master).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct Packaging {
-    pub format: super::ladder::PackageFormat,
-    pub segment_seconds: f64,
-    #[serde(default)]
-    pub audio_tracks: usize,
-    #[serde(default)]
-    pub subtitles: Vec<super::ladder::SubtitleTrack>,
-}
-
 /// Longest accepted synthetic or real input duration: one day.
 pub const MAX_DURATION_SECONDS: f64 = 86_400.0;
 
@@ -243,7 +225,7 @@ pub struct JobSpec {
 #[error("{0}")]
 pub struct ParamError(pub String);
 
-fn err<T>(msg: impl Into<String>) -> Result<T, ParamError> {
+pub(super) fn err<T>(msg: impl Into<String>) -> Result<T, ParamError> {
     Err(ParamError(msg.into()))
 }
 
@@ -360,7 +342,7 @@ fn check_rtmp_url(u: &str) -> Result<(), ParamError> {
     if ok { Ok(()) } else { err("parameter 'rtmp_url' must be an rtmp:// or rtmps:// URL without spaces") }
 }
 
-fn static_str(list: &'static [&'static str], v: &str) -> Option<&'static str> {
+pub(super) fn static_str(list: &'static [&'static str], v: &str) -> Option<&'static str> {
     list.iter().copied().find(|p| *p == v)
 }
 
@@ -679,105 +661,6 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         engine,
         pattern: lavfi.video,
         tone: lavfi.audio,
-    })
-}
-
-/// The parameters of ladders and graphs (renditions, packaging, thumbnails).
-struct GraphFields {
-    max_bitrate_kbps: Option<u32>,
-    keyframe_seconds: Option<f64>,
-    pix_fmt: Option<&'static str>,
-    audio: AudioSelect,
-    audio_bitrate_kbps: Option<u32>,
-    audio_channels: Option<u32>,
-    stage: Option<super::ladder::Stage>,
-    package: Option<super::ladder::PackageSpec>,
-    packaging: Option<Packaging>,
-    inputs: Vec<String>,
-    thumbnails: Option<super::ladder::Thumbnails>,
-    subtitle_tracks: Vec<usize>,
-}
-
-type TextParam<'a> = &'a dyn Fn(&str) -> Result<Option<String>, ParamError>;
-type NumberParam<'a> = &'a dyn Fn(&str, f64, f64) -> Result<Option<f64>, ParamError>;
-
-fn graph_fields(params: &Map<String, Value>, text: TextParam, num: NumberParam) -> Result<GraphFields, ParamError> {
-    let rate = |k: &str| -> Result<Option<u32>, ParamError> {
-        match text(k)?.filter(|s| !s.is_empty()) {
-            None => Ok(None),
-            Some(b) => parse_bitrate_kbps(&b)
-                .map(Some)
-                .ok_or_else(|| ParamError(format!("invalid {k} '{b}'; write e.g. 2500k or 5M"))),
-        }
-    };
-    let pix_fmt = match text("pix_fmt")?.as_deref() {
-        None | Some("") => None,
-        Some(p) => Some(
-            static_str(&["yuv420p", "yuv420p10le"], p)
-                .ok_or_else(|| ParamError(format!("invalid pix_fmt '{p}'; valid values: yuv420p, yuv420p10le")))?,
-        ),
-    };
-    let audio = match text("audio")?.as_deref() {
-        None | Some("") | Some("all") => AudioSelect::All,
-        Some("first") => AudioSelect::First,
-        Some("none") => AudioSelect::None,
-        Some(a) => return err(format!("invalid audio '{a}'; valid values: all, first, none")),
-    };
-    let stage = match text("stage")?.as_deref() {
-        None | Some("") | Some("encode") => None,
-        Some(s) => Some(super::ladder::Stage::parse(s).ok_or_else(|| ParamError(format!("invalid stage '{s}'")))?),
-    };
-    let package = match params.get("package") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(super::ladder::PackageSpec::parse(v).map_err(ParamError)?),
-    };
-    let packaging = match params.get("packaging") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            serde_json::from_value::<Packaging>(v.clone())
-                .map_err(|e| ParamError(format!("invalid packaging: {e}")))?,
-        ),
-    };
-    let inputs = match params.get("inputs") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(a)) if a.len() <= 32 => a
-            .iter()
-            .map(|v| match v.as_str().map(super::media::InputRef::parse) {
-                Some(Ok(super::media::InputRef::Artifact { .. })) => Ok(v.as_str().unwrap_or_default().to_string()),
-                _ => err("parameter 'inputs' holds artifact:// references only"),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return err("parameter 'inputs' must be a list of at most 32 artifact:// references"),
-    };
-    let thumbnails = match params.get("thumbnails") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            serde_json::from_value::<super::ladder::Thumbnails>(v.clone())
-                .map_err(|e| ParamError(format!("invalid thumbnails: {e}")))?,
-        ),
-    };
-    let subtitle_tracks = match params.get("subtitle_tracks") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(a)) if a.len() <= 32 => a
-            .iter()
-            .map(|v| v.as_u64().filter(|k| *k < 64).map(|k| k as usize))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ParamError("parameter 'subtitle_tracks' holds track numbers (0–63)".into()))?,
-        Some(_) => return err("parameter 'subtitle_tracks' must be a list of at most 32 track numbers"),
-    };
-    Ok(GraphFields {
-        subtitle_tracks,
-        max_bitrate_kbps: rate("max_bitrate")?,
-        keyframe_seconds: num("keyframe_seconds", 0.1, 60.0)?,
-        pix_fmt,
-        audio,
-        audio_bitrate_kbps: rate("audio_bitrate")?,
-        audio_channels: num("audio_channels", 1.0, 8.0)?.map(|c| c as u32),
-        stage,
-        package,
-        packaging,
-        inputs,
-        thumbnails,
     })
 }
 

@@ -59,7 +59,7 @@ pub async fn checked_children(
         if c.after.len() > MAX_AFTER {
             return Err(bad(format!("child {reference} waits for more than {MAX_AFTER} jobs")));
         }
-        let (spec, params, _) = super::jobs::checked_parameters(
+        let (spec, params, _) = super::admission::checked_parameters(
             state,
             c.parameters.clone().unwrap_or_default(),
             c.template.as_deref(),

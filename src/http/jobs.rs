@@ -7,9 +7,7 @@ use crate::actors::scheduler::queued_job_from_row;
 use crate::db::jobs::{self as db_jobs, JobFilter, JobRow};
 use crate::db::{DbError, now_micros};
 use crate::domain::limits;
-use crate::domain::params::{
-    Engine, normalize_parameters, parse_job_spec, unknown_parameters, unknown_parameters_error,
-};
+use crate::domain::params::Engine;
 use crate::domain::placement::Requirements;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
@@ -82,44 +80,6 @@ fn bounded(name: &str, v: &Option<String>, max: usize) -> AppResult<()> {
     }
 }
 
-/// A job's parameters checked and resolved: internal keys refused, a template applied
-/// under them, unknown keys listed (refused with `--strict-parameters`), values parsed
-/// and bounded, numbers normalised, and every outbound target (RTMP, input URL,
-/// bucket) checked against the operator's allow-lists.
-pub(super) async fn checked_parameters(
-    state: &AppState,
-    mut params: serde_json::Map<String, serde_json::Value>,
-    template: Option<&str>,
-    engine: Engine,
-) -> AppResult<(crate::domain::params::JobSpec, serde_json::Map<String, serde_json::Value>, Vec<String>)> {
-    if params.contains_key("stage") || params.contains_key("packaging") || params.contains_key("inputs") {
-        return Err(AppError::bad_request(
-            "invalid_parameter",
-            "stage, packaging and inputs are set by the master for the steps of a package",
-        ));
-    }
-    if let Some(name) = template {
-        params = super::templates::resolve(state, name, params).await?;
-    }
-    let ignored = unknown_parameters(&params);
-    if state.strict_parameters && !ignored.is_empty() {
-        return Err(AppError::bad_request("invalid_parameter", unknown_parameters_error(&ignored).0));
-    }
-    let spec = parse_job_spec(&params, engine).map_err(|e| AppError::bad_request("invalid_parameter", e.0))?;
-    // Numbers are stored as numbers, not as whatever text carried them.
-    let params = normalize_parameters(params);
-    if let Some(url) = &spec.rtmp_url {
-        check_rtmp_destination(state, url).await?;
-    }
-    if let Some(input) = &spec.input {
-        check_input_source(state, input).await?;
-    }
-    if let Some(bucket) = spec.destination.bucket() {
-        check_bucket_allowed(state, bucket)?;
-    }
-    Ok((spec, params, ignored))
-}
-
 #[utoipa::path(post, path = "/jobs", request_body = SubmitJobRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the job first created with this key")),
     responses((status = 201, body = Job), (status = 200, description = "Idempotent replay", body = Job), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -159,8 +119,13 @@ pub async fn submit_job(
             "a job with children runs nothing itself: give parameters and templates to its children",
         ));
     }
-    let (spec, params, ignored) =
-        checked_parameters(&state, b.parameters.clone().unwrap_or_default(), b.template.as_deref(), engine).await?;
+    let (spec, params, ignored) = super::admission::checked_parameters(
+        &state,
+        b.parameters.clone().unwrap_or_default(),
+        b.template.as_deref(),
+        engine,
+    )
+    .await?;
     let max_retries = b.max_retries.unwrap_or(state.default_max_retries);
     if !(0..=100).contains(&max_retries) {
         return Err(AppError::bad_request("invalid_field", "max_retries must be between 0 and 100"));
@@ -270,80 +235,6 @@ pub async fn submit_job(
     // Kept on the job, read by no encode: named so that a typo is still visible.
     created.ignored_parameters = (!ignored.is_empty()).then_some(ignored);
     Ok(HttpResponse::Created().json(created))
-}
-
-/// A URL input must come from a host the operator allows (`--input-allow`), and an
-/// internal address only from a host named exactly; an `artifact://` input must name
-/// an output that is stored.
-async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
-    use crate::domain::media::{InputRef, check_input_host};
-    let refuse = |m: String| AppError::bad_request("input_not_allowed", m);
-    match InputRef::parse(input).map_err(|m| AppError::bad_request("invalid_parameter", m))? {
-        InputRef::Local(_) => Ok(()),
-        InputRef::Http { host, port, .. } => {
-            // Refused by the patterns alone before any DNS query is made for it.
-            crate::domain::allow::check_destination("input", &host, port, &state.input_allow, "--input-allow")
-                .map_err(refuse)?;
-            let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => {
-                    use std::net::ToSocketAddrs;
-                    let h = host.clone();
-                    let lookup = actix_web::web::block(move || {
-                        (h.as_str(), port).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
-                    });
-                    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                        Ok(Ok(Ok(a))) => a,
-                        _ => Vec::new(),
-                    }
-                }
-            };
-            check_input_host(&host, port, &addrs, &state.input_allow).map_err(refuse)
-        }
-        InputRef::S3 { bucket, .. } => check_bucket_allowed(state, &bucket),
-        InputRef::Artifact { job_id, name } => {
-            let (id, n) = (job_id.to_string(), name.clone());
-            match state.h.db.read(move |c| crate::db::outputs::get(c, &id, &n)).await {
-                Ok(_) => Ok(()),
-                Err(DbError::NotFound) => Err(AppError::bad_request(
-                    "input_not_found",
-                    format!("job {job_id} has no stored output '{name}' to use as input"),
-                )),
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
-}
-
-/// Buckets a job names must be ones the operator allows (`--s3-allow`).
-fn check_bucket_allowed(state: &AppState, bucket: &str) -> AppResult<()> {
-    if state.s3_allow.iter().any(|b| b == bucket) {
-        return Ok(());
-    }
-    let allowed = if state.s3_allow.is_empty() { "none".to_string() } else { state.s3_allow.join(", ") };
-    Err(AppError::bad_request(
-        "bucket_not_allowed",
-        format!("bucket {bucket} is not allowed (--s3-allow; allowed: {allowed})"),
-    ))
-}
-
-/// An RTMP job may stream only where the operator allows (`--rtmp-allow`, else the
-/// workers' own `--rtmp-base` hosts): never to an arbitrary host and port, which would
-/// make the farm a port scanner whose error texts report what answered.
-async fn check_rtmp_destination(state: &AppState, url: &str) -> AppResult<()> {
-    use crate::domain::allow::{HostPattern, check_destination, rtmp_destination};
-    let refuse = |m: String| AppError::bad_request("rtmp_destination_not_allowed", m);
-    let (host, port) = rtmp_destination(url).ok_or_else(|| refuse("rtmp_url has no host".into()))?;
-    let (patterns, rule) = match &state.rtmp_allow {
-        Some(p) => (p.clone(), "--rtmp-allow"),
-        None => {
-            let bases = state.h.nodes.send(ListRtmpDestinations).await?;
-            let exact = |h: &str, p: u16| if h.contains(':') { format!("[{h}]:{p}") } else { format!("{h}:{p}") };
-            let p = bases.iter().filter_map(|(h, p)| HostPattern::parse(&exact(h, *p)).ok()).collect();
-            (p, "no --rtmp-allow on the master: only the workers' --rtmp-base hosts")
-        }
-    };
-    check_destination("rtmp_url", &host, port, &patterns, rule).map_err(refuse)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -1,6 +1,7 @@
 //! The REST API (actix-web). Handlers are thin: parse, send one message, map the reply.
 //! Every route is served at the root (the seed's paths) and under `/api/v1`.
 
+pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod graphs;

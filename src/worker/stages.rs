@@ -7,8 +7,9 @@ use super::WorkerShared;
 use super::delivery::{Outcome, report};
 use super::session::{Ending, JobCommand};
 use crate::domain::argv::{self, InputSource, OutputTarget};
-use crate::domain::ladder::{self, Stage};
+use crate::domain::ladder::Stage;
 use crate::domain::media::InputInfo;
+use crate::domain::packaging;
 use crate::domain::params::JobSpec;
 use crate::domain::state::FailureReason;
 use crate::wire::*;
@@ -98,17 +99,17 @@ pub fn argv(
                 let video: Vec<(String, &Path)> = video.iter().map(|f| (label(f), f.as_path())).collect();
                 let audio: Vec<(String, &Path)> = audio.iter().map(|f| (label(f), f.as_path())).collect();
                 make_dir(&out.join("dash"))?;
-                Ok(ladder::package_args(p.format, p.segment_seconds, &video, &audio, p.audio_tracks, &out))
+                Ok(packaging::package_args(p.format, p.segment_seconds, &video, &audio, p.audio_tracks, &out))
             }
             (Some(Stage::Thumbnails), InputSource::File(source)) => {
                 let t = spec.thumbnails.clone().ok_or_else(|| user("a thumbnails step needs 'thumbnails'"))?;
                 make_dir(&out.join("thumbnails"))?;
                 let duration = info.and_then(|i| i.duration_seconds).unwrap_or(t.every_seconds);
-                Ok(ladder::thumbnail_args(&t, duration, source, &out))
+                Ok(packaging::thumbnail_args(&t, duration, source, &out))
             }
             (Some(Stage::Subtitles), InputSource::File(source)) => {
                 make_dir(&out)?;
-                Ok(ladder::subtitle_args(&spec.subtitle_tracks, source, &out))
+                Ok(packaging::subtitle_args(&spec.subtitle_tracks, source, &out))
             }
             _ => Err(user("")),
         }
@@ -133,7 +134,7 @@ pub async fn finish(spec: &JobSpec, info: Option<&InputInfo>, out: &Path, dir: &
         let tile =
             (t.width, ((f64::from(t.width) * f64::from(h) / f64::from(w.max(1)) / 2.0).round() as u32 * 2).max(2));
         let duration = info.and_then(|i| i.duration_seconds).unwrap_or(t.every_seconds);
-        std::fs::write(out.join("thumbnails/sprite.vtt"), ladder::sprite_vtt(duration, t.every_seconds, tile))
+        std::fs::write(out.join("thumbnails/sprite.vtt"), packaging::sprite_vtt(duration, t.every_seconds, tile))
             .map_err(|e| format!("cannot write the sprite index: {e}"))?;
     }
     if spec.stage == Some(Stage::Package) {
@@ -153,14 +154,14 @@ pub async fn finish(spec: &JobSpec, info: Option<&InputInfo>, out: &Path, dir: &
 
 /// Each subtitle track as an HLS rendition (`hls/subs_<k>/index.m3u8` + `subs.vtt`),
 /// named in the multivariant playlist.
-fn add_subtitles(tracks: &[ladder::SubtitleTrack], duration: f64, out: &Path, dir: &Path) -> std::io::Result<()> {
+fn add_subtitles(tracks: &[packaging::SubtitleTrack], duration: f64, out: &Path, dir: &Path) -> std::io::Result<()> {
     for t in tracks {
         let to = out.join("hls").join(&t.name);
         std::fs::create_dir_all(&to)?;
         std::fs::copy(dir.join(format!("{}.vtt", t.name)), to.join("subs.vtt"))?;
-        std::fs::write(to.join("index.m3u8"), ladder::subtitle_playlist(duration))?;
+        std::fs::write(to.join("index.m3u8"), packaging::subtitle_playlist(duration))?;
     }
     let master = out.join("hls/master.m3u8");
     let text = std::fs::read_to_string(&master)?;
-    std::fs::write(&master, ladder::add_subtitles_to_master(&text, tracks))
+    std::fs::write(&master, packaging::add_subtitles_to_master(&text, tracks))
 }
