@@ -330,6 +330,12 @@ pub struct StreamInfo {
     /// The stream's language tag (e.g. `eng`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// The codec profile (e.g. `High`, `Main 10`), bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The codec level as ffprobe gives it (H.264: 31 = 3.1; HEVC: level × 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<i64>,
 }
 
 impl InputInfo {
@@ -372,6 +378,8 @@ struct ProbeStream {
     duration: Option<String>,
     #[serde(default)]
     tags: std::collections::HashMap<String, Value>,
+    profile: Option<String>,
+    level: Option<i64>,
 }
 
 /// `30000/1001` → 29.97; `0/0` → None.
@@ -426,6 +434,11 @@ pub fn parse_ffprobe(json: &[u8]) -> Result<InputInfo, String> {
                     .and_then(Value::as_str)
                     .filter(|l| l.len() <= 16 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
                     .map(str::to_string),
+                profile: s
+                    .profile
+                    .clone()
+                    .filter(|p| p.len() <= 32 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ')),
+                level: s.level.filter(|l| (0..=1000).contains(l)),
             }
         })
         .collect();

@@ -215,6 +215,57 @@ pub fn sprite_vtt(duration: f64, every: f64, tile: (u32, u32)) -> String {
     s
 }
 
+/// The RFC 6381 codec string of a probed H.264 or HEVC video stream (`avc1.64001f`,
+/// `hvc1.2.4.L93.B0`), as HLS `CODECS` names it; None for what it cannot name.
+pub fn codec_string(v: &super::media::StreamInfo) -> Option<String> {
+    let level = v.level.filter(|l| *l > 0)?;
+    let profile = v.profile.as_deref()?;
+    match v.codec.as_str() {
+        "h264" => {
+            // profile_idc and the constraint flags encoders set for each profile.
+            let (idc, flags) = match profile {
+                "Constrained Baseline" => (0x42, 0xe0),
+                "Baseline" => (0x42, 0x00),
+                "Main" => (0x4d, 0x40),
+                "Extended" => (0x58, 0x00),
+                "High" => (0x64, 0x00),
+                "High 10" => (0x6e, 0x00),
+                "High 4:2:2" => (0x7a, 0x00),
+                _ => return None,
+            };
+            Some(format!("avc1.{idc:02x}{flags:02x}{:02x}", level.min(255)))
+        }
+        "hevc" => {
+            let (idc, compat) = match profile {
+                "Main" => (1, 6),
+                "Main 10" => (2, 4),
+                _ => return None,
+            };
+            Some(format!("hvc1.{idc}.{compat}.L{level}.B0"))
+        }
+        _ => None,
+    }
+}
+
+/// The multivariant playlist with `CODECS` on every variant that lacks it: its video
+/// codec (by the variant's folder, its rendition's label) and AAC-LC when it names an
+/// audio group (the audio steps encode AAC).
+pub fn add_codecs(master: &str, video: &std::collections::HashMap<String, String>) -> String {
+    let lines: Vec<&str> = master.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let variant = lines[i + 1..].iter().find(|l| !l.trim().is_empty()).and_then(|uri| uri.split('/').next());
+        match (line.strip_prefix("#EXT-X-STREAM-INF:"), variant.and_then(|v| video.get(v))) {
+            (Some(attrs), Some(codec)) if !attrs.contains("CODECS=") => {
+                let audio = if attrs.contains("AUDIO=") { ",mp4a.40.2" } else { "" };
+                out.push(format!("{line},CODECS=\"{codec}{audio}\""));
+            }
+            _ => out.push(line.to_string()),
+        }
+    }
+    out.join("\n") + "\n"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +286,34 @@ mod tests {
         assert!(a.contains("-map 2:a:1"), "{a}");
         assert!(a.contains("/w/out/hls/%v/index.m3u8") && a.ends_with("/w/out/dash/manifest.mpd"), "{a}");
         assert!(a.contains("-hls_time 2 ") && a.contains("-seg_duration 2 "), "{a}");
+    }
+
+    #[test]
+    fn variants_name_their_codecs() {
+        use crate::domain::media::StreamInfo;
+        let v = |codec: &str, profile: &str, level: i64| StreamInfo {
+            kind: "video".into(),
+            codec: codec.into(),
+            profile: Some(profile.into()),
+            level: Some(level),
+            ..Default::default()
+        };
+        assert_eq!(codec_string(&v("h264", "High", 31)).as_deref(), Some("avc1.64001f"));
+        assert_eq!(codec_string(&v("h264", "Main", 30)).as_deref(), Some("avc1.4d401e"));
+        assert_eq!(codec_string(&v("h264", "Constrained Baseline", 21)).as_deref(), Some("avc1.42e015"));
+        assert_eq!(codec_string(&v("hevc", "Main 10", 93)).as_deref(), Some("hvc1.2.4.L93.B0"));
+        assert_eq!(codec_string(&v("vp9", "Profile 0", 31)), None);
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO=\"a\"\n360p/index.m3u8\n\n#EXT-X-STREAM-INF:BANDWIDTH=2,CODECS=\"mp4a.40.2\",AUDIO=\"a\"\naudio/index.m3u8\n";
+        let codecs = [("360p".to_string(), "avc1.64001e".to_string())].into_iter().collect();
+        let got = add_codecs(master, &codecs);
+        assert!(
+            got.contains("#EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO=\"a\",CODECS=\"avc1.64001e,mp4a.40.2\"\n360p/"),
+            "{got}"
+        );
+        assert!(
+            got.contains("BANDWIDTH=2,CODECS=\"mp4a.40.2\",AUDIO=\"a\"\n"),
+            "a variant that has CODECS keeps it: {got}"
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub async fn run_job(
     let started = Instant::now();
     let dir = attempt_dir(&cfg, &job);
     let mut input_info = None;
+    // The packaging step's inputs as probed (their codecs go into the playlist).
+    let mut step_inputs: Vec<super::input::LocalInput> = Vec::new();
     let stage = parse_job_spec(&job.parameters, job.engine).ok().and_then(|s| s.stage);
     let prepared = match local_input(&shared, &job, &dir, &mut commands).await {
         Ok(local) => {
@@ -61,7 +63,8 @@ pub async fn run_job(
                 Some(Stage::Package) => match super::input::localize_all(&shared, &job, &dir, &mut commands).await {
                     Ok(extra) => {
                         input_info = extra.first().map(|l| l.info.clone());
-                        let paths: Vec<PathBuf> = extra.into_iter().map(|l| l.path).collect();
+                        let paths: Vec<PathBuf> = extra.iter().map(|l| l.path.clone()).collect();
+                        step_inputs = extra;
                         prepare(&shared, &job, &dir, path, &paths, input_info.as_ref())
                     }
                     Err(ending) => Err(ending),
@@ -199,7 +202,7 @@ pub async fn run_job(
     let mut ending = session.finish(&program, &exit, wrote_output, &stderr_text);
     if ending == Ending::Completed
         && let OutputTarget::Dir(d) = &output
-        && let Err(e) = super::stages::finish(&spec, input_info.as_ref(), d, &dir).await
+        && let Err(e) = super::stages::finish(&spec, input_info.as_ref(), &step_inputs, d, &dir).await
     {
         ending = Ending::failed(e, FailureReason::ResourceError, true);
     }

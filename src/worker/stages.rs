@@ -124,7 +124,13 @@ pub fn argv(
 }
 
 /// What a step writes once its ffmpeg succeeded, into its output directory `out`.
-pub async fn finish(spec: &JobSpec, info: Option<&InputInfo>, out: &Path, dir: &Path) -> Result<(), String> {
+pub async fn finish(
+    spec: &JobSpec,
+    info: Option<&InputInfo>,
+    inputs: &[super::input::LocalInput],
+    out: &Path,
+    dir: &Path,
+) -> Result<(), String> {
     if let Some(t) = spec.thumbnails.as_ref().filter(|t| t.sprite) {
         // The sprite's index: which tile shows which stretch of the source.
         let (w, h) = info
@@ -138,9 +144,9 @@ pub async fn finish(spec: &JobSpec, info: Option<&InputInfo>, out: &Path, dir: &
             .map_err(|e| format!("cannot write the sprite index: {e}"))?;
     }
     if spec.stage == Some(Stage::Package) {
-        if let Some(p) = spec.packaging.as_ref().filter(|p| p.format.hls() && !p.subtitles.is_empty()) {
+        if let Some(p) = spec.packaging.as_ref().filter(|p| p.format.hls()) {
             let duration = info.and_then(|i| i.duration_seconds).unwrap_or(0.0);
-            add_subtitles(&p.subtitles, duration, out, dir).map_err(|e| format!("cannot add the subtitles: {e}"))?;
+            complete_master(p, duration, inputs, out, dir).map_err(|e| format!("cannot finish the playlist: {e}"))?;
         }
         let d = out.to_path_buf();
         actix_rt::task::spawn_blocking(move || crate::storage::tar_package(&d, "package.tar"))
@@ -152,9 +158,24 @@ pub async fn finish(spec: &JobSpec, info: Option<&InputInfo>, out: &Path, dir: &
     Ok(())
 }
 
-/// Each subtitle track as an HLS rendition (`hls/subs_<k>/index.m3u8` + `subs.vtt`),
-/// named in the multivariant playlist.
-fn add_subtitles(tracks: &[packaging::SubtitleTrack], duration: f64, out: &Path, dir: &Path) -> std::io::Result<()> {
+/// What ffmpeg leaves out of the multivariant playlist: each variant's `CODECS`
+/// (from the probed renditions) and each subtitle track as an HLS rendition
+/// (`hls/subs_<k>/index.m3u8` + `subs.vtt`).
+fn complete_master(
+    p: &crate::domain::params::Packaging,
+    duration: f64,
+    inputs: &[super::input::LocalInput],
+    out: &Path,
+    dir: &Path,
+) -> std::io::Result<()> {
+    let codecs: std::collections::HashMap<String, String> = inputs
+        .iter()
+        .filter_map(|i| {
+            let video = i.info.streams.iter().find(|s| s.kind == "video")?;
+            Some((label(&i.path), packaging::codec_string(video)?))
+        })
+        .collect();
+    let tracks = &p.subtitles;
     for t in tracks {
         let to = out.join("hls").join(&t.name);
         std::fs::create_dir_all(&to)?;
@@ -163,5 +184,6 @@ fn add_subtitles(tracks: &[packaging::SubtitleTrack], duration: f64, out: &Path,
     }
     let master = out.join("hls/master.m3u8");
     let text = std::fs::read_to_string(&master)?;
+    let text = packaging::add_codecs(&text, &codecs);
     std::fs::write(&master, packaging::add_subtitles_to_master(&text, tracks))
 }

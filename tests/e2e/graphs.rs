@@ -120,6 +120,9 @@ fn a_ladder_fans_out_over_two_workers_and_packages_hls_and_dash() {
     assert!(master.contains("360p/index.m3u8") && master.contains("240p/index.m3u8"), "{master}");
     assert!(!master.contains("720p"), "{master}");
     assert!(master.contains("RESOLUTION=640x360") && master.contains("RESOLUTION=426x240"), "{master}");
+    // Every variant names its codecs (ffmpeg leaves them out for copied video).
+    let variants: Vec<&str> = master.lines().filter(|l| l.starts_with("#EXT-X-STREAM-INF:")).collect();
+    assert!(variants.iter().all(|v| v.contains(r#"CODECS="avc1."#) && v.contains("mp4a.40.2")), "{master}");
     for variant in ["360p", "240p"] {
         let dir = pkg.path().join("hls").join(variant);
         let playlist = std::fs::read_to_string(dir.join("index.m3u8")).unwrap();
