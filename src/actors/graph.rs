@@ -14,7 +14,7 @@ use super::scheduler::{SchedulerActor, queued_job_from_row};
 use crate::db::graph::{self as db_graph, GraphRow};
 use crate::db::jobs::{self as db_jobs, JobRow};
 use crate::domain::graph::{DependencyOutcome, dependency_outcome, parent_state};
-use crate::domain::ladder::{self, PackageSpec, Stage};
+use crate::domain::ladder::Stage;
 use crate::domain::state::{FailureReason, JobState, UserAction};
 use crate::error::{AppError, AppResult};
 use crate::wire::ControlResponse;
@@ -230,6 +230,7 @@ impl GraphActor {
     /// packaging from what it found, store them as children, and queue them.
     fn expand(&mut self, p: Uuid, probe: Uuid, ctx: &mut Context<Self>) {
         let db = self.db.clone();
+        let scheduler = self.scheduler.clone();
         let (pid, probe_id) = (p.to_string(), probe.to_string());
         let fut = async move {
             let (parent, info) = db
@@ -239,7 +240,12 @@ impl GraphActor {
                 })
                 .await?;
             let info = info.and_then(|i| serde_json::from_str(&i).ok());
-            let plan = plan_children(&parent, info);
+            // Auto chunking asks how many nodes could share the chunks now.
+            let workers = match super::graph_plan::requirements(&parent) {
+                Some(r) => scheduler.send(CountAbleNodes(r)).await.unwrap_or(0),
+                None => 0,
+            };
+            let plan = super::graph_plan::plan_children(&parent, info, workers);
             match plan {
                 Ok((jobs, links)) => {
                     let stored = db
@@ -335,55 +341,6 @@ impl GraphActor {
                 }),
         );
     }
-}
-
-/// The children a ladder's probe result asks for, as rows to insert.
-fn plan_children(
-    parent: &JobRow,
-    info: Option<crate::domain::media::InputInfo>,
-) -> Result<(Vec<JobRow>, Vec<GraphRow>), String> {
-    let params: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&parent.parameters).map_err(|e| e.to_string())?;
-    let spec = PackageSpec::parse(params.get("package").ok_or("the parent has no package")?)?;
-    let input = params.get("input").and_then(|v| v.as_str()).ok_or("the parent has no input")?;
-    let info = info.ok_or("the probe found nothing to read in the input")?;
-    let planned = ladder::plan(&spec, input, &info)?;
-    let ids: HashMap<String, Uuid> = planned.iter().map(|c| (c.label.clone(), Uuid::now_v7())).collect();
-    let mut jobs = Vec::new();
-    let mut links = Vec::new();
-    for c in planned {
-        let id = ids[&c.label];
-        let mut p = c.params.clone();
-        p.insert("stage".into(), c.stage.as_str().into());
-        p.insert("label".into(), c.label.clone().into());
-        if !c.reads.is_empty() {
-            let inputs: Vec<String> = c.reads.iter().map(|(l, name)| format!("artifact://{}/{name}", ids[l])).collect();
-            p.insert("inputs".into(), inputs.into());
-        }
-        // Published steps write where the job asked; renditions stay in the master's store.
-        if c.stage.publishes()
-            && let Some(d) = params.get("destination")
-        {
-            p.insert("destination".into(), d.clone());
-        }
-        for k in ["preset", "timeout_seconds", "resource_limits", "realtime", "threads"] {
-            if let Some(v) = params.get(k).filter(|_| c.stage == Stage::Rendition) {
-                p.insert(k.into(), v.clone());
-            }
-        }
-        let after: Vec<String> = c.after.iter().map(|l| ids[l].to_string()).collect();
-        links.push(GraphRow {
-            job_id: id.to_string(),
-            parent_id: Some(parent.id.clone()),
-            after_ids: serde_json::to_string(&after).unwrap_or_else(|_| "[]".into()),
-            is_parent: false,
-            stage: c.stage.as_str().into(),
-            label: c.label.clone(),
-            weight: c.weight,
-        });
-        jobs.push(db_graph::child_job(parent, id, p));
-    }
-    Ok((jobs, links))
 }
 
 impl Handler<TrackGraph> for GraphActor {

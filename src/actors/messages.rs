@@ -120,6 +120,12 @@ pub struct AdoptLiveJobs(pub Vec<crate::db::jobs::JobRow>);
 #[rtype(result = "Option<bool>")]
 pub struct CheckPlaceable(pub Requirements);
 
+/// How many accepting nodes could run a job with these requirements (auto chunking
+/// splits only when chunks could run side by side).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountAbleNodes(pub Requirements);
+
 /// A runnable job as the index holds it.
 #[derive(Debug, Clone)]
 pub struct QueuedJob {

@@ -14,6 +14,7 @@
 
 pub mod db_executor;
 pub mod graph;
+pub mod graph_plan;
 pub mod group_commit;
 pub mod job;
 pub mod messages;

@@ -656,6 +656,13 @@ impl Handler<CheckPlaceable> for SchedulerActor {
     }
 }
 
+impl Handler<CountAbleNodes> for SchedulerActor {
+    type Result = usize;
+    fn handle(&mut self, m: CountAbleNodes, _: &mut Context<Self>) -> Self::Result {
+        self.nodes.values().filter(|n| n.accepting && n.caps.can_ever_run(&m.0)).count()
+    }
+}
+
 impl Handler<JobActorStopped> for SchedulerActor {
     type Result = ();
     fn handle(&mut self, m: JobActorStopped, ctx: &mut Context<Self>) {

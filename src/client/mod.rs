@@ -190,6 +190,13 @@ pub struct SubmitArgs {
     pub max_retries: Option<i32>,
     #[arg(long, default_value = "auto")]
     pub confidence: String,
+    /// Constant quality (x264/x265 CRF, 0–51; lower is better).
+    #[arg(long)]
+    pub crf: Option<u32>,
+    /// Split the encode into chunks of this many seconds run on many workers and
+    /// stitched losslessly, or `auto` (only a long input, only with workers to share).
+    #[arg(long, value_name = "SECONDS|auto")]
+    pub chunk: Option<String>,
     /// Extra parameter, repeatable: --param qoe=true --param threads=4
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
@@ -292,6 +299,16 @@ pub fn submit_body(a: &SubmitArgs) -> Result<SubmitJobRequest, CliError> {
     put("duration", a.duration.map(Value::from));
     put("output_mode", a.output_mode.clone().map(Value::from));
     put("rtmp_url", a.rtmp_url.clone().map(Value::from));
+    put("crf", a.crf.map(Value::from));
+    let chunking = match a.chunk.as_deref() {
+        None => None,
+        Some("auto") => Some(Value::from("auto")),
+        Some(s) => match s.parse::<f64>() {
+            Ok(secs) if secs > 0.0 => Some(serde_json::json!({"enabled": true, "chunk_seconds": secs})),
+            _ => return Err(CliError(format!("--chunk '{s}' must be a number of seconds or 'auto'"), 2)),
+        },
+    };
+    put("chunking", chunking);
     for kv in &a.params {
         let (k, v) = kv.split_once('=').ok_or_else(|| CliError(format!("--param '{kv}' must be KEY=VALUE"), 2))?;
         p.insert(k.trim().to_string(), parse_value(v.trim()));
@@ -573,5 +590,24 @@ mod tests {
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
         assert_eq!(past_tense("pause"), "paused");
         assert_eq!(past_tense("resume"), "resumed");
+    }
+
+    #[test]
+    fn chunk_and_crf_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            submit: SubmitArgs,
+        }
+        let body = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("submit").chain(args.iter().copied())).unwrap();
+            submit_body(&cli.submit).map(|b| Value::Object(b.parameters.unwrap()))
+        };
+        let p = body(&["--input", "film.mov", "--crf", "20", "--chunk", "10"]).unwrap();
+        assert_eq!(p["chunking"], serde_json::json!({"enabled": true, "chunk_seconds": 10.0}));
+        assert_eq!(p["crf"], 20);
+        assert_eq!(body(&["--chunk", "auto"]).unwrap()["chunking"], "auto");
+        assert!(body(&["--chunk", "soon"]).unwrap_err().0.contains("--chunk 'soon'"));
     }
 }

@@ -172,6 +172,18 @@ fn fixed_keyframes(encoder: &str, seconds: f64, fps: Option<u32>) -> Vec<String>
     a
 }
 
+/// Constant quality for `encoder` (a `bitrate` alongside it caps the peak, as with
+/// x264's capped CRF).
+fn crf_args(encoder: &str, q: u32) -> Vec<String> {
+    match encoder {
+        e if e.ends_with("_nvenc") => vec!["-rc".into(), "vbr".into(), "-cq".into(), q.min(51).to_string()],
+        e if e.ends_with("_qsv") => vec!["-global_quality".into(), q.min(51).to_string()],
+        e if e.ends_with("_vaapi") => vec!["-qp".into(), q.min(51).to_string()],
+        "libx264" | "libx265" => vec!["-crf".into(), q.min(51).to_string()],
+        _ => vec!["-crf".into(), q.to_string()],
+    }
+}
+
 /// [`ffmpeg_argv`] knowing whether the source is more than 8 bits deep (kept when the
 /// encoder can carry it and the job names no pixel format).
 pub fn ffmpeg_argv_for(
@@ -202,6 +214,11 @@ pub fn ffmpeg_argv_for(
         InputSource::File(p) => {
             if live {
                 a.push("-re".into());
+            }
+            if let Some(s) = spec.start_seconds {
+                // Just before the first frame wanted: ffmpeg's accurate seek keeps it first.
+                let at = (s - super::chunking::SEEK_EPSILON).max(0.0);
+                a.extend(["-ss".into(), format!("{at:.6}")]);
             }
             a.extend(file_input_args(p));
         }
@@ -234,16 +251,21 @@ pub fn ffmpeg_argv_for(
     }
     a.extend(["-c:v".into(), encoder.to_string()]);
     a.extend(preset_args(encoder, spec.preset));
-    if let Some(k) = spec.bitrate_kbps {
-        let peak = spec.max_bitrate_kbps.unwrap_or(k).max(k);
-        a.extend([
-            "-b:v".into(),
-            format!("{k}k"),
-            "-maxrate".into(),
-            format!("{peak}k"),
-            "-bufsize".into(),
-            format!("{}k", peak * 2),
-        ]);
+    if let Some(q) = spec.crf {
+        a.extend(crf_args(encoder, q));
+    }
+    match (spec.bitrate_kbps, spec.crf) {
+        (Some(k), crf) => {
+            let peak = spec.max_bitrate_kbps.unwrap_or(k).max(k);
+            // With a quality target the bitrate is the cap (capped CRF), not the average.
+            if crf.is_none() {
+                a.extend(["-b:v".into(), format!("{k}k")]);
+            }
+            a.extend(["-maxrate".into(), format!("{peak}k"), "-bufsize".into(), format!("{}k", peak * 2)]);
+        }
+        // VP9 is in constant-quality mode only with a zero target bitrate.
+        (None, Some(_)) if encoder == "libvpx-vp9" => a.extend(["-b:v".into(), "0".into()]),
+        _ => {}
     }
     if let Some(sec) = spec.keyframe_seconds {
         a.extend(fixed_keyframes(encoder, sec, spec.fps));
@@ -392,6 +414,30 @@ mod tests {
         assert!(joined.starts_with("-hide_banner -nostdin"));
         assert_eq!(a.last().unwrap(), "/w/out.mp4");
         assert!(!joined.contains("-re"));
+    }
+
+    #[test]
+    fn a_chunk_seeks_just_before_its_first_frame_and_keeps_its_length() {
+        let s = spec(json!({"input": "in.mp4", "start_seconds": 4, "duration": 6, "crf": 23, "audio": "none"}));
+        let file = InputSource::File("/w/in.mp4".into());
+        let a = ffmpeg_argv(&s, "libx264", &file, &OutputTarget::File("/w/c.mp4".into())).join(" ");
+        assert!(a.contains("-ss 3.999000 -protocol_whitelist file"), "{a}");
+        assert!(a.contains("-crf 23") && !a.contains("-b:v"), "{a}");
+        assert!(a.contains("-an -t 6 "), "{a}");
+        // Capped CRF: the bitrate is the VBV peak; VP9 needs a zero target for CRF.
+        let capped = spec(json!({"input": "in.mp4", "crf": 20, "bitrate": "2M"}));
+        let a = ffmpeg_argv(&capped, "libx264", &file, &OutputTarget::File("o.mp4".into())).join(" ");
+        assert!(a.contains("-crf 20 -maxrate 2000k -bufsize 4000k") && !a.contains("-b:v"), "{a}");
+        let vp9 = spec(json!({"input": "in.mp4", "codec": "vp9", "crf": 33}));
+        let a = ffmpeg_argv(&vp9, "libvpx-vp9", &file, &OutputTarget::File("o.webm".into())).join(" ");
+        assert!(a.contains("-crf 33 -b:v 0"), "{a}");
+        let nv = ffmpeg_argv(
+            &spec(json!({"input": "in.mp4", "crf": 25})),
+            "h264_nvenc",
+            &file,
+            &OutputTarget::File("o.mp4".into()),
+        );
+        assert!(nv.join(" ").contains("-rc vbr -cq 25"));
     }
 
     #[test]

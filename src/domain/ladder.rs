@@ -187,6 +187,14 @@ pub enum Stage {
     /// The source's text subtitles as WebVTT files (one per track).
     Subtitles,
     Package,
+    /// One chunk of a chunked encode (a window of the source, no audio).
+    Chunk,
+    /// A chunked job's chunks concatenated and its audio muxed in: the job's output.
+    Stitch,
+    /// A chunked rendition's chunks concatenated (read by the packaging step).
+    RenditionStitch,
+    /// A chunked job in auto mode that chose not to chunk: one whole encode.
+    Whole,
 }
 
 impl Stage {
@@ -198,16 +206,35 @@ impl Stage {
             Stage::Thumbnails => "thumbnails",
             Stage::Subtitles => "subtitles",
             Stage::Package => "package",
+            Stage::Chunk => "chunk",
+            Stage::Stitch => "stitch",
+            Stage::RenditionStitch => "rendition_stitch",
+            Stage::Whole => "whole",
         }
     }
     pub fn parse(s: &str) -> Option<Stage> {
-        [Stage::Probe, Stage::Rendition, Stage::Audio, Stage::Thumbnails, Stage::Subtitles, Stage::Package]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        [
+            Stage::Probe,
+            Stage::Rendition,
+            Stage::Audio,
+            Stage::Thumbnails,
+            Stage::Subtitles,
+            Stage::Package,
+            Stage::Chunk,
+            Stage::Stitch,
+            Stage::RenditionStitch,
+            Stage::Whole,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
     }
     /// Its outputs are the graph's (listed and downloadable under the parent).
     pub fn publishes(self) -> bool {
-        matches!(self, Stage::Package | Stage::Thumbnails)
+        matches!(self, Stage::Package | Stage::Thumbnails | Stage::Stitch | Stage::Whole)
+    }
+    /// Its inputs are earlier steps' outputs (`inputs`), not the job's source.
+    pub fn joins(self) -> bool {
+        matches!(self, Stage::Package | Stage::Stitch | Stage::RenditionStitch)
     }
 }
 

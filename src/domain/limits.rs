@@ -196,6 +196,14 @@ pub fn check_input_info(i: &super::media::InputInfo) -> Result<(), FieldError> {
         check_text("input_info.streams.codec", &s.codec, 64)?;
         check_text("input_info.streams.pix_fmt", s.pix_fmt.as_deref().unwrap_or(""), 64)?;
     }
+    if let Some(k) = &i.keyframes {
+        if k.len() > super::chunking::MAX_KEYFRAMES {
+            return field_err("input_info.keyframes", "at most 2000 keyframe times");
+        }
+        if k.iter().any(|t| !t.is_finite() || *t < 0.0) {
+            return field_err("input_info.keyframes", "keyframe times are non-negative seconds");
+        }
+    }
     Ok(())
 }
 

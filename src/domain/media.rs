@@ -305,6 +305,9 @@ pub struct InputInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,
     pub streams: Vec<StreamInfo>,
+    /// The first video stream's keyframe times (a chunked job's probe step only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframes: Option<Vec<f64>>,
 }
 
 /// One stream of an input.
@@ -461,6 +464,7 @@ pub fn parse_ffprobe(json: &[u8]) -> Result<InputInfo, String> {
         bit_rate: format.bit_rate.as_deref().and_then(|b| b.parse().ok()),
         size_bytes: format.size.as_deref().and_then(|b| b.parse().ok()),
         streams,
+        keyframes: None,
     })
 }
 

@@ -28,6 +28,7 @@ macro_rules! spelled_enum {
 
 pub mod allow;
 pub mod argv;
+pub mod chunking;
 pub mod credentials;
 pub mod graph;
 pub mod health;

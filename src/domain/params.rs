@@ -123,6 +123,10 @@ const KEYS: &[&str] = &[
     "template",
     "template_version",
     "subtitle_tracks",
+    "chunking",
+    "start_seconds",
+    "crf",
+    "probe_keyframes",
 ];
 
 const LIMIT_KEYS: &[&str] = &["max_cpu_percent", "max_memory_mb", "max_disk_mb", "timeout_sec"];
@@ -218,6 +222,14 @@ pub struct JobSpec {
     pub thumbnails: Option<super::ladder::Thumbnails>,
     /// The subtitle step's tracks (indices among the input's subtitle streams).
     pub subtitle_tracks: Vec<usize>,
+    /// Split-and-stitch over many workers: the master expands the job into a graph.
+    pub chunking: Option<super::chunking::ChunkingSpec>,
+    /// Where in the input the encode starts (a chunk's window, or a job's own cut).
+    pub start_seconds: Option<f64>,
+    /// Constant quality (x264/x265 `-crf`, VP9/AV1 `-crf`, NVENC `-cq`).
+    pub crf: Option<u32>,
+    /// The probe step also lists the source's keyframe times (a chunked job's).
+    pub probe_keyframes: bool,
 }
 
 /// A parameter problem, phrased for the person who sent it.
@@ -361,6 +373,8 @@ const NUMERIC_KEYS: &[&str] = &[
     "keyframe_seconds",
     "audio_channels",
     "weight",
+    "start_seconds",
+    "crf",
 ];
 
 /// The parameters as stored: numbers written as text (`"fps": "30"`) become numbers, so
@@ -623,6 +637,17 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
     if graph.package.is_some() && input.is_none() {
         return err("a package needs an input file or URL (the ladder is planned from the probed source)");
     }
+    if graph.start_seconds.is_some() && input.is_none() {
+        return err("parameter 'start_seconds' cuts an input file; a synthetic source has none");
+    }
+    if graph.chunking.is_some() {
+        super::chunking::check_chunkable(
+            input.is_some(),
+            output_mode == OutputMode::Rtmp || realtime,
+            output.as_deref(),
+        )
+        .map_err(ParamError)?;
+    }
     Ok(JobSpec {
         max_bitrate_kbps: graph.max_bitrate_kbps,
         keyframe_seconds: graph.keyframe_seconds,
@@ -636,6 +661,10 @@ pub fn parse_job_spec(params: &Map<String, Value>, engine: Engine) -> Result<Job
         inputs: graph.inputs,
         thumbnails: graph.thumbnails,
         subtitle_tracks: graph.subtitle_tracks,
+        chunking: graph.chunking,
+        start_seconds: graph.start_seconds,
+        crf: graph.crf,
+        probe_keyframes: graph.probe_keyframes,
         encoders,
         bitrate_kbps,
         preset,

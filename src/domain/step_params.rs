@@ -5,6 +5,9 @@
 use super::params::{ParamError, err, parse_bitrate_kbps, static_str};
 use serde_json::{Map, Value};
 
+/// Most inputs of a joining step (a stitch reads every chunk and the audio).
+pub const MAX_INPUTS: usize = super::chunking::MAX_CHUNKS + 8;
+
 /// Which audio tracks of a file input an encode keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AudioSelect {
@@ -39,6 +42,10 @@ pub(super) struct GraphFields {
     pub(super) inputs: Vec<String>,
     pub(super) thumbnails: Option<super::ladder::Thumbnails>,
     pub(super) subtitle_tracks: Vec<usize>,
+    pub(super) chunking: Option<super::chunking::ChunkingSpec>,
+    pub(super) start_seconds: Option<f64>,
+    pub(super) crf: Option<u32>,
+    pub(super) probe_keyframes: bool,
 }
 
 type TextParam<'a> = &'a dyn Fn(&str) -> Result<Option<String>, ParamError>;
@@ -87,14 +94,16 @@ pub(super) fn graph_fields(
     };
     let inputs = match params.get("inputs") {
         None | Some(Value::Null) => vec![],
-        Some(Value::Array(a)) if a.len() <= 32 => a
+        Some(Value::Array(a)) if a.len() <= MAX_INPUTS => a
             .iter()
             .map(|v| match v.as_str().map(super::media::InputRef::parse) {
                 Some(Ok(super::media::InputRef::Artifact { .. })) => Ok(v.as_str().unwrap_or_default().to_string()),
                 _ => err("parameter 'inputs' holds artifact:// references only"),
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return err("parameter 'inputs' must be a list of at most 32 artifact:// references"),
+        Some(_) => {
+            return err(format!("parameter 'inputs' must be a list of at most {MAX_INPUTS} artifact:// references"));
+        }
     };
     let thumbnails = match params.get("thumbnails") {
         None | Some(Value::Null) => None,
@@ -112,7 +121,20 @@ pub(super) fn graph_fields(
             .ok_or_else(|| ParamError("parameter 'subtitle_tracks' holds track numbers (0–63)".into()))?,
         Some(_) => return err("parameter 'subtitle_tracks' must be a list of at most 32 track numbers"),
     };
+    let chunking = match params.get("chunking") {
+        None => None,
+        Some(v) => super::chunking::ChunkingSpec::parse(v).map_err(ParamError)?,
+    };
+    let probe_keyframes = match params.get("probe_keyframes") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return err("parameter 'probe_keyframes' must be true or false"),
+    };
     Ok(GraphFields {
+        chunking,
+        start_seconds: num("start_seconds", 0.0, super::params::MAX_DURATION_SECONDS)?.filter(|s| *s > 0.0),
+        crf: num("crf", 0.0, 63.0)?.map(|c| c.round() as u32),
+        probe_keyframes,
         subtitle_tracks,
         max_bitrate_kbps: rate("max_bitrate")?,
         keyframe_seconds: num("keyframe_seconds", 0.1, 60.0)?,

@@ -22,10 +22,10 @@ pub async fn checked_parameters(
     template: Option<&str>,
     engine: Engine,
 ) -> AppResult<(crate::domain::params::JobSpec, serde_json::Map<String, serde_json::Value>, Vec<String>)> {
-    if params.contains_key("stage") || params.contains_key("packaging") || params.contains_key("inputs") {
+    if ["stage", "packaging", "inputs", "probe_keyframes"].iter().any(|k| params.contains_key(*k)) {
         return Err(AppError::bad_request(
             "invalid_parameter",
-            "stage, packaging and inputs are set by the master for the steps of a package",
+            "stage, packaging, inputs and probe_keyframes are set by the master for the steps of a graph",
         ));
     }
     if let Some(name) = template {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 pub enum GraphShape {
     /// It waits for these jobs.
     After(Vec<Uuid>),
-    /// A package: a parent and its probe child.
+    /// A package or a chunked encode: a parent and its probe child.
     Package,
     /// A parent of these children (checked, in an order where each follows what it
     /// waits for inside the graph).
@@ -72,8 +72,10 @@ pub async fn checked_children(
             }
             e => e,
         })?;
-        if spec.package.is_some() {
-            return Err(bad(format!("child {reference}: a package cannot be a child (graphs do not nest)")));
+        if spec.package.is_some() || spec.chunking.is_some() {
+            return Err(bad(format!(
+                "child {reference}: a package or chunked job cannot be a child (graphs do not nest)"
+            )));
         }
         checked.push(CheckedChild { reference, params, after: c.after.clone() });
     }
@@ -165,9 +167,14 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
             }
             p.insert("stage".into(), Stage::Probe.as_str().into());
             p.insert("label".into(), "probe".into());
+            // A chunked encode cuts on the source's keyframes (a ladder on its segments).
+            let chunked = params.get("chunking").is_some_and(|c| !c.is_null());
+            if chunked && params.get("package").is_none() {
+                p.insert("probe_keyframes".into(), true.into());
+            }
             let id = Uuid::now_v7();
             members.push(db_graph::child_job(&new, id, p));
-            links.push(GraphRow::parent(&new.id, "package"));
+            links.push(GraphRow::parent(&new.id, if chunked { "chunked" } else { "package" }));
             links.push(GraphRow {
                 job_id: id.to_string(),
                 parent_id: Some(new.id.clone()),

@@ -126,6 +126,12 @@ pub async fn submit_job(
         engine,
     )
     .await?;
+    if spec.chunking.is_some() && queue == QueueName::Live {
+        return Err(AppError::bad_request(
+            "invalid_parameter",
+            "live-queue jobs are never chunked (a live stream has no end to split); drop 'chunking'",
+        ));
+    }
     let max_retries = b.max_retries.unwrap_or(state.default_max_retries);
     if !(0..=100).contains(&max_retries) {
         return Err(AppError::bad_request("invalid_field", "max_retries must be between 0 and 100"));
@@ -197,7 +203,7 @@ pub async fn submit_job(
         Some(a) if !a.is_empty() => Some(super::graphs::check_after(&state, a).await?),
         _ => None,
     };
-    let shape = match (spec.package.is_some(), after) {
+    let shape = match (spec.package.is_some() || spec.chunking.is_some(), after) {
         _ if !children.is_empty() => {
             Some(super::graphs::GraphShape::Children(super::graphs::checked_children(&state, &children, engine).await?))
         }

@@ -58,11 +58,11 @@ pub async fn run_job(
             input_info = local.map(|l| l.info);
             match stage {
                 Some(Stage::Probe) => {
-                    return super::stages::run_probe(&shared, &job, input_info, &dir, &mut commands).await;
+                    return super::stages::run_probe(&shared, &job, path, input_info, &dir, &mut commands).await;
                 }
-                Some(Stage::Package) => match super::input::localize_all(&shared, &job, &dir, &mut commands).await {
+                Some(s) if s.joins() => match super::input::localize_all(&shared, &job, &dir, &mut commands).await {
                     Ok(extra) => {
-                        input_info = extra.first().map(|l| l.info.clone());
+                        input_info = super::stages::joined_info(s, &extra);
                         let paths: Vec<PathBuf> = extra.iter().map(|l| l.path.clone()).collect();
                         step_inputs = extra;
                         prepare(&shared, &job, &dir, path, &paths, input_info.as_ref())

@@ -9,9 +9,9 @@ use super::session::{Ending, JobCommand};
 use crate::domain::argv::{self, InputSource, OutputTarget};
 use crate::domain::ladder::Stage;
 use crate::domain::media::InputInfo;
-use crate::domain::packaging;
 use crate::domain::params::JobSpec;
 use crate::domain::state::FailureReason;
+use crate::domain::{chunking, packaging};
 use crate::wire::*;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -30,10 +30,20 @@ fn remove_attempt_dir(dir: &Path) {
 pub async fn run_probe(
     shared: &Rc<WorkerShared>,
     job: &Job,
-    info: Option<crate::domain::media::InputInfo>,
+    path: Option<PathBuf>,
+    mut info: Option<crate::domain::media::InputInfo>,
     dir: &Path,
     commands: &mut mpsc::UnboundedReceiver<JobCommand>,
 ) -> Ending {
+    let wants_keyframes =
+        crate::domain::params::parse_job_spec(&job.parameters, job.engine).is_ok_and(|s| s.probe_keyframes);
+    if let (true, Some(path), Some(info)) = (wants_keyframes, path, info.as_mut()) {
+        // A chunked job cuts its source on these; without them every cut is exact-time.
+        match keyframes(&shared.cfg.ffprobe, &path).await {
+            Ok(k) => info.keyframes = Some(k),
+            Err(e) => log::warn!("job {}: no keyframe times ({e}); chunks will be cut at exact times", job.id),
+        }
+    }
     let probed = ProgressReport {
         node_id: shared.node_id.clone(),
         attempt: Some(job.attempt),
@@ -60,6 +70,34 @@ pub async fn run_probe(
     }
     report(shared, job, &ending, Outcome::default(), dir, Some(commands)).await;
     ending
+}
+
+/// The first video stream's keyframe times, read from packet flags (nothing decoded).
+async fn keyframes(ffprobe: &str, path: &Path) -> Result<Vec<f64>, String> {
+    let out = tokio::process::Command::new(ffprobe)
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"])
+        .arg(path)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .await
+        .map_err(|_| "ffprobe took over 10 minutes".to_string())?
+        .map_err(|e| format!("cannot run {ffprobe}: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("ffprobe failed").to_string());
+    }
+    Ok(chunking::parse_keyframes(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// What a joining step reads, as one input: a stitch's length is its chunks' together
+/// (its progress and ETA run over the whole); a package's is its first rendition's.
+pub fn joined_info(stage: Stage, inputs: &[super::input::LocalInput]) -> Option<InputInfo> {
+    let mut info = inputs.first()?.info.clone();
+    if matches!(stage, Stage::Stitch | Stage::RenditionStitch) {
+        let chunks = inputs.iter().filter(|i| label(&i.path) != "audio");
+        info.duration_seconds = Some(chunks.filter_map(|i| i.info.duration_seconds).sum());
+    }
+    Some(info)
 }
 
 /// The label of a step's input file (`360p.mp4` → `360p`).
@@ -111,14 +149,37 @@ pub fn argv(
                 make_dir(&out)?;
                 Ok(packaging::subtitle_args(&spec.subtitle_tracks, source, &out))
             }
+            (Some(Stage::Stitch | Stage::RenditionStitch), _) => {
+                // The chunks in the order planned; the audio (encoded once) muxed in.
+                let (audio, chunks): (Vec<&PathBuf>, Vec<&PathBuf>) =
+                    extra_inputs.iter().partition(|f| label(f) == "audio");
+                if chunks.is_empty() {
+                    return Err(user("a stitch step needs its chunks as inputs"));
+                }
+                let names: Vec<String> = chunks
+                    .iter()
+                    .map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+                    .collect();
+                let list = dir.join("concat.txt");
+                std::fs::write(&list, chunking::concat_list(&names)).map_err(|e| Ending::Failed {
+                    error: format!("cannot write {}: {e}", list.display()),
+                    reason: FailureReason::ResourceError,
+                    retryable: true,
+                })?;
+                make_dir(&out)?;
+                let name = spec.output.clone().unwrap_or_else(|| "output.mp4".into());
+                Ok(chunking::stitch_args(&list.to_string_lossy(), audio.first().map(|p| p.as_path()), &out.join(name)))
+            }
             _ => Err(user("")),
         }
     };
     match spec.stage {
-        Some(Stage::Package | Stage::Thumbnails | Stage::Subtitles) => Some(step().map(|args| {
-            a.extend(args);
-            (ffmpeg.to_string(), a, OutputTarget::Dir(out))
-        })),
+        Some(Stage::Package | Stage::Thumbnails | Stage::Subtitles | Stage::Stitch | Stage::RenditionStitch) => {
+            Some(step().map(|args| {
+                a.extend(args);
+                (ffmpeg.to_string(), a, OutputTarget::Dir(out))
+            }))
+        }
         _ => None,
     }
 }

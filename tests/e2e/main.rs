@@ -1,6 +1,7 @@
 //! The one integration-test binary: real ffrtmp processes, real SQLite files, real
 //! ffmpeg where a test needs it.
 
+mod chunking;
 mod cli;
 mod faults;
 mod graphs;
