@@ -1,10 +1,11 @@
-//! `ffrtmp bench`: the performance harness (P1–P11, P14). It starts real master and worker
+//! `ffrtmp bench`: the performance harness (P1–P12, P14). It starts real master and worker
 //! processes (this same binary) on loopback, drives them over HTTP, prints a table and
 //! writes every figure as JSON. Targets are judged here, never in `cargo test`;
 //! `--quick` runs every figure at small sizes so the harness never rots.
 
 mod p10;
 mod p11;
+mod p12;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -1002,6 +1003,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if want("P11") && have_ffmpeg {
         p11::p11(&mut r, &tmp).await?;
+    }
+    if want("P12") && have_ffmpeg {
+        p12::p12(&mut r, &tmp).await?;
     }
     if want("P14") {
         p14(&mut r, &tmp).await?;

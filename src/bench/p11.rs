@@ -16,7 +16,8 @@ struct Ladder {
     rungs: [(u32, u32); 2],
 }
 
-fn worker_on_core(url: &str, dir: &Path, core: u32, inputs: &Path) -> anyhow::Result<Proc> {
+/// A worker (one slot) pinned to `core` with `taskset`, sharing `inputs`.
+pub(super) fn worker_on_core(url: &str, dir: &Path, core: u32, inputs: &Path) -> anyhow::Result<Proc> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &core.to_string()])
         .arg(std::env::current_exe()?)
@@ -27,7 +28,7 @@ fn worker_on_core(url: &str, dir: &Path, core: u32, inputs: &Path) -> anyhow::Re
         .arg(inputs)
         .env("RUST_LOG", "error")
         .stderr(Stdio::null());
-    spawn_ready(cmd, "ffrtmp worker ", Duration::from_secs(120)).map_err(|e| anyhow::anyhow!("P11 worker: {e}"))
+    spawn_ready(cmd, "ffrtmp worker ", Duration::from_secs(120)).map_err(|e| anyhow::anyhow!("pinned worker: {e}"))
 }
 
 /// Seconds from submitting the ladder to its parent completing, with `cores` pinned workers.

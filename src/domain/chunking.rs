@@ -252,6 +252,37 @@ fn output_ext(params: &Map<String, Value>) -> String {
 /// The output containers a stitch can concatenate losslessly.
 pub const STITCHABLE: &[&str] = &["mp4", "mov", "m4v", "mkv", "webm"];
 
+/// One encode child per chunk (`<prefix>NNN`, from 001), each `base` over its window,
+/// and what a stitch reads of them: (label, output name) in order.
+fn chunk_children(
+    base: &Map<String, Value>,
+    src: &Source,
+    chunks: &[Chunk],
+    prefix: &str,
+    ext: &str,
+    weight: impl Fn(&Chunk) -> f64,
+) -> (Vec<PlannedChild>, Vec<(String, String)>) {
+    let mut out = Vec::new();
+    let mut reads = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        let label = format!("{prefix}{:03}", i + 1);
+        let mut p = base.clone();
+        window(&mut p, src, c, i + 1 == chunks.len());
+        let name = format!("{label}.{ext}");
+        p.insert("output".into(), json!(name));
+        reads.push((label.clone(), name));
+        out.push(PlannedChild {
+            label,
+            stage: Stage::Chunk,
+            params: p,
+            weight: weight(c),
+            after: vec![],
+            reads: vec![],
+        });
+    }
+    (out, reads)
+}
+
 /// The plan of a chunked job: chunks + audio + stitch, or (auto mode, a short source or
 /// one capable worker) a single whole encode. `workers`: how many nodes could take a
 /// chunk now.
@@ -285,25 +316,8 @@ pub fn plan(
         }]);
     }
     let chunks = split(duration, src.fps(), &src.keyframes(), spec.chunk_seconds, None);
-    let mut out = Vec::new();
-    let mut reads = Vec::new();
-    for (i, c) in chunks.iter().enumerate() {
-        let label = format!("chunk_{:03}", i + 1);
-        let mut p = base.clone();
-        window(&mut p, src, c, i + 1 == chunks.len());
-        p.insert("audio".into(), json!("none"));
-        let name = format!("{label}.{ext}");
-        p.insert("output".into(), json!(name));
-        reads.push((label.clone(), name));
-        out.push(PlannedChild {
-            label,
-            stage: Stage::Chunk,
-            params: p,
-            weight: (c.end - c.start) * pixels,
-            after: vec![],
-            reads: vec![],
-        });
-    }
+    base.insert("audio".into(), json!("none"));
+    let (mut out, mut reads) = chunk_children(&base, src, &chunks, "chunk_", &ext, |c| (c.end - c.start) * pixels);
     let has_audio = src.info.streams.iter().any(|s| s.kind == "audio")
         && params.get("audio").and_then(Value::as_str) != Some("none");
     if has_audio {
@@ -357,23 +371,11 @@ pub fn chunk_renditions(
             out.push(child);
             continue;
         }
-        let mut reads = Vec::new();
-        for (i, c) in chunks.iter().enumerate() {
-            let label = format!("{}_c{:03}", child.label, i + 1);
-            let mut p = child.params.clone();
-            window(&mut p, src, c, i + 1 == chunks.len());
-            let name = format!("{label}.mp4");
-            p.insert("output".into(), json!(name));
-            reads.push((label.clone(), name));
-            out.push(PlannedChild {
-                label,
-                stage: Stage::Chunk,
-                params: p,
-                weight: child.weight * (c.end - c.start) / duration,
-                after: vec![],
-                reads: vec![],
-            });
-        }
+        let prefix = format!("{}_c", child.label);
+        let (children, reads) = chunk_children(&child.params, src, &chunks, &prefix, "mp4", |c| {
+            child.weight * (c.end - c.start) / duration
+        });
+        out.extend(children);
         let mut p = pick(&child.params, &["timeout_seconds"]);
         p.insert("output".into(), json!(format!("{}.mp4", child.label)));
         out.push(PlannedChild {
