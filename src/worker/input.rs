@@ -171,20 +171,23 @@ pub fn report_phase(shared: &WorkerShared, job_id: &str, attempt: i32, phase: &s
 
 /// ffprobe's view of a local file.
 pub async fn probe(ffprobe: &str, path: &Path) -> Result<InputInfo, String> {
-    let out = tokio::process::Command::new(ffprobe)
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
-        .arg(path)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
+    let args = ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"];
+    parse_ffprobe(&run_ffprobe(ffprobe, &args, path, Duration::from_secs(60)).await?)
+}
+
+/// ffprobe's standard output for `args` and a local file, within `limit`; its last
+/// error line when it fails.
+pub async fn run_ffprobe(ffprobe: &str, args: &[&str], path: &Path, limit: Duration) -> Result<Vec<u8>, String> {
+    let out = tokio::process::Command::new(ffprobe).args(args).arg(path).kill_on_drop(true).output();
+    let out = tokio::time::timeout(limit, out)
         .await
-        .map_err(|_| "ffprobe took over 60 s".to_string())?
+        .map_err(|_| format!("ffprobe took over {} s", limit.as_secs()))?
         .map_err(|e| format!("cannot run {ffprobe}: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(err.lines().last().unwrap_or("ffprobe failed").trim().to_string());
     }
-    parse_ffprobe(&out.stdout)
+    Ok(out.stdout)
 }
 
 /// The job's further inputs (`inputs`: the packaging step's renditions), each made

@@ -74,19 +74,9 @@ pub async fn run_probe(
 
 /// The first video stream's keyframe times, read from packet flags (nothing decoded).
 async fn keyframes(ffprobe: &str, path: &Path) -> Result<Vec<f64>, String> {
-    let out = tokio::process::Command::new(ffprobe)
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"])
-        .arg(path)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(600), out)
-        .await
-        .map_err(|_| "ffprobe took over 10 minutes".to_string())?
-        .map_err(|e| format!("cannot run {ffprobe}: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("ffprobe failed").to_string());
-    }
-    Ok(chunking::parse_keyframes(&String::from_utf8_lossy(&out.stdout)))
+    let args = ["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0"];
+    let out = super::input::run_ffprobe(ffprobe, &args, path, Duration::from_secs(600)).await?;
+    Ok(chunking::parse_keyframes(&String::from_utf8_lossy(&out)))
 }
 
 /// What a joining step reads, as one input: a stitch's length is its chunks' together

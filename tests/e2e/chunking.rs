@@ -108,15 +108,22 @@ impl ChunkFarm {
     }
 }
 
+/// Output `name` of job `id` downloaded under `dir` (keeping its folders).
+fn download(api: &Api, id: &str, name: &str, dir: &Path) -> PathBuf {
+    let (s, body, _) = api.bytes(&format!("/jobs/{id}/outputs/{name}"), &[]);
+    assert_eq!(s, 200, "download {name}");
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
 /// The stitched output of a completed chunked job, downloaded.
 fn stitched(api: &Api, id: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     let outputs = api.outputs(id);
     assert!(outputs.iter().any(|o| o["name"] == name), "{name} in {outputs:?}");
     let dir = tmpdir();
-    let (s, body, _) = api.bytes(&format!("/jobs/{id}/outputs/{name}"), &[]);
-    assert_eq!(s, 200);
-    let path = dir.path().join(name);
-    std::fs::write(&path, body).unwrap();
+    let path = download(api, id, name, dir.path());
     (dir, path)
 }
 
@@ -153,7 +160,7 @@ fn a_long_encode_is_cut_encoded_on_two_workers_and_stitched_frame_exact() {
     });
     assert!(overlapping, "two chunks ran at the same time on different workers: {chunks:?}");
     // The stitched film: every source frame once, monotonic, a keyframe first.
-    let (_dir, film) = stitched(&api, &id, "film.mp4");
+    let (dir, film) = stitched(&api, &id, "film.mp4");
     let times = frame_times(&film);
     assert_eq!(times.len(), frame_times(&src).len(), "frame count equals the source's");
     assert!(times.windows(2).all(|w| w[1] > w[0]), "monotonic timestamps");
@@ -163,7 +170,7 @@ fn a_long_encode_is_cut_encoded_on_two_workers_and_stitched_frame_exact() {
     assert!((duration - 20.0).abs() <= 0.05, "duration {duration}");
     assert!(starts_with_keyframe(&film));
     // As good as one pass with the same settings.
-    let single = _dir.path().join("single.mp4");
+    let single = dir.path().join("single.mp4");
     run_ok(
         Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
@@ -307,12 +314,7 @@ fn sparse_keyframes_auto_mode_refusals_and_a_chunked_ladder() {
     }
     let pkg = tmpdir();
     for o in api.outputs(&id) {
-        let name = o["name"].as_str().unwrap();
-        let (s, body, _) = api.bytes(&format!("/jobs/{id}/outputs/{name}"), &[]);
-        assert_eq!(s, 200);
-        let path = pkg.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body).unwrap();
+        download(&api, &id, o["name"].as_str().unwrap(), pkg.path());
     }
     for variant in ["360p", "180p"] {
         let playlist = std::fs::read_to_string(pkg.path().join("hls").join(variant).join("index.m3u8")).unwrap();
