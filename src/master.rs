@@ -132,6 +132,37 @@ pub struct MasterArgs {
     /// Refuse nodes that do not use a node token (seed-style agents on the shared worker key).
     #[arg(long, env = "FFRTMP_REQUIRE_NODE_TOKENS")]
     pub require_node_tokens: bool,
+    /// Hosts webhooks may be delivered to: `host`, `host:port`, `*.domain` or `*`
+    /// (repeatable). Default: none. A loopback, private or link-local receiver must be
+    /// named exactly (never through a wildcard).
+    #[arg(long = "webhook-allow", env = "FFRTMP_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
+    /// Secret that signs the `notify` webhooks of jobs that bring none.
+    #[arg(long, env = "FFRTMP_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// First retry of a failed webhook delivery waits about this long (ms); each further
+    /// retry doubles it, up to an hour, with ±25 % jitter.
+    #[arg(long, env = "FFRTMP_WEBHOOK_RETRY_BASE_MS", default_value_t = 5000)]
+    pub webhook_retry_base_ms: u64,
+    /// A delivery still failing this long after its event is given up (`failed`), hours.
+    #[arg(long, env = "FFRTMP_WEBHOOK_RETRY_WINDOW_HOURS", default_value_t = 24.0)]
+    pub webhook_retry_window_hours: f64,
+    /// Undelivered events one webhook may hold; beyond it the oldest are dropped (counted).
+    #[arg(long, env = "FFRTMP_WEBHOOK_BACKLOG", default_value_t = 100_000)]
+    pub webhook_backlog: usize,
+    /// Deliveries in flight at once per webhook (one per job at a time, in order).
+    #[arg(long, env = "FFRTMP_WEBHOOK_CONCURRENCY", default_value_t = 64)]
+    pub webhook_concurrency: usize,
+    /// Days the outbox keeps events (resumable streams, redeliveries). Undelivered
+    /// webhook events are kept until they settle.
+    #[arg(long, env = "FFRTMP_EVENT_RETENTION_DAYS", default_value_t = 7.0)]
+    pub event_retention_days: f64,
+    /// Event streams (`GET /events`) open at once.
+    #[arg(long, env = "FFRTMP_MAX_EVENT_STREAMS", default_value_t = crate::actors::events::DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_event_streams: usize,
+    /// Seconds between keep-alive comments on an idle event stream.
+    #[arg(long, env = "FFRTMP_SSE_KEEPALIVE", default_value_t = 15.0)]
+    pub sse_keepalive: f64,
     /// HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -164,6 +195,37 @@ impl MasterArgs {
             .map(|s| crate::domain::allow::HostPattern::parse(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("--input-allow: {e}"))
+    }
+
+    fn webhook_allow(&self) -> anyhow::Result<Vec<crate::domain::allow::HostPattern>> {
+        self.webhook_allow
+            .iter()
+            .map(|s| crate::domain::allow::HostPattern::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--webhook-allow: {e}"))
+    }
+
+    fn webhooks(&self) -> anyhow::Result<crate::actors::webhooks::WebhookConfig> {
+        if !(0.0..=24.0 * 365.0).contains(&self.webhook_retry_window_hours) {
+            anyhow::bail!("--webhook-retry-window-hours must be between 0 and 8760");
+        }
+        if !(0.0..=36_500.0).contains(&self.event_retention_days) {
+            anyhow::bail!("--event-retention-days must be between 0 and 36500");
+        }
+        if let Some(s) = &self.webhook_secret
+            && s.len() < 16
+        {
+            anyhow::bail!("--webhook-secret must be at least 16 characters");
+        }
+        Ok(crate::actors::webhooks::WebhookConfig {
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.clamp(10, 3_600_000)),
+            retry_window: Duration::from_secs_f64(self.webhook_retry_window_hours * 3600.0),
+            max_backlog: self.webhook_backlog.max(1),
+            concurrency: self.webhook_concurrency.clamp(1, 1024),
+            timeout: Duration::from_secs(10),
+            allow: self.webhook_allow()?,
+            retention: Duration::from_secs_f64(self.event_retention_days * 86_400.0),
+        })
     }
 
     fn s3_allow(&self) -> anyhow::Result<Vec<String>> {
@@ -285,7 +347,12 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         },
         max_parked_polls: args.max_parked_polls,
         require_node_tokens: args.require_node_tokens,
+        webhooks: args.webhooks()?,
+        max_event_streams: args.max_event_streams.max(1),
     };
+    if !(0.05..=3600.0).contains(&args.sse_keepalive) {
+        anyhow::bail!("--sse-keepalive must be between 0.05 and 3600 seconds");
+    }
     let handles = actors::start(pool, cfg).await?;
     let artifacts = match &args.artifact_store {
         Some(url) => {
@@ -322,6 +389,9 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         max_output_bytes: args.max_output_bytes,
         s3_allow: args.s3_allow()?,
         output_roots: args.output_roots.clone(),
+        webhook_allow: args.webhook_allow()?,
+        webhook_secret: args.webhook_secret.clone(),
+        sse_keepalive: Duration::from_secs_f64(args.sse_keepalive),
     });
     let keys = web::Data::new(keys);
     let limits = web::Data::new(RateLimits::new(RateLimitConfig {

@@ -3,6 +3,9 @@
 //! Field names are the seed system's where it had them, so its clients keep working;
 //! absent optional values are omitted rather than sent as null.
 
+pub mod events;
+pub use events::{Delivery, DeliveryList, Event, NotifyRequest, Webhook, WebhookList, WebhookRequest};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -244,6 +247,9 @@ pub struct SubmitJobRequest {
     /// state and progress are derived from theirs).
     #[serde(default)]
     pub children: Option<Vec<ChildRequest>>,
+    /// A webhook for this job's own events (signed like any other webhook).
+    #[serde(default)]
+    pub notify: Option<NotifyRequest>,
 }
 
 /// One child of a submitted graph.
@@ -495,6 +501,9 @@ pub struct ProgressReport {
     /// Sent once, with the first report after the worker probed the input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_info: Option<crate::domain::media::InputInfo>,
+    /// Lines the encoder printed since the last report (live `job.log` events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_lines: Vec<String>,
 }
 
 /// What the master wants the worker to do with a job's process.

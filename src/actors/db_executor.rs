@@ -11,7 +11,7 @@
 //!
 //! [`GroupCommit`]: super::group_commit::GroupCommit
 
-use super::messages::{CommitBatch, SubmitWrite, WriteOp};
+use super::messages::{CommitBatch, EventsCommitted, SubmitWrite, WriteOp};
 use crate::db::jobs::JobRow;
 use crate::db::{self, Conn, DbError, DbPool, DbResult, PooledConn};
 use actix::prelude::*;
@@ -19,6 +19,10 @@ use tokio::sync::oneshot;
 
 pub struct DbExecutor {
     pool: DbPool,
+    /// Told of every outbox row after its COMMIT, in id order.
+    events: Option<Recipient<EventsCommitted>>,
+    /// The newest outbox id already told (read once, before the first batch).
+    last_event: Option<i64>,
     /// The writer keeps one connection between batches: its prepared statements and
     /// page cache stay warm, and no pool check-out (a `SELECT 1`) precedes each batch.
     /// Dropped after a failed batch, so the next one starts on a fresh connection.
@@ -26,8 +30,34 @@ pub struct DbExecutor {
 }
 
 impl DbExecutor {
-    pub fn new(pool: DbPool) -> Self {
-        DbExecutor { pool, conn: None }
+    pub fn new(pool: DbPool, events: Option<Recipient<EventsCommitted>>) -> Self {
+        DbExecutor { pool, events, last_event: None, conn: None }
+    }
+
+    /// Hand the events this COMMIT stored to the event bus. Read back on the writer's
+    /// own connection: ids are assigned in commit order (one writer), so reading
+    /// after the last id seen finds exactly the new ones, whichever write made them.
+    fn publish_committed(&mut self, conn: &mut Conn) {
+        let Some(to) = &self.events else { return };
+        let Some(mut last) = self.last_event else { return };
+        loop {
+            match db::events::after(conn, last, 10_000) {
+                Ok(rows) if rows.is_empty() => break,
+                Ok(rows) => {
+                    let full = rows.len() == 10_000;
+                    last = rows.last().map(|r| r.id).unwrap_or(last);
+                    to.do_send(EventsCommitted(std::sync::Arc::new(rows)));
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("committed events not read back for the event bus: {e}");
+                    break;
+                }
+            }
+        }
+        self.last_event = Some(last);
     }
 
     fn connection(&mut self) -> Result<PooledConn, DbError> {
@@ -74,6 +104,12 @@ impl Handler<CommitBatch> for DbExecutor {
                 }
             }
         }
+        if self.events.is_some() && self.last_event.is_none() {
+            match db::events::head(&mut conn) {
+                Ok(head) => self.last_event = Some(head),
+                Err(e) => log::warn!("outbox head not read: {e}"),
+            }
+        }
         let mut inserted = Ok(Vec::new());
         let outcome: Result<(), DbError> = (|| {
             db::begin_write(&mut conn)?;
@@ -100,7 +136,10 @@ impl Handler<CommitBatch> for DbExecutor {
         let err = outcome.err();
         match &err {
             Some(e) => log::error!("group commit of {n} writes failed: {e}"),
-            None => self.conn = Some(conn),
+            None => {
+                self.publish_committed(&mut conn);
+                self.conn = Some(conn);
+            }
         }
         for fin in finishers {
             fin(err.as_ref());

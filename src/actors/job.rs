@@ -88,6 +88,9 @@ pub struct JobActor {
     /// The node of that attempt, whose slot it holds: kept after the job's own
     /// `node_id` is cleared (a job waiting for its retry belongs to no node).
     placed_node: Option<String>,
+    /// The event bus, for progress (at most one event a second) and new log lines.
+    events: Option<Recipient<super::messages::PublishTransient>>,
+    last_progress_event: Option<Instant>,
 }
 
 impl JobActor {
@@ -126,6 +129,8 @@ impl JobActor {
             last_result: None,
             placed_attempt,
             placed_node,
+            events: None,
+            last_progress_event: None,
         }
     }
 
@@ -402,6 +407,38 @@ impl JobActor {
     }
 }
 
+impl JobActor {
+    pub fn with_events(mut self, to: Option<Recipient<super::messages::PublishTransient>>) -> Self {
+        self.events = to;
+        self
+    }
+
+    /// `job.progress` (at most one a second, and the last before a state change is
+    /// never held back for long: the next report sends it) and `job.log`.
+    fn publish_live(&mut self, detail: &ProgressDetail, log_lines: Vec<String>) {
+        let Some(to) = &self.events else { return };
+        let node_id = self.row.node_id.clone();
+        if !log_lines.is_empty() {
+            to.do_send(super::messages::PublishTransient {
+                kind: "job.log",
+                job_id: self.row.id.clone(),
+                node_id: node_id.clone(),
+                data: serde_json::json!({ "attempt": self.row.attempt, "lines": log_lines }),
+            });
+        }
+        if self.last_progress_event.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.last_progress_event = Some(Instant::now());
+        to.do_send(super::messages::PublishTransient {
+            kind: "job.progress",
+            job_id: self.row.id.clone(),
+            node_id,
+            data: serde_json::json!({ "attempt": self.row.attempt, "status": self.state(), "progress": detail }),
+        });
+    }
+}
+
 impl Actor for JobActor {
     type Context = Context<Self>;
 
@@ -483,6 +520,7 @@ impl Handler<ReportProgress> for JobActor {
             }
         }
         self.progress = Some(detail.clone());
+        self.publish_live(&detail, crate::domain::limits::bound_log_lines(m.log_lines));
         self.metrics.do_send(MetricRecorded(MetricEvent::ProgressUpdated));
         if self.last_persist.elapsed() >= self.policy.progress_persist_every {
             self.last_persist = Instant::now();

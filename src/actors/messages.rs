@@ -85,6 +85,8 @@ pub enum MetricEvent {
     NodesCounted([usize; 4]),
     /// Outputs were stored (positive) or deleted (negative) in the artifact store.
     ArtifactBytesChanged(i64),
+    /// The event stream's and the webhooks' figures.
+    Events(super::event_metrics::EventMetric),
 }
 
 #[derive(Message, Debug, Clone)]
@@ -377,6 +379,8 @@ pub struct ReportProgress {
     pub detail: ProgressDetail,
     /// What the worker's ffprobe found in the input (once per attempt).
     pub input_info: Option<crate::domain::media::InputInfo>,
+    /// Lines the encoder printed since the last report.
+    pub log_lines: Vec<String>,
 }
 
 #[derive(Message)]
@@ -527,3 +531,53 @@ pub struct ControlGraph {
     pub id: Uuid,
     pub action: UserAction,
 }
+
+// ----- events and webhooks ------------------------------------------------------------
+
+/// Outbox rows just committed, in id order (database writer → event bus → webhooks).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct EventsCommitted(pub std::sync::Arc<Vec<crate::db::events::EventRow>>);
+
+/// Publish an event that is not stored (coalesced progress, new log lines).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PublishTransient {
+    pub kind: &'static str,
+    pub job_id: String,
+    pub node_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// Open a live stream of the events `filter` admits.
+#[derive(Message)]
+#[rtype(result = "AppResult<super::events::Subscription>")]
+pub struct Subscribe(pub crate::domain::events::EventFilter);
+
+/// Store a webhook subscription and start delivering to it.
+#[derive(Message)]
+#[rtype(result = "AppResult<crate::wire::Webhook>")]
+pub struct CreateWebhook(pub crate::db::webhooks::WebhookRow);
+
+/// Forget a webhook and its deliveries.
+#[derive(Message)]
+#[rtype(result = "AppResult<()>")]
+pub struct DeleteWebhook(pub String);
+
+/// Send a delivery again (pending again, at once).
+#[derive(Message)]
+#[rtype(result = "AppResult<crate::wire::Delivery>")]
+pub struct Redeliver {
+    pub webhook_id: String,
+    pub delivery_id: i64,
+}
+
+/// A job's own webhook was stored with it: start delivering to it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WebhookStored(pub crate::db::webhooks::WebhookRow);
+
+/// Where the event bus hands committed events on (the webhook dispatcher).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectWebhooks(pub Recipient<EventsCommitted>);

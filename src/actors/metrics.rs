@@ -38,6 +38,13 @@ pub const HTTP_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/control/ack"),
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
+    ("GET", "/events"),
+    ("GET", "/webhooks"),
+    ("POST", "/webhooks"),
+    ("GET", "/webhooks/{id}"),
+    ("DELETE", "/webhooks/{id}"),
+    ("GET", "/webhooks/{id}/deliveries"),
+    ("POST", "/webhooks/{id}/deliveries/{delivery_id}/redeliver"),
     ("GET", "/health"),
     ("GET", "/health/score"),
     ("GET", "/status"),
@@ -81,6 +88,7 @@ pub struct MetricsActor {
     queued: HashMap<(QueueName, Priority), i64>,
     /// The last RECENT_OUTCOMES final outcomes (true = completed), for the health score.
     recent: std::collections::VecDeque<bool>,
+    events: super::event_metrics::EventMetrics,
 }
 
 const RECENT_OUTCOMES: usize = 200;
@@ -265,6 +273,7 @@ impl MetricsActor {
             }
             http_duration.with_label_values(&[m, route]);
         }
+        let events = super::event_metrics::EventMetrics::register(&r);
         let mut me = MetricsActor {
             registry: r,
             started: Instant::now(),
@@ -295,6 +304,7 @@ impl MetricsActor {
             current: HashMap::new(),
             queued: HashMap::new(),
             recent: std::collections::VecDeque::with_capacity(RECENT_OUTCOMES),
+            events,
         };
         me.current.extend(current.iter().copied());
         for (k, n) in queued {
@@ -406,6 +416,7 @@ impl Handler<MetricRecorded> for MetricsActor {
             }
             MetricEvent::WorkersWaiting(n) => self.workers_waiting.set(n as i64),
             MetricEvent::ArtifactBytesChanged(delta) => self.artifact_bytes.add(delta),
+            MetricEvent::Events(m) => self.events.record(m),
             MetricEvent::NodesCounted(counts) => {
                 for (s, n) in NodeState::ALL.iter().zip(counts) {
                     self.nodes_by_status.with_label_values(&[s.as_str()]).set(n as i64);

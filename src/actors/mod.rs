@@ -13,6 +13,8 @@
 //! in the database.
 
 pub mod db_executor;
+pub mod event_metrics;
+pub mod events;
 pub mod graph;
 pub mod graph_plan;
 pub mod group_commit;
@@ -21,6 +23,7 @@ pub mod messages;
 pub mod metrics;
 pub mod node_supervisor;
 pub mod scheduler;
+pub mod webhooks;
 
 use crate::db::DbPool;
 use crate::db::jobs as db_jobs;
@@ -49,6 +52,9 @@ pub struct ActorConfig {
     pub max_parked_polls: usize,
     /// Refuse nodes that register without asking for a node token.
     pub require_node_tokens: bool,
+    pub webhooks: webhooks::WebhookConfig,
+    /// Event streams (SSE) open at once.
+    pub max_event_streams: usize,
 }
 
 /// Addresses of the running actors, shared by the HTTP handlers.
@@ -59,6 +65,8 @@ pub struct MasterHandles {
     pub nodes: Addr<NodeSupervisor>,
     pub metrics: Addr<MetricsActor>,
     pub graph: Addr<graph::GraphActor>,
+    pub events: Addr<events::EventBus>,
+    pub webhooks: Addr<webhooks::WebhookDispatcher>,
 }
 
 /// Rebuild the master's state from the database and start its actors. Must run inside
@@ -79,10 +87,14 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         queued_counts.into_iter().map(|(q, p, n)| ((q, p), n)).collect();
 
     let exec_pool = pool.clone();
-    let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone()));
     let metrics = MetricsActor::new(&entered, &current, &queued_counts).start();
+    let events = events::EventBus::new(metrics.clone(), cfg.max_event_streams).start();
+    let committed = events.clone().recipient();
+    let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone(), Some(committed.clone())));
     let writer = GroupCommit::new(executor, metrics.clone()).start();
     let db = Db::new(pool.clone(), writer);
+    let webhooks = webhooks::WebhookDispatcher::new(db.clone(), metrics.clone(), cfg.webhooks.clone()).start();
+    events.send(messages::ConnectWebhooks(webhooks.clone().recipient())).await?;
     let scheduler = SchedulerActor::new(
         db.clone(),
         metrics.clone(),
@@ -91,6 +103,7 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     )
     .with_max_parked_polls(cfg.max_parked_polls)
     .requiring_node_tokens(cfg.require_node_tokens)
+    .with_events(events.clone().recipient())
     .start();
     let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval)
         .requiring_node_tokens(cfg.require_node_tokens)
@@ -151,7 +164,7 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         "recovered {runnable_total} runnable and {live_total} live jobs, {graphs} graph jobs, {node_count} nodes"
     );
     release_freed_heap();
-    Ok(MasterHandles { db, scheduler, nodes, metrics, graph })
+    Ok(MasterHandles { db, scheduler, nodes, metrics, graph, events, webhooks })
 }
 
 /// Recovery allocates and frees a lot on several threads; give the freed pages back so

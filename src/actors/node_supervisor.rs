@@ -10,6 +10,7 @@ use super::db_executor::Db;
 use super::messages::*;
 use super::metrics::MetricsActor;
 use super::scheduler::SchedulerActor;
+use crate::db::events as db_events;
 use crate::db::nodes::{self as db_nodes, NodeRow};
 use crate::db::now_micros;
 use crate::domain::credentials::{self, Digest, check_node_token};
@@ -290,19 +291,30 @@ impl NodeSupervisor {
         Some(r)
     }
 
-    fn persist(&mut self, id: &str, ctx: &mut Context<Self>) {
+    /// Store the node, and with it (same transaction) the event of what changed.
+    fn persist_with_event(&mut self, id: &str, event: Option<&'static str>, ctx: &mut Context<Self>) {
         let Some(n) = self.nodes.get_mut(id) else { return };
         n.last_persist = Instant::now();
         n.row.status = n.status();
         let row = n.row.clone();
+        let event =
+            event.map(|kind| db_events::node_event(kind, id, serde_json::to_value(n.to_wire()).unwrap_or_default()));
         let db = self.db.clone();
-        ctx.spawn(async move { db.write(move |c| db_nodes::upsert(c, &row)).await }.into_actor(self).map(
-            |res, _, _| {
+        ctx.spawn(
+            async move {
+                db.write(move |c| {
+                    db_nodes::upsert(c, &row)?;
+                    db_events::append(c, event.as_slice())
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(|res, _, _| {
                 if let Err(e) = res {
                     log::warn!("node state not persisted: {e}");
                 }
-            },
-        ));
+            }),
+        );
     }
 
     fn check_deadlines(&mut self, ctx: &mut Context<Self>) {
@@ -318,7 +330,7 @@ impl NodeSupervisor {
             self.metrics.do_send(MetricRecorded(MetricEvent::NodeLost));
             self.scheduler.do_send(NodeLost(id.clone()));
             self.publish(&id);
-            self.persist(&id, ctx);
+            self.persist_with_event(&id, Some("node.lost"), ctx);
         }
     }
 
@@ -468,27 +480,32 @@ impl Handler<RegisterNode> for NodeSupervisor {
         };
         let db = self.db.clone();
         let persisted = row.clone();
-        Box::pin(async move { db.write(move |c| db_nodes::upsert(c, &persisted)).await }.into_actor(self).map(
-            move |res, act, _| {
-                res?;
-                let deadline = Instant::now() + loss_window(row.heartbeat_interval_ms);
-                let entry = act
-                    .nodes
-                    .entry(id.clone())
-                    .or_insert_with(|| NodeEntry::new(row.clone(), hw.clone(), deadline, false));
-                entry.gpu_capabilities = serde_json::from_str(&row.gpu_capabilities).unwrap_or_default();
-                entry.labels = serde_json::from_str(&row.labels).unwrap_or_default();
-                entry.row = row;
-                entry.hw = hw;
-                entry.deadline = deadline;
-                entry.offline = false;
-                entry.token = token;
-                entry.previous_token = previous_token;
-                let node = entry.to_wire();
-                act.publish(&id);
-                Ok(Registered { node, created, token: issued })
-            },
-        ))
+        let shown = NodeEntry::new(row.clone(), hw.clone(), Instant::now(), false).to_wire();
+        let event = db_events::node_event("node.registered", &id, serde_json::to_value(shown).unwrap_or_default());
+        let write = async move {
+            db.write(move |c| {
+                db_nodes::upsert(c, &persisted)?;
+                db_events::append(c, &[event])
+            })
+            .await
+        };
+        Box::pin(write.into_actor(self).map(move |res, act, _| {
+            res?;
+            let deadline = Instant::now() + loss_window(row.heartbeat_interval_ms);
+            let entry =
+                act.nodes.entry(id.clone()).or_insert_with(|| NodeEntry::new(row.clone(), hw.clone(), deadline, false));
+            entry.gpu_capabilities = serde_json::from_str(&row.gpu_capabilities).unwrap_or_default();
+            entry.labels = serde_json::from_str(&row.labels).unwrap_or_default();
+            entry.row = row;
+            entry.hw = hw;
+            entry.deadline = deadline;
+            entry.offline = false;
+            entry.token = token;
+            entry.previous_token = previous_token;
+            let node = entry.to_wire();
+            act.publish(&id);
+            Ok(Registered { node, created, token: issued })
+        }))
     }
 }
 
@@ -536,7 +553,7 @@ impl Handler<RecordHeartbeat> for NodeSupervisor {
         }
         self.publish_quiet(&m.node_id);
         if due {
-            self.persist(&m.node_id, ctx);
+            self.persist_with_event(&m.node_id, revived.then_some("node.revived"), ctx);
         }
         Ok(HeartbeatResponse {
             node_id: m.node_id,
@@ -557,7 +574,7 @@ impl Handler<NodeSeen> for NodeSupervisor {
         if revived {
             log::info!("node {id} is back");
             self.publish_quiet(&id);
-            self.persist(&id, ctx);
+            self.persist_with_event(&id, Some("node.revived"), ctx);
         }
     }
 }
@@ -569,7 +586,7 @@ impl Handler<DrainNode> for NodeSupervisor {
         n.row.draining = m.drain;
         let node = n.to_wire();
         self.publish(&m.node_id);
-        self.persist(&m.node_id, ctx);
+        self.persist_with_event(&m.node_id, Some(if m.drain { "node.drained" } else { "node.undrained" }), ctx);
         Ok(node)
     }
 }
@@ -588,15 +605,25 @@ impl Handler<RemoveNode> for NodeSupervisor {
         }
         let db = self.db.clone();
         let key = id.clone();
-        Box::pin(async move { db.write(move |c| db_nodes::delete(c, &key)).await }.into_actor(self).map(
-            move |res, act, _| {
+        let event = db_events::node_event("node.removed", &id, serde_json::to_value(n.to_wire()).unwrap_or_default());
+        Box::pin(
+            async move {
+                db.write(move |c| {
+                    let n = db_nodes::delete(c, &key)?;
+                    db_events::append(c, &[event])?;
+                    Ok(n)
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(move |res, act, _| {
                 res?;
                 act.nodes.remove(&id);
                 act.scheduler.do_send(NodeRemoved(id));
                 act.count();
                 Ok(())
-            },
-        ))
+            }),
+        )
     }
 }
 

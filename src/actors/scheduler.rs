@@ -95,6 +95,8 @@ impl Dirty {
 }
 
 pub struct SchedulerActor {
+    /// Handed to each JobActor for its transient events.
+    events: Option<Recipient<super::messages::PublishTransient>>,
     index: RunnableIndex,
     nodes: HashMap<String, NodeView>,
     /// At most one parked `/jobs/next` per node: a new poll replaces the old one.
@@ -137,6 +139,12 @@ impl SchedulerActor {
         check_node_token(n.token.as_ref(), token, self.require_tokens).map_err(|why| AppError::node_token(node_id, why))
     }
 
+    /// Where job actors publish transient events (progress, log lines).
+    pub fn with_events(mut self, to: Recipient<super::messages::PublishTransient>) -> Self {
+        self.events = Some(to);
+        self
+    }
+
     pub fn with_max_parked_polls(mut self, max: usize) -> Self {
         self.max_parked = max.max(1);
         self
@@ -144,6 +152,7 @@ impl SchedulerActor {
 
     pub fn new(db: Db, metrics: Addr<MetricsActor>, policy: Arc<JobPolicy>, aging_step_ms: u64) -> Self {
         SchedulerActor {
+            events: None,
             index: RunnableIndex::new(),
             nodes: HashMap::new(),
             parked: HashMap::new(),
@@ -399,8 +408,9 @@ impl SchedulerActor {
         let node = row.node_id.clone();
         let ns = self.node_supervisor.clone().expect("node supervisor connected at start-up");
         let attempt = row.attempt;
-        let addr =
-            JobActor::new(row, self.db.clone(), ctx.address(), ns, self.metrics.clone(), self.policy.clone()).start();
+        let addr = JobActor::new(row, self.db.clone(), ctx.address(), ns, self.metrics.clone(), self.policy.clone())
+            .with_events(self.events.clone())
+            .start();
         self.live.insert(id, (addr.clone(), node, attempt));
         addr
     }

@@ -30,6 +30,8 @@ async fn farm(heartbeat: Duration) -> Farm {
         policy: JobPolicy { retry_base: Duration::from_millis(10), ..JobPolicy::default() },
         max_parked_polls: 100,
         require_node_tokens: false,
+        webhooks: Default::default(),
+        max_event_streams: 100,
     };
     Farm { h: super::start(pool, cfg).await.unwrap(), heartbeat, _dir: dir }
 }
@@ -172,6 +174,7 @@ async fn the_job_actor_fences_reports_by_node_and_attempt() {
         attempt: Some(attempt),
         detail: ProgressDetail { percent: 50.0, ..Default::default() },
         input_info: None,
+        log_lines: Vec::new(),
     };
     let s = &f.h.scheduler;
     let stale = s.send(SendToLiveJob(row.uuid(), progress("other", 1))).await.unwrap().unwrap();

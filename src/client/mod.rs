@@ -325,6 +325,7 @@ pub fn submit_body(a: &SubmitArgs) -> Result<SubmitJobRequest, CliError> {
         after: (!a.after.is_empty()).then(|| a.after.clone()),
         template: a.template.clone(),
         children: None,
+        notify: None,
     })
 }
 

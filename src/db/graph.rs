@@ -48,6 +48,16 @@ pub fn insert(conn: &mut Conn, rows: &[GraphRow]) -> DbResult<()> {
     if !rows.is_empty() {
         crate::on_backend!(conn, |c| diesel::insert_into(job_graph::table).values(rows).execute(c))?;
     }
+    // Their submission events were stored before these rows: name the parent on them.
+    let mut by_parent: HashMap<&str, Vec<String>> = HashMap::new();
+    for r in rows {
+        if let Some(p) = &r.parent_id {
+            by_parent.entry(p).or_default().push(r.job_id.clone());
+        }
+    }
+    for (parent, ids) in by_parent {
+        super::events::set_parent(conn, &ids, parent)?;
+    }
     Ok(())
 }
 

@@ -162,6 +162,12 @@ pub fn insert_many(conn: &mut Conn, new: &[JobRow]) -> DbResult<Vec<JobRow>> {
         })
         .collect();
     crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    let outbox: Vec<super::events::NewEvent> = rows
+        .iter()
+        .zip(&events)
+        .map(|(row, e)| super::events::job_event(row, None, &e.reason, None, &[], row.created_at))
+        .collect();
+    super::events::append(conn, &outbox)?;
     Ok(rows)
 }
 
@@ -250,6 +256,15 @@ fn write_row(
         at: now,
     };
     crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&event).execute(c))?;
+    // The integration event, in this same transaction (the outbox).
+    let parent = super::events::parent_of(conn, &row.id)?;
+    let outputs = match row.status {
+        JobState::Completed => {
+            super::outputs::list(conn, &row.id)?.into_iter().filter(|o| o.attempt == row.attempt).collect()
+        }
+        _ => Vec::new(),
+    };
+    super::events::append(conn, &[super::events::job_event(&row, Some(from), &event.reason, parent, &outputs, now)])?;
     Ok(row)
 }
 
@@ -615,6 +630,15 @@ pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Ve
     if !events.is_empty() {
         // Multi-row INSERT: only on the concrete connections in diesel.
         crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+        let parents = super::events::parents_of(conn, &events.iter().map(|e| e.job_id.clone()).collect::<Vec<_>>())?;
+        let outbox: Vec<super::events::NewEvent> = events
+            .iter()
+            .filter_map(|e| {
+                let row = claimed.get(&e.job_id)?;
+                Some(super::events::job_event(row, e.from_state, &e.reason, parents.get(&e.job_id).cloned(), &[], now))
+            })
+            .collect();
+        super::events::append(conn, &outbox)?;
     }
     Ok(ids
         .iter()

@@ -20,6 +20,7 @@ macro_rules! on_backend {
     };
 }
 
+pub mod events;
 pub mod graph;
 pub mod jobs;
 pub mod nodes;
@@ -27,6 +28,7 @@ pub mod outputs;
 pub mod schema;
 pub mod templates;
 pub mod types;
+pub mod webhooks;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;

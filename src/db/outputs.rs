@@ -70,6 +70,8 @@ pub fn record(conn: &mut Conn, row: OutputRow, node: &str) -> DbResult<Option<Ou
     )
     .execute(conn)?;
     diesel::insert_into(job_outputs::table).values(&row).execute(conn)?;
+    let parent = super::events::parent_of(conn, &row.job_id)?;
+    super::events::append(conn, &[super::events::output_event(&row, node, parent)])?;
     Ok(old.filter(|o| o.location != row.location))
 }
 

@@ -52,7 +52,7 @@ impl std::fmt::Display for HostPattern {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+pub(crate) fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     if let Some(rest) = s.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
         return match after.strip_prefix(':') {

@@ -144,9 +144,11 @@ pub fn ffmpeg_argv(spec: &JobSpec, encoder: &str, input: &InputSource, output: &
     ffmpeg_argv_for(spec, encoder, input, output, false)
 }
 
-/// The encode's arguments for the shared prefix of every ffmpeg run.
+/// The encode's arguments for the shared prefix of every ffmpeg run. Info-level
+/// messages tagged with their level: operators follow them live (`job.log` events),
+/// and the failure classifier reads only the error-level ones.
 pub fn common_prefix() -> Vec<String> {
-    ["-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-stats_period", "0.5"]
+    ["-hide_banner", "-nostdin", "-loglevel", "level+info", "-nostats", "-progress", "pipe:1", "-stats_period", "0.5"]
         .iter()
         .map(|s| s.to_string())
         .collect()

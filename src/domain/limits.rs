@@ -86,6 +86,19 @@ pub fn clean_multiline(text: &str, max: usize, keep_tail: bool) -> String {
     }
 }
 
+/// Log lines one progress report may carry, and the length of each.
+pub const LOG_LINES_PER_REPORT: usize = 200;
+pub const LOG_LINE_MAX: usize = 1024;
+
+/// A report's log lines, bounded in number and length (the newest kept), credentials
+/// in URLs redacted.
+pub fn bound_log_lines(mut lines: Vec<String>) -> Vec<String> {
+    if lines.len() > LOG_LINES_PER_REPORT {
+        lines.drain(..lines.len() - LOG_LINES_PER_REPORT);
+    }
+    lines.into_iter().map(|l| super::redact::redact_urls(&clean_multiline(&l, LOG_LINE_MAX, false))).collect()
+}
+
 /// Bound a transition reason before it is stored.
 pub fn event_reason(reason: &str) -> String {
     clean_multiline(reason, EVENT_REASON_MAX, false).replace(['\n', '\t'], " ")

@@ -240,17 +240,29 @@ pub fn is_internal(ip: IpAddr) -> bool {
 /// host that is (or resolves to) an internal address must be named by a pattern
 /// without a wildcard. `addrs` are the addresses the host resolved to (or the literal).
 pub fn check_input_host(host: &str, port: u16, addrs: &[IpAddr], allow: &[HostPattern]) -> Result<(), String> {
-    super::allow::check_destination("input", host, port, allow, "--input-allow")?;
+    check_host("input", "--input-allow", host, port, addrs, allow)
+}
+
+/// The same SSRF rule for any outbound destination (`what` names it, `rule` the flag).
+pub fn check_host(
+    what: &str,
+    rule: &str,
+    host: &str,
+    port: u16,
+    addrs: &[IpAddr],
+    allow: &[HostPattern],
+) -> Result<(), String> {
+    super::allow::check_destination(what, host, port, allow, rule)?;
     if let Some(ip) = addrs.iter().find(|ip| is_internal(**ip)) {
         let named = allow.iter().any(|p| !p.is_wildcard() && p.matches(host, port));
         if !named {
             return Err(format!(
-                "input host {host} is an internal address ({ip}); only a host named exactly in --input-allow may be, never through a wildcard"
+                "{what} host {host} is an internal address ({ip}); only a host named exactly in {rule} may be, never through a wildcard"
             ));
         }
     }
     if addrs.is_empty() {
-        return Err(format!("input host {host} does not resolve"));
+        return Err(format!("{what} host {host} does not resolve"));
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ pub mod allow;
 pub mod argv;
 pub mod chunking;
 pub mod credentials;
+pub mod events;
 pub mod graph;
 pub mod health;
 pub mod ladder;

@@ -118,6 +118,9 @@ pub fn node_token(req: &HttpRequest) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// GET routes only admins may call: webhook subscriptions name receivers' URLs.
+pub const ADMIN_READS: &[&str] = &["/webhooks", "/webhooks/{id}", "/webhooks/{id}/deliveries"];
+
 /// Routes anyone may call.
 pub const OPEN_ROUTES: &[&str] = &["/health", "/openapi.json"];
 
@@ -127,7 +130,9 @@ pub fn allowed(role: Role, method: &Method, route: &str) -> bool {
         Role::Admin => true,
         Role::Worker => WORKER_ROUTES.iter().any(|(m, r)| *m == method.as_str() && *r == route),
         Role::ReadOnly => {
-            method == Method::GET && (SHARED_READS.contains(&route) || !WORKER_ROUTES.iter().any(|(_, r)| *r == route))
+            method == Method::GET
+                && !ADMIN_READS.contains(&route)
+                && (SHARED_READS.contains(&route) || !WORKER_ROUTES.iter().any(|(_, r)| *r == route))
         }
     }
 }
@@ -202,6 +207,11 @@ mod tests {
             (Role::ReadOnly, "PUT", "/jobs/{id}/outputs/{name:.+}", false),
             (Role::ReadOnly, "GET", "/jobs/{id}/outputs", true),
             (Role::ReadOnly, "DELETE", "/jobs/{id}/outputs", false),
+            (Role::ReadOnly, "GET", "/events", true),
+            (Role::Worker, "GET", "/events", false),
+            (Role::ReadOnly, "GET", "/webhooks", false),
+            (Role::ReadOnly, "GET", "/webhooks/{id}/deliveries", false),
+            (Role::Admin, "POST", "/webhooks/{id}/deliveries/{delivery_id}/redeliver", true),
         ];
         for (role, m, route, want) in cases {
             assert_eq!(allowed(role, &Method::from_bytes(m.as_bytes()).unwrap(), route), want, "{role:?} {m} {route}");

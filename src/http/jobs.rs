@@ -213,10 +213,18 @@ pub async fn submit_job(
         (false, None) => None,
     };
     let graph = shape.is_some();
-    let (row, created) = match shape {
-        Some(shape) => super::graphs::insert_graph_job(&state, new, shape).await?,
-        None => state.h.db.insert_job(new).await?,
+    let notify = match &b.notify {
+        Some(n) => Some(super::webhooks::store_notify(&state, &new.id, n).await?),
+        None => None,
     };
+    let stored = match shape {
+        Some(shape) => super::graphs::insert_graph_job(&state, new, shape).await,
+        None => state.h.db.insert_job(new).await.map_err(AppError::from),
+    };
+    if let Some(hook) = notify {
+        super::webhooks::settle_notify(&state, hook, stored.as_ref().is_ok_and(|(_, created)| *created)).await;
+    }
+    let (row, created) = stored?;
     if !created {
         if row.idempotency_fingerprint.is_some() && row.idempotency_fingerprint != fingerprint {
             return Err(AppError::Unprocessable {
@@ -461,7 +469,13 @@ pub async fn report_progress(
         crate::domain::limits::check_input_info(i).map_err(|e| AppError::bad_request("invalid_progress", e.message))?;
     }
     let input_info = b.input_info;
-    let report = ReportProgress { node_id: b.node_id.clone(), attempt: b.attempt, detail: b.detail, input_info };
+    let report = ReportProgress {
+        node_id: b.node_id.clone(),
+        attempt: b.attempt,
+        detail: b.detail,
+        input_info,
+        log_lines: b.log_lines,
+    };
     let from = FromNode {
         job: uid,
         node_id: b.node_id.clone(),

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod graphs;
 pub mod jobs;
 pub mod nodes;
@@ -11,6 +12,7 @@ pub mod ops;
 pub mod outputs;
 pub mod rate_limit;
 pub mod templates;
+pub mod webhooks;
 
 use crate::actors::MasterHandles;
 use crate::actors::messages::{MetricEvent, MetricRecorded};
@@ -42,6 +44,12 @@ pub struct AppState {
     /// `--output-root`: shared libraries mounted on the master too (their outputs are
     /// downloadable through the API).
     pub output_roots: Vec<std::path::PathBuf>,
+    /// `--webhook-allow`: hosts webhooks may be delivered to.
+    pub webhook_allow: Vec<crate::domain::allow::HostPattern>,
+    /// `--webhook-secret`: signs jobs' `notify` webhooks that bring no secret.
+    pub webhook_secret: Option<String>,
+    /// Comment lines on an idle event stream, this often.
+    pub sse_keepalive: std::time::Duration,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here
@@ -104,6 +112,21 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
                 .route(web::get().to(templates::get_template))
                 .route(web::put().to(templates::update_template))
                 .route(web::delete().to(templates::delete_template)),
+        )
+        .service(guarded("/events").route(web::get().to(events::stream_events)))
+        .service(
+            guarded("/webhooks")
+                .route(web::get().to(webhooks::list_webhooks))
+                .route(web::post().to(webhooks::create_webhook)),
+        )
+        .service(
+            guarded("/webhooks/{id}")
+                .route(web::get().to(webhooks::get_webhook))
+                .route(web::delete().to(webhooks::delete_webhook)),
+        )
+        .service(guarded("/webhooks/{id}/deliveries").route(web::get().to(webhooks::list_deliveries)))
+        .service(
+            guarded("/webhooks/{id}/deliveries/{delivery_id}/redeliver").route(web::post().to(webhooks::redeliver)),
         )
         .service(guarded("/health").route(web::get().to(ops::health)))
         .service(guarded("/status").route(web::get().to(ops::status)))

@@ -113,19 +113,34 @@ pub async fn run_job(
     shared.metrics.active_jobs.inc();
     // stderr → bounded tail, in the background.
     let stderr_buf = Rc::new(RefCell::new(String::new()));
+    // Whole lines not yet sent to the master (they ride on the next progress report).
+    let new_lines: Rc<RefCell<Vec<String>>> = Rc::default();
     let mut stderr_task = None;
     if let Some(mut err) = proc.stderr.take() {
-        let buf = stderr_buf.clone();
+        let (buf, lines_out) = (stderr_buf.clone(), new_lines.clone());
         stderr_task = Some(actix_rt::spawn(async move {
             let mut chunk = vec![0u8; 8192];
+            let mut partial = String::new();
             while let Ok(n) = err.read(&mut chunk).await {
                 if n == 0 {
                     break;
                 }
+                let text = String::from_utf8_lossy(&chunk[..n]);
                 let mut b = buf.borrow_mut();
-                b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                b.push_str(&text);
                 if b.len() > 2 * LOG_TAIL {
                     *b = tail(&b, LOG_TAIL);
+                }
+                partial.push_str(&text);
+                if let Some(end) = partial.rfind('\n') {
+                    let mut out = lines_out.borrow_mut();
+                    out.extend(partial[..end].lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+                    let excess = out.len().saturating_sub(crate::domain::limits::LOG_LINES_PER_REPORT);
+                    out.drain(..excess);
+                    partial.drain(..=end);
+                }
+                if partial.len() > crate::domain::limits::LOG_LINE_MAX {
+                    partial.clear();
                 }
             }
         }));
@@ -168,7 +183,10 @@ pub async fn run_job(
                     cancel_ack = Some(acknowledge(&shared, &job, ControlAction::Cancel));
                 }
                 Effect::Acknowledge(action) => drop(acknowledge(&shared, &job, action)),
-                Effect::Report(block) => send_progress(&shared, &job, block, expected, &in_flight, &pending_info, &tx),
+                Effect::Report(block) => {
+                    let live = Live { in_flight: &in_flight, input_info: &pending_info, log_lines: &new_lines };
+                    send_progress(&shared, &job, block, expected, live, &tx)
+                }
             }
         }
     };
@@ -448,15 +466,25 @@ fn energy_now(shared: &WorkerShared, encoder: &str, spec: &JobSpec) -> Option<(f
     }
 }
 
+/// What rides on a progress report besides the figures.
+struct Live<'a> {
+    /// A report is on its way (a newer block waits for the next tick).
+    in_flight: &'a Rc<RefCell<bool>>,
+    /// The probe's findings, until a report carrying them is accepted.
+    input_info: &'a Rc<RefCell<Option<crate::domain::media::InputInfo>>>,
+    /// Encoder lines not yet sent.
+    log_lines: &'a Rc<RefCell<Vec<String>>>,
+}
+
 fn send_progress(
     shared: &Rc<WorkerShared>,
     job: &Job,
     b: ProgressBlock,
     expected: Option<f64>,
-    in_flight: &Rc<RefCell<bool>>,
-    input_info: &Rc<RefCell<Option<crate::domain::media::InputInfo>>>,
+    live: Live<'_>,
     tx: &mpsc::UnboundedSender<JobCommand>,
 ) {
+    let Live { in_flight, input_info, log_lines } = live;
     // Coalesce: one report in flight; a newer block simply waits for the next tick.
     if *in_flight.borrow() {
         return;
@@ -476,6 +504,7 @@ fn send_progress(
             ..Default::default()
         },
         input_info: input_info.borrow().clone(),
+        log_lines: std::mem::take(&mut *log_lines.borrow_mut()),
     };
     let (client, id, flag, tx) = (shared.client.clone(), job.id.clone(), in_flight.clone(), tx.clone());
     let info = input_info.clone();

@@ -160,6 +160,7 @@ pub fn report_phase(shared: &WorkerShared, job_id: &str, attempt: i32, phase: &s
             ..Default::default()
         },
         input_info: None,
+        log_lines: Vec::new(),
     };
     let (client, id) = (shared.client.clone(), job_id.to_string());
     actix_rt::spawn(async move {

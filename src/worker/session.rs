@@ -217,14 +217,41 @@ impl Session {
             }
             Ok(Exit::Success) => Ending::Completed,
             Ok(exit) => {
-                let (reason, retryable) = classify_failure(exit, stderr);
-                let last_line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                let errors = error_lines(stderr);
+                let (reason, retryable) = classify_failure(exit, &errors);
+                let last_line = errors.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
                 let error = format!("{program} {exit}: {}", crate::domain::redact::redact_urls(last_line));
                 Ending::failed(error, reason, retryable)
             }
             Err(e) => Ending::failed(e.to_string(), FailureReason::PlatformError, true),
         }
     }
+}
+
+/// The lines of an encoder's stderr that report errors: ffmpeg's (run with
+/// `-loglevel level+info`) tagged `[error]`, `[fatal]` or `[panic]`, with the tag
+/// removed; lines with another level tag (info, warning, …) are left out; untagged
+/// lines (another encoder's) are kept as they are.
+pub fn error_lines(stderr: &str) -> String {
+    const QUIET: [&str; 5] = ["[info] ", "[warning] ", "[verbose] ", "[debug] ", "[trace] "];
+    const LOUD: [&str; 3] = ["[error] ", "[fatal] ", "[panic] "];
+    let mut out = String::new();
+    for line in stderr.lines() {
+        if QUIET.iter().any(|t| line.starts_with(t) || line.contains(&format!("] {t}"))) {
+            continue;
+        }
+        let mut l = line.to_string();
+        for t in LOUD {
+            if let Some(rest) = l.strip_prefix(t) {
+                l = rest.to_string();
+            } else {
+                l = l.replacen(&format!("] {t}"), "] ", 1);
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
 }
 
 /// Classify a failed encode from its exit and stderr (pict-rs style retry/abort).
@@ -463,7 +490,18 @@ mod tests {
             ("[hls @ 0x1] Format not on whitelist 'mov,mp4'", Exit::Code(1), (InputError, false)),
         ];
         for (stderr, exit, want) in cases {
-            assert_eq!(classify_failure(&exit, stderr), want, "{stderr}");
+            assert_eq!(classify_failure(&exit, &error_lines(stderr)), want, "{stderr}");
         }
+    }
+
+    #[test]
+    fn only_error_level_lines_classify() {
+        let stderr = "[info] Input #0, lavfi, from 'x':\n[libx264 @ 0x1] [info] frame I:1 error_resilience\n\
+                      [warning] deprecated pixel format\n[error] /in.mp4: No such file or directory\n\
+                      [h264 @ 0x2] [fatal] out of memory\nplain gst line\n";
+        assert_eq!(
+            error_lines(stderr),
+            "/in.mp4: No such file or directory\n[h264 @ 0x2] out of memory\nplain gst line\n"
+        );
     }
 }

@@ -49,6 +49,7 @@ pub async fn run_probe(
         attempt: Some(job.attempt),
         detail: ProgressDetail { percent: 100.0, phase: Some("probed".into()), ..Default::default() },
         input_info: info,
+        log_lines: Vec::new(),
     };
     let mut delay = Duration::from_millis(200);
     let ending = loop {

@@ -1,0 +1,252 @@
+//! The outbox (`events`): integration events, appended in the transaction of the
+//! change they report, read back in id order by the event stream and the webhook
+//! dispatcher, and pruned after their retention.
+
+use super::jobs::JobRow;
+use super::outputs::OutputRow;
+use super::schema::{events, job_graph};
+use super::{Conn, DbResult, now_micros};
+use crate::domain::events::{EventFilter, EventId, EventScope, job_kind};
+use crate::domain::state::JobState;
+use diesel::prelude::*;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub id: i64,
+    pub kind: String,
+    pub job_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub node_id: Option<String>,
+    pub at: i64,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
+pub struct NewEvent {
+    pub kind: String,
+    pub job_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub node_id: Option<String>,
+    pub at: i64,
+    pub payload: String,
+}
+
+impl EventRow {
+    pub fn scope(&self) -> EventScope<'_> {
+        EventScope {
+            kind: &self.kind,
+            job_id: self.job_id.as_deref(),
+            parent_id: self.parent_id.as_deref(),
+            node_id: self.node_id.as_deref(),
+        }
+    }
+
+    pub fn to_wire(&self) -> crate::wire::Event {
+        crate::wire::Event {
+            id: EventId::stored(self.id).to_string(),
+            kind: self.kind.clone(),
+            at: crate::wire::rfc3339(self.at),
+            job_id: self.job_id.clone(),
+            parent_id: self.parent_id.clone(),
+            node_id: self.node_id.clone(),
+            data: serde_json::from_str(&self.payload).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Append events (one multi-row INSERT).
+pub fn append(conn: &mut Conn, new: &[NewEvent]) -> DbResult<()> {
+    if !new.is_empty() {
+        crate::on_backend!(conn, |c| diesel::insert_into(events::table).values(new).execute(c))?;
+    }
+    Ok(())
+}
+
+/// The event of a job's move from `from` (None: its submission) to the state of `row`.
+/// A final state carries what an integration acts on: timing, error, scores and, when
+/// completed, the outputs with where to download them.
+pub fn job_event(
+    row: &JobRow,
+    from: Option<JobState>,
+    reason: &str,
+    parent_id: Option<String>,
+    outputs: &[OutputRow],
+    at: i64,
+) -> NewEvent {
+    let mut data = json!({
+        "status": row.status,
+        "previous_status": from,
+        "reason": reason,
+        "attempt": row.attempt,
+        "node_id": row.node_id,
+        "queue": row.queue,
+        "priority": row.priority,
+        "engine": row.engine,
+        "retry_count": row.retry_count,
+        "max_retries": row.max_retries,
+        "created_at": crate::wire::rfc3339(row.created_at),
+    });
+    let obj = data.as_object_mut().expect("an object");
+    if let Some(t) = row.started_at {
+        obj.insert("started_at".into(), json!(crate::wire::rfc3339(t)));
+    }
+    if row.status.is_terminal() || row.status == JobState::Retrying {
+        let end = row.completed_at.unwrap_or(at);
+        obj.insert("completed_at".into(), json!(crate::wire::rfc3339(end)));
+        if let Some(start) = row.started_at {
+            obj.insert("duration_seconds".into(), json!((end - start).max(0) as f64 / 1e6));
+        }
+        obj.insert("queue_seconds".into(), json!((row.started_at.unwrap_or(end) - row.queued_at).max(0) as f64 / 1e6));
+        for (k, v) in [("error", json!(row.error)), ("failure_reason", json!(row.failure_reason))] {
+            if !v.is_null() {
+                obj.insert(k.into(), v);
+            }
+        }
+        for (k, v) in [
+            ("qoe_score", row.qoe_score),
+            ("vmaf_score", row.vmaf_score),
+            ("efficiency_score", row.efficiency_score),
+            ("energy_joules", row.energy_joules),
+        ] {
+            if let Some(v) = v {
+                obj.insert(k.into(), json!(v));
+            }
+        }
+    }
+    if row.status == JobState::Completed {
+        obj.insert("outputs".into(), Value::Array(outputs.iter().map(output_json).collect()));
+    }
+    NewEvent {
+        kind: job_kind(from, row.status).into(),
+        job_id: Some(row.id.clone()),
+        parent_id,
+        node_id: row.node_id.clone(),
+        at,
+        payload: data.to_string(),
+    }
+}
+
+/// An output as events show it: its metadata, where it lives and the API path that
+/// downloads it (an artifact, or a presigned redirect for a bucket object).
+pub fn output_json(o: &OutputRow) -> Value {
+    let mut v = serde_json::to_value(o.to_wire()).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("download_path".into(), json!(format!("/api/v1/jobs/{}/outputs/{}", o.job_id, o.name)));
+    }
+    v
+}
+
+/// A stored output's event.
+pub fn output_event(o: &OutputRow, node_id: &str, parent_id: Option<String>) -> NewEvent {
+    NewEvent {
+        kind: "job.output_stored".into(),
+        job_id: Some(o.job_id.clone()),
+        parent_id,
+        node_id: Some(node_id.to_string()),
+        at: now_micros(),
+        payload: json!({ "output": output_json(o) }).to_string(),
+    }
+}
+
+/// A node's event (`node.registered`, `node.lost`, …) with the node as the API shows it.
+pub fn node_event(kind: &str, node_id: &str, node: Value) -> NewEvent {
+    NewEvent {
+        kind: kind.into(),
+        job_id: None,
+        parent_id: None,
+        node_id: Some(node_id.to_string()),
+        at: now_micros(),
+        payload: json!({ "node": node }).to_string(),
+    }
+}
+
+/// The parent of a graph job, if it has one (for the event's `parent_id`).
+pub fn parent_of(conn: &mut Conn, job_id: &str) -> DbResult<Option<String>> {
+    Ok(crate::on_backend!(conn, |c| job_graph::table
+        .filter(job_graph::job_id.eq(job_id))
+        .select(job_graph::parent_id)
+        .get_result::<Option<String>>(c)
+        .optional())?
+    .flatten())
+}
+
+/// Parents of many jobs at once (jobs with none are absent).
+pub fn parents_of(conn: &mut Conn, ids: &[String]) -> DbResult<std::collections::HashMap<String, String>> {
+    let rows: Vec<(String, Option<String>)> = crate::on_backend!(conn, |c| job_graph::table
+        .filter(job_graph::job_id.eq_any(ids))
+        .filter(job_graph::parent_id.is_not_null())
+        .select((job_graph::job_id, job_graph::parent_id))
+        .load(c))?;
+    Ok(rows.into_iter().filter_map(|(j, p)| Some((j, p?))).collect())
+}
+
+/// Name the parent on the events of jobs stored with their graph rows in this
+/// transaction (their submission events were appended before the graph rows).
+pub fn set_parent(conn: &mut Conn, job_ids: &[String], parent_id: &str) -> DbResult<()> {
+    diesel::update(events::table.filter(events::job_id.eq_any(job_ids)).filter(events::parent_id.is_null()))
+        .set(events::parent_id.eq(parent_id))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The newest event id (0 when there is none).
+pub fn head(conn: &mut Conn) -> DbResult<i64> {
+    Ok(events::table.select(diesel::dsl::max(events::id)).get_result::<Option<i64>>(conn)?.unwrap_or(0))
+}
+
+/// Events after `after`, oldest first, at most `limit`.
+pub fn after(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<EventRow>> {
+    Ok(crate::on_backend!(conn, |c| events::table
+        .filter(events::id.gt(after))
+        .order(events::id.asc())
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(c))?)
+}
+
+/// Events after `after` up to `upto` that `filter` admits, oldest first, from at most
+/// `limit` rows read, and the id read up to (a job filter is answered from the job index).
+pub fn matching(
+    conn: &mut Conn,
+    filter: &EventFilter,
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> DbResult<(Vec<EventRow>, i64)> {
+    let mut q = events::table.filter(events::id.gt(after)).filter(events::id.le(upto)).into_boxed();
+    if !filter.job_ids.is_empty() {
+        q = q.filter(events::job_id.eq_any(&filter.job_ids));
+    }
+    if !filter.node_ids.is_empty() {
+        q = q.filter(events::node_id.eq_any(&filter.node_ids));
+    }
+    if !filter.parent_ids.is_empty() {
+        q = q.filter(events::parent_id.eq_any(&filter.parent_ids));
+    }
+    let rows: Vec<EventRow> = q.order(events::id.asc()).limit(limit).select(EventRow::as_select()).load(conn)?;
+    // Fewer rows than asked for: nothing else up to `upto` matches the SQL filters.
+    let read_to = if (rows.len() as i64) < limit { upto } else { rows.last().map(|r| r.id).unwrap_or(upto) };
+    Ok((rows.into_iter().filter(|r| filter.matches(&r.scope())).collect(), read_to))
+}
+
+pub fn get_many(conn: &mut Conn, ids: &[i64]) -> DbResult<Vec<EventRow>> {
+    Ok(events::table.filter(events::id.eq_any(ids)).select(EventRow::as_select()).load(conn)?)
+}
+
+/// The oldest event id still kept (resuming from before it has a gap).
+pub fn oldest(conn: &mut Conn) -> DbResult<Option<i64>> {
+    Ok(events::table.select(diesel::dsl::min(events::id)).get_result(conn)?)
+}
+
+/// Forget events older than `before` (µs), except those a webhook has still to deliver.
+pub fn prune(conn: &mut Conn, before: i64) -> DbResult<usize> {
+    use super::schema::webhook_deliveries as d;
+    // Kept from the oldest pending one on, so a webhook's backlog keeps its order.
+    let floor: Option<i64> =
+        d::table.filter(d::state.eq("pending")).select(diesel::dsl::min(d::event_id)).get_result(conn)?;
+    Ok(diesel::delete(events::table.filter(events::at.lt(before)).filter(events::id.lt(floor.unwrap_or(i64::MAX))))
+        .execute(conn)?)
+}
