@@ -161,6 +161,26 @@ impl MasterClient {
         Self::finish(r.send_json(body).await).await
     }
 
+    /// Open the event stream (`GET /events?{query}`), resuming after `last_event_id`.
+    pub async fn events(&self, query: &str, last_event_id: Option<&str>) -> Result<EventSource, ClientError> {
+        let mut r = self
+            .req(awc::http::Method::GET, &format!("/events?{query}"))
+            .insert_header(("accept", "text/event-stream"))
+            // The stream lasts as long as it is read: no overall deadline.
+            .timeout(Duration::from_secs(24 * 3600));
+        if let Some(id) = last_event_id {
+            r = r.insert_header(("last-event-id", id));
+        }
+        let resp = r.send().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            return Self::finish::<serde_json::Value>(Ok(resp)).await.and_then(|_| {
+                Err(ClientError::Status { status, code: String::new(), message: "not an event stream".into() })
+            });
+        }
+        Ok(EventSource { resp: Box::new(resp), parser: Default::default(), ready: Default::default() })
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -249,5 +269,28 @@ impl MasterClient {
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
         self.get("/health").await
+    }
+}
+
+/// An open event stream: messages as they arrive.
+pub struct EventSource {
+    resp: Box<dyn futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin>,
+    parser: crate::domain::events::SseParser,
+    ready: std::collections::VecDeque<crate::domain::events::SseMessage>,
+}
+
+impl EventSource {
+    /// The next message; None when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<crate::domain::events::SseMessage, ClientError>> {
+        use futures_util::StreamExt;
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Some(Ok(m));
+            }
+            match self.resp.next().await? {
+                Ok(bytes) => self.ready.extend(self.parser.feed(&bytes)),
+                Err(e) => return Some(Err(ClientError::Transport(e.to_string()))),
+            }
+        }
     }
 }

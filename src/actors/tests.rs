@@ -233,3 +233,34 @@ async fn the_node_supervisor_checks_tokens_and_revokes_leases_of_lost_nodes() {
     let node = f.h.nodes.send(GetNode("n1".into())).await.unwrap().unwrap();
     assert_eq!(node.status, crate::domain::node::NodeState::Offline);
 }
+
+#[actix_rt::test]
+async fn the_bus_streams_committed_events_and_drops_a_subscriber_that_falls_behind() {
+    use super::messages::{PublishTransient, Subscribe};
+    let f = farm(Duration::from_secs(5)).await;
+    let filter = crate::domain::events::EventFilter::default();
+    let mut sub = f.h.events.send(Subscribe(filter.clone())).await.unwrap().unwrap();
+    let mut slow = f.h.events.send(Subscribe(filter)).await.unwrap().unwrap();
+    let row = f.submit().await;
+    // The submission's outbox row reaches the stream after its COMMIT, with its id.
+    let first = within("the stored event", sub.events.recv()).await.unwrap();
+    assert_eq!((first.kind.as_str(), first.job_id.as_deref()), ("job.submitted", Some(row.id.as_str())));
+    assert_eq!(first.id.transient, 0);
+    // Transient events are numbered after it: (N, 1), (N, 2)…
+    // One more than the slow subscriber's buffer holds (it also holds the stored one).
+    for _ in 0..super::events::SUBSCRIBER_BUFFER {
+        let data = serde_json::json!({});
+        f.h.events.do_send(PublishTransient { kind: "job.progress", job_id: row.id.clone(), node_id: None, data });
+    }
+    let next = within("a transient event", sub.events.recv()).await.unwrap();
+    assert_eq!((next.id.stored, next.id.transient), (first.id.stored, 1));
+    // The subscriber that read nothing overflowed its buffer: disconnected, marked lagged,
+    // and the bus went on without waiting for it.
+    let mut drained = 0;
+    while within("the slow stream to end", slow.events.recv()).await.is_some() {
+        drained += 1;
+    }
+    assert_eq!(drained, super::events::SUBSCRIBER_BUFFER);
+    assert!(slow.lagged.load(std::sync::atomic::Ordering::Acquire));
+    assert!(!sub.lagged.load(std::sync::atomic::Ordering::Acquire));
+}

@@ -6,6 +6,7 @@
 //! (`--api-key` / `MASTER_API_KEY`, `FFRTMP_API_KEY` / `api_key`). Every failure prints
 //! one line on stderr and exits non-zero.
 
+mod live;
 mod outputs;
 mod render;
 pub mod templates;
@@ -329,7 +330,7 @@ pub fn submit_body(a: &SubmitArgs) -> Result<SubmitJobRequest, CliError> {
     })
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -411,18 +412,9 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
         JobsCommand::Pause { id } => control(s, &c, &id, "pause").await,
         JobsCommand::Resume { id } => control(s, &c, &id, "resume").await,
         JobsCommand::Retry { id } => control(s, &c, &id, "retry").await,
-        JobsCommand::Logs { id, follow } => {
-            let path = format!("/jobs/{}", urlencode(&id));
-            if follow {
-                loop {
-                    let job: Job = c.get(&path).await?;
-                    if job.status.is_terminal() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-            let logs: JobLogs = c.get(&format!("{path}/logs")).await?;
+        JobsCommand::Logs { id, follow: true } => live::follow_logs(s, &c, &id).await,
+        JobsCommand::Logs { id, follow: false } => {
+            let logs: JobLogs = c.get(&format!("/jobs/{}/logs", urlencode(&id))).await?;
             match s.output {
                 OutputFormat::Json => print_json(&logs),
                 OutputFormat::Table => {
@@ -465,6 +457,13 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
     }
     let bar = multi.add(bar);
     let mut child_bars: std::collections::HashMap<String, indicatif::ProgressBar> = Default::default();
+    let first: Job = c.get(&path).await?;
+    // Redrawn on each of the job's events (its children's too); polled without a stream.
+    let mut waker = live::Waker::for_job(c, &first.id).await;
+    let mut children_waker = match first.children.as_ref().is_some_and(|c| !c.is_empty()) {
+        true => Some(live::Waker::for_parent(c, &first.id).await),
+        false => None,
+    };
     let job = loop {
         let job: Job = c.get(&path).await?;
         for child in job.children.iter().flatten() {
@@ -505,7 +504,15 @@ pub async fn follow(s: &Settings, c: &MasterClient, id: &str) -> Result<i32, Cli
         if job.status.is_terminal() {
             break job;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        match children_waker.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    _ = waker.next(c, Duration::from_millis(250)) => {}
+                    _ = w.next(c, Duration::from_millis(250)) => {}
+                }
+            }
+            None => drop(waker.next(c, Duration::from_millis(250)).await),
+        }
     };
     for b in child_bars.values() {
         b.finish_and_clear();
@@ -569,7 +576,7 @@ pub async fn run_nodes(s: &Settings, cmd: NodesCommand) -> Result<i32, CliError>
     Ok(0)
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -197,6 +197,64 @@ pub fn sse_frame(id: Option<&str>, event: &str, data: &str) -> String {
     s
 }
 
+/// One message of an event stream, as a client reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+/// A client's incremental reader of `text/event-stream` (comments and `retry:` skipped).
+#[derive(Debug, Default)]
+pub struct SseParser {
+    line: String,
+    current: SseMessage,
+    has_data: bool,
+}
+
+/// The longest line a reader keeps (a longer one is cut).
+const SSE_LINE_MAX: usize = 1 << 20;
+
+impl SseParser {
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
+        let mut out = Vec::new();
+        for chunk in String::from_utf8_lossy(bytes).split_inclusive('\n') {
+            if self.line.len() < SSE_LINE_MAX {
+                self.line.push_str(chunk);
+            }
+            if !self.line.ends_with('\n') {
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if self.has_data {
+                    out.push(std::mem::take(&mut self.current));
+                }
+                self.current = SseMessage::default();
+                self.has_data = false;
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.current.id = Some(value.to_string()),
+                "event" => self.current.event = value.to_string(),
+                "data" => {
+                    if self.has_data {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                    self.has_data = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
 /// What a webhook receiver's answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
@@ -393,6 +451,30 @@ mod tests {
         }
         for bad in ["ftp://x/", "http://u:p@x/", "http:///x", "http://*.x/", "notaurl", "http://x:99999/"] {
             assert!(webhook_destination(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_reader_reassembles_frames_split_anywhere() {
+        let text = format!(
+            "retry: 2000\n: connected\n\n{}: keep-alive\n\n{}",
+            sse_frame(Some("4"), "job.completed", "{\"a\":1}"),
+            sse_frame(None, "stream.dropped", "{}")
+        );
+        for split in [1, 3, 7, 1000] {
+            let mut p = SseParser::default();
+            let mut got = Vec::new();
+            for chunk in text.as_bytes().chunks(split) {
+                got.extend(p.feed(chunk));
+            }
+            assert_eq!(
+                got,
+                [
+                    SseMessage { id: Some("4".into()), event: "job.completed".into(), data: "{\"a\":1}".into() },
+                    SseMessage { id: None, event: "stream.dropped".into(), data: "{}".into() },
+                ],
+                "split {split}"
+            );
         }
     }
 
