@@ -243,6 +243,14 @@ fn auth_matrix_every_route_and_role() {
         ("GET", "/status".into(), "read"),
         ("GET", "/health/score".into(), "read"),
         ("GET", "/metrics".into(), "read"),
+        // An invalid filter: answered 400 once authorised (a valid one would stream).
+        ("GET", "/events?type=nope".into(), "read"),
+        ("POST", "/webhooks".into(), ""),
+        ("GET", "/webhooks".into(), ""),
+        ("GET", "/webhooks/ghost".into(), ""),
+        ("DELETE", "/webhooks/ghost".into(), ""),
+        ("GET", "/webhooks/ghost/deliveries".into(), ""),
+        ("POST", "/webhooks/ghost/deliveries/1/redeliver".into(), ""),
     ];
     for (method, path, who) in &routes {
         for prefix in ["", "/api/v1"] {

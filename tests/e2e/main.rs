@@ -3,6 +3,7 @@
 
 mod chunking;
 mod cli;
+mod events;
 mod faults;
 mod graphs;
 mod harness;

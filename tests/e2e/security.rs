@@ -125,6 +125,14 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
         ("GET", "/templates/hls-ladder".into(), "", "read"),
         ("PUT", "/templates/evil".into(), r#"{"parameters":{}}"#, "admin"),
         ("DELETE", "/templates/hls-ladder".into(), "", "admin"),
+        // An invalid filter: a 400 once authorised (a valid one would stream forever).
+        ("GET", "/events?type=nope".into(), "", "read"),
+        ("POST", "/webhooks".into(), r#"{"url":"http://127.0.0.1:9/x","secret":"0123456789abcdefXYZ"}"#, "admin"),
+        ("GET", "/webhooks".into(), "", "admin"),
+        ("GET", "/webhooks/ghost".into(), "", "admin"),
+        ("DELETE", "/webhooks/ghost".into(), "", "admin"),
+        ("GET", "/webhooks/ghost/deliveries".into(), "", "admin"),
+        ("POST", "/webhooks/ghost/deliveries/1/redeliver".into(), "{}", "admin"),
     ];
     for (method, path, body, who) in &routes {
         for p in spellings(path) {
@@ -152,6 +160,7 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
     assert_eq!(node["status"], "available", "the node was not drained");
     assert_eq!(admin.get("/nodes/evil").0, 404, "no node was registered");
     assert_eq!(admin.get("/templates/evil").0, 404, "no template was stored");
+    assert_eq!(admin.get("/webhooks").1["webhooks"], json!([]), "no webhook was stored");
     // Unknown paths: 401 without a key (they reveal nothing), 404 with any valid key.
     assert_eq!(raw_request(&m.url, "GET", "/no/such/route", None, None).0, 401);
     assert_eq!(raw_request(&m.url, "GET", "/no/such/route", Some("ro"), None).0, 404);
