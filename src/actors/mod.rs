@@ -88,12 +88,21 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
 
     let exec_pool = pool.clone();
     let metrics = MetricsActor::new(&entered, &current, &queued_counts).start();
-    let events = events::EventBus::new(metrics.clone(), cfg.max_event_streams).start();
+    // The bus and the dispatcher each have a thread of their own: fanning an event out
+    // to a thousand streams, or a thousand webhook requests, never delays a placement.
+    let max_streams = cfg.max_event_streams;
+    let bus_metrics = metrics.clone();
+    let events = events::EventBus::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        events::EventBus::new(bus_metrics, max_streams)
+    });
     let committed = events.clone().recipient();
     let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone(), Some(committed.clone())));
     let writer = GroupCommit::new(executor, metrics.clone()).start();
     let db = Db::new(pool.clone(), writer);
-    let webhooks = webhooks::WebhookDispatcher::new(db.clone(), metrics.clone(), cfg.webhooks.clone()).start();
+    let (hook_db, hook_metrics, hook_cfg) = (db.clone(), metrics.clone(), cfg.webhooks.clone());
+    let webhooks = webhooks::WebhookDispatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        webhooks::WebhookDispatcher::new(hook_db, hook_metrics, hook_cfg)
+    });
     events.send(messages::ConnectWebhooks(webhooks.clone().recipient())).await?;
     let scheduler = SchedulerActor::new(
         db.clone(),

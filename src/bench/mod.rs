@@ -6,6 +6,7 @@
 mod p10;
 mod p11;
 mod p12;
+mod p13;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -1006,6 +1007,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if want("P12") && have_ffmpeg {
         p12::p12(&mut r, &tmp).await?;
+    }
+    if want("P13") {
+        p13::p13(&mut r, &tmp).await?;
     }
     if want("P14") {
         p14(&mut r, &tmp).await?;

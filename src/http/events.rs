@@ -87,8 +87,25 @@ impl Stream {
             tokio::select! {
                 ev = self.sub.events.recv() => match ev {
                     Some(e) => {
-                        self.last_id = e.id.to_string();
-                        return Some((Ok(e.frame.clone()), self));
+                        // Whatever else is already waiting goes out in the same write.
+                        let mut more = Vec::new();
+                        while more.len() < 256 {
+                            match self.sub.events.try_recv() {
+                                Ok(m) => more.push(m),
+                                Err(_) => break,
+                            }
+                        }
+                        if more.is_empty() {
+                            self.last_id = e.id.to_string();
+                            return Some((Ok(e.frame.clone()), self));
+                        }
+                        let mut chunk = Vec::with_capacity(e.frame.len() * (more.len() + 1));
+                        chunk.extend_from_slice(&e.frame);
+                        for m in &more {
+                            chunk.extend_from_slice(&m.frame);
+                        }
+                        self.last_id = more.last().map(|m| m.id).unwrap_or(e.id).to_string();
+                        return Some((Ok(Bytes::from(chunk)), self));
                     }
                     None => {
                         let reason = if self.sub.lagged.load(Ordering::Acquire) { "slow_consumer" } else { "shutdown" };
