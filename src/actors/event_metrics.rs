@@ -63,9 +63,7 @@ impl EventMetrics {
             .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0]),
         )
         .unwrap();
-        for c in [published.clone()] {
-            r.register(Box::new(c)).expect("unique");
-        }
+        r.register(Box::new(published.clone())).expect("unique");
         r.register(Box::new(subscribers.clone())).expect("unique");
         r.register(Box::new(subscribers_dropped.clone())).expect("unique");
         r.register(Box::new(deliveries.clone())).expect("unique");

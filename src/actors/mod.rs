@@ -8,6 +8,8 @@
 //! - [`node_supervisor::NodeSupervisor`]: nodes, heartbeats, drain, control queues.
 //! - [`metrics::MetricsActor`]: the Prometheus registry, updated from events.
 //! - [`graph::GraphActor`]: jobs waiting for others, parents and their children.
+//! - [`events::EventBus`] (own thread): live event streams and their buffers.
+//! - [`webhooks::WebhookDispatcher`] (own thread): webhook subscriptions and deliveries.
 //!
 //! A job is in exactly one place: the runnable index, a JobActor, or (terminal) only
 //! in the database.

@@ -247,7 +247,7 @@ pub fn record_attempts(conn: &mut Conn, outcomes: &[AttemptOutcome]) -> DbResult
                 d::attempts.eq(o.attempts),
                 d::next_attempt_at.eq(o.next_attempt_at),
                 d::last_status.eq(o.status),
-                d::last_error.eq(o.error.as_deref().map(|e| crate::domain::limits::event_reason(e))),
+                d::last_error.eq(o.error.as_deref().map(crate::domain::limits::event_reason)),
                 d::delivered_at.eq((o.state == "delivered").then_some(o.at)),
             ))
             .execute(conn)?;

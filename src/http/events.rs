@@ -53,7 +53,11 @@ struct Stream {
     queue: VecDeque<Bytes>,
     last_id: String,
     done: bool,
+    last_write: std::time::Instant,
 }
+
+/// The shortest time between two writes of a busy stream.
+const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 impl Stream {
     async fn next(mut self) -> Option<(Result<Bytes, actix_web::Error>, Stream)> {
@@ -87,9 +91,16 @@ impl Stream {
             tokio::select! {
                 ev = self.sub.events.recv() => match ev {
                     Some(e) => {
-                        // Whatever else is already waiting goes out in the same write.
+                        // A busy stream writes at most every WRITE_EVERY: it sleeps
+                        // instead of waking for each event, then sends what gathered in
+                        // one write. An idle stream's event goes out at once.
+                        let since = self.last_write.elapsed();
+                        if since < WRITE_EVERY {
+                            tokio::time::sleep(WRITE_EVERY - since).await;
+                        }
+                        self.last_write = std::time::Instant::now();
                         let mut more = Vec::new();
-                        while more.len() < 256 {
+                        while more.len() < 1024 {
                             match self.sub.events.try_recv() {
                                 Ok(m) => more.push(m),
                                 Err(_) => break,
@@ -166,6 +177,7 @@ pub async fn stream_events(
         keepalive: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
         queue,
         done: false,
+        last_write: std::time::Instant::now() - WRITE_EVERY,
         state,
     };
     Ok(HttpResponse::Ok()
