@@ -256,6 +256,13 @@ async fn the_bus_streams_committed_events_and_drops_a_subscriber_that_falls_behi
     assert_eq!((next.id.stored, next.id.transient), (first.id.stored, 1));
     // The subscriber that read nothing overflowed its buffer: disconnected, marked lagged,
     // and the bus went on without waiting for it.
+    // The bus runs on its own thread: wait until it has published the whole burst.
+    within("the burst to be published", async {
+        while sub.events.len() < super::events::SUBSCRIBER_BUFFER - 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let mut drained = 0;
     while within("the slow stream to end", slow.events.recv()).await.is_some() {
         drained += 1;
