@@ -29,3 +29,21 @@ pub async fn wait_for_shutdown_signal() {
         _ = int.recv() => {},
     }
 }
+
+/// The addresses `host` resolves to (itself, if it is an address), looked up off the
+/// async threads and given up after 5 s (empty: it does not resolve). The SSRF checks
+/// of URL inputs and webhooks judge these.
+pub async fn resolve_host(host: &str, port: u16) -> Vec<std::net::IpAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return vec![ip];
+    }
+    use std::net::ToSocketAddrs;
+    let h = host.to_string();
+    let lookup = actix_rt::task::spawn_blocking(move || {
+        (h.as_str(), port).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
+    });
+    match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
+        Ok(Ok(Ok(a))) => a,
+        _ => Vec::new(),
+    }
+}

@@ -1,5 +1,6 @@
 //! P13: events. (a) Webhook deliveries to a local receiver (an actix-web server in
-//! this process) while jobs are submitted at 1,000/s and run by two no-op workers:
+//! this process, subscribed twice to every job event) while jobs are submitted at
+//! 1,000/s and run by two no-op workers:
 //! deliveries per second and the p99 from the state change (the event's own time) to
 //! the receiver reading it. (b) P1's submit throughput with one webhook subscribed to
 //! every job event, against the same run without. (c) Submit p99 latency at a steady
@@ -80,18 +81,24 @@ async fn paced_submits(c: &awc::Client, base: &str, rate: f64, secs: f64) -> usi
     ok
 }
 
+const SUBSCRIPTIONS: usize = 2;
+
 async fn deliveries(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     let secs = if r.quick { 2.0 } else { 10.0 };
     let m = master(&tmp.join("p13-a.db"), &["--webhook-allow", "127.0.0.1"])?;
     let c = http();
     let (url, got, server) = receiver()?;
-    subscribe(&c, &m.url, &url).await?;
+    // Two subscriptions to every job event: each event is delivered twice, so the
+    // dispatcher is offered twice what the jobs make.
+    for _ in 0..SUBSCRIPTIONS {
+        subscribe(&c, &m.url, &url).await?;
+    }
     let _workers = (0..2)
         .map(|i| worker(&m.url, &tmp.join(format!("p13-w{i}")), &["--executor", "noop", "--max-concurrent-jobs", "64"]))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let submitted = paced_submits(&c, &m.url, 1000.0, secs).await;
-    // Every job's submitted, started and completed events: wait for them to arrive.
-    let expected = submitted * 3;
+    // Every job's submitted, started and completed events, to each subscription.
+    let expected = submitted * 3 * SUBSCRIPTIONS;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = 0;
     while Instant::now() < deadline {
@@ -114,7 +121,14 @@ async fn deliveries(r: &mut Report, tmp: &Path) -> anyhow::Result<()> {
     let rate = seen as f64 / span;
     let details = json!({"jobs_submitted": submitted, "submit_seconds": secs, "deliveries": seen,
         "expected": expected, "delivery_span_seconds": span, "p50_ms": p50, "max_ms": max});
-    r.add("P13", "webhook deliveries/s, 1,000 jobs/s submitted", rate, "events/s", Some((">=", 5_000.0)), details);
+    r.add(
+        "P13",
+        "webhook deliveries/s, 1,000 jobs/s submitted, 2 subscriptions",
+        rate,
+        "events/s",
+        Some((">=", 5_000.0)),
+        details,
+    );
     r.add("P13", "state change → webhook received p99", p99, "ms", Some(("<=", 100.0)), json!({"p50_ms": p50}));
     Ok(())
 }

@@ -10,7 +10,6 @@ use crate::domain::params::{
     Engine, normalize_parameters, parse_job_spec, unknown_parameters, unknown_parameters_error,
 };
 use crate::error::{AppError, AppResult};
-use std::time::Duration;
 
 /// A job's parameters checked and resolved: internal keys refused, a template applied
 /// under them, unknown keys listed (refused with `--strict-parameters`), values parsed
@@ -62,20 +61,7 @@ async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
             // Refused by the patterns alone before any DNS query is made for it.
             crate::domain::allow::check_destination("input", &host, port, &state.input_allow, "--input-allow")
                 .map_err(refuse)?;
-            let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => {
-                    use std::net::ToSocketAddrs;
-                    let h = host.clone();
-                    let lookup = actix_web::web::block(move || {
-                        (h.as_str(), port).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
-                    });
-                    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                        Ok(Ok(Ok(a))) => a,
-                        _ => Vec::new(),
-                    }
-                }
-            };
+            let addrs = crate::os::resolve_host(&host, port).await;
             check_input_host(&host, port, &addrs, &state.input_allow).map_err(refuse)
         }
         InputRef::S3 { bucket, .. } => check_bucket_allowed(state, &bucket),

@@ -54,10 +54,10 @@ struct Stream {
     last_id: String,
     done: bool,
     last_write: std::time::Instant,
+    /// This stream's cadence when busy: 50–100 ms, drawn per stream so that a thousand
+    /// streams fed the same events do not all write in the same instant.
+    write_every: Duration,
 }
-
-/// The shortest time between two writes of a busy stream.
-const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 impl Stream {
     async fn next(mut self) -> Option<(Result<Bytes, actix_web::Error>, Stream)> {
@@ -91,12 +91,12 @@ impl Stream {
             tokio::select! {
                 ev = self.sub.events.recv() => match ev {
                     Some(e) => {
-                        // A busy stream writes at most every WRITE_EVERY: it sleeps
+                        // A busy stream writes at most every `write_every`: it sleeps
                         // instead of waking for each event, then sends what gathered in
                         // one write. An idle stream's event goes out at once.
                         let since = self.last_write.elapsed();
-                        if since < WRITE_EVERY {
-                            tokio::time::sleep(WRITE_EVERY - since).await;
+                        if since < self.write_every {
+                            tokio::time::sleep(self.write_every - since).await;
                         }
                         self.last_write = std::time::Instant::now();
                         let mut more = Vec::new();
@@ -177,7 +177,8 @@ pub async fn stream_events(
         keepalive: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
         queue,
         done: false,
-        last_write: std::time::Instant::now() - WRITE_EVERY,
+        last_write: std::time::Instant::now() - Duration::from_millis(100),
+        write_every: Duration::from_millis(50 + fastrand::u64(0..50)),
         state,
     };
     Ok(HttpResponse::Ok()

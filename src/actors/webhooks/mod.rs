@@ -70,20 +70,7 @@ impl Default for WebhookConfig {
 pub async fn check_destination(url: &str, allow: &[HostPattern]) -> Result<(), String> {
     let (host, port) = webhook_destination(url)?;
     crate::domain::allow::check_destination("webhook", &host, port, allow, "--webhook-allow")?;
-    let addrs: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => {
-            use std::net::ToSocketAddrs;
-            let h = host.clone();
-            let lookup = actix_rt::task::spawn_blocking(move || {
-                (h.as_str(), port).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
-            });
-            match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                Ok(Ok(Ok(a))) => a,
-                _ => Vec::new(),
-            }
-        }
-    };
+    let addrs = crate::os::resolve_host(&host, port).await;
     crate::domain::media::check_host("webhook", "--webhook-allow", &host, port, &addrs, allow)
 }
 
