@@ -400,3 +400,36 @@ fn cli_logs_follow_prints_lines_while_the_job_runs() {
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(rest.iter().any(|l| l.contains("canceled")), "{rest:?}");
 }
+
+#[test]
+fn a_dead_receivers_backlog_is_bounded_and_the_oldest_are_dropped() {
+    let master = TestMaster::start(&[
+        "--webhook-allow",
+        "127.0.0.1",
+        "--webhook-retry-base-ms",
+        "60000",
+        "--webhook-backlog",
+        "3",
+    ]);
+    let api = master.api();
+    let dead = Receiver::start(always(503));
+    let hook = subscribe(&api, &dead.url, json!(["job.submitted"]));
+    let id = hook["id"].as_str().unwrap().to_string();
+    let jobs: Vec<String> = (0..8).map(|_| api.submit(json!({"parameters": {"duration": 1}}))).collect();
+    // Jobs go on being accepted and queued whatever the receiver does.
+    assert!(jobs.iter().all(|j| api.status(j) == "pending"));
+    wait_until(Duration::from_secs(10), "the oldest undelivered events dropped", || {
+        let (_, h) = api.get(&format!("/api/v1/webhooks/{id}"));
+        h["dropped"].as_i64().unwrap_or(0) >= 5 && h["pending"].as_i64() == Some(3)
+    });
+    let (_, dropped) = api.get(&format!("/api/v1/webhooks/{id}/deliveries?state=dropped"));
+    let (_, pending) = api.get(&format!("/api/v1/webhooks/{id}/deliveries?state=pending"));
+    let newest = |list: &Value| {
+        list["deliveries"].as_array().unwrap().iter().map(|d| d["event_id"].as_i64().unwrap()).collect::<Vec<_>>()
+    };
+    let (dropped, pending) = (newest(&dropped), newest(&pending));
+    // The oldest go (a delivery in flight at that moment is left to its answer): the
+    // newest event is always among those kept.
+    assert!(pending.iter().max() > dropped.iter().max(), "the oldest were dropped: {dropped:?} vs {pending:?}");
+    assert!(api.metric("ffrtmp_webhook_deliveries_total{outcome=\"dropped\"}") >= 5.0);
+}
