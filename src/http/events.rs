@@ -78,7 +78,7 @@ impl Stream {
                             self.last_id = EventId::stored(r.id).to_string();
                             self.queue.push_back(crate::actors::events::Published::stored(&r).frame);
                         }
-                        self.cursor = read_to.max(after + 1).min(upto);
+                        self.cursor = read_to;
                     }
                     Err(e) => {
                         let data = serde_json::json!({ "reason": "storage", "message": e.to_string(), "resume_after": self.last_id });
@@ -187,6 +187,3 @@ pub async fn stream_events(
         .insert_header(("x-accel-buffering", "no"))
         .streaming(futures_util::stream::unfold(st, Stream::next)))
 }
-
-/// The keep-alive period when none is configured.
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(15);
