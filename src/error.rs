@@ -26,6 +26,9 @@ pub enum AppError {
     /// 403: a node-scoped call without the node's token (or with another one).
     #[error("{0}")]
     NodeToken(String),
+    /// 403: a console session's state-changing request without its CSRF token.
+    #[error("{0}")]
+    Csrf(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("method not allowed")]
@@ -71,6 +74,7 @@ impl AppError {
             AppError::InvalidTransition { .. } => "invalid_transition",
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
+            AppError::Csrf(_) => "csrf_token_invalid",
             AppError::NodeToken(_) => "invalid_node_token",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::MethodNotAllowed => "method_not_allowed",
@@ -83,7 +87,7 @@ impl AppError {
         match self {
             AppError::BadRequest { .. } | AppError::InvalidTransition { .. } => 400,
             AppError::Unauthorized(_) => 401,
-            AppError::Forbidden(_) | AppError::NodeToken(_) => 403,
+            AppError::Forbidden(_) | AppError::NodeToken(_) | AppError::Csrf(_) => 403,
             AppError::NotFound { .. } => 404,
             AppError::MethodNotAllowed => 405,
             AppError::Conflict { .. } => 409,

@@ -163,6 +163,10 @@ pub struct MasterArgs {
     /// Seconds between keep-alive comments on an idle event stream.
     #[arg(long, env = "FFRTMP_SSE_KEEPALIVE", default_value_t = 15.0)]
     pub sse_keepalive: f64,
+    /// Hours a web console session lasts after signing in (it can be signed out, or
+    /// every session revoked with `DELETE /sessions`, sooner).
+    #[arg(long, env = "FFRTMP_CONSOLE_SESSION_HOURS", default_value_t = 12.0)]
+    pub console_session_hours: f64,
     /// HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -392,6 +396,8 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         webhook_allow: args.webhook_allow()?,
         webhook_secret: args.webhook_secret.clone(),
         sse_keepalive: Duration::from_secs_f64(args.sse_keepalive),
+        console_session: Duration::from_secs_f64(args.console_session_hours.clamp(0.01, 24.0 * 30.0) * 3600.0),
+        tls: args.tls,
     });
     let keys = web::Data::new(keys);
     let limits = web::Data::new(RateLimits::new(RateLimitConfig {

@@ -91,6 +91,9 @@ pub struct JobActor {
     /// The event bus, for progress (at most one event a second) and new log lines.
     events: Option<Recipient<super::messages::PublishTransient>>,
     last_progress_event: Option<Instant>,
+    /// The running attempt's latest log lines (attempt, lines): what a reader who
+    /// arrives mid-encode sees before the live `job.log` events.
+    log_tail: (i32, std::collections::VecDeque<String>),
 }
 
 impl JobActor {
@@ -131,6 +134,7 @@ impl JobActor {
             placed_node,
             events: None,
             last_progress_event: None,
+            log_tail: (0, Default::default()),
         }
     }
 
@@ -407,6 +411,9 @@ impl JobActor {
     }
 }
 
+/// Log lines of the running attempt a job keeps for readers (`GET /jobs/{id}`).
+const LIVE_LOG_LINES: usize = 200;
+
 impl JobActor {
     pub fn with_events(mut self, to: Option<Recipient<super::messages::PublishTransient>>) -> Self {
         self.events = to;
@@ -416,6 +423,15 @@ impl JobActor {
     /// `job.progress` (at most one a second, and the last before a state change is
     /// never held back for long: the next report sends it) and `job.log`.
     fn publish_live(&mut self, detail: &ProgressDetail, log_lines: Vec<String>) {
+        if self.log_tail.0 != self.row.attempt {
+            self.log_tail = (self.row.attempt, Default::default());
+        }
+        for line in &log_lines {
+            if self.log_tail.1.len() == LIVE_LOG_LINES {
+                self.log_tail.1.pop_front();
+            }
+            self.log_tail.1.push_back(line.clone());
+        }
         let Some(to) = &self.events else { return };
         let node_id = self.row.node_id.clone();
         if !log_lines.is_empty() {
@@ -475,6 +491,11 @@ impl Handler<GetLiveView> for JobActor {
             attempt: self.row.attempt,
             node_id: self.node_id(),
             progress: self.progress.clone(),
+            log_tail: if self.log_tail.0 == self.row.attempt {
+                self.log_tail.1.iter().cloned().collect()
+            } else {
+                vec![]
+            },
         })
     }
 }

@@ -435,6 +435,8 @@ pub struct LiveView {
     pub attempt: i32,
     pub node_id: Option<String>,
     pub progress: Option<ProgressDetail>,
+    /// The running attempt's latest log lines (at most 200).
+    pub log_tail: Vec<String>,
 }
 
 /// Give the job back to the queue without counting a retry (the worker never got it,

@@ -341,9 +341,26 @@ pub struct JobFilter {
     pub node_id: Option<String>,
     /// Only the children of this graph.
     pub parent_id: Option<String>,
+    /// Only jobs whose scenario contains this text (any case).
+    pub scenario_contains: Option<String>,
     /// Only jobs with `seq` below this (the previous page's `next_cursor`).
     pub before_seq: Option<i64>,
     pub limit: i64,
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// `text` as a LIKE pattern matching itself anywhere (`%`, `_` and `\` escaped).
+pub fn contains_pattern(text: &str) -> String {
+    let mut p = String::from("%");
+    for ch in text.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
 }
 
 pub fn list(conn: &mut Conn, f: &JobFilter) -> DbResult<Vec<JobRow>> {
@@ -365,6 +382,9 @@ pub fn list(conn: &mut Conn, f: &JobFilter) -> DbResult<Vec<JobRow>> {
         q = q.filter(
             jobs::id.eq_any(job_graph::table.filter(job_graph::parent_id.eq(p.clone())).select(job_graph::job_id)),
         );
+    }
+    if let Some(t) = &f.scenario_contains {
+        q = q.filter(lower(jobs::scenario).like(contains_pattern(t)).escape('\\'));
     }
     if let Some(c) = f.before_seq {
         q = q.filter(jobs::seq.lt(c));
@@ -426,6 +446,40 @@ pub fn runnable_counts(conn: &mut Conn) -> DbResult<Vec<(QueueName, Priority, i6
 pub fn current_counts(conn: &mut Conn) -> DbResult<Vec<(JobState, i64)>> {
     use diesel::dsl::count_star;
     Ok(jobs::table.group_by(jobs::status).select((jobs::status, count_star())).load(conn)?)
+}
+
+/// Jobs that completed or failed since `since` (micros), per `bucket`-long interval:
+/// (interval index from `since`, completed, failed). What the console charts.
+pub fn finished_per_interval(conn: &mut Conn, since: i64, bucket: i64) -> DbResult<Vec<(i64, i64, i64)>> {
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        interval: i64,
+        #[diesel(sql_type = Text)]
+        status: String,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    // Both numbers are ours (integers), so formatting them in is safe; the two
+    // backends would want different placeholder syntax.
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT (completed_at - {since}) / {bucket} AS interval, status, COUNT(*) AS n FROM jobs \
+         WHERE completed_at >= {since} AND status IN ('completed', 'failed') GROUP BY 1, 2"
+    ))
+    .load(conn)?;
+    let mut out: Vec<(i64, i64, i64)> = Vec::new();
+    for r in rows {
+        let (ok, bad) = if r.status == "completed" { (r.n, 0) } else { (0, r.n) };
+        match out.iter_mut().find(|o| o.0 == r.interval) {
+            Some(o) => {
+                o.1 += ok;
+                o.2 += bad;
+            }
+            None => out.push((r.interval, ok, bad)),
+        }
+    }
+    Ok(out)
 }
 
 /// Delete up to `batch` terminal jobs finished before `cutoff_micros`, folding their

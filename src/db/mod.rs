@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod nodes;
 pub mod outputs;
 pub mod schema;
+pub mod sessions;
 pub mod templates;
 pub mod types;
 pub mod webhooks;

@@ -180,6 +180,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    console_sessions (id) {
+        id -> Text,
+        role -> Text,
+        key_digest -> Text,
+        csrf_token -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(jobs, job_graph);
 diesel::joinable!(webhook_deliveries -> events (event_id));
 diesel::allow_tables_to_appear_in_same_query!(webhook_deliveries, events);

@@ -29,6 +29,20 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "read-only",
+            Role::Worker => "worker",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::ReadOnly, Role::Worker, Role::Admin].into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
     keys: Vec<(Digest, Role)>,
@@ -56,7 +70,8 @@ impl ApiKeys {
         !self.keys.is_empty()
     }
 
-    fn role_of(&self, presented: &str) -> Option<(Role, Digest)> {
+    /// The role (and key digest) of a presented key: what the console's sign-in checks.
+    pub fn role_of(&self, presented: &str) -> Option<(Role, Digest)> {
         // Compare fixed-length digests against every key (no early exit), so timing
         // says nothing about the keys or their lengths.
         let d = digest(presented);
@@ -156,8 +171,13 @@ pub async fn authorize(
     let keys = req.app_data::<web::Data<ApiKeys>>().cloned().unwrap_or_default();
     let caller = match keys.caller(req.request()) {
         Ok(c) => c,
-        // Answered here (not as an Err) so the request still counts under its route.
-        Err(e) => return Ok(req.error_response(e)),
+        // No key: a console session (its cookie) may stand for one.
+        Err(e) => match super::ui::session::caller(req.request()).await {
+            Some(Ok(c)) => c,
+            // Answered here (not as an Err) so the request still counts under its route.
+            Some(Err(session_error)) => return Ok(req.error_response(session_error)),
+            None => return Ok(req.error_response(e)),
+        },
     };
     if let Some(role) = caller.role
         && !allowed(role, req.method(), route)

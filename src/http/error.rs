@@ -73,7 +73,9 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
 /// a client never has to parse text/plain.
 pub fn ensure_json<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
+    // The console's own error pages are for people (and say what is wrong already).
+    let is_console_page = res.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if is_json || is_console_page {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
     let status = res.status();

@@ -251,7 +251,7 @@ pub async fn submit_job(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     pub status: Option<String>,
     pub queue: Option<String>,
@@ -260,6 +260,8 @@ pub struct ListQuery {
     pub node: Option<String>,
     /// Only the children of this graph.
     pub parent_id: Option<String>,
+    /// Only jobs whose scenario contains this text (any case; at most 200 characters).
+    pub scenario: Option<String>,
     /// 1–1000, default 100.
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
@@ -283,7 +285,11 @@ fn filter_value<T: std::str::FromStr + strum::VariantNames>(
 
 #[utoipa::path(get, path = "/jobs", params(ListQuery), responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
 pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> AppResult<HttpResponse> {
-    let q = q.into_inner();
+    Ok(HttpResponse::Ok().json(list_view(&state, q.into_inner()).await?))
+}
+
+/// A page of jobs as `GET /jobs` (and the console) shows them.
+pub(crate) async fn list_view(state: &AppState, q: ListQuery) -> AppResult<JobList> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request("invalid_query", "limit must be between 1 and 1000"));
@@ -305,6 +311,12 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
             }
             p => p,
         },
+        scenario_contains: match q.scenario {
+            Some(t) if t.chars().count() > 200 => {
+                return Err(AppError::bad_request("invalid_query", "scenario search is at most 200 characters"));
+            }
+            t => t.filter(|t| !t.trim().is_empty()),
+        },
         before_seq,
         limit,
     };
@@ -319,20 +331,26 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
         j.logs = None;
         j.node_name = j.node_id.as_ref().and_then(|id| names.get(id).cloned());
     }
-    Ok(HttpResponse::Ok().json(JobList { count: jobs.len(), jobs, next_cursor }))
+    Ok(JobList { count: jobs.len(), jobs, next_cursor })
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", params(("id" = String, Path, description = "Job UUID or sequence number")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppResult<HttpResponse> {
-    let mut row = load_row(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(job_view(&state, &id).await?))
+}
+
+/// A job with everything `GET /jobs/{id}` shows (live progress, transitions,
+/// attempts, outputs, children).
+pub(crate) async fn job_view(state: &AppState, id: &str) -> AppResult<Job> {
+    let mut row = load_row(state, id).await?;
     let uid = row.uuid();
     let mut live = None;
     if row.state().is_live() {
         match state.h.scheduler.send(SendToLiveJob(uid, GetLiveView)).await? {
             Some(view) => live = Some(view),
             // Its actor finished between our read and the lookup: read what it wrote.
-            None => row = load_row(&state, &row.id).await?,
+            None => row = load_row(state, &row.id).await?,
         }
     }
     let key = row.id.clone();
@@ -341,9 +359,14 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
     job.state_transitions = Some(events.iter().map(|e| e.to_wire()).collect());
     job.attempts = Some(db_jobs::attempts_of(&events));
     job.state_transitions_omitted = (total > events.len() as i64).then(|| total - events.len() as i64);
-    if let Some(p) = live.and_then(|v| v.progress) {
-        job.progress = p.percent.floor() as i64;
-        job.progress_detail = Some(p);
+    if let Some(v) = live {
+        if job.logs.as_deref().is_none_or(str::is_empty) && !v.log_tail.is_empty() {
+            job.logs = Some(v.log_tail.join("\n"));
+        }
+        if let Some(p) = v.progress {
+            job.progress = p.percent.floor() as i64;
+            job.progress_detail = Some(p);
+        }
     }
     if row.state().is_runnable() {
         job.queue_reason = state.h.scheduler.send(GetQueueReason(uid)).await?;
@@ -353,11 +376,11 @@ pub async fn get_job(state: web::Data<AppState>, id: web::Path<String>) -> AppRe
     }
     let key = row.id.clone();
     let info = state.h.db.read(move |c| crate::db::outputs::input_info(c, &key)).await?;
-    let outputs = super::outputs::outputs_of(&state, &row.id).await?;
+    let outputs = super::outputs::outputs_of(state, &row.id).await?;
     job.outputs = Some(outputs.iter().map(|o| o.to_wire()).collect());
     job.input_info = info.and_then(|i| serde_json::from_str(&i).ok());
-    super::graphs::enrich(&state, &mut job).await?;
-    Ok(HttpResponse::Ok().json(job))
+    super::graphs::enrich(state, &mut job).await?;
+    Ok(job)
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/{action}",

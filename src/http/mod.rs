@@ -12,6 +12,7 @@ pub mod ops;
 pub mod outputs;
 pub mod rate_limit;
 pub mod templates;
+pub mod ui;
 pub mod webhooks;
 
 use crate::actors::MasterHandles;
@@ -50,6 +51,10 @@ pub struct AppState {
     pub webhook_secret: Option<String>,
     /// Comment lines on an idle event stream, this often.
     pub sse_keepalive: std::time::Duration,
+    /// `--console-session-hours`: how long a console sign-in lasts.
+    pub console_session: std::time::Duration,
+    /// Served over TLS: console cookies are marked `Secure`.
+    pub tls: bool,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here
@@ -128,6 +133,7 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(
             guarded("/webhooks/{id}/deliveries/{delivery_id}/redeliver").route(web::post().to(webhooks::redeliver)),
         )
+        .service(guarded("/sessions").route(web::delete().to(ui::revoke_sessions)))
         .service(guarded("/health").route(web::get().to(ops::health)))
         .service(guarded("/status").route(web::get().to(ops::status)))
         .service(guarded("/health/score").route(web::get().to(ops::health_score)))
@@ -198,6 +204,7 @@ pub fn build_app(
         .app_data(error::payload_config())
         .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error::ensure_json))
         .wrap(from_fn(record_http))
+        .configure(ui::configure)
         .configure(|c| configure(c, serve_metrics))
         .default_service(web::route().to(auth::unmatched))
 }

@@ -96,9 +96,14 @@ async fn store(state: &AppState, name: String, r: TemplateRequest) -> AppResult<
 
 #[utoipa::path(get, path = "/templates", responses((status = 200, body = [Template])))]
 pub async fn list_templates(state: web::Data<AppState>) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(all_templates(&state).await?))
+}
+
+/// The built-in templates, then the stored ones (latest versions).
+pub async fn all_templates(state: &AppState) -> AppResult<Vec<Template>> {
     let mut all: Vec<Template> = tpl::builtins().iter().filter_map(|(n, _, _)| builtin_view(n)).collect();
     all.extend(state.h.db.read(db_templates::list).await?.into_iter().map(from_row));
-    Ok(HttpResponse::Ok().json(all))
+    Ok(all)
 }
 
 #[utoipa::path(post, path = "/templates", request_body = TemplateRequest,

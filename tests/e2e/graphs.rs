@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A `secs`-long `w`x`h` test clip with sound (`extra` ffmpeg output options).
-fn make_source(path: &Path, w: u32, h: u32, secs: u32, extra: &[&str]) {
+pub(crate) fn make_source(path: &Path, w: u32, h: u32, secs: u32, extra: &[&str]) {
     let ok = Command::new("ffmpeg")
         .args(["-v", "error", "-f", "lavfi", "-i", &format!("testsrc2=size={w}x{h}:rate=25:duration={secs}")])
         .args(["-f", "lavfi", "-i", &format!("sine=frequency=440:duration={secs}")])

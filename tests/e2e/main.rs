@@ -1,8 +1,10 @@
 //! The one integration-test binary: real ffrtmp processes, real SQLite files, real
 //! ffmpeg where a test needs it.
 
+mod browser;
 mod chunking;
 mod cli;
+mod console;
 mod events;
 mod faults;
 mod graphs;
