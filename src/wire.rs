@@ -149,6 +149,19 @@ pub struct JobOutput {
     pub created_at: String,
 }
 
+/// `POST /uploads`: an input file stored on the master.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Upload {
+    pub id: String,
+    pub name: String,
+    pub bytes: u64,
+    /// Hex SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// `upload://<id>/<name>`: what a job names as its `input`.
+    pub input: String,
+    pub created_at: String,
+}
+
 /// `GET /jobs/{id}/outputs`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobOutputs {

@@ -257,6 +257,22 @@
         }
       }
       if (form.input.value.trim()) parameters.input = form.input.value.trim();
+      const file = form.upload.files[0];
+      if (file) {
+        // Stored on the master first; the job names it as upload://<id>/<name>.
+        const status = document.getElementById("upload-status");
+        const name = file.name.replace(/[^A-Za-z0-9._-]/g, "_").replace(/^\.+/, "").slice(-200) || "upload";
+        status.textContent = "Uploading " + file.name + "…";
+        const res = await fetch("/uploads?name=" + encodeURIComponent(name), {
+          method: "POST", credentials: "same-origin", body: file,
+          headers: { "X-CSRF-Token": csrf, "Content-Type": "application/octet-stream" },
+        });
+        let json = null;
+        try { json = await res.json(); } catch (_) { /* no body */ }
+        if (!res.ok) { status.textContent = ""; return fail(errorText({ status: res.status, json })); }
+        status.textContent = "Uploaded " + file.name + " (" + json.bytes + " bytes).";
+        parameters.input = json.input;
+      }
       const body = { queue: form.queue.value, priority: form.priority.value, parameters };
       if (form.template.value) body.template = form.template.value;
       if (form.scenario.value.trim()) body.scenario = form.scenario.value.trim();

@@ -220,6 +220,21 @@ pub async fn run_retention(
                 }
             }
         }
+        // Uploaded inputs go with the finished jobs of their time.
+        loop {
+            match handles.db.write(move |c| crate::db::uploads::delete_before(c, cutoff, 1000)).await {
+                Ok(gone) if gone.is_empty() => break,
+                Ok(gone) => {
+                    log::info!("retention removed {} uploads", gone.len());
+                    let files: Vec<_> = gone.iter().map(|u| u.as_output()).collect();
+                    crate::http::outputs::forget_files(&artifacts, &handles.metrics, &files).await;
+                }
+                Err(e) => {
+                    log::warn!("retention cleanup of uploads failed: {e}");
+                    break;
+                }
+            }
+        }
         actix_rt::time::sleep(every).await;
     }
 }

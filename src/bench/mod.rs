@@ -1,4 +1,4 @@
-//! `ffrtmp bench`: the performance harness (P1–P12, P14). It starts real master and worker
+//! `ffrtmp bench`: the performance harness (P1–P15). It starts real master and worker
 //! processes (this same binary) on loopback, drives them over HTTP, prints a table and
 //! writes every figure as JSON. Targets are judged here, never in `cargo test`;
 //! `--quick` runs every figure at small sizes so the harness never rots.
@@ -7,6 +7,7 @@ mod p10;
 mod p11;
 mod p12;
 mod p13;
+mod p15;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -428,7 +429,7 @@ async fn p3(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
 
 /// Write `total` jobs (of which `queued` pending, the rest completed) straight into a
 /// database, as a master would have left them.
-fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::Result<()> {
+pub(super) fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::Result<()> {
     use diesel::prelude::*;
     let pool = db::open(database, db::Synchronous::Normal, 1)?;
     let mut conn = pool.get()?;
@@ -1013,6 +1014,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if want("P14") {
         p14(&mut r, &tmp).await?;
+    }
+    if want("P15") {
+        p15::p15(&mut r, &tmp).await?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     let mut t = comfy_table::Table::new();

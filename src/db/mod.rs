@@ -29,6 +29,7 @@ pub mod schema;
 pub mod sessions;
 pub mod templates;
 pub mod types;
+pub mod uploads;
 pub mod webhooks;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};

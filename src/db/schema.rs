@@ -192,6 +192,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    uploads (id) {
+        id -> Text,
+        name -> Text,
+        bytes -> BigInt,
+        sha256 -> Text,
+        content_type -> Text,
+        location -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(jobs, job_graph);
 diesel::joinable!(webhook_deliveries -> events (event_id));
 diesel::allow_tables_to_appear_in_same_query!(webhook_deliveries, events);

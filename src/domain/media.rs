@@ -21,6 +21,8 @@ pub enum InputRef {
     Http { url: String, host: String, port: u16 },
     /// Another job's stored output: `artifact://<job-id>/<name>`.
     Artifact { job_id: uuid::Uuid, name: String },
+    /// A file uploaded to the master: `upload://<upload-id>/<name>`.
+    Upload { id: uuid::Uuid, name: String },
     /// An object in an S3-compatible bucket the operator allows: `s3://bucket/key`.
     S3 { bucket: String, key: String },
 }
@@ -153,15 +155,23 @@ impl InputRef {
                 check_artifact_name(name)?;
                 Ok(InputRef::Artifact { job_id, name: name.to_string() })
             }
+            "upload" => {
+                let (id, name) = rest
+                    .split_once('/')
+                    .ok_or_else(|| "an uploaded input is upload://<upload-id>/<name> (POST /uploads)".to_string())?;
+                let id = uuid::Uuid::parse_str(id).map_err(|_| format!("upload input: '{id}' is not an upload id"))?;
+                check_artifact_name(name)?;
+                Ok(InputRef::Upload { id, name: name.to_string() })
+            }
             "s3" => {
                 let (bucket, key) = rest.split_once('/').ok_or_else(|| "an s3 input is s3://bucket/key".to_string())?;
                 check_bucket(bucket)?;
                 check_object_key(key)?;
                 Ok(InputRef::S3 { bucket: bucket.to_string(), key: key.to_string() })
             }
-            other => {
-                Err(format!("input scheme '{other}://' is not supported; use a path, http(s)://, s3:// or artifact://"))
-            }
+            other => Err(format!(
+                "input scheme '{other}://' is not supported; use a path, http(s)://, s3://, artifact:// or upload://"
+            )),
         }
     }
 
@@ -170,7 +180,7 @@ impl InputRef {
         let base = match self {
             InputRef::Local(p) => p.rsplit('/').next().unwrap_or(p),
             InputRef::Http { url, .. } => url.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or(""),
-            InputRef::Artifact { name, .. } => name,
+            InputRef::Artifact { name, .. } | InputRef::Upload { name, .. } => name,
             InputRef::S3 { key, .. } => key.rsplit('/').next().unwrap_or(key),
         };
         let ext = base
@@ -515,6 +525,12 @@ mod tests {
             ("s3://bucket".into(), Err("s3://bucket/key")),
             ("s3://bucket/a/../b".into(), Err("'..'")),
             ("artifact://not-a-job/out.mp4".into(), Err("not a job id")),
+            (
+                format!("upload://{id}/clip.mov"),
+                Ok(InputRef::Upload { id: id.parse().unwrap(), name: "clip.mov".into() }),
+            ),
+            ("upload://nope/clip.mov".into(), Err("not an upload id")),
+            (format!("upload://{id}/../x"), Err("output name")),
             (format!("artifact://{id}/../x"), Err("output name")),
             ("http:///a.mp4".into(), Err("no valid host")),
             ("http://example.com:0/a".into(), Err("no valid host")),

@@ -51,7 +51,7 @@ pub async fn checked_parameters(
 
 /// A URL input must come from a host the operator allows (`--input-allow`), and an
 /// internal address only from a host named exactly; an `artifact://` input must name
-/// an output that is stored.
+/// an output that is stored, an `upload://` input an upload that is.
 async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
     use crate::domain::media::{InputRef, check_input_host};
     let refuse = |m: String| AppError::bad_request("input_not_allowed", m);
@@ -65,6 +65,17 @@ async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
             check_input_host(&host, port, &addrs, &state.input_allow).map_err(refuse)
         }
         InputRef::S3 { bucket, .. } => check_bucket_allowed(state, &bucket),
+        InputRef::Upload { id, name } => {
+            let (key, n) = (id.to_string(), name.clone());
+            match state.h.db.read(move |c| crate::db::uploads::get(c, &key, &n)).await {
+                Ok(_) => Ok(()),
+                Err(DbError::NotFound) => Err(AppError::bad_request(
+                    "input_not_found",
+                    format!("no upload {id}/{name} (POST /uploads stores one; retention removes old ones)"),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
         InputRef::Artifact { job_id, name } => {
             let (id, n) = (job_id.to_string(), name.clone());
             match state.h.db.read(move |c| crate::db::outputs::get(c, &id, &n)).await {

@@ -115,12 +115,13 @@ pub const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
     ("PUT", "/jobs/{id}/outputs/{name:.+}"),
-    // Jobs may read other jobs' outputs (`artifact://` inputs).
+    // Jobs may read other jobs' outputs (`artifact://` inputs) and uploads (`upload://`).
     ("GET", "/jobs/{id}/outputs/{name:.+}"),
+    ("GET", "/uploads/{id}/{name:.+}"),
 ];
 
 /// Worker routes read-only keys may call too (downloads of outputs).
-pub const SHARED_READS: &[&str] = &["/jobs/{id}/outputs/{name:.+}"];
+pub const SHARED_READS: &[&str] = &["/jobs/{id}/outputs/{name:.+}", "/uploads/{id}/{name:.+}"];
 
 pub const NODE_TOKEN_HEADER: &str = "x-node-token";
 
@@ -232,6 +233,11 @@ mod tests {
             (Role::ReadOnly, "GET", "/webhooks", false),
             (Role::ReadOnly, "GET", "/webhooks/{id}/deliveries", false),
             (Role::Admin, "POST", "/webhooks/{id}/deliveries/{delivery_id}/redeliver", true),
+            (Role::ReadOnly, "POST", "/uploads", false),
+            (Role::Worker, "POST", "/uploads", false),
+            (Role::Worker, "GET", "/uploads/{id}/{name:.+}", true),
+            (Role::ReadOnly, "GET", "/uploads/{id}/{name:.+}", true),
+            (Role::ReadOnly, "DELETE", "/sessions", false),
         ];
         for (role, m, route, want) in cases {
             assert_eq!(allowed(role, &Method::from_bytes(m.as_bytes()).unwrap(), route), want, "{role:?} {m} {route}");

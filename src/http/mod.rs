@@ -13,6 +13,7 @@ pub mod outputs;
 pub mod rate_limit;
 pub mod templates;
 pub mod ui;
+pub mod uploads;
 pub mod webhooks;
 
 use crate::actors::MasterHandles;
@@ -134,6 +135,8 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
             guarded("/webhooks/{id}/deliveries/{delivery_id}/redeliver").route(web::post().to(webhooks::redeliver)),
         )
         .service(guarded("/sessions").route(web::delete().to(ui::revoke_sessions)))
+        .service(guarded("/uploads").route(web::post().to(uploads::upload_input)))
+        .service(guarded("/uploads/{id}/{name:.+}").route(web::get().to(uploads::download_upload)))
         .service(guarded("/health").route(web::get().to(ops::health)))
         .service(guarded("/status").route(web::get().to(ops::status)))
         .service(guarded("/health/score").route(web::get().to(ops::health_score)))

@@ -29,13 +29,14 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
         super::nodes::poll_control, super::outputs::upload_output, super::outputs::list_outputs,
         super::outputs::download_output, super::outputs::delete_outputs, health, metrics, status, health_score,
         super::webhooks::create_webhook, super::webhooks::list_webhooks, super::webhooks::get_webhook,
-        super::webhooks::delete_webhook, super::webhooks::list_deliveries, super::webhooks::redeliver
+        super::webhooks::delete_webhook, super::webhooks::list_deliveries, super::webhooks::redeliver,
+        super::ui::revoke_sessions, super::uploads::upload_input, super::uploads::download_upload
     ),
     components(schemas(Job, JobList, SubmitJobRequest, ControlResponse, JobLogs, NextJobResponse, Node, NodeList,
         NodeRegistration, GpuInfo, Heartbeat, HeartbeatResponse, RunningJob, ProgressReport, ProgressDetail,
         ProgressResponse, ControlAction, ControlCommand, ControlCommands, ControlAck, JobResult, ResultResponse,
         ErrorBody, StateTransition, LeaseRelease, RegisteredNode, StatusReport, QueueStatus, RunningStatus, NodeStatus,
-        JobOutput, JobOutputs, crate::domain::media::InputInfo, crate::domain::media::StreamInfo,
+        JobOutput, JobOutputs, crate::wire::Upload, crate::domain::media::InputInfo, crate::domain::media::StreamInfo,
         crate::wire::Event, NotifyRequest, WebhookRequest, Webhook, WebhookList, crate::wire::Delivery, DeliveryList)),
     modifiers(&BearerAuth)
 )]

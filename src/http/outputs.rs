@@ -86,12 +86,13 @@ pub async fn upload_output(
         return record_external(&state, &req, external, uid_s, name, q.into_inner(), sha).await;
     }
     let location = ArtifactStore::location(&uid_s, q.attempt, &name);
-    let stored = state.artifacts.receive(&location, body, state.max_output_bytes, &sha).await.map_err(|e| match e {
-        StoreError::TooLarge(n) => AppError::PayloadTooLarge(n as usize),
-        StoreError::ChecksumMismatch { .. } => AppError::bad_request("checksum_mismatch", e.to_string()),
-        StoreError::Body(_) => AppError::bad_request("incomplete_upload", e.to_string()),
-        StoreError::Io(_) => AppError::Unavailable { code: "storage_unavailable", message: e.to_string() },
-    })?;
+    let stored =
+        state.artifacts.receive(&location, body, state.max_output_bytes, Some(&sha)).await.map_err(|e| match e {
+            StoreError::TooLarge(n) => AppError::PayloadTooLarge(n as usize),
+            StoreError::ChecksumMismatch { .. } => AppError::bad_request("checksum_mismatch", e.to_string()),
+            StoreError::Body(_) => AppError::bad_request("incomplete_upload", e.to_string()),
+            StoreError::Io(_) => AppError::Unavailable { code: "storage_unavailable", message: e.to_string() },
+        })?;
     let row = OutputRow {
         job_id: uid_s,
         name: name.clone(),
@@ -246,6 +247,13 @@ pub async fn download_output(
         },
         other => other.into(),
     })?;
+    serve_stored(&state, &req, &out).await
+}
+
+/// Answer a download of a stored file: a presigned redirect for a bucket, the file
+/// itself (with Range support and its SHA-256 as `ETag`) from a directory or a shared
+/// library the master mounts.
+pub(crate) async fn serve_stored(state: &AppState, req: &HttpRequest, out: &OutputRow) -> AppResult<HttpResponse> {
     if let Some((bucket, key)) = crate::domain::media::split_s3(&out.location) {
         // In a bucket: a short-lived presigned URL, signed with the master's credentials.
         let url = crate::storage::objects::presigned_get(bucket, key, std::time::Duration::from_secs(900))
@@ -283,7 +291,7 @@ pub async fn download_output(
         parameters: vec![actix_web::http::header::DispositionParam::Filename(out.name.clone())],
     };
     let mime: mime_guess::Mime = out.content_type.parse().unwrap_or(mime_guess::mime::APPLICATION_OCTET_STREAM);
-    let mut resp = file.use_etag(false).set_content_type(mime).set_content_disposition(disposition).into_response(&req);
+    let mut resp = file.use_etag(false).set_content_type(mime).set_content_disposition(disposition).into_response(req);
     // The SHA-256 is the entity tag: a client can verify what it got.
     if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&format!("\"{}\"", out.sha256)) {
         resp.headers_mut().insert(actix_web::http::header::ETAG, v);

@@ -106,7 +106,7 @@ impl ArtifactStore {
         location: &str,
         body: S,
         max_bytes: u64,
-        expected_sha256: &str,
+        expected_sha256: Option<&str>,
     ) -> Result<Stored, StoreError>
     where
         S: Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
@@ -150,7 +150,7 @@ async fn copy_checked<S, E, W>(
     body: &mut S,
     w: &mut W,
     max_bytes: u64,
-    expected_sha256: &str,
+    expected_sha256: Option<&str>,
     mut every_block: impl FnMut(&mut W),
 ) -> Result<Stored, StoreError>
 where
@@ -175,8 +175,11 @@ where
         }
     }
     let got = h.hex();
-    if !got.eq_ignore_ascii_case(expected_sha256) {
-        return Err(StoreError::ChecksumMismatch { got, want: expected_sha256.to_string() });
+    // None: the sender knew no checksum (a browser's upload); the one computed here is kept.
+    if let Some(want) = expected_sha256
+        && !got.eq_ignore_ascii_case(want)
+    {
+        return Err(StoreError::ChecksumMismatch { got, want: want.to_string() });
     }
     Ok(Stored { bytes: n, sha256: got })
 }
@@ -185,7 +188,7 @@ async fn receive_file<S, E>(
     dest: &Path,
     mut body: S,
     max_bytes: u64,
-    expected_sha256: &str,
+    expected_sha256: Option<&str>,
 ) -> Result<Stored, StoreError>
 where
     S: Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,
@@ -223,7 +226,7 @@ async fn receive_object<S, E>(
     key: &str,
     mut body: S,
     max_bytes: u64,
-    expected_sha256: &str,
+    expected_sha256: Option<&str>,
 ) -> Result<Stored, StoreError>
 where
     S: Stream<Item = Result<actix_web::web::Bytes, E>> + Unpin,

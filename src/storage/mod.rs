@@ -166,17 +166,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path()).unwrap();
         let loc = ArtifactStore::location("j", 1, "out.mp4");
-        let stored = store.receive(&loc, chunks(&[b"hello ", b"world"]), 100, &sha(b"hello world")).await.unwrap();
+        let stored =
+            store.receive(&loc, chunks(&[b"hello ", b"world"]), 100, Some(&sha(b"hello world"))).await.unwrap();
         assert_eq!(stored, Stored { bytes: 11, sha256: sha(b"hello world") });
         assert_eq!(std::fs::read(store.local_path(&loc).unwrap()).unwrap(), b"hello world");
         // A wrong checksum, an oversized body and a broken body store nothing and keep
         // the earlier file intact.
-        let e = store.receive(&loc, chunks(&[b"other"]), 100, &sha(b"hello world")).await.unwrap_err();
+        let e = store.receive(&loc, chunks(&[b"other"]), 100, Some(&sha(b"hello world"))).await.unwrap_err();
         assert!(matches!(e, StoreError::ChecksumMismatch { .. }), "{e}");
-        let e = store.receive(&loc, chunks(&[b"12345", b"67890"]), 8, &sha(b"1234567890")).await.unwrap_err();
+        let e = store.receive(&loc, chunks(&[b"12345", b"67890"]), 8, Some(&sha(b"1234567890"))).await.unwrap_err();
         assert!(matches!(e, StoreError::TooLarge(8)), "{e}");
         let broken = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"par")), Err("reset".to_string())]);
-        let e = store.receive(&loc, broken, 100, &sha(b"partial")).await.unwrap_err();
+        let e = store.receive(&loc, broken, 100, Some(&sha(b"partial"))).await.unwrap_err();
         assert!(matches!(e, StoreError::Body(_)), "{e}");
         assert_eq!(std::fs::read(store.local_path(&loc).unwrap()).unwrap(), b"hello world");
         let leftovers: Vec<_> =

@@ -115,9 +115,13 @@ async fn fetch(
             let http = awc::Client::builder().disable_redirects().finish();
             download(|_| http.get(url.as_str()), dest, limits, got).await
         }
-        InputRef::Artifact { job_id, name } => {
-            // An output in a bucket answers with a presigned URL: followed, keyless.
-            let path = format!("/jobs/{job_id}/outputs/{name}");
+        InputRef::Artifact { .. } | InputRef::Upload { .. } => {
+            // A file in a bucket answers with a presigned URL: followed, keyless.
+            let path = match source {
+                InputRef::Upload { id, name } => format!("/uploads/{id}/{name}"),
+                InputRef::Artifact { job_id, name } => format!("/jobs/{job_id}/outputs/{name}"),
+                _ => unreachable!(),
+            };
             let limits = DownloadLimits { follow_redirect: true, ..limits };
             download(|_| shared.client.request(awc::http::Method::GET, &path), dest, limits, got).await
         }
@@ -207,7 +211,7 @@ pub async fn localize_all(
     for input in &spec.inputs {
         // Each keeps its own name (a rendition's label names its variant).
         let name = match InputRef::parse(input) {
-            Ok(InputRef::Artifact { name, .. }) => Some(name.replace('/', "_")),
+            Ok(InputRef::Artifact { name, .. } | InputRef::Upload { name, .. }) => Some(name.replace('/', "_")),
             _ => None,
         };
         out.push(localize_named(shared, job, input, dir, name, commands).await?);

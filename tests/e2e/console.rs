@@ -1,5 +1,5 @@
 //! The web console in a real browser (headless Chromium over WebDriver): an operator
-//! signs in, submits from a template, watches progress live, downloads an output,
+//! signs in, uploads a file and submits it with a template, watches progress live, downloads an output,
 //! pauses/resumes/cancels a running ffmpeg, drains a node, bulk-cancels, plays an HLS
 //! package; a read-only key sees no controls and is refused if it posts anyway; a
 //! session's POST without its CSRF token is refused. Screenshots of the main pages at
@@ -65,6 +65,10 @@ fn an_operator_runs_the_farm_from_the_console() {
             "parameters": {"resolution": "160x90", "fps": 10, "duration": 6, "realtime": true, "preset": "ultrafast"}}),
     );
     assert_eq!(s, 201);
+    // A file on the operator's machine, uploaded through the form (its odd name made safe).
+    let files = tmpdir();
+    let upload = files.path().join("clip 1.mp4");
+    super::graphs::make_source(&upload, 160, 90, 6, &["-c:v", "libx264", "-preset", "ultrafast"]);
     let b = Browser::start();
     sign_in(&b, &m, "adm", "/ui/jobs");
     b.assert_no_console_errors("jobs");
@@ -83,12 +87,20 @@ fn an_operator_runs_the_farm_from_the_console() {
     assert!(refused.len() == 1 && refused[0].contains("400"), "only the refused submission logged: {refused:?}");
     b.fill("#overrides", r#"{"duration": 6}"#);
     b.fill("#scenario", "console-submit");
+    b.fill("#upload", upload.to_str().unwrap());
     b.click("#submit-form button[type=submit]");
     b.wait_for(10, "the new job's page", "return /^\\/ui\\/jobs\\/[0-9a-f-]{36}$/.test(location.pathname)", vec![]);
     let id = b.path().rsplit('/').next().unwrap().to_string();
     let job = admin.job(&id);
     assert_eq!(job["scenario"], "console-submit");
     assert_eq!(job["parameters"]["resolution"], "160x90", "resolved from the template: {job}");
+    let input = job["parameters"]["input"].as_str().unwrap_or_default().to_string();
+    assert!(
+        input.starts_with("upload://") && input.ends_with("/clip_1.mp4"),
+        "the uploaded file is the input: {input}"
+    );
+    let (s, stored, _) = admin.bytes(&input.replace("upload://", "/uploads/"), &[]);
+    assert_eq!((s, sha256_hex(&stored)), (200, sha256_hex(&std::fs::read(&upload).unwrap())), "stored as sent");
     b.assert_no_console_errors("submit");
 
     // Its progress bar advances on the jobs page without a reload and reaches 100 %.
@@ -131,6 +143,8 @@ fn an_operator_runs_the_farm_from_the_console() {
 
     // Pause and resume a running job from its page: ffmpeg stops and continues; then cancel.
     let long = admin.submit(json!({"scenario": "long", "parameters": {"resolution": "160x90", "fps": 10, "duration": 60, "realtime": true}}));
+    let info = &admin.job(&id)["input_info"];
+    assert!(info["duration_seconds"].as_f64().unwrap_or(0.0) > 5.0, "the worker read the upload: {info}");
     wait_until(Duration::from_secs(30), "the long encode running", || !ffmpeg_pids(&long).is_empty());
     b.goto(&format!("{}/ui/jobs/{long}", m.url));
     b.wait_for(

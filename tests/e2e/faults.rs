@@ -251,6 +251,9 @@ fn auth_matrix_every_route_and_role() {
         ("DELETE", "/webhooks/ghost".into(), ""),
         ("GET", "/webhooks/ghost/deliveries".into(), ""),
         ("POST", "/webhooks/ghost/deliveries/1/redeliver".into(), ""),
+        ("DELETE", "/sessions".into(), ""),
+        ("POST", "/uploads?name=a.mp4".into(), ""),
+        ("GET", "/uploads/0190c7a4-0000-7000-8000-000000000001/a.mp4".into(), "worker+read"),
     ];
     for (method, path, who) in &routes {
         for prefix in ["", "/api/v1"] {

@@ -539,3 +539,29 @@ fn the_masters_artifact_store_can_be_a_bucket() {
     wait_until(Duration::from_secs(10), "the object deleted", || s3.keys("farm-store").is_empty());
     assert!(!m.dir.join("artifacts").exists(), "nothing on the master's disk");
 }
+
+/// `POST /uploads` keeps what it was sent (its checksum checked when given) under a
+/// safe name, and a job may name only an upload that exists.
+#[test]
+fn uploads_are_checked_and_only_existing_ones_are_inputs() {
+    let m = TestMaster::start(&[]);
+    let api = m.api();
+    let (s, v) = api.raw("POST", "/uploads?name=../x.mp4", &[], "data");
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_upload_name")), "{v}");
+    let wrong = sha256_hex(b"other");
+    let (s, v) = api.raw("POST", "/uploads?name=a.txt", &[("X-Content-SHA256", &wrong)], "data");
+    assert_eq!((s, v["error"].as_str()), (400, Some("checksum_mismatch")), "{v}");
+    let right = sha256_hex(b"data");
+    let (s, up) = api.raw("POST", "/uploads?name=a.txt", &[("X-Content-SHA256", &right)], "data");
+    assert_eq!(s, 201, "{up}");
+    assert_eq!((up["bytes"].as_u64(), up["sha256"].as_str()), (Some(4), Some(right.as_str())));
+    let input = up["input"].as_str().unwrap();
+    let (s, body, headers) = api.bytes(&input.replace("upload://", "/uploads/"), &[]);
+    assert_eq!((s, body.as_slice()), (200, b"data".as_slice()));
+    assert!(headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("etag") && v.contains(&right)), "{headers:?}");
+    let ghost = "upload://0190c7a4-0000-7000-8000-000000000001/a.mp4";
+    let (s, v) = api.post("/jobs", json!({"parameters": {"input": ghost}}));
+    assert_eq!((s, v["error"].as_str()), (400, Some("input_not_found")), "{v}");
+    let (s, _) = api.post("/jobs", json!({"parameters": {"input": input}}));
+    assert_eq!(s, 201, "an existing upload is a valid input");
+}

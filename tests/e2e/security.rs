@@ -9,17 +9,32 @@ use std::time::Duration;
 /// Send one request with the path exactly as written (no client-side normalisation of
 /// percent-escapes, dot segments or double slashes) and return (status, JSON body).
 pub fn raw_request(base: &str, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+    let (status, _, payload) = raw_exchange(base, method, path, &headers, body.unwrap_or(""));
+    (status, serde_json::from_str(&payload).unwrap_or(Value::String(payload)))
+}
+
+/// One HTTP/1.1 exchange exactly as written (no redirects followed, no path
+/// normalised): (status, head, body).
+pub fn raw_exchange(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let addr = base.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.unwrap_or("");
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    if !body.is_empty() {
+    let typed = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
         req.push_str("Content-Type: application/json\r\n");
     }
-    if let Some(k) = key {
-        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     req.push_str(body);
@@ -34,7 +49,7 @@ pub fn raw_request(base: &str, method: &str, path: &str, key: Option<&str>, body
     } else {
         payload.to_string()
     };
-    (status, serde_json::from_str(&payload).unwrap_or(Value::String(payload)))
+    (status, head.to_string(), payload)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -53,7 +68,7 @@ fn dechunk(mut s: &str) -> String {
 /// Spellings of one route that a router may decode to the same resource, or that a
 /// naive check might treat differently: percent-encoded letters, an encoded slash,
 /// double and trailing slashes, dot segments, mixed case, and the /api/v1 prefix.
-fn spellings(path: &str) -> Vec<String> {
+pub(crate) fn spellings(path: &str) -> Vec<String> {
     let mut v = vec![path.to_string()];
     // Percent-encode the first letter of each segment.
     let enc: String = path
@@ -133,6 +148,9 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
         ("DELETE", "/webhooks/ghost".into(), "", "admin"),
         ("GET", "/webhooks/ghost/deliveries".into(), "", "admin"),
         ("POST", "/webhooks/ghost/deliveries/1/redeliver".into(), "{}", "admin"),
+        ("DELETE", "/sessions".into(), "", "admin"),
+        ("POST", "/uploads?name=evil.mp4".into(), "data", "admin"),
+        ("GET", "/uploads/0190c7a4-0000-7000-8000-000000000001/a.mp4".into(), "", "worker+read"),
     ];
     for (method, path, body, who) in &routes {
         for p in spellings(path) {
@@ -919,4 +937,84 @@ fn long_histories_are_capped_and_stream_keys_never_stored() {
         &text[..text.len().min(2000)]
     );
     assert!(text.contains("rtmp://***@live.example/app/***"), "redacted, not dropped");
+}
+
+/// The console's pages: never rendered without a session or a key, never to a worker
+/// key, admin-only pages never to read-only keys, under any spelling; a session
+/// stands for its key only with its CSRF token on state-changing requests; sign-in
+/// refuses other sites, unknown keys and worker keys.
+#[test]
+fn console_pages_and_sessions_keep_the_api_roles() {
+    let m = TestMaster::start(&["--api-key", "adm", "--worker-api-key", "wrk", "--read-api-key", "ro"]);
+    let admin = m.api().with_key("adm");
+    let id = admin.submit(json!({"parameters": {"duration": 1}}));
+    let pages = [
+        ("/ui".to_string(), "read"),
+        ("/ui/jobs".into(), "read"),
+        (format!("/ui/jobs/{id}"), "read"),
+        ("/ui/jobs?status=pending&scenario=x".into(), "read"),
+        ("/ui/nodes".into(), "read"),
+        ("/ui/submit".into(), "admin"),
+        ("/ui/webhooks".into(), "admin"),
+    ];
+    let get = |p: &str, key: Option<&str>| raw_request(&m.url, "GET", p, key, None).0;
+    for (path, who) in &pages {
+        assert_eq!(get(path, Some("adm")), 200, "{path} as admin");
+        assert_eq!(get(path, Some("ro")), if *who == "read" { 200 } else { 403 }, "{path} as read-only");
+        for p in spellings(path) {
+            for key in [None, Some("wrong")] {
+                let s = get(&p, key);
+                assert!(s == 303 || s == 401, "{p} with {key:?} got {s}: only a sign-in redirect or 401");
+            }
+            let w = get(&p, Some("wrk"));
+            assert!(w == 403 || w == 404, "{p} as worker got {w}");
+            if *who == "admin" {
+                let r = get(&p, Some("ro"));
+                assert!(r == 403 || r == 404, "{p} as read-only got {r}");
+            }
+        }
+    }
+    assert_eq!(get("/ui/assets/app.js", None), 200, "assets hold no secrets");
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let login = |key: &str, extra: &[(&str, &str)]| {
+        let headers: Vec<(&str, &str)> = form.iter().chain(extra).copied().collect();
+        raw_exchange(&m.url, "POST", "/ui/login", &headers, &format!("key={key}&next=/ui/jobs"))
+    };
+    assert_eq!(login("wrong", &[]).0, 401);
+    assert_eq!(login("wrk", &[]).0, 403, "worker keys cannot sign in");
+    assert_eq!(login("adm", &[("Origin", "http://evil.example")]).0, 403, "sign-in from another site");
+    let session = |key: &str| {
+        let (s, head, _) = login(key, &[]);
+        assert_eq!(s, 303, "{head}");
+        assert!(head.contains("HttpOnly") && head.contains("SameSite=Strict"), "{head}");
+        let cookie = head.lines().find_map(|l| l.split_once("ffrtmp_session=")).unwrap().1;
+        let cookie = format!("ffrtmp_session={}", cookie.split(';').next().unwrap());
+        let (_, _, page) = raw_exchange(&m.url, "GET", "/ui/jobs", &[("Cookie", &cookie)], "");
+        let csrf = page.split("name=\"csrf-token\" content=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+        (cookie, csrf)
+    };
+    let (cookie, csrf) = session("adm");
+    let call = |method: &str, path: &str, headers: &[(&str, &str)]| raw_request_as(&m.url, method, path, headers);
+    assert_eq!(call("GET", "/jobs", &[("Cookie", &cookie)]).0, 200, "the cookie stands for the key");
+    let cancel = format!("/jobs/{id}/cancel");
+    let refused = call("POST", &cancel, &[("Cookie", &cookie)]);
+    assert_eq!((refused.0, refused.1["error"].as_str()), (403, Some("csrf_token_invalid")));
+    assert_eq!(call("POST", &cancel, &[("Cookie", &cookie), ("X-CSRF-Token", "0123")]).0, 403);
+    assert_eq!(admin.status(&id), "pending", "nothing happened");
+    let (ro_cookie, ro_csrf) = session("ro");
+    let (s, v) = call("POST", &cancel, &[("Cookie", &ro_cookie), ("X-CSRF-Token", &ro_csrf)]);
+    assert_eq!((s, v["error"].as_str()), (403, Some("forbidden")), "a read-only session stays read-only");
+    assert_eq!(call("POST", &cancel, &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)]).0, 200);
+    assert_eq!(admin.status(&id), "canceled");
+    // Signed out (with its token), the cookie opens nothing.
+    let body = format!("csrf={csrf}");
+    let (s, _, _) = raw_exchange(&m.url, "POST", "/ui/logout", &[form[0], ("Cookie", &cookie)], &body);
+    assert_eq!(s, 303);
+    assert_eq!(call("GET", "/jobs", &[("Cookie", &cookie)]).0, 401);
+    assert_eq!(get("/ui/jobs", None), 303);
+}
+
+fn raw_request_as(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let (status, _, payload) = raw_exchange(base, method, path, headers, "");
+    (status, serde_json::from_str(&payload).unwrap_or(Value::String(payload)))
 }

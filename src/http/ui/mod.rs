@@ -189,6 +189,7 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Lo
 }
 
 /// `DELETE /sessions`: sign every console session out (admin).
+#[utoipa::path(delete, path = "/sessions", responses((status = 200, description = "How many sessions were revoked: {\"revoked\": N}")))]
 pub async fn revoke_sessions(state: web::Data<AppState>) -> crate::error::AppResult<HttpResponse> {
     let n = state.h.db.write(|c| crate::db::sessions::revoke_all(c, crate::db::now_micros())).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": n })))

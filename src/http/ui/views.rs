@@ -130,6 +130,9 @@ pub async fn submit(req: &HttpRequest, state: &AppState, viewer: &Viewer) -> Htt
             pre #template-parameters.params aria-label="The template's parameters" {}
             label for="input" { "Input (path under the input root, or URL)" }
             input #input name="input" type="text" maxlength="2048" placeholder="leave empty for a synthetic test source";
+            label for="upload" { "…or upload a file (stored on the master, read by the worker as upload://…)" }
+            input #upload name="upload" type="file" accept="video/*,audio/*,image/*,.mkv,.mxf,.ts,.y4m";
+            p #upload-status.hint aria-live="polite" {}
             label for="scenario" { "Scenario" }
             input #scenario name="scenario" type="text" maxlength="200" placeholder="e.g. 720p30-h264";
             div.row {
