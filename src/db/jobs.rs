@@ -455,7 +455,7 @@ pub fn finished_per_interval(conn: &mut Conn, since: i64, bucket: i64) -> DbResu
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = BigInt)]
-        interval: i64,
+        slot: i64,
         #[diesel(sql_type = Text)]
         status: String,
         #[diesel(sql_type = BigInt)]
@@ -464,19 +464,19 @@ pub fn finished_per_interval(conn: &mut Conn, since: i64, bucket: i64) -> DbResu
     // Both numbers are ours (integers), so formatting them in is safe; the two
     // backends would want different placeholder syntax.
     let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT (completed_at - {since}) / {bucket} AS interval, status, COUNT(*) AS n FROM jobs \
+        "SELECT (completed_at - {since}) / {bucket} AS slot, status, COUNT(*) AS n FROM jobs \
          WHERE completed_at >= {since} AND status IN ('completed', 'failed') GROUP BY 1, 2"
     ))
     .load(conn)?;
     let mut out: Vec<(i64, i64, i64)> = Vec::new();
     for r in rows {
         let (ok, bad) = if r.status == "completed" { (r.n, 0) } else { (0, r.n) };
-        match out.iter_mut().find(|o| o.0 == r.interval) {
+        match out.iter_mut().find(|o| o.0 == r.slot) {
             Some(o) => {
                 o.1 += ok;
                 o.2 += bad;
             }
-            None => out.push((r.interval, ok, bad)),
+            None => out.push((r.slot, ok, bad)),
         }
     }
     Ok(out)

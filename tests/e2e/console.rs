@@ -73,6 +73,15 @@ fn an_operator_runs_the_farm_from_the_console() {
     sign_in(&b, &m, "adm", "/ui/jobs");
     b.assert_no_console_errors("jobs");
 
+    // The overview follows the event stream: a job run meanwhile shows up without a reload.
+    b.goto(&format!("{}/ui", m.url));
+    b.exec("window.__sameDocument = true; return true", vec![]);
+    let warm_up = admin.submit(json!({"scenario": "warm-up", "parameters": {"resolution": "160x90", "duration": 1}}));
+    b.wait_for(30, "the overview counting the finished job", "return document.getElementById('done-hour').textContent === '1'", vec![]);
+    assert_eq!(admin.status(&warm_up), "completed");
+    assert_eq!(b.exec("return window.__sameDocument === true", vec![]), json!(true), "no reload happened");
+    b.assert_no_console_errors("overview (live)");
+
     // Submit from a template: a refused override shows the API's own message.
     b.goto(&format!("{}/ui/submit", m.url));
     b.choose("#template", "tiny");
@@ -220,6 +229,9 @@ fn an_operator_runs_the_farm_from_the_console() {
         ] {
             b.goto(&format!("{}{path}", m.url));
             b.wait_for(10, "the page", "return document.readyState === 'complete'", vec![]);
+            if page == "overview" {
+                assert_eq!(b.text("#done-hour"), "2", "two jobs completed in the last hour");
+            }
             let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth", vec![]);
             assert!(overflow.as_i64().unwrap_or(0) <= 0, "{page} scrolls sideways at {name} size ({overflow} px)");
             b.screenshot(&dir.join(format!("{page}-{name}.png")));
