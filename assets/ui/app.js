@@ -118,8 +118,16 @@
   }
 
   // ---- the event stream ----------------------------------------------------------
+  // Open streams of this page. A browser allows six HTTP/1.1 connections per host and a
+  // page kept in the back/forward cache keeps its streams: close them when the page is
+  // hidden, open them again if it is shown from that cache.
+  const streams = [];
+  window.addEventListener("pagehide", () => { streams.splice(0).forEach((es) => es.close()); });
+  window.addEventListener("pageshow", (e) => { if (e.persisted) { startLive(); refresh(); } });
+
   function follow(query, handlers) {
     const es = new EventSource("/events?" + query);
+    streams.push(es);
     for (const [kind, fn] of Object.entries(handlers)) {
       es.addEventListener(kind, (m) => {
         let ev;
@@ -178,10 +186,15 @@
     } else if (page === "nodes") {
       follow("type=" + NODE_EVENTS.join(","), onEach(NODE_EVENTS, refresh));
       // Heartbeats and utilisation are not events: look again every few seconds.
-      setInterval(refresh, 5000);
+      poll(5000);
     } else if (page === "webhooks") {
-      setInterval(refresh, 5000);
+      poll(5000);
     }
+  }
+
+  let poller = null;
+  function poll(ms) {
+    if (poller === null) poller = setInterval(refresh, ms);
   }
 
   // ---- buttons ---------------------------------------------------------------------

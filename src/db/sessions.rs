@@ -63,3 +63,44 @@ pub fn revoke_all(conn: &mut Conn, now: i64) -> DbResult<usize> {
         .set(s::revoked_at.eq(now))
         .execute(conn)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Synchronous, open_sqlite};
+
+    fn row(id: &str, now: i64, ttl: i64) -> SessionRow {
+        SessionRow {
+            id: id.into(),
+            role: "admin".into(),
+            key_digest: "k".into(),
+            csrf_token: "t".into(),
+            created_at: now,
+            expires_at: now + ttl,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn sessions_expire_are_revoked_and_do_not_pile_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("s.db"), Synchronous::Normal, 1).unwrap();
+        let c = &mut pool.get().unwrap();
+        assert!(create(c, &row("a", 100, 10)).unwrap());
+        assert!(live(c, "a", 105).unwrap().is_some());
+        assert!(live(c, "a", 110).unwrap().is_none(), "expired at its end");
+        assert!(live(c, "nobody", 105).unwrap().is_none());
+        assert!(create(c, &row("b", 105, 10)).unwrap());
+        assert!(revoke(c, "b", 106).unwrap());
+        assert!(live(c, "b", 107).unwrap().is_none(), "signed out");
+        assert!(!revoke(c, "b", 108).unwrap(), "already revoked");
+        assert!(create(c, &row("c", 120, 10)).unwrap());
+        assert!(create(c, &row("d", 120, 10)).unwrap());
+        assert_eq!(revoke_all(c, 121).unwrap(), 2);
+        assert!(live(c, "c", 122).unwrap().is_none() && live(c, "d", 122).unwrap().is_none());
+        // A new sign-in forgets every expired or revoked row.
+        assert!(create(c, &row("e", 200, 10)).unwrap());
+        let left: i64 = s::table.count().get_result(c).unwrap();
+        assert_eq!(left, 1);
+    }
+}

@@ -144,6 +144,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
+    /// Press keys (WebDriver key codes, e.g. Tab = U+E004, Enter = U+E007) on the
+    /// focused element, as a keyboard user would.
+    pub fn keys(&self, keys: &str) {
+        use fantoccini::actions::InputSource;
+        let mut actions = fantoccini::actions::KeyActions::new("keyboard".into());
+        for ch in keys.chars() {
+            actions = actions
+                .then(fantoccini::actions::KeyAction::Down { value: ch })
+                .then(fantoccini::actions::KeyAction::Up { value: ch });
+        }
+        self.rt.block_on(self.c().perform_actions(actions)).expect("press keys");
+    }
+
     /// Choose an option of a `<select>` by value.
     pub fn choose(&self, css: &str, value: &str) {
         self.rt

@@ -50,6 +50,12 @@ fn post_in_page(b: &Browser, path: &str, with_csrf: bool) -> (u64, String) {
     (v[0].as_u64().unwrap_or(0), v[1].as_str().unwrap_or_default().to_string())
 }
 
+/// Controls a screen reader could not name: no `<label>`, no `aria-label`, no text.
+const UNLABELLED_CONTROLS: &str =
+    "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href]')]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map(e => e.outerHTML.slice(0, 120))";
+
 fn screenshots_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots")
 }
@@ -77,7 +83,12 @@ fn an_operator_runs_the_farm_from_the_console() {
     b.goto(&format!("{}/ui", m.url));
     b.exec("window.__sameDocument = true; return true", vec![]);
     let warm_up = admin.submit(json!({"scenario": "warm-up", "parameters": {"resolution": "160x90", "duration": 1}}));
-    b.wait_for(30, "the overview counting the finished job", "return document.getElementById('done-hour').textContent === '1'", vec![]);
+    b.wait_for(
+        30,
+        "the overview counting the finished job",
+        "return document.getElementById('done-hour').textContent === '1'",
+        vec![],
+    );
     assert_eq!(admin.status(&warm_up), "completed");
     assert_eq!(b.exec("return window.__sameDocument === true", vec![]), json!(true), "no reload happened");
     b.assert_no_console_errors("overview (live)");
@@ -124,10 +135,20 @@ fn an_operator_runs_the_farm_from_the_console() {
     );
     let rate = b.text(&format!(".prog[data-job-id=\"{id}\"] .rate"));
     assert!(rate.contains("fps"), "live figures beside the bar: {rate:?}");
+    let layout = "const t = document.querySelector('table.jobs'); \
+        return [t.offsetWidth, t.offsetHeight].concat([...t.querySelectorAll('th')].map(th => th.offsetWidth))";
+    let before = b.exec(layout, vec![]);
     b.wait_for(30, "the bar at 100 % and the job completed", &format!(
         "return document.querySelector(arguments[0]).value === 100 && document.querySelector('tr[data-job-id=\"{id}\"] .badge').textContent === 'completed'"),
         vec![json!(bar)]);
     assert_eq!(b.exec("return window.__sameDocument === true", vec![]), json!(true), "no reload happened");
+    assert_eq!(b.exec(layout, vec![]), before, "progress and state updates moved nothing on the page");
+    // Keyboard: the first Tab reaches the skip link, which moves focus to the content.
+    b.exec("document.activeElement.blur(); return true", vec![]);
+    b.keys("\u{E004}");
+    assert_eq!(b.exec("return document.activeElement.className", vec![]), json!("skip"));
+    b.keys("\u{E007}");
+    b.wait_for(5, "focus in the content", "return document.activeElement.id === 'main'", vec![]);
     b.assert_no_console_errors("jobs (live)");
 
     // Its detail page; the download's SHA-256, computed in the browser, is the stored one.
@@ -234,6 +255,8 @@ fn an_operator_runs_the_farm_from_the_console() {
             }
             let overflow = b.exec("return document.documentElement.scrollWidth - window.innerWidth", vec![]);
             assert!(overflow.as_i64().unwrap_or(0) <= 0, "{page} scrolls sideways at {name} size ({overflow} px)");
+            let unlabelled = b.exec(UNLABELLED_CONTROLS, vec![]);
+            assert_eq!(unlabelled, json!([]), "controls without a label on {page}");
             b.screenshot(&dir.join(format!("{page}-{name}.png")));
             b.assert_no_console_errors(&format!("{page} at {name} size"));
         }
@@ -250,8 +273,17 @@ fn the_console_plays_packages_and_keeps_read_only_keys_read_only() {
         4,
         &["-c:v", "libx264", "-preset", "ultrafast"],
     );
-    let m = TestMaster::start(KEYS);
+    // Keep-alives every 0.5 s: a stream whose page went away is noticed at once.
+    let flags: Vec<&str> =
+        KEYS.iter().copied().chain(["--webhook-allow", "127.0.0.1:9", "--sse-keepalive", "0.5"]).collect();
+    let m = TestMaster::start(&flags);
     let admin = m.api().with_key("adm");
+    // A receiver that is never there: its deliveries wait for their retries.
+    let (s, hook) = admin.post(
+        "/webhooks",
+        json!({"url": "http://127.0.0.1:9/hook", "events": ["job.completed"], "secret": "console-test-secret-0123"}),
+    );
+    assert_eq!(s, 201, "{hook}");
     let _w = TestWorker::start(&m, &["--api-key", "wrk", "--input-root", inputs.path().to_str().unwrap()]);
     let id = admin.submit(json!({"scenario": "package", "parameters": {"input": "src.mp4", "preset": "ultrafast",
         "package": {"format": "hls", "segment_seconds": 1, "audio": [], "ladder": [{"height": 144, "bitrate": "200k"}]}}}));
@@ -266,6 +298,25 @@ fn the_console_plays_packages_and_keeps_read_only_keys_read_only() {
     let src = b.exec("return document.getElementById('player').currentSrc", vec![]);
     assert!(src.as_str().unwrap_or_default().ends_with("/hls/master.m3u8"), "played the HLS package: {src}");
     b.assert_no_console_errors("job detail (player)");
+
+    // The webhooks page lists the subscription and its delivery, which can be sent again.
+    b.goto(&format!("{}/ui/webhooks", m.url));
+    b.wait_for(
+        20,
+        "the delivery listed",
+        "return document.querySelector('[data-post$=\"/redeliver\"]') !== null",
+        vec![],
+    );
+    assert!(b.text("h2 code").contains("127.0.0.1:9"));
+    b.click("[data-post$=\"/redeliver\"]");
+    b.wait_for(
+        10,
+        "redelivery accepted",
+        "return document.getElementById('toast').textContent === 'Redeliver: done'",
+        vec![],
+    );
+    b.assert_no_console_errors("webhooks");
+    b.goto(&format!("{}/ui/jobs/{id}", m.url));
 
     // A session's POST without its CSRF token is refused, and changes nothing.
     assert_eq!(post_in_page(&b, &format!("/jobs/{id}/retry"), false), (403, "csrf_token_invalid".to_string()));
@@ -282,8 +333,42 @@ fn the_console_plays_packages_and_keeps_read_only_keys_read_only() {
     // A read-only key: no control buttons anywhere, and 403 if it posts anyway.
     sign_in(&b, &m, "ro", &format!("/ui/jobs/{id}"));
     assert!(b.exists("video#player"), "read-only keys may watch");
+    // Pages left behind closed their event streams (a browser has six connections per
+    // host): only this page's two (the job's and its children's) are open.
+    let streams = || {
+        let (_, text, _) = admin.bytes("/metrics", &[]);
+        let text = String::from_utf8_lossy(&text).to_string();
+        text.lines().find_map(|l| l.strip_prefix("ffrtmp_event_subscribers ")?.parse::<f64>().ok()).unwrap_or(-1.0)
+    };
+    wait_until(Duration::from_secs(10), "only this page's event streams open", || streams() == 2.0);
     assert_eq!(b.count("[data-action]"), 0, "no job controls for read-only keys");
     assert!(!b.exists("a[href=\"/ui/submit\"]") && !b.exists("a[href=\"/ui/webhooks\"]"));
+    {
+        let cookie = b.cookie("ffrtmp_session").unwrap();
+        let csrf = b.exec("return document.querySelector('meta[name=\"csrf-token\"]').content", vec![]);
+        let t = std::time::Instant::now();
+        let r = m.api().raw(
+            "POST",
+            &format!("/jobs/{id}/retry"),
+            &[("Cookie", &format!("ffrtmp_session={cookie}")), ("X-CSRF-Token", csrf.as_str().unwrap())],
+            "",
+        );
+        eprintln!("DEBUG direct ro {r:?} in {:?}", t.elapsed());
+        for p in ["/health", "/jobs"] {
+            let v = b.exec_async("const [p, done] = arguments; setTimeout(() => done('timeout'), 4000); fetch(p).then(r => done(r.status)).catch(e => done(String(e)));", vec![json!(p)]);
+            eprintln!("DEBUG ro GET {p} {v}");
+        }
+        let v = b.exec_async("const [p, t, done] = arguments; setTimeout(() => done('timeout'), 4000); fetch(p, {method: 'POST', headers: {'X-CSRF-Token': t}}).then(r => done(r.status)).catch(e => done(String(e)));", vec![json!(format!("/jobs/{id}/retry")), csrf.clone()]);
+        eprintln!("DEBUG ro POST {v}");
+        let port = m.url.rsplit(':').next().unwrap().to_string();
+        let out = std::process::Command::new("ss")
+            .args(["-tn", "state", "established", &format!("( dport = :{port} )")])
+            .output()
+            .unwrap();
+        eprintln!("DEBUG conns {}", String::from_utf8_lossy(&out.stdout));
+        let v = b.exec("return performance.getEntriesByType('resource').map(e => e.name + ' ' + Math.round(e.duration) + ' ' + e.responseEnd)", vec![]);
+        eprintln!("DEBUG resources {v}");
+    }
     assert_eq!(post_in_page(&b, &format!("/jobs/{id}/retry"), true), (403, "forbidden".to_string()));
     b.console_errors();
     b.goto(&format!("{}/ui/jobs", m.url));

@@ -115,10 +115,10 @@ pub async fn list(req: &HttpRequest, state: &AppState, viewer: &Viewer) -> HttpR
         div.table-wrap data-live="jobs" data-first-page=(shown.cursor.is_none()) {
             table.jobs {
                 thead { tr {
-                    @if viewer.can_control() { th scope="col" { input type="checkbox" #select-all aria-label="Select all jobs on this page"; } }
-                    th scope="col" { "#" } th scope="col" { "Scenario" } th scope="col" { "Status" }
-                    th scope="col".opt { "Queue" } th scope="col".opt { "Priority" } th scope="col".opt { "Node" }
-                    th scope="col".progress-col { "Progress" } th scope="col".opt { "Created" }
+                    @if viewer.can_control() { th scope="col".c-sel { input type="checkbox" #select-all aria-label="Select all jobs on this page"; } }
+                    th scope="col".c-seq { "#" } th scope="col" { "Scenario" } th scope="col".c-st { "Status" }
+                    th scope="col".opt.c-q { "Queue" } th scope="col".opt.c-q { "Priority" } th scope="col".opt.c-node { "Node" }
+                    th scope="col".progress-col { "Progress" } th scope="col".opt.c-at { "Created" }
                 } }
                 tbody {
                     @for j in &page.jobs {
@@ -129,7 +129,7 @@ pub async fn list(req: &HttpRequest, state: &AppState, viewer: &Viewer) -> HttpR
                             td.status { (badge(j.status.as_str())) }
                             td.opt { (j.queue.as_str()) }
                             td.opt { (j.priority.as_str()) }
-                            td.opt { (j.node_name.clone().or(j.node_id.clone()).unwrap_or_default()) }
+                            td.opt.node { (j.node_name.clone().or(j.node_id.clone()).unwrap_or_default()) }
                             td { (progress_cell(&j.id, j.progress as f64, j.progress_detail.as_ref())) }
                             td.opt { (ago(&j.created_at)) }
                         }
@@ -162,7 +162,7 @@ fn player(job_id: &str, outputs: &[JobOutput]) -> Option<Markup> {
     Some(html! {
         section.card aria-labelledby="play-h" {
             h2 #play-h { "Play" }
-            video #player controls muted playsinline preload="metadata" {
+            video #player controls muted playsinline preload="none" {
                 @if let Some(h) = hls { source src=(url(h)) type="application/vnd.apple.mpegurl"; }
                 @if let Some(m) = mp4 { source src=(url(m)) type="video/mp4"; }
                 "This browser cannot play the package; download it below."
