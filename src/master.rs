@@ -50,6 +50,22 @@ pub struct MasterArgs {
     /// API key with the read-only role (GET routes).
     #[arg(long = "read-api-key", env = "FFRTMP_READ_API_KEY")]
     pub read_keys: Vec<String>,
+    /// Files of admin API keys, one per line (keys that never show in `ps` or the
+    /// environment: systemd credentials, Kubernetes or compose secrets). Repeatable.
+    #[arg(long = "api-key-file", env = "FFRTMP_MASTER_API_KEY_FILE", value_delimiter = ',')]
+    pub api_key_files: Vec<PathBuf>,
+    /// Files of worker-role API keys, one per line.
+    #[arg(long = "worker-api-key-file", env = "FFRTMP_WORKER_API_KEY_FILE", value_delimiter = ',')]
+    pub worker_key_files: Vec<PathBuf>,
+    /// Files of read-only API keys, one per line.
+    #[arg(long = "read-api-key-file", env = "FFRTMP_READ_API_KEY_FILE", value_delimiter = ',')]
+    pub read_key_files: Vec<PathBuf>,
+    /// File holding the database URL (its password stays out of `ps` and the environment).
+    #[arg(long, env = "FFRTMP_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
+    /// File holding --webhook-secret.
+    #[arg(long, env = "FFRTMP_WEBHOOK_SECRET_FILE", conflicts_with = "webhook_secret")]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Allow binding a non-loopback address with no API key.
     #[arg(long, env = "FFRTMP_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -173,6 +189,29 @@ pub struct MasterArgs {
 }
 
 impl MasterArgs {
+    /// These settings with every `--…-file` read in (keys added to the ones given
+    /// directly; the database URL and webhook secret taken from their files).
+    pub fn with_secret_files(&self) -> anyhow::Result<MasterArgs> {
+        use crate::os::{read_secret, read_secrets};
+        let mut a = self.clone();
+        for (flag, files, keys) in [
+            ("--api-key-file", &self.api_key_files, &mut a.api_keys),
+            ("--worker-api-key-file", &self.worker_key_files, &mut a.worker_keys),
+            ("--read-api-key-file", &self.read_key_files, &mut a.read_keys),
+        ] {
+            for f in files {
+                keys.extend(read_secrets(flag, f)?);
+            }
+        }
+        if let Some(f) = &self.database_url_file {
+            a.database_url = Some(read_secret("--database-url-file", f)?);
+        }
+        if let Some(f) = &self.webhook_secret_file {
+            a.webhook_secret = Some(read_secret("--webhook-secret-file", f)?);
+        }
+        Ok(a)
+    }
+
     fn keys(&self) -> ApiKeys {
         let fallback = std::env::var("FFMPEG_RTMP_API_KEY").ok().filter(|k| !k.is_empty());
         let mut keys: Vec<(String, Role)> = Vec::new();
@@ -326,6 +365,7 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<r
 
 /// Start the master inside the current actix System and return once it listens.
 pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
+    let args = &args.with_secret_files()?;
     let keys = args.keys();
     let files = crate::os::raise_open_file_limit();
     log::info!("open-file limit: {files}");

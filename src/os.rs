@@ -47,3 +47,66 @@ pub async fn resolve_host(host: &str, port: u16) -> Vec<std::net::IpAddr> {
         _ => Vec::new(),
     }
 }
+
+/// Largest secrets file read (`--…-file` options).
+const MAX_SECRETS_FILE: u64 = 64 * 1024;
+
+/// The secrets a `--…-file` option names: one per line, blank lines and `#` comments
+/// skipped, surrounding whitespace trimmed. Keys kept in files never appear in `ps` or in
+/// a process's environment (systemd's `LoadCredential=`, Kubernetes and compose secrets
+/// mount such files). A file others may read is used, with a warning.
+pub fn read_secrets(flag: &str, path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
+    let meta = file.metadata()?;
+    if meta.len() > MAX_SECRETS_FILE {
+        anyhow::bail!("{flag} {}: larger than {MAX_SECRETS_FILE} bytes; is it the right file?", path.display());
+    }
+    if meta.permissions().mode() & 0o007 != 0 {
+        log::warn!(
+            "{flag} {}: readable by every user (mode {:o}); chmod o-rwx it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRETS_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))?;
+    let secrets: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+    if secrets.is_empty() {
+        anyhow::bail!("{flag} {}: the file holds no secret", path.display());
+    }
+    Ok(secrets)
+}
+
+/// The one secret a `--…-file` option names (a file with several is refused).
+pub fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let mut all = read_secrets(flag, path)?;
+    if all.len() > 1 {
+        anyhow::bail!("{flag} {}: holds {} lines; it takes one secret", path.display(), all.len());
+    }
+    Ok(all.remove(0))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_files_are_read_line_by_line_and_empty_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys");
+        std::fs::write(&p, "# rotated 2026-12\nold-key\n\n  new-key  \n").unwrap();
+        assert_eq!(read_secrets("--api-key-file", &p).unwrap(), ["old-key", "new-key"]);
+        assert!(read_secret("--webhook-secret-file", &p).unwrap_err().to_string().contains("takes one secret"));
+        std::fs::write(&p, "only\n").unwrap();
+        assert_eq!(read_secret("--webhook-secret-file", &p).unwrap(), "only");
+        std::fs::write(&p, "\n# nothing\n").unwrap();
+        assert!(read_secrets("--api-key-file", &p).unwrap_err().to_string().contains("holds no secret"));
+        let e = read_secrets("--api-key-file", &dir.path().join("missing")).unwrap_err().to_string();
+        assert!(e.starts_with("--api-key-file ") && e.contains("missing"), "{e}");
+    }
+}

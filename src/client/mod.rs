@@ -39,6 +39,9 @@ pub struct GlobalOpts {
     /// API key [env: MASTER_API_KEY, FFRTMP_API_KEY; config: api_key]
     #[arg(long, global = true)]
     pub api_key: Option<String>,
+    /// File holding the API key, kept out of `ps` and shell history [env: FFRTMP_API_KEY_FILE; config: api_key_file]
+    #[arg(long, global = true)]
+    pub api_key_file: Option<PathBuf>,
     /// Output format [config: output; default: table]
     #[arg(long, short = 'o', global = true, value_enum)]
     pub output: Option<OutputFormat>,
@@ -57,6 +60,7 @@ struct ConfigFile {
     master_url: Option<String>,
     #[serde(alias = "token")]
     api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
     output: Option<OutputFormat>,
     ca_cert: Option<PathBuf>,
 }
@@ -72,6 +76,10 @@ pub struct Settings {
 
 fn env_any(names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+fn key_from_file(f: &std::path::Path) -> Result<String, String> {
+    crate::os::read_secret("--api-key-file", f).map_err(|e| e.to_string())
 }
 
 pub fn resolve(g: &GlobalOpts) -> Result<Settings, String> {
@@ -98,7 +106,17 @@ pub fn resolve(g: &GlobalOpts) -> Result<Settings, String> {
     }
     Ok(Settings {
         master: master.trim_end_matches('/').to_string(),
-        api_key: g.api_key.clone().or_else(|| env_any(&["MASTER_API_KEY", "FFRTMP_API_KEY"])).or(file.api_key),
+        api_key: match (&g.api_key, &g.api_key_file) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(f)) => Some(key_from_file(f)?),
+            (None, None) => match env_any(&["MASTER_API_KEY", "FFRTMP_API_KEY"]) {
+                Some(k) => Some(k),
+                None => match env_any(&["FFRTMP_API_KEY_FILE"]).map(PathBuf::from).or(file.api_key_file) {
+                    Some(f) => Some(key_from_file(&f)?),
+                    None => file.api_key,
+                },
+            },
+        },
         output: g.output.or(file.output).unwrap_or(OutputFormat::Table),
         ca_cert: g.ca_cert.clone().or_else(|| env_any(&["FFRTMP_CA_CERT"]).map(PathBuf::from)).or(file.ca_cert),
     })

@@ -67,26 +67,23 @@ async fn check_input_source(state: &AppState, input: &str) -> AppResult<()> {
         InputRef::S3 { bucket, .. } => check_bucket_allowed(state, &bucket),
         InputRef::Upload { id, name } => {
             let (key, n) = (id.to_string(), name.clone());
-            match state.h.db.read(move |c| crate::db::uploads::get(c, &key, &n)).await {
-                Ok(_) => Ok(()),
-                Err(DbError::NotFound) => Err(AppError::bad_request(
-                    "input_not_found",
-                    format!("no upload {id}/{name} (POST /uploads stores one; retention removes old ones)"),
-                )),
-                Err(e) => Err(e.into()),
-            }
+            let found = state.h.db.read(move |c| crate::db::uploads::get(c, &key, &n).map(|_| ())).await;
+            stored_or(found, || format!("no upload {id}/{name} (POST /uploads stores one; retention removes old ones)"))
         }
         InputRef::Artifact { job_id, name } => {
             let (id, n) = (job_id.to_string(), name.clone());
-            match state.h.db.read(move |c| crate::db::outputs::get(c, &id, &n)).await {
-                Ok(_) => Ok(()),
-                Err(DbError::NotFound) => Err(AppError::bad_request(
-                    "input_not_found",
-                    format!("job {job_id} has no stored output '{name}' to use as input"),
-                )),
-                Err(e) => Err(e.into()),
-            }
+            let found = state.h.db.read(move |c| crate::db::outputs::get(c, &id, &n).map(|_| ())).await;
+            stored_or(found, || format!("job {job_id} has no stored output '{name}' to use as input"))
         }
+    }
+}
+
+/// A stored input was found, or the job is refused (400 `input_not_found`, saying why).
+fn stored_or(found: Result<(), DbError>, missing: impl FnOnce() -> String) -> AppResult<()> {
+    match found {
+        Ok(()) => Ok(()),
+        Err(DbError::NotFound) => Err(AppError::bad_request("input_not_found", missing())),
+        Err(e) => Err(e.into()),
     }
 }
 

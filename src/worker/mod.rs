@@ -37,6 +37,9 @@ pub struct WorkerArgs {
     /// API key (worker or admin role); also FFMPEG_RTMP_API_KEY.
     #[arg(long, env = "FFRTMP_API_KEY")]
     pub api_key: Option<String>,
+    /// File holding the API key (it never shows in `ps` or the environment).
+    #[arg(long, env = "FFRTMP_API_KEY_FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
     /// PEM file of a CA to trust for an https:// master (besides the public roots).
     #[arg(long, env = "FFRTMP_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -187,7 +190,11 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         .map_err(|e| anyhow::anyhow!("cannot create work dir {}: {e}", args.work_dir.display()))?;
     let work_dir = args.work_dir.canonicalize()?;
     let node_id = stable_node_id(&work_dir)?;
-    let key = args.api_key.clone().or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok()).filter(|k| !k.is_empty());
+    let from_file = args.api_key_file.as_deref().map(|f| crate::os::read_secret("--api-key-file", f)).transpose()?;
+    let key = from_file
+        .or_else(|| args.api_key.clone())
+        .or_else(|| std::env::var("FFMPEG_RTMP_API_KEY").ok())
+        .filter(|k| !k.is_empty());
     let client = MasterClient::with_ca(&args.master, key, args.ca_cert.as_deref())
         .map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?;
     client.set_node_token(saved_node_token(&work_dir));

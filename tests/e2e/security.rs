@@ -1018,3 +1018,91 @@ fn raw_request_as(base: &str, method: &str, path: &str, headers: &[(&str, &str)]
     let (status, _, payload) = raw_exchange(base, method, path, headers, "");
     (status, serde_json::from_str(&payload).unwrap_or(Value::String(payload)))
 }
+
+/// Keys, the webhook secret and the database URL may come from files (`--…-file`), so
+/// they never appear in `ps` or a process's environment; a file with no secret stops
+/// the process with the reason.
+#[test]
+fn secrets_come_from_files_and_stay_out_of_ps() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmpdir();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let admin = write("admin", "# rotated keys: both work\nadm-old-from-file\nadm-new-from-file\n");
+    let worker = write("worker", "wrk-from-file\n");
+    let read = write("read", "ro-from-file\n");
+    let hook = write("hook", "a-webhook-secret-from-a-file\n");
+    let m = TestMaster::start(&[
+        "--api-key-file",
+        &admin,
+        "--worker-api-key-file",
+        &worker,
+        "--read-api-key-file",
+        &read,
+        "--webhook-secret-file",
+        &hook,
+    ]);
+    for k in ["adm-old-from-file", "adm-new-from-file"] {
+        assert_eq!(m.api().with_key(k).get("/jobs").0, 200, "{k}");
+    }
+    assert_eq!(m.api().with_key("ro-from-file").post("/jobs", json!({})).0, 403);
+    assert_eq!(m.api().get("/jobs").0, 401);
+    let admin_api = m.api().with_key("adm-new-from-file");
+    let w = TestWorker::start(&m, &["--api-key-file", &worker, "--executor", "noop"]);
+    let id = admin_api.submit(json!({"parameters": {"duration": 1}}));
+    assert_eq!(wait_terminal(&admin_api, &id, Duration::from_secs(30))["status"], "completed");
+    // The CLI reads its key from a file too.
+    let out = std::process::Command::new(BIN)
+        .args(["jobs", "list", "--master", &m.url, "--api-key-file", &admin, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a file of two keys is refused where one key is wanted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("takes one secret"));
+    let one = write("one", "adm-new-from-file\n");
+    let out = std::process::Command::new(BIN)
+        .args(["jobs", "list", "--master", &m.url, "--api-key-file", &one, "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nothing secret in the processes' command lines or environments.
+    let pid = m.child.as_ref().unwrap().id();
+    for pid in [pid, w.pid()] {
+        for what in ["cmdline", "environ"] {
+            let text = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/{what}")).unwrap()).to_string();
+            for secret in ["adm-new-from-file", "wrk-from-file", "ro-from-file", "a-webhook-secret-from-a-file"] {
+                assert!(!text.contains(secret), "{secret} in /proc/{pid}/{what}");
+            }
+        }
+    }
+    // A file without a secret, or a missing one, stops the master with the reason.
+    let empty = write("empty", "# nothing yet\n");
+    for (file, why) in [(empty.as_str(), "holds no secret"), ("/nonexistent/keys", "No such file")] {
+        let out = std::process::Command::new(BIN)
+            .args(["master", "--port", "0", "--db"])
+            .arg(dir.path().join("refused.db"))
+            .args(["--api-key-file", file])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--api-key-file") && err.contains(why), "{err}");
+    }
+    // The database URL from a file.
+    let url = write("db-url", &format!("sqlite://{}\n", dir.path().join("from-file.db").display()));
+    let mut child = std::process::Command::new(BIN)
+        .args(["master", "--port", "0", "--metrics-port", "0", "--database-url-file", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("listening on"), "{line}");
+    assert!(dir.path().join("from-file.db").exists(), "the database the file names was opened");
+}

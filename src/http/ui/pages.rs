@@ -19,17 +19,25 @@ fn admin_only(page: &str) -> bool {
     matches!(page, "submit" | "webhooks")
 }
 
+/// What every page's `<head>` has: its title, the viewport for phones, the stylesheet,
+/// and an empty icon (so the browser asks for no `/favicon.ico`).
+fn head_common(title: &str) -> Markup {
+    html! {
+        meta charset="utf-8";
+        meta name="viewport" content="width=device-width, initial-scale=1";
+        title { (title) " · ffrtmp" }
+        link rel="icon" href="data:,";
+        link rel="stylesheet" href="/ui/assets/app.css";
+    }
+}
+
 pub fn layout(title: &str, page: &str, viewer: &Viewer, main: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
+                (head_common(title))
                 meta name="csrf-token" content=(viewer.csrf);
-                title { (title) " · ffrtmp" }
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/ui/assets/app.css";
                 script src="/ui/assets/app.js" defer {}
             }
             body data-page=(page) data-role=(viewer.role.as_str()) {
@@ -64,13 +72,7 @@ fn bare(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · ffrtmp" }
-                link rel="icon" href="data:,";
-                link rel="stylesheet" href="/ui/assets/app.css";
-            }
+            head { (head_common(title)) }
             body.bare { main #main { (body) } }
         }
     }
