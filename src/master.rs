@@ -183,6 +183,10 @@ pub struct MasterArgs {
     /// every session revoked with `DELETE /sessions`, sooner).
     #[arg(long, env = "FFRTMP_CONSOLE_SESSION_HOURS", default_value_t = 12.0)]
     pub console_session_hours: f64,
+    /// Offline nodes silent this long are removed (`24h`, `90m`, `30s`, `7d`; `0` keeps
+    /// them): workers scaled away do not pile up as dead nodes.
+    #[arg(long, env = "FFRTMP_FORGET_OFFLINE_AFTER", default_value = "24h")]
+    pub forget_offline_after: String,
     /// HTTP worker threads (default: number of CPUs).
     #[arg(long, env = "FFRTMP_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
@@ -366,6 +370,8 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<r
 /// Start the master inside the current actix System and return once it listens.
 pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
     let args = &args.with_secret_files()?;
+    let forget_offline_after = crate::domain::node::parse_forget_after(&args.forget_offline_after)
+        .map_err(|e| anyhow::anyhow!("--forget-offline-after {e}"))?;
     let keys = args.keys();
     let files = crate::os::raise_open_file_limit();
     log::info!("open-file limit: {files}");
@@ -393,6 +399,7 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
         require_node_tokens: args.require_node_tokens,
         webhooks: args.webhooks()?,
         max_event_streams: args.max_event_streams.max(1),
+        forget_offline_after,
     };
     if !(0.05..=3600.0).contains(&args.sse_keepalive) {
         anyhow::bail!("--sse-keepalive must be between 0.05 and 3600 seconds");

@@ -57,6 +57,8 @@ pub struct ActorConfig {
     pub webhooks: webhooks::WebhookConfig,
     /// Event streams (SSE) open at once.
     pub max_event_streams: usize,
+    /// Offline nodes silent this long are removed (None: kept until removed by hand).
+    pub forget_offline_after: Option<Duration>,
 }
 
 /// Addresses of the running actors, shared by the HTTP handlers.
@@ -118,6 +120,7 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     .start();
     let nodes = NodeSupervisor::new(db.clone(), scheduler.clone(), metrics.clone(), cfg.heartbeat_interval)
         .requiring_node_tokens(cfg.require_node_tokens)
+        .forgetting_offline_after(cfg.forget_offline_after)
         .start();
     scheduler.send(ConnectNodeSupervisor(nodes.clone())).await?;
     // The graph actor lives on the scheduler's thread: their events are local sends.

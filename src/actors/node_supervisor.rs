@@ -186,6 +186,8 @@ pub struct NodeSupervisor {
     counts: [usize; 4],
     /// `--require-node-tokens`: refuse nodes without a token (seed-style registration).
     require_tokens: bool,
+    /// `--forget-offline-after`: offline nodes silent this long are removed (None: kept).
+    forget_after: Option<Duration>,
 }
 
 fn valid_node_id(id: &str) -> bool {
@@ -219,12 +221,37 @@ impl NodeSupervisor {
             heartbeat_interval,
             counts: [0; 4],
             require_tokens: false,
+            forget_after: None,
         }
     }
 
     pub fn requiring_node_tokens(mut self, require: bool) -> Self {
         self.require_tokens = require;
         self
+    }
+
+    pub fn forgetting_offline_after(mut self, after: Option<Duration>) -> Self {
+        self.forget_after = after;
+        self
+    }
+
+    /// Remove offline nodes silent past `--forget-offline-after`, so workers scaled
+    /// away (a new node id per pod) do not pile up as dead nodes and firing alerts.
+    fn forget_gone(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.forget_after else { return };
+        let now = now_micros();
+        let gone: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| {
+                crate::domain::node::forgettable(n.offline, n.running.len(), n.row.last_heartbeat, now, after)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            log::info!("forgetting node {id}: offline for longer than --forget-offline-after ({after:?})");
+            ctx.address().do_send(RemoveNode(id));
+        }
     }
 
     /// Refuse a node-scoped call that does not present the node's token.
@@ -358,6 +385,10 @@ impl Actor for NodeSupervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let tick = (self.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
         ctx.run_interval(tick, |act, ctx| act.check_deadlines(ctx));
+        if let Some(after) = self.forget_after {
+            let every = (after / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            ctx.run_interval(every, |act, ctx| act.forget_gone(ctx));
+        }
         self.metrics.do_send(MetricRecorded(MetricEvent::NodesCounted(self.counts)));
     }
 }

@@ -32,6 +32,7 @@ async fn farm(heartbeat: Duration) -> Farm {
         require_node_tokens: false,
         webhooks: Default::default(),
         max_event_streams: 100,
+        forget_offline_after: None,
     };
     Farm { h: super::start(pool, cfg).await.unwrap(), heartbeat, _dir: dir }
 }

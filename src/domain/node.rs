@@ -63,8 +63,65 @@ impl NodeState {
     }
 }
 
+/// `24h`, `90m`, `30s`, `7d` or plain seconds; `0` (or `never`) = None.
+pub fn parse_forget_after(s: &str) -> Result<Option<std::time::Duration>, String> {
+    let t = s.trim();
+    if t == "0" || t.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("'{s}': use a number with s, m, h or d (e.g. 24h), or 0 for never")),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && n * scale <= 365.0 * 86_400.0 => Ok(Some(std::time::Duration::from_secs_f64(n * scale))),
+        _ => Err(format!("'{s}': a positive duration of at most a year (e.g. 24h), or 0 for never")),
+    }
+}
+
+/// Is an offline node gone long enough to be forgotten? Never while it holds jobs.
+pub fn forgettable(
+    offline: bool,
+    running: usize,
+    last_contact_micros: i64,
+    now_micros: i64,
+    after: std::time::Duration,
+) -> bool {
+    offline && running == 0 && now_micros.saturating_sub(last_contact_micros) >= after.as_micros() as i64
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn offline_nodes_are_forgotten_after_the_operators_delay() {
+        let day = Duration::from_secs(86_400);
+        let now = 10 * 86_400 * 1_000_000;
+        let cases = [
+            ((true, 0, now - 86_400 * 1_000_000), true),
+            ((true, 0, now - 86_399 * 1_000_000), false),
+            ((false, 0, 0), false),
+            ((true, 1, 0), false),
+        ];
+        for ((offline, running, last), want) in cases {
+            assert_eq!(forgettable(offline, running, last, now, day), want, "{offline} {running} {last}");
+        }
+        let parsed = ["24h", "90m", "30s", "2d", "45", "0", "never"].map(|s| parse_forget_after(s).unwrap());
+        let secs: Vec<Option<u64>> = parsed.iter().map(|d| d.map(|d| d.as_secs())).collect();
+        assert_eq!(secs, [Some(86_400), Some(5_400), Some(30), Some(172_800), Some(45), None, None]);
+        for bad in ["-1h", "1w", "h", "400d", ""] {
+            assert!(parse_forget_after(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::NodeState::*;
     use super::*;
 

@@ -663,3 +663,34 @@ fn idle_cpu_node_never_stalls_placement_for_a_gpu_node() {
     let (s, _) = api.get("/api/v1/status");
     assert_eq!(s, 200);
 }
+
+/// An offline node silent past `--forget-offline-after` is removed (workers scaled away
+/// leave no dead nodes behind); a node that keeps heartbeating stays.
+#[test]
+fn offline_nodes_are_forgotten_after_the_configured_delay() {
+    let m = TestMaster::start(&["--heartbeat-interval", "0.2", "--forget-offline-after", "2s"]);
+    let api = m.api();
+    let w = TestWorker::start(&m, &["--executor", "noop"]);
+    let registered = std::time::Instant::now();
+    api.register("scaled-away", json!({"encoders": ["libx264"]}));
+    wait_until(Duration::from_secs(10), "the silent node offline", || api.node("scaled-away")["status"] == "offline");
+    wait_until(Duration::from_secs(15), "the silent node forgotten", || api.get("/nodes/scaled-away").0 == 404);
+    assert!(registered.elapsed() >= Duration::from_secs(2), "not before 2 s of silence");
+    let (s, live) = api.get(&format!("/nodes/{}", w.node_id));
+    assert_eq!(s, 200, "a heartbeating worker stays");
+    assert_ne!(live["status"], "offline");
+    // `0` keeps offline nodes; a malformed delay stops the master with the reason.
+    let dir = tmpdir();
+    let out = std::process::Command::new(BIN)
+        .args(["master", "--port", "0", "--forget-offline-after", "1w", "--db"])
+        .arg(dir.path().join("refused.db"))
+        .output()
+        .unwrap();
+    assert!(!dir.path().join("refused.db").exists(), "refused before any database is opened");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--forget-offline-after"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
