@@ -499,10 +499,13 @@ pub async fn start(args: &MasterArgs) -> anyhow::Result<RunningMaster> {
 /// Run the master until SIGINT/SIGTERM.
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     let running = start(&args).await?;
+    let shutdown = crate::os::shutdown_signal();
     let metrics = if args.metrics { running.metrics_url() } else { "off".into() };
     println!("ffrtmp master listening on {} (metrics: {metrics})", running.api_url());
     std::io::stdout().flush().ok();
-    crate::os::wait_for_shutdown_signal().await;
+    crate::os::notify_systemd(true, &format!("listening on {}", running.api_url()));
+    shutdown.await;
+    crate::os::notify_systemd(false, "finishing in-flight requests");
     log::info!("shutting down: finishing in-flight requests");
     running.stop().await;
     Ok(())

@@ -21,12 +21,20 @@ pub fn raise_open_file_limit() -> u64 {
 
 /// Resolve at the first SIGTERM or SIGINT (master and worker shut down gracefully).
 pub async fn wait_for_shutdown_signal() {
+    shutdown_signal().await
+}
+
+/// SIGTERM/SIGINT handlers installed now (so a signal that arrives before the returned
+/// future is awaited — right after telling systemd the service is ready — is not fatal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
     }
 }
 
@@ -89,6 +97,16 @@ pub fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<String>
         anyhow::bail!("{flag} {}: holds {} lines; it takes one secret", path.display(), all.len());
     }
     Ok(all.remove(0))
+}
+
+/// Tell systemd how the service is (`Type=notify` units): ready once it serves, stopping
+/// once it drains. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent.
+pub fn notify_systemd(ready: bool, status: &str) {
+    use sd_notify::NotifyState;
+    let state = [if ready { NotifyState::Ready } else { NotifyState::Stopping }, NotifyState::Status(status)];
+    if let Err(e) = sd_notify::notify(false, &state) {
+        log::warn!("could not notify systemd ({status}): {e}");
+    }
 }
 
 #[cfg(test)]

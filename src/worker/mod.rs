@@ -473,10 +473,13 @@ impl WorkerHandle {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let drain = Duration::from_secs(args.drain_timeout);
     let h = start(args).await?;
+    let shutdown = crate::os::shutdown_signal();
     println!("ffrtmp worker {} running (metrics: http://{}/metrics)", h.shared.node_id, h.metrics_addr);
     use std::io::Write;
     std::io::stdout().flush().ok();
-    crate::os::wait_for_shutdown_signal().await;
+    crate::os::notify_systemd(true, &format!("node {} registered, taking jobs", h.shared.node_id));
+    shutdown.await;
+    crate::os::notify_systemd(false, &format!("draining {} running job(s)", h.running()));
     log::info!("draining: no new jobs, waiting up to {drain:?} for {} running", h.running());
     h.drain(drain).await;
     Ok(())

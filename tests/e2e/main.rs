@@ -5,6 +5,7 @@ mod browser;
 mod chunking;
 mod cli;
 mod console;
+mod deploy;
 mod events;
 mod faults;
 mod graphs;

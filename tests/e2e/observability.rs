@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn repo(p: &str) -> PathBuf {
+pub(crate) fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
 /// Tools CI installs: missing under CI is a failure, missing elsewhere skips the test.
-fn tool(name: &str, probe: &[&str]) -> bool {
+pub(crate) fn tool(name: &str, probe: &[&str]) -> bool {
     let ok = Command::new(name).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "{name} must be installed in CI (.ci/run)");
