@@ -339,17 +339,39 @@ fn status_snapshot_and_health_score() {
 #[test]
 fn compose_stack_is_valid_and_uses_real_flags() {
     let compose = std::fs::read_to_string(repo("docker-compose.yml")).unwrap();
-    for svc in ["master:", "worker-1:", "postgres:", "prometheus:", "grafana:", "rtmp:"] {
+    for svc in ["master:", "worker:", "postgres:", "prometheus:", "grafana:", "rtmp:"] {
         assert!(compose.contains(&format!("\n  {svc}")), "compose has service {svc}");
     }
+    assert!(!compose.lines().any(|l| l.starts_with("version:")), "no obsolete `version:`");
+    assert!(!compose.contains(":-change-me"), "no silent default secrets");
+    for secret in ["FFRTMP_API_KEY", "FFRTMP_WORKER_API_KEY", "FFRTMP_DB_PASSWORD", "GRAFANA_ADMIN_PASSWORD"] {
+        assert!(compose.contains(&format!("${{{secret}:?")), "{secret} is required (${{{secret}:?…}})");
+    }
+    assert_eq!(compose.matches("healthcheck:").count(), 3, "master, worker and postgres have healthchecks");
+    let secrets = [
+        ("FFRTMP_API_KEY", "a"),
+        ("FFRTMP_WORKER_API_KEY", "w"),
+        ("FFRTMP_DB_PASSWORD", "p"),
+        ("GRAFANA_ADMIN_PASSWORD", "g"),
+    ];
     if tool("docker-compose", &["version"]) {
-        let out = Command::new("docker-compose")
-            .args(["-f"])
-            .arg(repo("docker-compose.yml"))
-            .args(["config", "-q"])
-            .output()
-            .unwrap();
+        let config = |with_secrets: bool| {
+            let mut c = Command::new("docker-compose");
+            c.args(["-f"]).arg(repo("docker-compose.yml")).args(["config", "-q"]);
+            for (k, v) in secrets {
+                if with_secrets {
+                    c.env(k, v);
+                } else {
+                    c.env_remove(k);
+                }
+            }
+            c.output().unwrap()
+        };
+        let out = config(true);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = config(false);
+        assert!(!out.status.success(), "compose refuses to start without its secrets");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("FFRTMP_"), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let commands: Vec<Vec<String>> = compose
         .lines()
@@ -357,7 +379,17 @@ fn compose_stack_is_valid_and_uses_real_flags() {
         .filter_map(|c| serde_json::from_str::<Vec<String>>(c).ok())
         .filter(|c| matches!(c.first().map(String::as_str), Some("master" | "worker")))
         .collect();
-    assert!(commands.len() >= 3, "master and workers run ffrtmp: {commands:?}");
+    assert!(commands.len() >= 2, "master and workers run ffrtmp: {commands:?}");
+    // The worker's stop grace period covers its drain.
+    let worker = commands.iter().find(|c| c[0] == "worker").unwrap();
+    let drain: u64 = worker.iter().position(|a| a == "--drain-timeout").map(|i| worker[i + 1].parse().unwrap()).unwrap();
+    let section = compose.split("\n  worker:").nth(1).unwrap().split("\n  postgres:").next().unwrap();
+    let grace: u64 = section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("stop_grace_period: "))
+        .and_then(|g| g.trim_end_matches('s').parse().ok())
+        .expect("the worker has a stop_grace_period");
+    assert!(grace > drain, "stop_grace_period {grace}s must exceed --drain-timeout {drain}");
     for c in commands {
         let help = Command::new(BIN).args([c[0].as_str(), "--help"]).output().unwrap();
         assert!(help.status.success(), "`ffrtmp {}` exists", c[0]);
@@ -375,4 +407,15 @@ fn compose_stack_is_valid_and_uses_real_flags() {
     let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
     assert!(dockerfile.matches("FROM ").count() >= 2, "multi-stage");
     assert!(dockerfile.contains("ffmpeg"), "ffmpeg in the runtime image");
+    for needed in [
+        "HEALTHCHECK",
+        "tini",
+        "org.opencontainers.image.source",
+        "COPY assets",
+        "COPY Cargo.toml Cargo.lock",
+        "AS gpu",
+        "NVIDIA_DRIVER_CAPABILITIES=compute,video,utility",
+    ] {
+        assert!(dockerfile.contains(needed), "Dockerfile has {needed}");
+    }
 }
