@@ -92,3 +92,114 @@ fn master_and_worker_tell_systemd_when_ready_and_when_stopping() {
     assert!(m.terminate().success());
     assert!(notified(&sock, "STOPPING=1").contains("in-flight"));
 }
+
+/// `kubectl kustomize <overlay>` as JSON documents (PyYAML, which kubernetes-validate
+/// brings, converts).
+fn render(overlay: &str) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo(&format!("deploy/kubernetes/overlays/{overlay}")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl kustomize {overlay}: {}", String::from_utf8_lossy(&out.stderr));
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", "import sys, yaml, json; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), &out.stdout).unwrap();
+    let json = py.wait_with_output().unwrap();
+    assert!(json.status.success(), "YAML of {overlay} parses");
+    serde_json::from_slice(&json.stdout).unwrap()
+}
+
+#[test]
+fn kubernetes_overlays_render_validate_and_use_real_flags() {
+    if !tool("kubectl", &["version", "--client"]) || !tool("kubernetes-validate", &["--version"]) {
+        return;
+    }
+    let dir = tmpdir();
+    for (overlay, master_kind) in
+        [("sqlite-single", "StatefulSet"), ("postgres-ha", "Deployment"), ("gpu-workers", "Deployment")]
+    {
+        let docs = render(overlay);
+        let find = |kind: &str, name: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{overlay}: no {kind} {name}"))
+        };
+        let master = find(master_kind, "ffrtmp-master");
+        let worker = find("Deployment", "ffrtmp-worker");
+        for kind in ["Service", "PodDisruptionBudget", "ServiceMonitor"] {
+            assert!(docs.iter().any(|d| d["kind"] == kind), "{overlay} has a {kind}");
+        }
+        for workload in [master, worker] {
+            let pod = &workload["spec"]["template"];
+            assert_eq!(pod["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+            let c = &pod["spec"]["containers"][0];
+            let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+            let help = std::process::Command::new(BIN).args([args[0].as_str(), "--help"]).output().unwrap();
+            let help = String::from_utf8_lossy(&help.stdout).to_string();
+            for flag in args.iter().filter(|a| a.starts_with("--")) {
+                assert!(
+                    help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                    "{overlay}: `{flag}` not in --help"
+                );
+                assert!(
+                    !["--api-key", "--worker-api-key", "--read-api-key", "--database-url"].contains(&flag.as_str()),
+                    "{overlay}: keys only from files"
+                );
+            }
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let path = c[probe]["httpGet"]["path"].as_str().unwrap_or_default();
+                assert!(["/health", "/ready"].contains(&path), "{overlay}: {probe} on a real endpoint, not {path:?}");
+            }
+            assert!(
+                c["resources"]["requests"].is_object() && c["resources"]["limits"].is_object(),
+                "{overlay}: resources"
+            );
+        }
+        let c = &worker["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
+        let drain: u64 = args[args.iter().position(|a| a == "--drain-timeout").unwrap() + 1].parse().unwrap();
+        let grace = worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(grace > drain, "{overlay}: grace period {grace}s must exceed --drain-timeout {drain}");
+        assert!(c["lifecycle"]["preStop"]["exec"]["command"].is_array(), "{overlay}: a preStop that starts the drain");
+        if overlay == "gpu-workers" {
+            assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], 1);
+            assert_eq!(worker["spec"]["template"]["spec"]["runtimeClassName"], "nvidia");
+            let caps = c["env"].as_array().unwrap().iter().find(|e| e["name"] == "NVIDIA_DRIVER_CAPABILITIES").unwrap();
+            assert!(
+                caps["value"].as_str().unwrap().split(',').any(|x| x == "video"),
+                "NVENC needs the video capability"
+            );
+        }
+        if overlay == "sqlite-single" {
+            assert_eq!(master["spec"]["replicas"], 1, "SQLite is single-master");
+            assert!(master["spec"]["volumeClaimTemplates"].is_array(), "the database on its own volume");
+        }
+        // Schema validation of every built-in kind (the Prometheus Operator's are CRDs).
+        let mut files = Vec::new();
+        for (i, d) in docs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d["apiVersion"].as_str().unwrap().starts_with("monitoring.coreos.com"))
+        {
+            let p = dir.path().join(format!("{overlay}-{i}.json"));
+            std::fs::write(&p, d.to_string()).unwrap();
+            files.push(p);
+        }
+        let out = std::process::Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet"])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubernetes-validate {overlay}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -382,7 +382,8 @@ fn compose_stack_is_valid_and_uses_real_flags() {
     assert!(commands.len() >= 2, "master and workers run ffrtmp: {commands:?}");
     // The worker's stop grace period covers its drain.
     let worker = commands.iter().find(|c| c[0] == "worker").unwrap();
-    let drain: u64 = worker.iter().position(|a| a == "--drain-timeout").map(|i| worker[i + 1].parse().unwrap()).unwrap();
+    let drain: u64 =
+        worker.iter().position(|a| a == "--drain-timeout").map(|i| worker[i + 1].parse().unwrap()).unwrap();
     let section = compose.split("\n  worker:").nth(1).unwrap().split("\n  postgres:").next().unwrap();
     let grace: u64 = section
         .lines()
