@@ -251,7 +251,7 @@ pub async fn submit_job(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 pub struct ListQuery {
     pub status: Option<String>,
     pub queue: Option<String>,

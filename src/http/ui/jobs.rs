@@ -20,19 +20,8 @@ const LOG_LINES_SHOWN: usize = 200;
 
 /// The list's filters as the form sends them: blank fields mean "any".
 fn filters(req: &HttpRequest) -> ListQuery {
-    let q = actix_web::web::Query::<ListQuery>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or(
-        ListQuery {
-            status: None,
-            queue: None,
-            priority: None,
-            node_id: None,
-            node: None,
-            parent_id: None,
-            scenario: None,
-            limit: None,
-            cursor: None,
-        },
-    );
+    let q =
+        actix_web::web::Query::<ListQuery>::from_query(req.query_string()).map(|q| q.into_inner()).unwrap_or_default();
     let set = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     ListQuery {
         status: set(q.status),
