@@ -4,6 +4,8 @@
 use crate::wire::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A failed call: transport (retry later), or the master's status and error body.
@@ -36,9 +38,48 @@ pub struct UploadTarget<'a> {
     pub name: &'a str,
 }
 
+/// How long a client given several masters keeps trying them (a failover takes a
+/// few seconds: the lease lapses at once, the new leader starts its actors).
+const FAILOVER_WINDOW: Duration = Duration::from_secs(20);
+
+/// A master URL as the CLI, the worker and `--advertise-url` take it:
+/// `http(s)://host[:port][/prefix]`, no credentials, query or fragment.
+pub fn check_master_url(u: &str) -> Result<(), String> {
+    let parsed: awc::http::Uri = u.parse().map_err(|e| format!("'{u}' is not a URL: {e}"))?;
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none_or(str::is_empty) {
+        return Err(format!("'{u}' is not an http:// or https:// URL"));
+    }
+    if parsed.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!("'{u}': credentials do not belong in a master URL (use an API key)"));
+    }
+    if parsed.query().is_some() || u.contains('#') {
+        return Err(format!("'{u}': a master URL has no query or fragment"));
+    }
+    Ok(())
+}
+
+/// The masters of a farm, comma-separated (highly available masters on PostgreSQL;
+/// one URL for a single master).
+pub fn master_urls(list: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> =
+        list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(|u| u.trim_end_matches('/').to_string()).collect();
+    if urls.is_empty() {
+        return Err("no master URL given".into());
+    }
+    if urls.len() > 16 {
+        return Err(format!("{} master URLs given; at most 16", urls.len()));
+    }
+    urls.iter().try_for_each(|u| check_master_url(u))?;
+    Ok(urls)
+}
+
 #[derive(Clone)]
 pub struct MasterClient {
-    base: String,
+    /// The masters this client may talk to; it talks to `current`, moves on when that
+    /// one is unreachable, and follows a follower's redirect only to one of these (its
+    /// key never goes to a URL it was not given).
+    bases: Rc<[String]>,
+    current: Rc<Cell<usize>>,
     key: Option<String>,
     /// The node token this worker was issued (sent as `X-Node-Token`); shared by every
     /// clone so a rotation reaches all of the worker's loops.
@@ -81,15 +122,17 @@ impl MasterClient {
         Self::with_ca(base, key, None).expect("the built-in root store always loads")
     }
 
-    /// A client that also trusts the CA in `ca_cert` (PEM).
+    /// A client of the masters in `base` (one URL, or several comma-separated) that
+    /// also trusts the CA in `ca_cert` (PEM).
     pub fn with_ca(base: &str, key: Option<String>, ca_cert: Option<&std::path::Path>) -> Result<Self, String> {
+        let bases = master_urls(base)?;
         let tls = tls_config(ca_cert)?;
         let connector = awc::Connector::new().rustls_0_23(std::sync::Arc::new(tls));
         // Redirects are not followed: the credentials this client sends must never
         // reach another host (a download's presigned URL is fetched without them).
         let http =
             awc::Client::builder().timeout(Duration::from_secs(90)).disable_redirects().connector(connector).finish();
-        Ok(MasterClient { base: base.trim_end_matches('/').to_string(), key, node_token: Default::default(), http })
+        Ok(MasterClient { bases: bases.into(), current: Default::default(), key, node_token: Default::default(), http })
     }
 
     pub fn set_node_token(&self, token: Option<String>) {
@@ -103,7 +146,7 @@ impl MasterClient {
     }
 
     fn req(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
-        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        let mut r = self.http.request(method, format!("{}{}", self.base(), path));
         if let Some(k) = &self.key {
             r = r.insert_header(("Authorization", format!("Bearer {k}")));
         }
@@ -118,10 +161,10 @@ impl MasterClient {
             awc::ClientResponse<
                 impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
             >,
-            awc::error::SendRequestError,
+            ClientError,
         >,
     ) -> Result<T, ClientError> {
-        let mut resp = res.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let mut resp = res?;
         let body = resp.body().limit(16 << 20).await.map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
@@ -136,15 +179,16 @@ impl MasterClient {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        Self::finish(self.req(awc::http::Method::GET, path).send().await).await
+        Self::finish(self.exchange(|| self.req(awc::http::Method::GET, path), None).await).await
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        Self::finish(self.req(awc::http::Method::POST, path).send_json(body).await).await
+        let body = Self::json_body(body)?;
+        Self::finish(self.exchange(|| self.req(awc::http::Method::POST, path), Some(body)).await).await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        Self::finish(self.req(awc::http::Method::DELETE, path).send().await).await
+        Self::finish(self.exchange(|| self.req(awc::http::Method::DELETE, path), None).await).await
     }
 
     /// POST with extra headers (e.g. Idempotency-Key); returns the status too.
@@ -154,24 +198,53 @@ impl MasterClient {
         body: &B,
         headers: &[(&str, String)],
     ) -> Result<T, ClientError> {
-        let mut r = self.req(awc::http::Method::POST, path);
-        for (k, v) in headers {
-            r = r.insert_header((*k, v.as_str()));
+        let build = || {
+            let mut r = self.req(awc::http::Method::POST, path);
+            for (k, v) in headers {
+                r = r.insert_header((*k, v.as_str()));
+            }
+            r
+        };
+        Self::finish(self.exchange(build, Some(Self::json_body(body)?)).await).await
+    }
+
+    /// POST carrying an `Idempotency-Key` (the master applies it once, whatever the
+    /// number of tries), so it may be sent again after an ambiguous failure — the
+    /// connection broke after the request left, a leader died mid-answer: with several
+    /// masters, for up to [`FAILOVER_WINDOW`].
+    pub async fn post_idempotent<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        headers: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        debug_assert!(headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("idempotency-key")));
+        let deadline = std::time::Instant::now() + FAILOVER_WINDOW;
+        loop {
+            match self.post_with(path, body, headers).await {
+                Err(ClientError::Transport(e)) if self.bases.len() > 1 && std::time::Instant::now() < deadline => {
+                    log::debug!("{path}: {e}; sending again with the same idempotency key");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                r => return r,
+            }
         }
-        Self::finish(r.send_json(body).await).await
     }
 
     /// Open the event stream (`GET /events?{query}`), resuming after `last_event_id`.
     pub async fn events(&self, query: &str, last_event_id: Option<&str>) -> Result<EventSource, ClientError> {
-        let mut r = self
-            .req(awc::http::Method::GET, &format!("/events?{query}"))
-            .insert_header(("accept", "text/event-stream"))
-            // The stream lasts as long as it is read: no overall deadline.
-            .timeout(Duration::from_secs(24 * 3600));
-        if let Some(id) = last_event_id {
-            r = r.insert_header(("last-event-id", id));
-        }
-        let resp = r.send().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let build = || {
+            let mut r = self
+                .req(awc::http::Method::GET, &format!("/events?{query}"))
+                .insert_header(("accept", "text/event-stream"))
+                // The stream lasts as long as it is read: no overall deadline.
+                .timeout(Duration::from_secs(24 * 3600));
+            if let Some(id) = last_event_id {
+                r = r.insert_header(("last-event-id", id));
+            }
+            r
+        };
+        let resp = self.exchange(build, None).await?;
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             return Self::finish::<serde_json::Value>(Ok(resp)).await.and_then(|_| {
@@ -181,8 +254,91 @@ impl MasterClient {
         Ok(EventSource { resp: Box::new(resp), parser: Default::default(), ready: Default::default() })
     }
 
+    /// The master this client talks to now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.get() % self.bases.len()]
+    }
+
+    /// The master in use did not answer: use the next one.
+    fn move_on(&self) {
+        self.current.set((self.current.get() + 1) % self.bases.len());
+    }
+
+    /// A follower redirected us: use the leader it named if it is one of our masters.
+    fn follow_leader(&self, location: &str) -> bool {
+        let found = self.bases.iter().position(|b| {
+            location.strip_prefix(b.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        if let Some(i) = found {
+            self.current.set(i);
+        }
+        found.is_some()
+    }
+
+    /// Send a request (built afresh for each try, `body` as JSON), following the
+    /// leader: a refused connection moves on to the next master, a follower's `307`
+    /// to the leader it names, a `503 no_leader` waits a moment — for up to
+    /// [`FAILOVER_WINDOW`] when this client has several masters, once around otherwise.
+    /// Only requests that never reached a leader are sent again, so nothing runs twice.
+    async fn exchange(
+        &self,
+        build: impl Fn() -> awc::ClientRequest,
+        body: Option<actix_web::web::Bytes>,
+    ) -> Result<awc::ClientResponse, ClientError> {
+        let deadline = std::time::Instant::now() + FAILOVER_WINDOW;
+        let mut tries = 0usize;
+        loop {
+            tries += 1;
+            let r = build();
+            let sent = match &body {
+                Some(b) => r.insert_header(("Content-Type", "application/json")).send_body(b.clone()).await,
+                None => r.send().await,
+            };
+            let patient = self.bases.len() > 1 && std::time::Instant::now() < deadline;
+            let again = tries < self.bases.len() || patient;
+            match sent {
+                Err(awc::error::SendRequestError::Connect(e)) if again => {
+                    log::debug!("master {} unreachable ({e}); trying the next", self.base());
+                    self.move_on();
+                    if tries >= self.bases.len() {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, awc::error::SendRequestError::Connect(_)) {
+                        self.move_on();
+                    }
+                    return Err(ClientError::Transport(e.to_string()));
+                }
+                Ok(resp) if resp.status().as_u16() == 307 => {
+                    let location =
+                        resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                    if !self.follow_leader(&location) {
+                        return Err(ClientError::Status {
+                            status: 307,
+                            code: "not_leader".into(),
+                            message: format!(
+                                "{} follows and sends writes to {location}, which is not one of the master URLs given; \
+                                 list every master (comma-separated)",
+                                self.base()
+                            ),
+                        });
+                    }
+                    if !again {
+                        return Err(ClientError::Transport("the leader moved; try again".into()));
+                    }
+                }
+                Ok(resp) if resp.status().as_u16() == 503 && resp.headers().contains_key("retry-after") && patient => {
+                    // No leader yet (a failover in progress), or one that is shedding load.
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(resp) => return Ok(resp),
+            }
+        }
+    }
+
+    fn json_body<B: Serialize>(body: &B) -> Result<actix_web::web::Bytes, ClientError> {
+        serde_json::to_vec(body).map(Into::into).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     pub async fn register(&self, reg: &NodeRegistration) -> Result<RegisteredNode, ClientError> {
@@ -205,7 +361,8 @@ impl MasterClient {
     /// POST that must not hold its caller for long (progress, acks): a stuck request
     /// would otherwise stall the reports coalesced behind it.
     async fn post_quick<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        Self::finish(self.req(awc::http::Method::POST, path).timeout(QUICK_TIMEOUT).send_json(body).await).await
+        let build = || self.req(awc::http::Method::POST, path).timeout(QUICK_TIMEOUT);
+        Self::finish(self.exchange(build, Some(Self::json_body(body)?)).await).await
     }
 
     pub async fn progress(&self, job_id: &str, report: &ProgressReport) -> Result<ProgressResponse, ClientError> {
@@ -239,7 +396,28 @@ impl MasterClient {
             .put_output(target, sha256)
             .insert_header(("Content-Type", "application/octet-stream"))
             .timeout(Duration::from_secs(6 * 3600));
-        Self::finish(r.send_stream(body).await).await
+        // A stream is sent once: a move to another master is for the caller's retry.
+        let sent = match r.send_stream(body).await {
+            Err(e) => {
+                if matches!(e, awc::error::SendRequestError::Connect(_)) {
+                    self.move_on();
+                }
+                Err(ClientError::Transport(e.to_string()))
+            }
+            Ok(resp) if resp.status().as_u16() == 307 => {
+                let location = resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                Err(match self.follow_leader(location) {
+                    true => ClientError::Transport("the leader moved; send again".into()),
+                    false => ClientError::Status {
+                        status: 307,
+                        code: "not_leader".into(),
+                        message: format!("the leader {location} is not one of the master URLs given"),
+                    },
+                })
+            }
+            Ok(resp) => Ok(resp),
+        };
+        Self::finish(sent).await
     }
 
     /// `PUT /jobs/{id}/outputs/{name}` for `target`, with the SHA-256 the master checks.
@@ -260,11 +438,12 @@ impl MasterClient {
         bytes: u64,
         sha256: &str,
     ) -> Result<JobOutput, ClientError> {
-        let r = self
-            .put_output(target, sha256)
-            .insert_header((crate::storage::transfer::LOCATION_HEADER, location))
-            .insert_header((crate::storage::transfer::BYTES_HEADER, bytes.to_string()));
-        Self::finish(r.send().await).await
+        let build = || {
+            self.put_output(target, sha256)
+                .insert_header((crate::storage::transfer::LOCATION_HEADER, location))
+                .insert_header((crate::storage::transfer::BYTES_HEADER, bytes.to_string()))
+        };
+        Self::finish(self.exchange(build, None).await).await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {

@@ -27,11 +27,14 @@ pub struct DbExecutor {
     /// page cache stay warm, and no pool check-out (a `SELECT 1`) precedes each batch.
     /// Dropped after a failed batch, so the next one starts on a fresh connection.
     conn: Option<PooledConn>,
+    /// The leader lease epoch every transaction must still hold (highly available
+    /// masters on PostgreSQL; see `db/leader.rs`).
+    fence: Option<i64>,
 }
 
 impl DbExecutor {
-    pub fn new(pool: DbPool, events: Option<Recipient<EventsCommitted>>) -> Self {
-        DbExecutor { pool, events, last_event: None, conn: None }
+    pub fn new(pool: DbPool, events: Option<Recipient<EventsCommitted>>, fence: Option<i64>) -> Self {
+        DbExecutor { pool, events, last_event: None, conn: None, fence }
     }
 
     /// Hand the events this COMMIT stored to the event bus. Read back on the writer's
@@ -113,6 +116,14 @@ impl Handler<CommitBatch> for DbExecutor {
         let mut inserted = Ok(Vec::new());
         let outcome: Result<(), DbError> = (|| {
             db::begin_write(&mut conn)?;
+            if let Some(mine) = self.fence {
+                let now = db::leader::epoch_for_write(&mut conn)?;
+                if now != mine {
+                    // Another master took the lease: nothing of this batch is written.
+                    let _ = db::rollback_write(&mut conn);
+                    super::leader::deposed(&format!("this master led epoch {mine}; the lease is at epoch {now}"));
+                }
+            }
             let mut spoiled = false;
             if !new_jobs.is_empty() {
                 inserted = db::jobs::insert_many(&mut conn, &new_jobs);

@@ -583,3 +583,17 @@ pub struct WebhookStored(pub crate::db::webhooks::WebhookRow);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ConnectWebhooks(pub Recipient<EventsCommitted>);
+
+/// Who leads the farm, as the leader lease says (highly available masters).
+#[derive(Message)]
+#[rtype(result = "Leadership")]
+pub struct GetLeadership;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// This master leads.
+    pub leading: bool,
+    /// The current epoch and its leader's advertised URL (None before anyone led).
+    pub epoch: Option<i64>,
+    pub leader_url: Option<String>,
+}

@@ -10,6 +10,8 @@
 //! - [`graph::GraphActor`]: jobs waiting for others, parents and their children.
 //! - [`events::EventBus`] (own thread): live event streams and their buffers.
 //! - [`webhooks::WebhookDispatcher`] (own thread): webhook subscriptions and deliveries.
+//! - [`leader::LeaderActor`] (own thread, PostgreSQL only): the leader lease; the
+//!   others start only on the master that holds it.
 //!
 //! A job is in exactly one place: the runnable index, a JobActor, or (terminal) only
 //! in the database.
@@ -21,6 +23,7 @@ pub mod graph;
 pub mod graph_plan;
 pub mod group_commit;
 pub mod job;
+pub mod leader;
 pub mod messages;
 pub mod metrics;
 pub mod node_supervisor;
@@ -59,6 +62,9 @@ pub struct ActorConfig {
     pub max_event_streams: usize,
     /// Offline nodes silent this long are removed (None: kept until removed by hand).
     pub forget_offline_after: Option<Duration>,
+    /// The leader lease's epoch this master writes under (PostgreSQL with several
+    /// masters); every write transaction checks it is still current.
+    pub fence_epoch: Option<i64>,
 }
 
 /// Addresses of the running actors, shared by the HTTP handlers.
@@ -100,7 +106,8 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
         events::EventBus::new(bus_metrics, max_streams)
     });
     let committed = events.clone().recipient();
-    let executor = SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone(), Some(committed.clone())));
+    let executor =
+        SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone(), Some(committed.clone()), cfg.fence_epoch));
     let writer = GroupCommit::new(executor, metrics.clone()).start();
     let db = Db::new(pool.clone(), writer);
     let (hook_db, hook_metrics, hook_cfg) = (db.clone(), metrics.clone(), cfg.webhooks.clone());

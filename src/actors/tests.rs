@@ -33,6 +33,7 @@ async fn farm(heartbeat: Duration) -> Farm {
         webhooks: Default::default(),
         max_event_streams: 100,
         forget_offline_after: None,
+        fence_epoch: None,
     };
     Farm { h: super::start(pool, cfg).await.unwrap(), heartbeat, _dir: dir }
 }

@@ -33,7 +33,9 @@ pub enum OutputFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
-    /// Master URL [env: MASTER_URL, FFRTMP_MASTER_URL; config: master_url; default: http://127.0.0.1:8080]
+    /// Master URL, or several comma-separated (highly available masters: the CLI
+    /// follows the leader) [env: MASTER_URL, FFRTMP_MASTER_URL; config: master_url;
+    /// default: http://127.0.0.1:8080]
     #[arg(long, global = true)]
     pub master: Option<String>,
     /// API key [env: MASTER_API_KEY, FFRTMP_API_KEY; config: api_key]
@@ -366,9 +368,10 @@ pub async fn run_jobs(s: &Settings, cmd: JobsCommand) -> Result<i32, CliError> {
     match cmd {
         JobsCommand::Submit(a) => {
             let body = submit_body(&a)?;
-            let headers: Vec<(&str, String)> =
-                a.idempotency_key.iter().map(|k| ("Idempotency-Key", k.clone())).collect();
-            let job: Job = c.post_with("/jobs", &body, &headers).await?;
+            // A key of our own when none was given: a submission whose answer was lost
+            // (its master died mid-reply) can be sent again without running twice.
+            let key = a.idempotency_key.clone().unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()));
+            let job: Job = c.post_idempotent("/jobs", &body, &[("Idempotency-Key", key)]).await?;
             if a.follow || a.download.is_some() {
                 if s.output == OutputFormat::Table {
                     println!("Job #{} submitted ({})", job.sequence_number, job.id);

@@ -23,6 +23,7 @@ macro_rules! on_backend {
 pub mod events;
 pub mod graph;
 pub mod jobs;
+pub mod leader;
 pub mod nodes;
 pub mod outputs;
 pub mod schema;
@@ -192,7 +193,7 @@ pub struct ConnManager {
     synchronous: Synchronous,
 }
 
-fn connect(url: &DatabaseUrl, synchronous: Synchronous) -> Result<AnyConnection, diesel::ConnectionError> {
+pub(crate) fn connect(url: &DatabaseUrl, synchronous: Synchronous) -> Result<AnyConnection, diesel::ConnectionError> {
     match url {
         DatabaseUrl::Postgres(u) => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(u)?)),
         DatabaseUrl::Sqlite(p) => {
@@ -265,6 +266,12 @@ pub fn open(url: &DatabaseUrl, synchronous: Synchronous, pool_size: u32) -> anyh
         if let AnyConnection::Sqlite(c) = &mut conn {
             c.batch_execute("PRAGMA journal_mode = WAL;")
                 .map_err(|e| anyhow::anyhow!("cannot switch {shown} to WAL: {e}"))?;
+        }
+        // Masters starting together on one PostgreSQL database migrate one at a time
+        // (the lock ends with this connection).
+        if let AnyConnection::Postgresql(c) = &mut conn {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({})", leader::MIGRATION_LOCK))
+                .map_err(|e| anyhow::anyhow!("cannot lock {shown} for its migrations: {e}"))?;
         }
         run_migrations(&mut conn).map_err(|e| anyhow::anyhow!("migrations failed on {shown}: {e}"))?;
     }

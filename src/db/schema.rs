@@ -181,6 +181,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    leader_lease (id) {
+        id -> Integer,
+        epoch -> BigInt,
+        leader_url -> Text,
+        acquired_at -> BigInt,
+    }
+}
+
+diesel::table! {
     console_sessions (id) {
         id -> Text,
         role -> Text,

@@ -42,14 +42,19 @@ pub fn parse_job_ref(s: &str) -> AppResult<JobRef> {
 
 pub(crate) async fn load_row(state: &AppState, raw: &str) -> AppResult<JobRow> {
     let r = parse_job_ref(raw)?;
-    let res = match r {
-        JobRef::Seq(n) => state.h.db.read(move |c| db_jobs::get_by_seq(c, n)).await,
-        JobRef::Id(u) => state.h.db.read(move |c| db_jobs::get(c, &u.to_string())).await,
-    };
+    let res = state.h.db.read(move |c| find_row(c, &r)).await;
     res.map_err(|e| match e {
         DbError::NotFound => AppError::job_not_found(raw),
         other => other.into(),
     })
+}
+
+/// The stored row a job reference names.
+pub(crate) fn find_row(c: &mut crate::db::Conn, r: &JobRef) -> crate::db::DbResult<JobRow> {
+    match r {
+        JobRef::Seq(n) => db_jobs::get_by_seq(c, *n),
+        JobRef::Id(u) => db_jobs::get(c, &u.to_string()),
+    }
 }
 
 /// A job as operators and read-only keys see it: stream keys and URL credentials are
@@ -290,6 +295,24 @@ pub async fn list_jobs(state: web::Data<AppState>, q: web::Query<ListQuery>) -> 
 
 /// A page of jobs as `GET /jobs` (and the console) shows them.
 pub(crate) async fn list_view(state: &AppState, q: ListQuery) -> AppResult<JobList> {
+    let filter = job_filter(q)?;
+    let limit = filter.limit;
+    let rows = state.h.db.read(move |c| db_jobs::list(c, &filter)).await?;
+    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
+    let mut jobs: Vec<Job> = rows.iter().map(|r| operator_view(r.to_wire())).collect();
+    let mut ids: Vec<String> = jobs.iter().filter_map(|j| j.node_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let names = if ids.is_empty() { Default::default() } else { state.h.nodes.send(GetNodeNames(ids)).await? };
+    for j in &mut jobs {
+        j.logs = None;
+        j.node_name = j.node_id.as_ref().and_then(|id| names.get(id).cloned());
+    }
+    Ok(JobList { count: jobs.len(), jobs, next_cursor })
+}
+
+/// The stored-jobs filter a `GET /jobs` query asks for (400 for what it cannot mean).
+pub(crate) fn job_filter(q: ListQuery) -> AppResult<JobFilter> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(AppError::bad_request("invalid_query", "limit must be between 1 and 1000"));
@@ -320,18 +343,7 @@ pub(crate) async fn list_view(state: &AppState, q: ListQuery) -> AppResult<JobLi
         before_seq,
         limit,
     };
-    let rows = state.h.db.read(move |c| db_jobs::list(c, &filter)).await?;
-    let next_cursor = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.seq.to_string())).flatten();
-    let mut jobs: Vec<Job> = rows.iter().map(|r| operator_view(r.to_wire())).collect();
-    let mut ids: Vec<String> = jobs.iter().filter_map(|j| j.node_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    let names = if ids.is_empty() { Default::default() } else { state.h.nodes.send(GetNodeNames(ids)).await? };
-    for j in &mut jobs {
-        j.logs = None;
-        j.node_name = j.node_id.as_ref().and_then(|id| names.get(id).cloned());
-    }
-    Ok(JobList { count: jobs.len(), jobs, next_cursor })
+    Ok(filter)
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", params(("id" = String, Path, description = "Job UUID or sequence number")),

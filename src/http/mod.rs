@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod follower;
 pub mod graphs;
 pub mod jobs;
 pub mod nodes;
@@ -56,6 +57,9 @@ pub struct AppState {
     pub console_session: std::time::Duration,
     /// Served over TLS: console cookies are marked `Secure`.
     pub tls: bool,
+    /// The leader lease epoch this master leads (highly available masters on
+    /// PostgreSQL); None for a single master.
+    pub leader_epoch: Option<i64>,
 }
 
 /// A resource guarded by its own authorisation (see [`auth`]): the template given here

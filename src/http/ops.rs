@@ -8,8 +8,15 @@ use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 
 #[utoipa::path(get, path = "/health", responses((status = 200, description = "The master is up")))]
-pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "healthy" }))
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    // Highly available masters say which one leads (a follower's answer is in
+    // `http/follower.rs`); a single master says only that it is healthy, as the seed did.
+    match state.leader_epoch {
+        Some(epoch) => {
+            HttpResponse::Ok().json(serde_json::json!({ "status": "healthy", "role": "leader", "epoch": epoch }))
+        }
+        None => HttpResponse::Ok().json(serde_json::json!({ "status": "healthy" })),
+    }
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]

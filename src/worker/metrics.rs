@@ -152,7 +152,8 @@ impl WorkerMetrics {
 pub struct ReadyInputs {
     pub ffmpeg_ok: bool,
     pub work_dir: PathBuf,
-    pub master: String,
+    /// The master URLs (`--master a,b`): ready when any answers.
+    pub masters: Vec<String>,
     /// TLS for an https:// master (the worker's roots and `--ca-cert`).
     pub tls: std::sync::Arc<rustls::ClientConfig>,
 }
@@ -165,14 +166,18 @@ async fn ready(inputs: web::Data<ReadyInputs>) -> HttpResponse {
     });
     let disk_ok = disk.is_some_and(|used| used < 0.95);
     // Reachability only: GET /health, never a fake heartbeat.
-    let master_ok = awc::Client::builder()
+    let http = awc::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
         .connector(awc::Connector::new().rustls_0_23(inputs.tls.clone()))
-        .finish()
-        .get(format!("{}/health", inputs.master))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
+        .finish();
+    let mut master_ok = false;
+    // Any of the farm's masters (a follower answers /health too and redirects the rest).
+    for m in &inputs.masters {
+        master_ok = http.get(format!("{m}/health")).send().await.is_ok_and(|r| r.status().is_success());
+        if master_ok {
+            break;
+        }
+    }
     let ok = inputs.ffmpeg_ok && disk_ok && master_ok;
     let body = serde_json::json!({
         "status": if ok { "ready" } else { "not_ready" },

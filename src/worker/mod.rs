@@ -31,7 +31,8 @@ use tokio::sync::{Notify, mpsc};
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Master URL.
+    /// Master URL; several comma-separated for highly available masters (the worker
+    /// follows whichever leads).
     #[arg(long, env = "FFRTMP_MASTER", default_value = "http://127.0.0.1:8080")]
     pub master: String,
     /// API key (worker or admin role); also FFMPEG_RTMP_API_KEY.
@@ -256,7 +257,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         metrics::ReadyInputs {
             ffmpeg_ok: probe.ffmpeg_version.is_some(),
             work_dir: work_dir.clone(),
-            master: args.master.trim_end_matches('/').to_string(),
+            masters: client::master_urls(&args.master).map_err(|e| anyhow::anyhow!("--master: {e}"))?,
             tls: std::sync::Arc::new(
                 client::tls_config(args.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!("--ca-cert: {e}"))?,
             ),

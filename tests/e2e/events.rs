@@ -397,7 +397,11 @@ fn cli_logs_follow_prints_lines_while_the_job_runs() {
     api.post(&format!("/api/v1/jobs/{id}/cancel"), json!({}));
     let status = follow.wait().unwrap();
     assert_eq!(status.code(), Some(3), "a canceled job's follow exits 3");
-    let rest: Vec<String> = rx.try_iter().collect();
+    // The CLI has exited, but the reader thread may not have passed on its last lines yet: read to the end.
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        rest.push(line);
+    }
     assert!(rest.iter().any(|l| l.contains("canceled")), "{rest:?}");
 }
 

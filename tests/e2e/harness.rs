@@ -341,6 +341,22 @@ impl TestWorker {
         w
     }
 
+    /// A worker of several masters (`--master a,b`).
+    pub fn start_on(masters: &str, extra: &[&str]) -> TestWorker {
+        let tmp = tempfile::tempdir().unwrap();
+        let work_dir = tmp.path().join("work");
+        let mut w = TestWorker {
+            child: None,
+            work_dir,
+            env: Vec::new(),
+            node_id: String::new(),
+            metrics_url: String::new(),
+            _tmp: Some(tmp),
+        };
+        w.spawn(masters, extra);
+        w
+    }
+
     /// Start again in the same work dir (same node id).
     pub fn restart(&mut self, master: &TestMaster, extra: &[&str]) {
         self.kill9();
@@ -471,6 +487,38 @@ impl TestMaster {
         };
         m.spawn();
         m
+    }
+
+    /// One of several masters on one PostgreSQL database (`url`), on a fixed port so
+    /// that it comes back at the same address.
+    pub fn start_ha(port: u16, url: &str, extra: &[&str]) -> TestMaster {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec!["--port".into(), port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut m = TestMaster {
+            child: None,
+            url: String::new(),
+            dir: tmp.path().to_path_buf(),
+            args,
+            pg_url: Some(url.to_string()),
+            env: Vec::new(),
+            _tmp: Some(tmp),
+        };
+        m.spawn();
+        m
+    }
+
+    /// The exit code if the master process has ended (it is then forgotten).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let st = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(st.code().unwrap_or(-1))
+    }
+
+    /// Start again (after `kill9`) with the same flags and database.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
     }
 
     /// kill -9 and start again on the same database.

@@ -9,6 +9,7 @@ mod deploy;
 mod events;
 mod faults;
 mod graphs;
+mod ha;
 mod harness;
 mod master_api;
 mod media;

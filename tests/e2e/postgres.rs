@@ -1,8 +1,7 @@
-//! Issue 8: both backends' migrations, and two masters on one PostgreSQL database.
+//! Issue 8: both backends' migrations on PostgreSQL (several masters on one database:
+//! `ha.rs`).
 
 use crate::harness::*;
-use serde_json::json;
-use std::collections::HashSet;
 use std::time::Duration;
 
 fn versions(dir: &str) -> Vec<String> {
@@ -80,44 +79,4 @@ fn bad_database_urls_fail_fast_with_the_reason() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&o.stderr).contains("s3cret"));
-}
-
-#[test]
-fn two_masters_on_one_database_never_hand_a_job_twice() {
-    let Some(admin) = pg_or_skip() else { return };
-    let url = ffrtmp::db::create_postgres_database(&admin, &format!("ffrtmp_two_{}", std::process::id())).unwrap();
-    let a = TestMaster::start(&["--database-url", &url]);
-    for _ in 0..120 {
-        a.api().submit(json!({}));
-    }
-    // B starts on the same database and indexes the same queued jobs.
-    let b = TestMaster::start(&["--database-url", &url]);
-    let masters = [a.api(), b.api()];
-    for (i, api) in masters.iter().enumerate() {
-        for n in 0..4 {
-            api.register(&format!("m{i}-n{n}"), json!({"encoders": ["libx264"], "max_concurrent_jobs": 64}));
-        }
-    }
-    let handles: Vec<_> = (0..8)
-        .map(|k| {
-            let api = masters[k % 2].clone();
-            let node = format!("m{}-n{}", k % 2, k / 2);
-            std::thread::spawn(move || {
-                let mut got = Vec::new();
-                loop {
-                    let (_, j) = api.get(&format!("/jobs/next?node_id={node}&wait=0.5&max=8"));
-                    let batch: Vec<String> =
-                        j["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
-                    if batch.is_empty() {
-                        return got;
-                    }
-                    got.extend(batch);
-                }
-            })
-        })
-        .collect();
-    let all: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    let unique: HashSet<&String> = all.iter().collect();
-    assert_eq!(unique.len(), all.len(), "a job was handed to two workers");
-    assert_eq!(all.len(), 120, "every job placed exactly once");
 }

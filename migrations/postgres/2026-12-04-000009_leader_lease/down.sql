@@ -1,0 +1,1 @@
+DROP TABLE leader_lease;
