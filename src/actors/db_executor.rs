@@ -100,7 +100,8 @@ impl Handler<CommitBatch> for DbExecutor {
         let mut applies = Vec::with_capacity(n);
         for op in ops {
             match op {
-                WriteOp::Apply(f) => applies.push(f),
+                WriteOp::Apply(f) => applies.push(Applied::Write(f)),
+                WriteOp::Transition(t, reply) => applies.push(Applied::Transition(t, reply)),
                 WriteOp::InsertJob(job, reply) => {
                     new_jobs.push(*job);
                     new_job_replies.push(reply);
@@ -129,11 +130,27 @@ impl Handler<CommitBatch> for DbExecutor {
                 inserted = db::jobs::insert_many(&mut conn, &new_jobs);
                 spoiled |= inserted.is_err();
             }
-            for f in applies {
-                let (failed, finish) = f(&mut conn);
-                spoiled |= failed;
-                finishers.push(finish);
+            // In arrival order; a run of transitions of distinct jobs is written together.
+            let mut run: Vec<(Box<db::jobs::Transition>, Reply)> = Vec::new();
+            for op in applies {
+                match op {
+                    Applied::Transition(t, reply) if !run.iter().any(|(r, _)| r.stored.id == t.stored.id) => {
+                        run.push((t, reply))
+                    }
+                    op => {
+                        spoiled |= write_transitions(&mut conn, std::mem::take(&mut run), &mut finishers);
+                        match op {
+                            Applied::Write(f) => {
+                                let (failed, finish) = f(&mut conn);
+                                spoiled |= failed;
+                                finishers.push(finish);
+                            }
+                            Applied::Transition(t, reply) => run.push((t, reply)),
+                        }
+                    }
+                }
             }
+            spoiled |= write_transitions(&mut conn, run, &mut finishers);
             if spoiled {
                 let _ = db::rollback_write(&mut conn);
                 return Err(DbError::Unavailable("a write in this batch failed; the batch was rolled back".into()));
@@ -176,6 +193,52 @@ impl Handler<CommitBatch> for DbExecutor {
     }
 }
 
+type Reply = oneshot::Sender<DbResult<JobRow>>;
+
+/// A write of a batch, in arrival order.
+enum Applied {
+    Write(super::messages::WriteFn),
+    Transition(Box<db::jobs::Transition>, Reply),
+}
+
+/// Write a run of transitions together; queue each caller's answer (given after the
+/// COMMIT, as for any write). True when the batch is spoiled (a database error).
+fn write_transitions(
+    conn: &mut Conn,
+    run: Vec<(Box<db::jobs::Transition>, Reply)>,
+    finishers: &mut Vec<super::messages::AnswerFn>,
+) -> bool {
+    if run.is_empty() {
+        return false;
+    }
+    let (batch, replies): (Vec<db::jobs::Transition>, Vec<Reply>) = run.into_iter().map(|(t, r)| (*t, r)).unzip();
+    let results = match db::jobs::transition_many(conn, batch) {
+        Ok(results) => results,
+        Err(e) => {
+            let why = e.to_string();
+            for reply in replies {
+                let why = why.clone();
+                finishers.push(Box::new(move |_| {
+                    let _ = reply.send(Err(DbError::Unavailable(why)));
+                }));
+            }
+            return true;
+        }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        finishers.push(Box::new(move |commit_error: Option<&DbError>| {
+            let answer = match (commit_error, result) {
+                // A logical refusal is the caller's answer even if the batch failed.
+                (_, Err(e)) if e.is_refusal() => Err(e),
+                (Some(e), _) => Err(DbError::Unavailable(e.to_string())),
+                (None, r) => r,
+            };
+            let _ = reply.send(answer);
+        }));
+    }
+    false
+}
+
 /// The handle the rest of the master uses for storage: reads on the pool, writes
 /// through the group-commit pipeline.
 #[derive(Clone)]
@@ -211,6 +274,21 @@ impl Db {
             (spoils, finish)
         });
         self.writer.do_send(SubmitWrite(WriteOp::Apply(op)));
+        rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
+    }
+
+    /// Write a live job's transition (gated and guarded as `db::jobs::transition_row`);
+    /// transitions arriving together share their statements (`transition_many`).
+    pub async fn transition(
+        &self,
+        stored: JobRow,
+        to: crate::domain::state::JobState,
+        change: impl FnOnce(&mut JobRow) + Send + 'static,
+        reason: String,
+    ) -> DbResult<JobRow> {
+        let (tx, rx) = oneshot::channel();
+        let t = db::jobs::Transition { stored, to, change: Box::new(change), reason };
+        self.writer.do_send(SubmitWrite(WriteOp::Transition(Box::new(t), tx)));
         rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
     }
 

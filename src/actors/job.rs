@@ -178,25 +178,23 @@ impl JobActor {
         // This actor is the only writer of its job, so its row is what is stored: no
         // read-back before the write (the write is still guarded by state and attempt).
         let row = self.row.clone();
-        async move { db.write(move |c| db_jobs::transition_row(c, &row, to, change, &reason)).await }
-            .into_actor(self)
-            .map(move |res, act, _| {
-                let row = res.map_err(|e| match e {
-                    DbError::Conflict { current: Some(current), .. } => {
-                        AppError::InvalidTransition { current, action: "change" }
-                    }
-                    e => AppError::from(e),
-                })?;
-                act.row = row;
-                act.metrics.do_send(JobStateChanged {
-                    from: Some(from),
-                    to,
-                    queue: act.queue,
-                    priority: act.priority,
-                    engine: act.row.engine,
-                });
-                Ok(())
-            })
+        async move { db.transition(row, to, change, reason).await }.into_actor(self).map(move |res, act, _| {
+            let row = res.map_err(|e| match e {
+                DbError::Conflict { current: Some(current), .. } => {
+                    AppError::InvalidTransition { current, action: "change" }
+                }
+                e => AppError::from(e),
+            })?;
+            act.row = row;
+            act.metrics.do_send(JobStateChanged {
+                from: Some(from),
+                to,
+                queue: act.queue,
+                priority: act.priority,
+                engine: act.row.engine,
+            });
+            Ok(())
+        })
     }
 
     /// Runnable again: free the lease's slot on `node`, give the job to the scheduler's

@@ -31,6 +31,13 @@ pub enum WriteOp {
     /// jobs with one multi-row INSERT (and one for their events) before the other
     /// writes, instead of two statements per job — on PostgreSQL each is a round trip.
     InsertJob(Box<crate::db::jobs::JobRow>, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
+    /// A live job's transition (a JobActor's): the executor writes a run of these that
+    /// arrived together with `db::jobs::transition_many` — one statement each for their
+    /// events, parents, outputs and outbox rows — at their place in the batch.
+    Transition(
+        Box<crate::db::jobs::Transition>,
+        tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>,
+    ),
 }
 
 /// Queue one write for the next group commit.

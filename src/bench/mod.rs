@@ -1,4 +1,4 @@
-//! `ffrtmp bench`: the performance harness (P1–P15). It starts real master and worker
+//! `ffrtmp bench`: the performance harness (P1–P16). It starts real master and worker
 //! processes (this same binary) on loopback, drives them over HTTP, prints a table and
 //! writes every figure as JSON. Targets are judged here, never in `cargo test`;
 //! `--quick` runs every figure at small sizes so the harness never rots.
@@ -8,6 +8,7 @@ mod p11;
 mod p12;
 mod p13;
 mod p15;
+mod p16;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -36,7 +37,8 @@ pub struct BenchArgs {
     /// Run only these figures (e.g. --only P1,P3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Also run P1–P5 on PostgreSQL: a URL of an account that may create databases
+    /// Also run P1–P5 on PostgreSQL, and P16 (failover of two masters): a URL of an
+    /// account that may create databases
     /// (e.g. postgres://postgres@127.0.0.1:5432/postgres).
     #[arg(long)]
     pub postgres: Option<String>,
@@ -1017,6 +1019,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if want("P15") {
         p15::p15(&mut r, &tmp).await?;
+    }
+    if want("P16")
+        && let Some(pg) = &args.postgres
+    {
+        p16::p16(&mut r, &tmp, pg).await?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     let mut t = comfy_table::Table::new();

@@ -208,6 +208,194 @@ pub fn transition_row(
     write_row(conn, stored, to, change, reason)
 }
 
+/// One job's transition in a group commit (see [`transition_many`]).
+pub struct Transition {
+    pub stored: JobRow,
+    pub to: JobState,
+    pub change: Box<dyn FnOnce(&mut JobRow) + Send>,
+    pub reason: String,
+}
+
+/// Several jobs' transitions, each gated and guarded exactly as by [`transition_row`]
+/// and answered on its own (a refusal or a conflict leaves the others alone), but what
+/// follows the UPDATEs costs one statement for all of them: their `job_events` rows,
+/// their parents, the completed ones' outputs and their outbox rows. On PostgreSQL, where
+/// every statement is a round trip, a batch of N results costs N + 4 of them, not 5 N.
+/// An error that is not a refusal is returned whole (the batch is rolled back).
+pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<DbResult<JobRow>>> {
+    let now = now_micros();
+    let mut answers: Vec<DbResult<JobRow>> = Vec::with_capacity(batch.len());
+    // (index in `answers`, from, attempt before, reason) of each row to write.
+    let mut pending: Vec<(usize, JobState, i32, String)> = Vec::new();
+    for t in batch {
+        let from = t.stored.status;
+        if let Err(refused) = from.check_transition(t.to) {
+            answers.push(Err(DbError::job_in(from, refused.to_string())));
+            continue;
+        }
+        let mut row = t.stored.clone();
+        (t.change)(&mut row);
+        row.status = t.to;
+        row.updated_at = now;
+        pending.push((answers.len(), from, t.stored.attempt, crate::domain::limits::event_reason(&t.reason)));
+        answers.push(Ok(row));
+    }
+    // The guarded UPDATEs: one statement for all of them on PostgreSQL, one each
+    // (prepared once, no round trip) on SQLite. A row whose state or attempt moved on
+    // is not written, and its answer names the state it is in.
+    let updated: std::collections::HashSet<String> = match conn {
+        Conn::Postgresql(c) => {
+            let rows: Vec<(&JobRow, JobState, i32)> = pending
+                .iter()
+                .map(|(i, from, attempt, _)| (answers[*i].as_ref().expect("a row to write"), *from, *attempt))
+                .collect();
+            update_rows_pg(c, &rows)?
+        }
+        Conn::Sqlite(c) => {
+            let mut done = std::collections::HashSet::new();
+            for (i, from, attempt, _) in &pending {
+                let row = answers[*i].as_ref().expect("a row to write");
+                let update = Cacheable::<_, WholeRowUpdate>::new(
+                    diesel::update(
+                        jobs::table
+                            .filter(jobs::id.eq(&row.id))
+                            .filter(jobs::status.eq(*from))
+                            .filter(jobs::attempt.eq(*attempt)),
+                    )
+                    .set(row),
+                );
+                if update.execute(c)? == 1 {
+                    done.insert(row.id.clone());
+                }
+            }
+            done
+        }
+    };
+    let mut written = Vec::with_capacity(pending.len());
+    for (i, from, _, reason) in pending {
+        let id = answers[i].as_ref().expect("a row to write").id.clone();
+        if updated.contains(&id) {
+            written.push((i, from, reason));
+        } else {
+            let current = get(conn, &id)?;
+            answers[i] = Err(DbError::job_in(current.status, format!("job is '{}', not '{from}'", current.status)));
+        }
+    }
+    if written.is_empty() {
+        return Ok(answers);
+    }
+    let row_at = |i: usize| answers[i].as_ref().expect("a written row");
+    let events: Vec<NewEvent> = written
+        .iter()
+        .map(|(i, from, reason)| {
+            let row = row_at(*i);
+            NewEvent {
+                job_id: row.id.clone(),
+                from_state: Some(*from),
+                to_state: row.status,
+                reason: reason.clone(),
+                attempt: row.attempt,
+                node_id: row.node_id.clone(),
+                at: now,
+            }
+        })
+        .collect();
+    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    let ids: Vec<String> = written.iter().map(|(i, ..)| row_at(*i).id.clone()).collect();
+    let parents = super::events::parents_of(conn, &ids)?;
+    let completed: Vec<String> = written
+        .iter()
+        .map(|(i, ..)| row_at(*i))
+        .filter(|r| r.status == JobState::Completed)
+        .map(|r| r.id.clone())
+        .collect();
+    let mut outputs = super::outputs::list_many(conn, &completed)?;
+    let outbox: Vec<super::events::NewEvent> = written
+        .iter()
+        .map(|(i, from, reason)| {
+            let row = row_at(*i);
+            let mine: Vec<super::outputs::OutputRow> = match row.status {
+                JobState::Completed => outputs
+                    .remove(&row.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o.attempt == row.attempt)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            super::events::job_event(row, Some(*from), reason, parents.get(&row.id).cloned(), &mine, now)
+        })
+        .collect();
+    super::events::append(conn, &outbox)?;
+    Ok(answers)
+}
+
+/// See `update_rows_pg`; its `SET` list is the whole-row changeset's columns (tested).
+pub(crate) const UPDATE_ROWS_PG: &str = "UPDATE jobs AS j SET status = v.status, progress = v.progress, node_id = v.node_id, \
+         attempt = v.attempt, retry_count = v.retry_count, queued_at = v.queued_at, started_at = v.started_at, \
+         last_activity_at = v.last_activity_at, completed_at = v.completed_at, retry_at = v.retry_at, \
+         error = v.error, failure_reason = v.failure_reason, logs = v.logs, metrics = v.metrics, \
+         qoe_score = v.qoe_score, efficiency_score = v.efficiency_score, energy_joules = v.energy_joules, \
+         vmaf_score = v.vmaf_score, updated_at = v.updated_at, retry_base = v.retry_base \
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::text[], $7::int[], \
+           $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], \
+           $15::text[], $16::text[], $17::text[], $18::float8[], $19::float8[], $20::float8[], $21::float8[], \
+           $22::bigint[], $23::int[]) \
+           AS v(id, from_status, from_attempt, status, progress, node_id, attempt, retry_count, queued_at, \
+           started_at, last_activity_at, completed_at, retry_at, error, failure_reason, logs, metrics, qoe_score, \
+           efficiency_score, energy_joules, vmaf_score, updated_at, retry_base) \
+         WHERE j.id = v.id AND j.status = v.from_status AND j.attempt = v.from_attempt \
+         RETURNING j.id";
+
+/// The whole-row UPDATE of `transition_many` for many rows in one PostgreSQL statement:
+/// the new values travel as one array per column (`unnest`), each row guarded by the
+/// state and attempt it was read in. Returns the ids written.
+fn update_rows_pg(
+    c: &mut diesel::PgConnection,
+    rows: &[(&JobRow, JobState, i32)],
+) -> QueryResult<std::collections::HashSet<String>> {
+    use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Text};
+    if rows.is_empty() {
+        return Ok(Default::default());
+    }
+    #[derive(QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    macro_rules! column {
+        ($f:expr) => {
+            rows.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let written: Vec<Written> = diesel::sql_query(UPDATE_ROWS_PG)
+        .bind::<Array<Text>, _>(column!(|(r, ..)| r.id.clone()))
+        .bind::<Array<Text>, _>(column!(|(_, from, _)| from.as_str()))
+        .bind::<Array<Integer>, _>(column!(|(_, _, attempt)| *attempt))
+        .bind::<Array<Text>, _>(column!(|(r, ..)| r.status.as_str()))
+        .bind::<Array<Double>, _>(column!(|(r, ..)| r.progress))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.node_id.clone()))
+        .bind::<Array<Integer>, _>(column!(|(r, ..)| r.attempt))
+        .bind::<Array<Integer>, _>(column!(|(r, ..)| r.retry_count))
+        .bind::<Array<BigInt>, _>(column!(|(r, ..)| r.queued_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.started_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.last_activity_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.completed_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.retry_at))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.error.clone()))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.failure_reason.map(|f| f.as_str())))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.logs.clone()))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.metrics.clone()))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.qoe_score))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.efficiency_score))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.energy_joules))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.vmaf_score))
+        .bind::<Array<BigInt>, _>(column!(|(r, ..)| r.updated_at))
+        .bind::<Array<Integer>, _>(column!(|(r, ..)| r.retry_base))
+        .load(c)?;
+    Ok(written.into_iter().map(|w| w.id).collect())
+}
+
 /// A paused job whose node was lost: it leaves the node and stays paused (logged as a
 /// paused → paused event), so it is not run again until an operator resumes it.
 pub fn leave_node_paused(conn: &mut Conn, stored: &JobRow, reason: &str) -> DbResult<JobRow> {

@@ -380,6 +380,27 @@ mod tests {
     }
 
     #[test]
+    fn the_postgres_batch_update_sets_exactly_the_changeset_columns() {
+        use super::schema::jobs;
+        let row = JobRow::default();
+        let q = diesel::update(jobs::table).set(&row);
+        let sql = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&q).to_string();
+        let set = sql.split(" SET ").nth(1).unwrap().split(" -- ").next().unwrap();
+        let mut changeset: Vec<&str> =
+            set.split(", ").map(|a| a.split(' ').next().unwrap().trim_matches('`')).collect();
+        let pg = super::jobs::UPDATE_ROWS_PG;
+        let set = pg.split(" SET ").nth(1).unwrap().split(" FROM ").next().unwrap();
+        let mut batched: Vec<&str> = set.split(", ").map(|a| a.split(" = ").next().unwrap().trim()).collect();
+        for a in set.split(", ") {
+            let (col, value) = a.split_once(" = ").unwrap();
+            assert_eq!(value.trim(), format!("v.{}", col.trim()), "each column from its own array");
+        }
+        changeset.sort();
+        batched.sort();
+        assert_eq!(batched, changeset, "a column the whole-row UPDATE writes is missing from the batched one");
+    }
+
+    #[test]
     fn retention_deletes_old_terminal_jobs_and_keeps_counts() {
         let dir = tempfile::tempdir().unwrap();
         let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();

@@ -95,6 +95,23 @@ pub fn list(conn: &mut Conn, job_id: &str) -> DbResult<Vec<OutputRow>> {
         .load(conn)?)
 }
 
+/// The outputs of several jobs, by job (each job's in name order).
+pub fn list_many(conn: &mut Conn, job_ids: &[String]) -> DbResult<std::collections::HashMap<String, Vec<OutputRow>>> {
+    let mut by_job: std::collections::HashMap<String, Vec<OutputRow>> = std::collections::HashMap::new();
+    if job_ids.is_empty() {
+        return Ok(by_job);
+    }
+    let rows: Vec<OutputRow> = job_outputs::table
+        .filter(job_outputs::job_id.eq_any(job_ids))
+        .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
+        .select(OutputRow::as_select())
+        .load(conn)?;
+    for r in rows {
+        by_job.entry(r.job_id.clone()).or_default().push(r);
+    }
+    Ok(by_job)
+}
+
 /// Forget every output of the given jobs; returns what was forgotten (its files are
 /// the caller's to remove, after the commit).
 pub fn forget(conn: &mut Conn, job_ids: &[String]) -> DbResult<Vec<OutputRow>> {

@@ -103,9 +103,10 @@ fn routes(cfg: &mut web::ServiceConfig, serve_metrics: bool) {
 /// Open, like the leader's: the role says which master to send writes to.
 async fn health(state: web::Data<FollowerState>) -> AppResult<HttpResponse> {
     let l = state.leader.send(GetLeadership).await?;
+    // Elected but still starting its actors: not the leader's API yet.
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "healthy",
-        "role": if l.leading { "leader" } else { "follower" },
+        "role": if l.leading { "taking_over" } else { "follower" },
         "leader": l.leader_url,
         "epoch": l.epoch,
     })))
@@ -124,7 +125,9 @@ async fn metrics(state: web::Data<FollowerState>) -> AppResult<HttpResponse> {
 /// Everything a follower does not answer itself: to the leader, method and body kept.
 pub async fn to_leader(req: HttpRequest, state: web::Data<FollowerState>) -> AppResult<HttpResponse> {
     let l = state.leader.send(GetLeadership).await?;
-    let Some(leader) = l.leader_url else {
+    // Elected, its actors still starting (a fraction of a second): ask to come back.
+    let leader = l.leader_url.filter(|_| !l.leading);
+    let Some(leader) = leader else {
         return Ok(HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(serde_json::json!({
             "error": "no_leader",
             "message": "no master leads the farm at the moment; retry shortly",

@@ -121,7 +121,7 @@ fn kubernetes_overlays_render_validate_and_use_real_flags() {
     }
     let dir = tmpdir();
     for (overlay, master_kind) in
-        [("sqlite-single", "StatefulSet"), ("postgres-ha", "Deployment"), ("gpu-workers", "Deployment")]
+        [("sqlite-single", "StatefulSet"), ("postgres-ha", "StatefulSet"), ("gpu-workers", "StatefulSet")]
     {
         let docs = render(overlay);
         let find = |kind: &str, name: &str| {
@@ -178,6 +178,23 @@ fn kubernetes_overlays_render_validate_and_use_real_flags() {
         if overlay == "sqlite-single" {
             assert_eq!(master["spec"]["replicas"], 1, "SQLite is single-master");
             assert!(master["spec"]["volumeClaimTemplates"].is_array(), "the database on its own volume");
+        } else {
+            // Highly available masters: each advertises its own stable name, and the
+            // workers are given exactly those URLs (a follower redirects only to one).
+            let replicas = master["spec"]["replicas"].as_u64().unwrap();
+            assert!(replicas >= 2, "{overlay}: a standby master");
+            let m: Vec<String> =
+                serde_json::from_value(master["spec"]["template"]["spec"]["containers"][0]["args"].clone()).unwrap();
+            let advertised = &m[m.iter().position(|a| a == "--advertise-url").unwrap() + 1];
+            let service = master["spec"]["serviceName"].as_str().unwrap();
+            assert!(docs.iter().any(|d| d["kind"] == "Service"
+                && d["metadata"]["name"] == service
+                && d["spec"]["clusterIP"] == "None"));
+            let name = master["metadata"]["name"].as_str().unwrap();
+            let expected: Vec<String> =
+                (0..replicas).map(|i| advertised.replace("$(POD_NAME)", &format!("{name}-{i}"))).collect();
+            let given = &args[args.iter().position(|a| a == "--master").unwrap() + 1];
+            assert_eq!(given.split(',').collect::<Vec<_>>(), expected, "{overlay}: workers list every master");
         }
         // Schema validation of every built-in kind (the Prometheus Operator's are CRDs).
         let mut files = Vec::new();
