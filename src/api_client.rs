@@ -369,6 +369,16 @@ impl MasterClient {
         self.post_quick(&format!("/jobs/{job_id}/progress"), report).await
     }
 
+    /// Progress on many jobs of `node_id` in one request; an answer per job.
+    pub async fn node_progress(&self, node_id: &str, batch: &NodeProgress) -> Result<BatchAnswers, ClientError> {
+        self.post_quick(&format!("/nodes/{node_id}/progress"), batch).await
+    }
+
+    /// Many results in one request; an answer per result.
+    pub async fn results(&self, batch: &ResultBatch) -> Result<BatchAnswers, ClientError> {
+        self.post("/results/batch", batch).await
+    }
+
     pub async fn ack(&self, job_id: &str, ack: &ControlAck) -> Result<serde_json::Value, ClientError> {
         self.post_quick(&format!("/jobs/{job_id}/control/ack"), ack).await
     }

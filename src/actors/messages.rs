@@ -228,6 +228,18 @@ where
     type Result = AppResult<Option<M::Result>>;
 }
 
+/// Many [`FromNode`] calls as one message (a batched worker request): each is checked
+/// and forwarded exactly as alone; the answers come back in the order sent.
+pub struct FromNodeBatch<M>(pub Vec<FromNode<M>>);
+
+impl<M> Message for FromNodeBatch<M>
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+{
+    type Result = Vec<AppResult<Option<M::Result>>>;
+}
+
 /// Why a runnable job is waiting, or None if it is not in the index.
 #[derive(Message)]
 #[rtype(result = "Option<String>")]

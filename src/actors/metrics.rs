@@ -38,6 +38,8 @@ pub const HTTP_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/control/ack"),
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
+    ("POST", "/results/batch"),
+    ("POST", "/nodes/{id}/progress"),
     ("GET", "/events"),
     ("GET", "/webhooks"),
     ("POST", "/webhooks"),

@@ -641,6 +641,19 @@ where
     }
 }
 
+impl<M> Handler<FromNodeBatch<M>> for SchedulerActor
+where
+    M: Message + Send + 'static,
+    M::Result: Send,
+    JobActor: Handler<M>,
+{
+    type Result = ResponseFuture<Vec<AppResult<Option<M::Result>>>>;
+    fn handle(&mut self, m: FromNodeBatch<M>, ctx: &mut Context<Self>) -> Self::Result {
+        let each: Vec<_> = m.0.into_iter().map(|one| <Self as Handler<FromNode<M>>>::handle(self, one, ctx)).collect();
+        Box::pin(futures_util::future::join_all(each))
+    }
+}
+
 impl Handler<GetQueueReason> for SchedulerActor {
     type Result = Option<String>;
     fn handle(&mut self, m: GetQueueReason, _: &mut Context<Self>) -> Self::Result {

@@ -114,6 +114,8 @@ pub const WORKER_ROUTES: &[(&str, &str)] = &[
     ("POST", "/jobs/{id}/control/ack"),
     ("POST", "/jobs/{id}/release"),
     ("POST", "/results"),
+    ("POST", "/results/batch"),
+    ("POST", "/nodes/{id}/progress"),
     ("PUT", "/jobs/{id}/outputs/{name:.+}"),
     // Jobs may read other jobs' outputs (`artifact://` inputs) and uploads (`upload://`).
     ("GET", "/jobs/{id}/outputs/{name:.+}"),

@@ -495,39 +495,52 @@ pub async fn report_progress(
     id: web::Path<String>,
     body: web::Json<ProgressReport>,
 ) -> AppResult<HttpResponse> {
-    let uid = worker_job_id(&id)?;
     let b = body.into_inner();
-    if !b.detail.percent.is_finite() {
+    let from = progress_message(&id, b.node_id, b.attempt, b.detail, b.input_info, b.log_lines, node_token(&req))?;
+    let node = from.node_id.clone();
+    let answered = state.h.scheduler.send(from).await??;
+    Ok(HttpResponse::Ok().json(ProgressResponse { control: settle_progress(&state, &id, &node, answered).await? }))
+}
+
+/// A worker's progress report on job `id`, checked, as the message its actor takes.
+pub(crate) fn progress_message(
+    id: &str,
+    node_id: String,
+    attempt: Option<i32>,
+    detail: crate::wire::ProgressDetail,
+    input_info: Option<crate::domain::media::InputInfo>,
+    log_lines: Vec<String>,
+    token: Option<String>,
+) -> AppResult<FromNode<ReportProgress>> {
+    let uid = worker_job_id(id)?;
+    if !detail.percent.is_finite() {
         return Err(AppError::bad_request("invalid_progress", "percent must be a number"));
     }
-    if let Some(i) = &b.input_info {
+    if let Some(i) = &input_info {
         crate::domain::limits::check_input_info(i).map_err(|e| AppError::bad_request("invalid_progress", e.message))?;
     }
-    let input_info = b.input_info;
-    let report = ReportProgress {
-        node_id: b.node_id.clone(),
-        attempt: b.attempt,
-        detail: b.detail,
-        input_info,
-        log_lines: b.log_lines,
-    };
-    let from = FromNode {
-        job: uid,
-        node_id: b.node_id.clone(),
-        token: node_token(&req),
-        attempt_given: b.attempt.is_some(),
-        msg: report,
-    };
-    if let Some(control) = state.h.scheduler.send(from).await?? {
-        return Ok(HttpResponse::Ok().json(ProgressResponse { control: control? }));
+    let report = ReportProgress { node_id: node_id.clone(), attempt, detail, input_info, log_lines };
+    Ok(FromNode { job: uid, node_id, token, attempt_given: attempt.is_some(), msg: report })
+}
+
+/// What a node is told to do with job `id` after a progress report: its live actor's
+/// answer, or — with none — cancel (a canceled job it held) or stale.
+pub(crate) async fn settle_progress(
+    state: &AppState,
+    id: &str,
+    node_id: &str,
+    answered: Option<AppResult<ControlAction>>,
+) -> AppResult<ControlAction> {
+    if let Some(control) = answered {
+        return control;
     }
-    let row = load_row(&state, &id).await?;
-    if row.state() == JobState::Canceled && row.node_id.as_deref() == Some(b.node_id.as_str()) {
-        return Ok(HttpResponse::Ok().json(ProgressResponse { control: ControlAction::Cancel }));
+    let row = load_row(state, id).await?;
+    if row.state() == JobState::Canceled && row.node_id.as_deref() == Some(node_id) {
+        return Ok(ControlAction::Cancel);
     }
     Err(AppError::stale_attempt(format!(
-        "job {} is '{}'; node {} holds no lease on it: stop it and discard its output",
-        row.id, row.status, b.node_id
+        "job {} is '{}'; node {node_id} holds no lease on it: stop it and discard its output",
+        row.id, row.status
     )))
 }
 
@@ -556,41 +569,51 @@ pub async fn post_result(
     req: HttpRequest,
     body: web::Json<JobResult>,
 ) -> AppResult<HttpResponse> {
-    let mut r = body.into_inner();
+    let from = result_message(body.into_inner(), node_token(&req))?;
+    let r = from.msg.0.clone();
+    let answered = state.h.scheduler.send(from).await??;
+    Ok(HttpResponse::Ok().json(settle_result(&state, r, answered).await?))
+}
+
+/// A worker's result, checked and bounded, as the message its job's actor takes.
+pub(crate) fn result_message(mut r: JobResult, token: Option<String>) -> AppResult<FromNode<ReportResult>> {
     limits::check_result(&mut r).map_err(|e| AppError::bad_request("invalid_result", e.message))?;
     let uid = Uuid::parse_str(&r.job_id)
         .map_err(|_| AppError::bad_request("invalid_job_id", format!("job_id '{}' is not a job UUID", r.job_id)))?;
     if r.node_id.is_empty() {
         return Err(AppError::bad_request("missing_node_id", "node_id is required"));
     }
-    let from = FromNode {
+    Ok(FromNode {
         job: uid,
         node_id: r.node_id.clone(),
-        token: node_token(&req),
+        token,
         attempt_given: r.attempt.is_some(),
-        msg: ReportResult(r.clone()),
-    };
-    let answered = state.h.scheduler.send(from).await??;
+        msg: ReportResult(r),
+    })
+}
+
+/// The answer to a result whose node passed the token check: its live actor's, or —
+/// with none — a repeat of what was already applied, or stale.
+pub(crate) async fn settle_result(
+    state: &AppState,
+    r: JobResult,
+    answered: Option<AppResult<ResultResponse>>,
+) -> AppResult<ResultResponse> {
     // The node's identity is checked: a result proves it alive (seed agents heartbeat
     // only every 30 s).
     state.h.nodes.do_send(NodeSeen(r.node_id.clone()));
     if let Some(res) = answered {
-        return Ok(HttpResponse::Ok().json(res?));
+        return res;
     }
     // No live actor: the job is queued, finished or unknown.
-    let row = load_row(&state, &r.job_id).await?;
+    let row = load_row(state, &r.job_id).await?;
     let same_holder = row.node_id.as_deref() == Some(r.node_id.as_str()) && r.attempt.is_none_or(|a| a == row.attempt);
     if row.state().is_terminal()
         && same_holder
         && (row.status.as_str() == r.status || row.state() == JobState::Canceled)
     {
         // A repeat of a report already applied (or a late one for a canceled job).
-        return Ok(HttpResponse::Ok().json(ResultResponse {
-            status: "success".into(),
-            job_status: row.status,
-            retry: None,
-            max_retries: None,
-        }));
+        return Ok(ResultResponse { status: "success".into(), job_status: row.status, retry: None, max_retries: None });
     }
     Err(AppError::stale_attempt(format!(
         "job {} is '{}' (attempt {}); this report's lease is gone: discard its output",

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod batches;
 pub mod error;
 pub mod events;
 pub mod follower;
@@ -92,6 +93,7 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(guarded("/nodes/{id}/drain").route(web::post().to(nodes::drain_node)))
         .service(guarded("/nodes/{id}/undrain").route(web::post().to(nodes::undrain_node)))
         .service(guarded("/nodes/{id}/control").route(web::get().to(nodes::poll_control)))
+        .service(guarded("/nodes/{id}/progress").route(web::post().to(batches::node_progress)))
         .service(guarded("/jobs/next").route(web::get().to(jobs::next_job)))
         .service(guarded("/jobs").route(web::post().to(jobs::submit_job)).route(web::get().to(jobs::list_jobs)))
         .service(guarded("/jobs/{id}").route(web::get().to(jobs::get_job)))
@@ -112,6 +114,7 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         )
         .service(guarded("/jobs/{id}/{action}").route(web::post().to(jobs::control_job)))
         .service(guarded("/results").route(web::post().to(jobs::post_result)))
+        .service(guarded("/results/batch").route(web::post().to(batches::post_results)))
         .service(
             guarded("/templates")
                 .route(web::get().to(templates::list_templates))

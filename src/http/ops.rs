@@ -31,7 +31,7 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     paths(
         super::jobs::submit_job, super::jobs::list_jobs, super::jobs::get_job, super::jobs::control_job,
         super::jobs::job_logs, super::jobs::next_job, super::jobs::report_progress, super::jobs::ack_control,
-        super::jobs::post_result, super::jobs::release_lease, super::nodes::register_node, super::nodes::list_nodes, super::nodes::get_node,
+        super::jobs::post_result, super::batches::post_results, super::batches::node_progress, super::jobs::release_lease, super::nodes::register_node, super::nodes::list_nodes, super::nodes::get_node,
         super::nodes::remove_node, super::nodes::heartbeat, super::nodes::drain_node, super::nodes::undrain_node,
         super::nodes::poll_control, super::outputs::upload_output, super::outputs::list_outputs,
         super::outputs::download_output, super::outputs::delete_outputs, health, metrics, status, health_score,
@@ -44,7 +44,9 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
         ProgressResponse, ControlAction, ControlCommand, ControlCommands, ControlAck, JobResult, ResultResponse,
         ErrorBody, StateTransition, LeaseRelease, RegisteredNode, StatusReport, QueueStatus, RunningStatus, NodeStatus,
         JobOutput, JobOutputs, crate::wire::Upload, crate::domain::media::InputInfo, crate::domain::media::StreamInfo,
-        crate::wire::Event, NotifyRequest, WebhookRequest, Webhook, WebhookList, crate::wire::Delivery, DeliveryList)),
+        crate::wire::Event, NotifyRequest, WebhookRequest, Webhook, WebhookList, crate::wire::Delivery, DeliveryList,
+        crate::wire::NodeProgress, crate::wire::JobProgress, crate::wire::ResultBatch, crate::wire::BatchAnswers,
+        crate::wire::ItemAnswer, crate::wire::ItemOutcome)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -3,7 +3,10 @@
 //! Field names are the seed system's where it had them, so its clients keep working;
 //! absent optional values are omitted rather than sent as null.
 
+pub mod batches;
 pub mod events;
+
+pub use batches::*;
 pub use events::{Delivery, DeliveryList, Event, NotifyRequest, Webhook, WebhookList, WebhookRequest};
 
 use serde::{Deserialize, Serialize};

@@ -506,10 +506,11 @@ fn send_progress(
         input_info: input_info.borrow().clone(),
         log_lines: std::mem::take(&mut *log_lines.borrow_mut()),
     };
-    let (client, id, flag, tx) = (shared.client.clone(), job.id.clone(), in_flight.clone(), tx.clone());
+    let (shared, id, flag, tx) = (shared.clone(), job.id.clone(), in_flight.clone(), tx.clone());
     let info = input_info.clone();
     actix_rt::spawn(async move {
-        let sent = client.progress(&id, &report).await;
+        // With the node's other jobs' reports, in one request per interval.
+        let sent = shared.progress.send(&shared.client, &id, report).await;
         if sent.is_ok() {
             info.borrow_mut().take();
         }

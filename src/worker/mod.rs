@@ -13,6 +13,7 @@ pub mod input;
 pub mod metrics;
 pub mod probe;
 pub mod process;
+pub mod progress_batch;
 pub mod qoe;
 mod recovery;
 pub mod session;
@@ -137,6 +138,8 @@ pub struct WorkerShared {
     stopping: Cell<bool>,
     registration: RefCell<NodeRegistration>,
     max_jobs: u32,
+    /// Running jobs' progress, sent to the master together once per interval.
+    pub progress: progress_batch::ProgressBatcher,
 }
 
 /// The node token kept in the work dir (owner-only), if this node was issued one.
@@ -290,6 +293,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         stopping: Cell::new(false),
         registration: RefCell::new(registration),
         max_jobs: args.max_concurrent_jobs,
+        progress: Default::default(),
     });
     register(&shared).await;
     // Attempts of a previous run: deleted only once the master says so.
@@ -297,6 +301,10 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     actix_rt::spawn(heartbeat_loop(shared.clone()));
     actix_rt::spawn(control_loop(shared.clone()));
     actix_rt::spawn(claim_loop(shared.clone()));
+    actix_rt::spawn({
+        let s = shared.clone();
+        async move { s.progress.run(s.client.clone(), s.node_id.clone()).await }
+    });
     Ok(WorkerHandle { shared, metrics_addr })
 }
 

@@ -229,6 +229,8 @@ fn auth_matrix_every_route_and_role() {
         ("POST", format!("/jobs/{id}/control/ack"), "worker"),
         ("POST", format!("/jobs/{id}/release"), "worker"),
         ("POST", "/results".into(), "worker"),
+        ("POST", "/results/batch".into(), "worker"),
+        ("POST", "/nodes/n1/progress".into(), "worker"),
         ("GET", format!("/jobs/{id}/outputs"), "read"),
         ("DELETE", format!("/jobs/{id}/outputs"), ""),
         ("PUT", format!("/jobs/{id}/outputs/out.mp4?node_id=n1&attempt=1"), "worker"),

@@ -18,3 +18,4 @@ mod postgres;
 mod security;
 mod seed_compat;
 mod worker_ffmpeg;
+mod worker_protocol;

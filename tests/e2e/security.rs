@@ -127,6 +127,8 @@ fn percent_encoded_and_odd_paths_never_skip_authentication() {
         ("GET", "/nodes".into(), "", "read"),
         ("GET", "/jobs/next?node_id=n1&wait=0".into(), "", "worker"),
         ("POST", "/results".into(), "{}", "worker"),
+        ("POST", "/results/batch".into(), r#"{"results":[]}"#, "worker"),
+        ("POST", "/nodes/n1/progress".into(), r#"{"reports":[]}"#, "worker"),
         ("GET", "/status".into(), "", "read"),
         ("GET", "/metrics".into(), "", "read"),
         ("GET", format!("/jobs/{id}/outputs"), "", "read"),

@@ -1,0 +1,105 @@
+//! Issue 20: the batched worker protocol — a node's progress for all of its jobs in one
+//! request per interval, many results in one request with an answer per item — and
+//! the single-job routes older workers and seed agents use.
+
+use crate::harness::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn requests(api: &Api, method: &str, route: &str) -> f64 {
+    api.metric(&format!("ffrtmp_http_requests_total{{code=\"2xx\",method=\"{method}\",route=\"{route}\"}}"))
+}
+
+#[test]
+fn a_worker_running_four_jobs_reports_their_progress_in_one_request_per_interval() {
+    let master = TestMaster::start(&[]);
+    let api = master.api();
+    let _w = TestWorker::start(&master, &["--max-concurrent-jobs", "4"]);
+    let params = json!({"resolution": "160x90", "fps": 10, "duration": 5, "realtime": true});
+    let ids: Vec<String> = (0..4).map(|_| api.submit(json!({"parameters": params}))).collect();
+    wait_until(Duration::from_secs(30), "all four running", || {
+        ids.iter().all(|id| api.job(id)["progress"].as_f64() > Some(0.0))
+    });
+    // Measure over a stretch where all four run.
+    let (single0, batched0) =
+        (requests(&api, "POST", "/jobs/{id}/progress"), requests(&api, "POST", "/nodes/{id}/progress"));
+    let started = Instant::now();
+    let seen_before: Vec<f64> = ids.iter().map(|id| api.job(id)["progress"].as_f64().unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let elapsed = started.elapsed().as_secs_f64();
+    let (single, batched) = (
+        requests(&api, "POST", "/jobs/{id}/progress") - single0,
+        requests(&api, "POST", "/nodes/{id}/progress") - batched0,
+    );
+    assert_eq!(single, 0.0, "running jobs' progress goes in the node's batches");
+    // One request per 0.5 s interval for all four jobs (plus one of slack at each end),
+    // where job-by-job reports would have been four per interval.
+    let intervals = elapsed / 0.5;
+    assert!(batched >= 1.0 && batched <= intervals + 2.0, "{batched} batched requests in {elapsed:.1} s");
+    // Live progress still reaches the master for every job.
+    let after: Vec<f64> = ids.iter().map(|id| api.job(id)["progress"].as_f64().unwrap()).collect();
+    for ((id, before), after) in ids.iter().zip(seen_before).zip(after) {
+        assert!(after > before || after >= 100.0, "{id}: progress {before} → {after}");
+    }
+    for id in &ids {
+        api.post(&format!("/jobs/{id}/cancel"), json!({}));
+    }
+}
+
+#[test]
+fn a_result_batch_answers_each_item_and_applies_only_the_valid_one() {
+    let master = TestMaster::start(&[]);
+    let api = master.api();
+    api.register("n1", json!({"encoders": ["libx264"], "max_concurrent_jobs": 4}));
+    let a = api.submit(json!({}));
+    let b = api.submit(json!({}));
+    let (s, got) = api.get("/jobs/next?node_id=n1&max=2&wait=2");
+    assert_eq!(s, 200, "{got}");
+    let jobs = got["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "{got}");
+    let attempt = |id: &str| jobs.iter().find(|j| j["id"] == id).unwrap()["attempt"].as_i64().unwrap();
+    let unknown = "0190c7a4-0000-7000-8000-0000000000ff";
+    let batch = json!({"results": [
+        {"job_id": a, "node_id": "n1", "attempt": attempt(&a), "status": "completed"},
+        {"job_id": b, "node_id": "n1", "attempt": attempt(&b) + 1, "status": "completed"},
+        {"job_id": unknown, "node_id": "n1", "attempt": 1, "status": "completed"},
+        {"job_id": "not-a-uuid", "node_id": "n1", "status": "completed"},
+    ]});
+    let (s, answers) = api.post("/results/batch", batch.clone());
+    assert_eq!(s, 200, "{answers}");
+    let r = answers["results"].as_array().unwrap();
+    let outcomes: Vec<&str> = r.iter().map(|x| x["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["accepted", "stale", "unknown", "refused"], "{answers}");
+    assert_eq!(r[0]["result"]["job_status"], "completed");
+    assert_eq!((r[1]["status"].as_u64(), r[1]["error"].as_str()), (Some(409), Some("stale_attempt")));
+    assert_eq!(r[2]["status"], 404);
+    assert_eq!(r[3]["error"], "invalid_job_id");
+    // Only the valid one changed state.
+    assert_eq!(api.status(&a), "completed");
+    assert_eq!(api.status(&b), "processing");
+    // The same batch again: the applied one is a repeat (accepted, nothing new).
+    let (_, again) = api.post("/results/batch", batch);
+    assert_eq!(again["results"][0]["outcome"], "accepted", "{again}");
+    assert_eq!(api.job(&a)["state_transitions"].as_array().unwrap().len(), 3, "submitted, claimed, completed once");
+    // A batch's progress items are fenced the same way, item by item.
+    let (s, p) = api.post(
+        "/nodes/n1/progress",
+        json!({"reports": [
+            {"job_id": b, "attempt": attempt(&b), "percent": 40.0},
+            {"job_id": a, "attempt": attempt(&a), "percent": 10.0},
+            {"job_id": unknown, "attempt": 1, "percent": 1.0},
+        ]}),
+    );
+    assert_eq!(s, 200, "{p}");
+    let outcomes: Vec<&str> = p["results"].as_array().unwrap().iter().map(|x| x["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["accepted", "stale", "unknown"], "{p}");
+    assert_eq!(p["results"][0]["control"], "run");
+    // Too many items at once is the batch's own error.
+    let many: Vec<Value> =
+        (0..1001).map(|_| json!({"job_id": unknown, "node_id": "n1", "status": "completed"})).collect();
+    let (s, e) = api.post("/results/batch", json!({"results": many}));
+    assert_eq!((s, e["error"].as_str()), (400, Some("batch_too_large")), "{e}");
+    // The single-result route of older workers and seed agents still works.
+    let (s, r) = api.result(&json!({"id": b, "attempt": attempt(&b)}), "n1", "completed", json!({}));
+    assert_eq!((s, r["job_status"].as_str()), (200, Some("completed")), "{r}");
+}
