@@ -1,4 +1,4 @@
-//! `ffrtmp bench`: the performance harness (P1–P16). It starts real master and worker
+//! `ffrtmp bench`: the performance harness (P1–P17). It starts real master and worker
 //! processes (this same binary) on loopback, drives them over HTTP, prints a table and
 //! writes every figure as JSON. Targets are judged here, never in `cargo test`;
 //! `--quick` runs every figure at small sizes so the harness never rots.
@@ -9,6 +9,7 @@ mod p12;
 mod p13;
 mod p15;
 mod p16;
+mod p17;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -1019,6 +1020,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     }
     if want("P15") {
         p15::p15(&mut r, &tmp).await?;
+    }
+    // P17 also measures P9's batched form.
+    if want("P17") || want("P9") {
+        p17::p17(&mut r, &tmp).await?;
     }
     if want("P16")
         && let Some(pg) = &args.postgres

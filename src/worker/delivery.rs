@@ -174,7 +174,7 @@ pub async fn deliver(
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
     let delivery = loop {
-        let err = match shared.client.result(r).await {
+        let err = match shared.results.send(&shared.client, r).await {
             Ok(_) => break Delivery::Accepted,
             Err(e) => e,
         };

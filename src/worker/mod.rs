@@ -6,6 +6,7 @@
 //! for control commands, and runs each job through [`executor`]. Everything runs on
 //! one actix thread (the HTTP client is not `Send`); shared state is single-threaded.
 
+pub mod batches;
 pub mod delivery;
 pub mod executor;
 pub mod hardware;
@@ -13,7 +14,6 @@ pub mod input;
 pub mod metrics;
 pub mod probe;
 pub mod process;
-pub mod progress_batch;
 pub mod qoe;
 mod recovery;
 pub mod session;
@@ -139,7 +139,9 @@ pub struct WorkerShared {
     registration: RefCell<NodeRegistration>,
     max_jobs: u32,
     /// Running jobs' progress, sent to the master together once per interval.
-    pub progress: progress_batch::ProgressBatcher,
+    pub progress: batches::ProgressBatcher,
+    /// Results ready at the same time, sent to the master together.
+    pub results: batches::ResultBatcher,
 }
 
 /// The node token kept in the work dir (owner-only), if this node was issued one.
@@ -294,6 +296,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         registration: RefCell::new(registration),
         max_jobs: args.max_concurrent_jobs,
         progress: Default::default(),
+        results: Default::default(),
     });
     register(&shared).await;
     // Attempts of a previous run: deleted only once the master says so.
@@ -304,6 +307,10 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     actix_rt::spawn({
         let s = shared.clone();
         async move { s.progress.run(s.client.clone(), s.node_id.clone()).await }
+    });
+    actix_rt::spawn({
+        let s = shared.clone();
+        async move { s.results.run(s.client.clone()).await }
     });
     Ok(WorkerHandle { shared, metrics_addr })
 }

@@ -1,0 +1,203 @@
+//! The worker's side of the batched protocol: its running jobs' progress in one
+//! request per interval, and its results in as few requests as arrive together.
+//!
+//! Progress: each job's executor hands its latest report here (it keeps at most one
+//! waiting) and awaits its own answer; every [`INTERVAL`] the reports that arrived go to
+//! the master together (`POST /nodes/{id}/progress`), and each job gets its item's
+//! answer — the control it should apply, or a refusal as the single route would have
+//! given it. Pause and cancel travel on the control long-poll, not here, so their
+//! latency does not depend on this interval.
+//!
+//! Results: one batch in flight (`POST /results/batch`); the results that become ready
+//! meanwhile go in the next, so a busy worker sends one request for many and an idle
+//! one waits for nothing. Each delivery keeps its own retries (`worker/delivery.rs`).
+//!
+//! A master without the batch routes (404/405: an older one) gets single requests from
+//! then on.
+
+use crate::api_client::{ClientError, MasterClient};
+use crate::wire::{
+    ItemAnswer, ItemOutcome, JobProgress, JobResult, NodeProgress, ProgressReport, ProgressResponse, ResultBatch,
+    ResultResponse,
+};
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+
+/// ffmpeg's progress period (`-stats_period 0.5`): a report waits at most this long.
+pub const INTERVAL: Duration = Duration::from_millis(500);
+
+type Answer = oneshot::Sender<Result<ProgressResponse, ClientError>>;
+
+#[derive(Default)]
+pub struct ProgressBatcher {
+    waiting: RefCell<Vec<(String, ProgressReport, Answer)>>,
+    arrived: Notify,
+    /// The master refused the batch route: single reports from then on.
+    single: Cell<bool>,
+}
+
+impl ProgressBatcher {
+    /// Report `job_id`'s progress with the node's next batch; its own answer.
+    pub async fn send(
+        &self,
+        client: &MasterClient,
+        job_id: &str,
+        report: ProgressReport,
+    ) -> Result<ProgressResponse, ClientError> {
+        // The report that carries the probed input goes at once, alone: it must reach
+        // the master before the job's result (a short job may end within an interval),
+        // and it comes once per job.
+        if self.single.get() || report.input_info.is_some() {
+            return client.progress(job_id, &report).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting.borrow_mut().push((job_id.to_string(), report, tx));
+        self.arrived.notify_one();
+        rx.await.unwrap_or_else(|_| Err(ClientError::Transport("the worker is stopping".into())))
+    }
+
+    /// Send what arrived, once per interval, for as long as the worker runs.
+    pub async fn run(&self, client: MasterClient, node_id: String) {
+        loop {
+            self.arrived.notified().await;
+            // The other jobs' reports of this interval join the first one.
+            tokio::time::sleep(INTERVAL).await;
+            let batch = std::mem::take(&mut *self.waiting.borrow_mut());
+            if !batch.is_empty() {
+                self.flush(&client, &node_id, batch).await;
+            }
+        }
+    }
+
+    async fn flush(&self, client: &MasterClient, node_id: &str, batch: Vec<(String, ProgressReport, Answer)>) {
+        let body = NodeProgress {
+            reports: batch
+                .iter()
+                .map(|(id, r, _)| JobProgress {
+                    job_id: id.clone(),
+                    attempt: r.attempt,
+                    detail: r.detail.clone(),
+                    input_info: r.input_info.clone(),
+                    log_lines: r.log_lines.clone(),
+                })
+                .collect(),
+        };
+        match client.node_progress(node_id, &body).await {
+            Ok(answers) => {
+                let mut by_job: std::collections::HashMap<String, crate::wire::ItemAnswer> =
+                    answers.results.into_iter().map(|a| (a.job_id.clone(), a)).collect();
+                for (id, _, tx) in batch {
+                    let answer = item(by_job.remove(&id), &id)
+                        .map(|a| ProgressResponse { control: a.control.unwrap_or(crate::wire::ControlAction::Run) });
+                    let _ = tx.send(answer);
+                }
+            }
+            Err(e) if lacks_route(&e) => {
+                log::info!("the master has no batched progress route; reporting job by job");
+                self.single.set(true);
+                for (id, report, tx) in batch {
+                    let _ = tx.send(client.progress(&id, &report).await);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for (_, _, tx) in batch {
+                    let _ = tx.send(Err(ClientError::Transport(why.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// An older master answers a route it does not have with 404 `route_not_found` or 405.
+fn lacks_route(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status { status: 404, code, .. } if code == "route_not_found") || e.status() == Some(405)
+}
+
+/// An item's answer as the single route would have given it.
+fn item(answer: Option<ItemAnswer>, job_id: &str) -> Result<ItemAnswer, ClientError> {
+    match answer {
+        Some(a) if a.outcome == ItemOutcome::Accepted => Ok(a),
+        Some(a) => Err(ClientError::Status {
+            status: a.status,
+            code: a.error.unwrap_or_default(),
+            message: a.message.unwrap_or_default(),
+        }),
+        None => Err(ClientError::Decode(format!("the master's batch answer has no item for job {job_id}"))),
+    }
+}
+
+type ResultAnswer = oneshot::Sender<Result<ResultResponse, ClientError>>;
+
+#[derive(Default)]
+pub struct ResultBatcher {
+    waiting: RefCell<Vec<(JobResult, ResultAnswer)>>,
+    arrived: Notify,
+    single: Cell<bool>,
+}
+
+impl ResultBatcher {
+    /// Deliver `r` with the results ready at the same time; its own answer.
+    pub async fn send(&self, client: &MasterClient, r: &JobResult) -> Result<ResultResponse, ClientError> {
+        if self.single.get() {
+            return client.result(r).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting.borrow_mut().push((r.clone(), tx));
+        self.arrived.notify_one();
+        rx.await.unwrap_or_else(|_| Err(ClientError::Transport("the worker is stopping".into())))
+    }
+
+    /// One batch in flight at a time, each with everything that arrived meanwhile.
+    pub async fn run(&self, client: MasterClient) {
+        loop {
+            self.arrived.notified().await;
+            while !self.waiting.borrow().is_empty() {
+                let take = self.waiting.borrow().len().min(crate::wire::MAX_BATCH_ITEMS);
+                let batch: Vec<_> = self.waiting.borrow_mut().drain(..take).collect();
+                self.flush(&client, batch).await;
+            }
+        }
+    }
+
+    async fn flush(&self, client: &MasterClient, batch: Vec<(JobResult, ResultAnswer)>) {
+        if self.single.get() {
+            for (r, tx) in batch {
+                let _ = tx.send(client.result(&r).await);
+            }
+            return;
+        }
+        let body = ResultBatch { results: batch.iter().map(|(r, _)| r.clone()).collect() };
+        match client.results(&body).await {
+            // Answers come in the order sent.
+            Ok(answers) if answers.results.len() == batch.len() => {
+                for ((r, tx), a) in batch.into_iter().zip(answers.results) {
+                    let answer = item(Some(a), &r.job_id).and_then(|a| {
+                        a.result.ok_or_else(|| ClientError::Decode("an accepted result without its answer".into()))
+                    });
+                    let _ = tx.send(answer);
+                }
+            }
+            Ok(answers) => {
+                let why = format!("{} answers to {} results", answers.results.len(), batch.len());
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(ClientError::Decode(why.clone())));
+                }
+            }
+            Err(e) if lacks_route(&e) => {
+                log::info!("the master has no batched results route; reporting results one by one");
+                self.single.set(true);
+                for (r, tx) in batch {
+                    let _ = tx.send(client.result(&r).await);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(ClientError::Transport(why.clone())));
+                }
+            }
+        }
+    }
+}
