@@ -31,7 +31,9 @@ type Answer = oneshot::Sender<Result<ProgressResponse, ClientError>>;
 
 #[derive(Default)]
 pub struct ProgressBatcher {
-    waiting: RefCell<Vec<(String, ProgressReport, Answer)>>,
+    /// At most one report per job: a newer one replaces it (its log lines appended),
+    /// and every caller waiting on it gets the answer.
+    waiting: RefCell<Vec<(String, ProgressReport, Vec<Answer>)>>,
     arrived: Notify,
     /// The master refused the batch route: single reports from then on.
     single: Cell<bool>,
@@ -52,9 +54,25 @@ impl ProgressBatcher {
             return client.progress(job_id, &report).await;
         }
         let (tx, rx) = oneshot::channel();
-        self.waiting.borrow_mut().push((job_id.to_string(), report, tx));
+        {
+            let mut waiting = self.waiting.borrow_mut();
+            match waiting.iter_mut().find(|(id, ..)| id == job_id) {
+                Some((_, older, answers)) => {
+                    let mut lines = std::mem::take(&mut older.log_lines);
+                    lines.extend(report.log_lines.iter().cloned());
+                    *older = ProgressReport { log_lines: lines, ..report };
+                    answers.push(tx);
+                }
+                None => waiting.push((job_id.to_string(), report, vec![tx])),
+            }
+        }
         self.arrived.notify_one();
         rx.await.unwrap_or_else(|_| Err(ClientError::Transport("the worker is stopping".into())))
+    }
+
+    /// Whether reports are coalesced here (a caller need not hold back newer ones).
+    pub fn coalesces(&self) -> bool {
+        !self.single.get()
     }
 
     /// Send what arrived, once per interval, for as long as the worker runs.
@@ -70,7 +88,7 @@ impl ProgressBatcher {
         }
     }
 
-    async fn flush(&self, client: &MasterClient, node_id: &str, batch: Vec<(String, ProgressReport, Answer)>) {
+    async fn flush(&self, client: &MasterClient, node_id: &str, batch: Vec<(String, ProgressReport, Vec<Answer>)>) {
         let body = NodeProgress {
             reports: batch
                 .iter()
@@ -87,26 +105,39 @@ impl ProgressBatcher {
             Ok(answers) => {
                 let mut by_job: std::collections::HashMap<String, crate::wire::ItemAnswer> =
                     answers.results.into_iter().map(|a| (a.job_id.clone(), a)).collect();
-                for (id, _, tx) in batch {
+                for (id, _, txs) in batch {
                     let answer = item(by_job.remove(&id), &id)
                         .map(|a| ProgressResponse { control: a.control.unwrap_or(crate::wire::ControlAction::Run) });
-                    let _ = tx.send(answer);
+                    answer_all(txs, answer);
                 }
             }
             Err(e) if lacks_route(&e) => {
                 log::info!("the master has no batched progress route; reporting job by job");
                 self.single.set(true);
-                for (id, report, tx) in batch {
-                    let _ = tx.send(client.progress(&id, &report).await);
+                for (id, report, txs) in batch {
+                    answer_all(txs, client.progress(&id, &report).await);
                 }
             }
             Err(e) => {
                 let why = e.to_string();
-                for (_, _, tx) in batch {
-                    let _ = tx.send(Err(ClientError::Transport(why.clone())));
+                for (_, _, txs) in batch {
+                    answer_all(txs, Err(ClientError::Transport(why.clone())));
                 }
             }
         }
+    }
+}
+
+/// The same answer to every caller that waited on one job's report.
+fn answer_all(txs: Vec<Answer>, answer: Result<ProgressResponse, ClientError>) {
+    for tx in txs {
+        let _ = tx.send(match &answer {
+            Ok(r) => Ok(r.clone()),
+            Err(ClientError::Status { status, code, message }) => {
+                Err(ClientError::Status { status: *status, code: code.clone(), message: message.clone() })
+            }
+            Err(e) => Err(ClientError::Transport(e.to_string())),
+        });
     }
 }
 

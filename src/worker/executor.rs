@@ -485,8 +485,9 @@ fn send_progress(
     tx: &mpsc::UnboundedSender<JobCommand>,
 ) {
     let Live { in_flight, input_info, log_lines } = live;
-    // Coalesce: one report in flight; a newer block simply waits for the next tick.
-    if *in_flight.borrow() {
+    // Coalesce: one report in flight; a newer block simply waits for the next tick —
+    // unless the node's batcher coalesces (it keeps the newest report of each job).
+    if *in_flight.borrow() && !shared.progress.coalesces() {
         return;
     }
     *in_flight.borrow_mut() = true;
@@ -510,13 +511,14 @@ fn send_progress(
     let info = input_info.clone();
     actix_rt::spawn(async move {
         // With the node's other jobs' reports, in one request per interval.
+        let asked_at = std::time::Instant::now();
         let sent = shared.progress.send(&shared.client, &id, report).await;
         if sent.is_ok() {
             info.borrow_mut().take();
         }
         match sent {
             Ok(r) => {
-                let _ = tx.send(JobCommand::Control(r.control));
+                let _ = tx.send(JobCommand::Desired { control: r.control, asked_at });
             }
             Err(e) if e.status() == Some(409) => {
                 let _ = tx.send(JobCommand::Stale);

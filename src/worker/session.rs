@@ -17,7 +17,12 @@ use std::time::{Duration, Instant};
 /// Commands into a running job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobCommand {
+    /// A command of the control long-poll: the operator's latest word.
     Control(ControlAction),
+    /// The state a progress reply asked for, that report having left at `asked_at`: a
+    /// backstop for a lost command, ignored when a control command arrived since (the
+    /// reply may predate it: a resume must not be undone by an older "pause").
+    Desired { control: ControlAction, asked_at: Instant },
     /// The master says this attempt's lease is gone: kill, discard, report nothing.
     Stale,
     /// The worker is shutting down and its drain deadline passed.
@@ -82,6 +87,8 @@ pub struct Session {
     last_out_time: Option<i64>,
     last_advance: Instant,
     last_report: Option<Instant>,
+    /// When the control long-poll last delivered a command.
+    last_command: Option<Instant>,
     ran: Duration,
     running_since: Option<Instant>,
     /// Decided early: the process has been told to stop, and this is why.
@@ -98,6 +105,7 @@ impl Session {
             last_out_time: None,
             last_advance: now,
             last_report: None,
+            last_command: None,
             ran: Duration::ZERO,
             running_since: Some(now),
             stopping: None,
@@ -153,6 +161,19 @@ impl Session {
 
     pub fn on_command(&mut self, command: JobCommand, now: Instant) -> Vec<Effect> {
         let stopping = self.stopping.is_some();
+        let command = match command {
+            JobCommand::Desired { control, asked_at } => {
+                if self.last_command.is_some_and(|at| at >= asked_at) {
+                    return Vec::new();
+                }
+                JobCommand::Control(control)
+            }
+            JobCommand::Control(c) => {
+                self.last_command = Some(now);
+                JobCommand::Control(c)
+            }
+            other => other,
+        };
         match command {
             JobCommand::Control(ControlAction::Pause) if !self.paused() && !stopping => {
                 self.ran = self.run_time(now);
@@ -410,6 +431,27 @@ mod tests {
         // A second pause while paused, a resume while running: nothing.
         let (_, out, _) = run(vec![(0, Command(JobCommand::Control(Resume))), (1, Command(JobCommand::Control(Run)))]);
         assert!(out.iter().all(|e| e.is_empty()));
+    }
+
+    #[test]
+    fn a_progress_reply_older_than_the_last_command_changes_nothing() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Session::new(LIMITS, t0);
+        // A report leaves at 100 ms; the operator pauses (200) and resumes (300); the
+        // report's reply, computed while paused, says "pause" at 400: ignored.
+        assert_eq!(s.on_command(JobCommand::Control(Pause), at(200)), [Effect::Pause, Effect::Acknowledge(Pause)]);
+        assert_eq!(s.on_command(JobCommand::Control(Resume), at(300)), [Effect::Resume, Effect::Acknowledge(Resume)]);
+        assert!(s.on_command(JobCommand::Desired { control: Pause, asked_at: at(100) }, at(400)).is_empty());
+        // A reply to a report sent after the last command is the backstop it was.
+        assert_eq!(
+            s.on_command(JobCommand::Desired { control: Pause, asked_at: at(500) }, at(600)),
+            [Effect::Pause, Effect::Acknowledge(Pause)]
+        );
+        assert!(matches!(
+            s.on_command(JobCommand::Desired { control: Cancel, asked_at: at(700) }, at(800))[..],
+            [.., Effect::Acknowledge(Cancel)]
+        ));
     }
 
     #[test]

@@ -9,15 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn pg_or_skip() -> Option<String> {
-    let url = pg_admin_url();
-    if url.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI must be able to start PostgreSQL (root + postgresql-15)");
-        eprintln!("skipped: no PostgreSQL (needs root and PostgreSQL 15, or FFRTMP_TEST_PG_URL)");
-    }
-    url
-}
-
 fn new_database(what: &str) -> Option<String> {
     let admin = pg_or_skip()?;
     let name = format!("ffrtmp_{what}_{}_{}", std::process::id(), free_port());

@@ -610,6 +610,17 @@ pub fn pg_admin_url() -> Option<String> {
     .map(|s| s.admin_url.clone())
 }
 
+/// The test PostgreSQL server's admin URL, or None (the test is skipped) where there
+/// can be none — never in CI.
+pub fn pg_or_skip() -> Option<String> {
+    let url = pg_admin_url();
+    if url.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to start PostgreSQL (root + postgresql-15)");
+        eprintln!("skipped: no PostgreSQL (needs root and PostgreSQL 15, or FFRTMP_TEST_PG_URL)");
+    }
+    url
+}
+
 /// A fresh database on the test server.
 pub fn new_pg_database() -> String {
     let admin =

@@ -15,15 +15,6 @@ fn versions(dir: &str) -> Vec<String> {
     v
 }
 
-fn pg_or_skip() -> Option<String> {
-    let url = pg_admin_url();
-    if url.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI must be able to start PostgreSQL (root + postgresql-15)");
-        eprintln!("skipped: no PostgreSQL (needs root and PostgreSQL 15, or FFRTMP_TEST_PG_URL)");
-    }
-    url
-}
-
 fn round_trip(url: &ffrtmp::db::DatabaseUrl) {
     let pool = ffrtmp::db::open(url, ffrtmp::db::Synchronous::Normal, 1).unwrap();
     let mut c = pool.get().unwrap();
