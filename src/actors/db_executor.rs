@@ -131,7 +131,7 @@ impl Handler<CommitBatch> for DbExecutor {
                 spoiled |= inserted.is_err();
             }
             // In arrival order; a run of transitions of distinct jobs is written together.
-            let mut run: Vec<(Box<db::jobs::Transition>, Reply)> = Vec::new();
+            let mut run: Vec<(Box<db::transitions::Transition>, Reply)> = Vec::new();
             for op in applies {
                 match op {
                     Applied::Transition(t, reply) if !run.iter().any(|(r, _)| r.stored.id == t.stored.id) => {
@@ -198,21 +198,22 @@ type Reply = oneshot::Sender<DbResult<JobRow>>;
 /// A write of a batch, in arrival order.
 enum Applied {
     Write(super::messages::WriteFn),
-    Transition(Box<db::jobs::Transition>, Reply),
+    Transition(Box<db::transitions::Transition>, Reply),
 }
 
 /// Write a run of transitions together; queue each caller's answer (given after the
 /// COMMIT, as for any write). True when the batch is spoiled (a database error).
 fn write_transitions(
     conn: &mut Conn,
-    run: Vec<(Box<db::jobs::Transition>, Reply)>,
+    run: Vec<(Box<db::transitions::Transition>, Reply)>,
     finishers: &mut Vec<super::messages::AnswerFn>,
 ) -> bool {
     if run.is_empty() {
         return false;
     }
-    let (batch, replies): (Vec<db::jobs::Transition>, Vec<Reply>) = run.into_iter().map(|(t, r)| (*t, r)).unzip();
-    let results = match db::jobs::transition_many(conn, batch) {
+    let (batch, replies): (Vec<db::transitions::Transition>, Vec<Reply>) =
+        run.into_iter().map(|(t, r)| (*t, r)).unzip();
+    let results = match db::transitions::transition_many(conn, batch) {
         Ok(results) => results,
         Err(e) => {
             let why = e.to_string();
@@ -277,7 +278,7 @@ impl Db {
         rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
     }
 
-    /// Write a live job's transition (gated and guarded as `db::jobs::transition_row`);
+    /// Write a live job's transition (gated and guarded as `db::transitions::transition_row`);
     /// transitions arriving together share their statements (`transition_many`).
     pub async fn transition(
         &self,
@@ -287,7 +288,7 @@ impl Db {
         reason: String,
     ) -> DbResult<JobRow> {
         let (tx, rx) = oneshot::channel();
-        let t = db::jobs::Transition { stored, to, change: Box::new(change), reason };
+        let t = db::transitions::Transition { stored, to, change: Box::new(change), reason };
         self.writer.do_send(SubmitWrite(WriteOp::Transition(Box::new(t), tx)));
         rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
     }

@@ -13,6 +13,7 @@ use super::metrics::MetricsActor;
 use super::scheduler::{SchedulerActor, queued_job_from_row};
 use crate::db::graph::{self as db_graph, GraphRow};
 use crate::db::jobs::{self as db_jobs, JobRow};
+use crate::db::transitions as db_transitions;
 use crate::domain::graph::{DependencyOutcome, dependency_outcome, parent_state};
 use crate::domain::ladder::Stage;
 use crate::domain::state::{FailureReason, JobState, UserAction};
@@ -487,7 +488,7 @@ impl Handler<ControlGraph> for GraphActor {
                     let held: fn(JobState) -> bool =
                         if action == UserAction::Retry { JobState::is_terminal } else { JobState::is_runnable };
                     let cid_s = child.id.clone();
-                    db.write(move |c| db_jobs::control_stored(c, &cid_s, action, held))
+                    db.write(move |c| db_transitions::control_stored(c, &cid_s, action, held))
                         .await
                         .map(|(from, row)| (cid, Some((from, row))))
                         .map_err(AppError::from)

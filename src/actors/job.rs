@@ -11,8 +11,9 @@ use super::metrics::MetricsActor;
 use super::node_supervisor::NodeSupervisor;
 use super::scheduler::SchedulerActor;
 use crate::db::DbError;
-use crate::db::jobs::{self as db_jobs, JobRow};
+use crate::db::jobs::JobRow;
 use crate::db::now_micros;
+use crate::db::transitions as db_transitions;
 use crate::domain::params::parse_job_spec;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::{self, FailureReason, JobState, UserAction};
@@ -548,7 +549,7 @@ impl Handler<ReportProgress> for JobActor {
             // Keep the row equal to what is stored (the next transition writes it whole).
             (self.row.progress, self.row.last_activity_at) = (percent, Some(at));
             ctx.spawn(
-                async move { db.write(move |c| db_jobs::record_activity(c, &id, attempt, percent, at)).await }
+                async move { db.write(move |c| db_transitions::record_activity(c, &id, attempt, percent, at)).await }
                     .into_actor(self)
                     .map(|res, act, _| {
                         if let Err(e) = res {
@@ -721,7 +722,7 @@ impl Handler<ApplyControl> for JobActor {
         let id = self.row.id.clone();
         let requeue = to == JobState::Queued && action == UserAction::Resume;
         let change = move |row: &mut JobRow| {
-            db_jobs::apply_control(row, action);
+            db_transitions::apply_control(row, action);
             if requeue {
                 queued_again(row);
             }
@@ -789,7 +790,7 @@ impl Handler<LeaseLost> for JobActor {
             // (nor counted as a retry) until an operator resumes it.
             let (db, row) = (self.db.clone(), self.row.clone());
             let why = format!("{}; stays paused until resumed", m.reason);
-            let fut = async move { db.write(move |c| db_jobs::leave_node_paused(c, &row, &why)).await }
+            let fut = async move { db.write(move |c| db_transitions::leave_node_paused(c, &row, &why)).await }
                 .into_actor(self)
                 .map(|res, act, _| match res {
                     Ok(row) => {

@@ -32,10 +32,10 @@ pub enum WriteOp {
     /// writes, instead of two statements per job — on PostgreSQL each is a round trip.
     InsertJob(Box<crate::db::jobs::JobRow>, tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>),
     /// A live job's transition (a JobActor's): the executor writes a run of these that
-    /// arrived together with `db::jobs::transition_many` — one statement each for their
+    /// arrived together with `db::transitions::transition_many` — one statement each for their
     /// events, parents, outputs and outbox rows — at their place in the batch.
     Transition(
-        Box<crate::db::jobs::Transition>,
+        Box<crate::db::transitions::Transition>,
         tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>,
     ),
 }

@@ -15,7 +15,8 @@ use super::job::{JobActor, JobPolicy};
 use super::messages::*;
 use super::metrics::MetricsActor;
 use super::node_supervisor::NodeSupervisor;
-use crate::db::jobs::{self as db_jobs, JobRow};
+use crate::db::jobs::JobRow;
+use crate::db::transitions as db_transitions;
 use crate::db::{DbError, now_micros};
 use crate::domain::credentials::{Digest, check_node_token};
 use crate::domain::params::parse_job_spec;
@@ -291,7 +292,7 @@ impl SchedulerActor {
             db.write(move |c| {
                 // A claim refused (job no longer runnable) writes nothing; any other
                 // failure spoils the whole batch and is reported for every claim.
-                db_jobs::claim_many(c, &ids, &node)
+                db_transitions::claim_many(c, &ids, &node)
             })
             .await
         }
@@ -564,7 +565,7 @@ impl Handler<ControlJob> for SchedulerActor {
         let db = self.db.clone();
         let sid = id.to_string();
         Box::pin(
-            async move { db.write(move |c| db_jobs::control_stored(c, &sid, action, held_here)).await }
+            async move { db.write(move |c| db_transitions::control_stored(c, &sid, action, held_here)).await }
                 .into_actor(self)
                 .map(move |res, act, ctx| match res {
                     Ok((from, row)) => {

@@ -1,10 +1,11 @@
 //! Job graphs as stored: one `job_graph` row per job that is a parent, a child or
 //! waits for other jobs, and the writes that move a graph along (a parent's derived
 //! state, dependants failed or revived). Every state change goes through
-//! `jobs::transition_row`, so the one gate still decides.
+//! `transitions::transition_row`, so the one gate still decides.
 
 use super::jobs::{self as db_jobs, JobRow};
 use super::schema::{job_graph, jobs};
+use super::transitions as db_transitions;
 use super::{Conn, DbResult, now_micros};
 use crate::domain::state::{FailureReason, JobState};
 use diesel::prelude::*;
@@ -118,7 +119,7 @@ pub fn derive_parent(
         let from = row.status;
         let now = now_micros();
         let failure = failure.clone();
-        row = db_jobs::transition_row(
+        row = db_transitions::transition_row(
             conn,
             &row,
             step,
@@ -160,7 +161,7 @@ pub fn fail_dependants(conn: &mut Conn, ids: &[String], because: &str) -> DbResu
         let from = row.status;
         let now = now_micros();
         let message = format!("a job it waits for {because}");
-        let stored = db_jobs::transition_row(
+        let stored = db_transitions::transition_row(
             conn,
             &row,
             JobState::Failed,
@@ -186,7 +187,7 @@ pub fn revive_dependants(conn: &mut Conn, ids: &[String]) -> DbResult<Vec<JobRow
             continue;
         }
         let now = now_micros();
-        out.push(db_jobs::transition_row(
+        out.push(db_transitions::transition_row(
             conn,
             &row,
             JobState::Queued,

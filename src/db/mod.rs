@@ -29,6 +29,7 @@ pub mod outputs;
 pub mod schema;
 pub mod sessions;
 pub mod templates;
+pub mod transitions;
 pub mod types;
 pub mod uploads;
 pub mod webhooks;
@@ -355,6 +356,7 @@ pub fn integrity_check(conn: &mut Conn) -> DbResult<String> {
 #[cfg(test)]
 mod tests {
     use super::jobs::{self, JobRow};
+    use super::transitions;
     use super::*;
     use crate::domain::state::JobState;
 
@@ -388,7 +390,7 @@ mod tests {
         let set = sql.split(" SET ").nth(1).unwrap().split(" -- ").next().unwrap();
         let mut changeset: Vec<&str> =
             set.split(", ").map(|a| a.split(' ').next().unwrap().trim_matches('`')).collect();
-        let pg = super::jobs::UPDATE_ROWS_PG;
+        let pg = super::transitions::UPDATE_ROWS_PG;
         let set = pg.split(" SET ").nth(1).unwrap().split(" FROM ").next().unwrap();
         let mut batched: Vec<&str> = set.split(", ").map(|a| a.split(" = ").next().unwrap().trim()).collect();
         for a in set.split(", ") {
@@ -407,9 +409,9 @@ mod tests {
         let mut c = pool.get().unwrap();
         for (id, age) in [("old", 10_000_000), ("new", 0)] {
             jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
-            let running = jobs::claim(&mut c, id, "n").unwrap();
+            let running = transitions::claim(&mut c, id, "n").unwrap();
             let done = move |r: &mut JobRow| r.completed_at = Some(now_micros() - age);
-            jobs::transition_row(&mut c, &running, JobState::Completed, done, "done").unwrap();
+            transitions::transition_row(&mut c, &running, JobState::Completed, done, "done").unwrap();
         }
         jobs::insert(&mut c, &new_job("live", JobState::Pending, 0)).unwrap();
         let before = jobs::state_entry_totals(&mut c).unwrap();
@@ -450,9 +452,9 @@ mod tests {
         let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();
         let mut c = pool.get().unwrap();
         let (pending, _) = jobs::insert(&mut c, &new_job("a", JobState::Pending, 0)).unwrap();
-        jobs::claim(&mut c, "a", "n").unwrap();
+        transitions::claim(&mut c, "a", "n").unwrap();
         // A row read before the claim: writing it back is refused and writes nothing.
-        let err = jobs::transition_row(&mut c, &pending, JobState::Canceled, |_| {}, "x").unwrap_err();
+        let err = transitions::transition_row(&mut c, &pending, JobState::Canceled, |_| {}, "x").unwrap_err();
         assert_eq!(conflict_state(&err), Some(JobState::Processing));
         assert_eq!(jobs::get(&mut c, "a").unwrap().status, JobState::Processing);
         assert_eq!(jobs::events(&mut c, "a").unwrap().len(), 2);
@@ -468,7 +470,7 @@ mod tests {
         let (inserted, created) = jobs::insert(&mut c, &new).unwrap();
         assert!(created);
         assert_eq!(inserted, jobs::get(&mut c, "a").unwrap(), "insert builds the stored row");
-        let claimed = jobs::claim(&mut c, "a", "n1").unwrap();
+        let claimed = transitions::claim(&mut c, "a", "n1").unwrap();
         assert_eq!(claimed, jobs::get(&mut c, "a").unwrap(), "a claim returns the stored row");
         assert_eq!(
             (claimed.status.as_str(), claimed.attempt, claimed.node_id.as_deref()),
@@ -478,7 +480,7 @@ mod tests {
             r.logs = Some("tail".into());
             r.progress = 100.0;
         };
-        let completed = jobs::transition_row(&mut c, &claimed, JobState::Completed, done, "done").unwrap();
+        let completed = transitions::transition_row(&mut c, &claimed, JobState::Completed, done, "done").unwrap();
         assert_eq!(completed, jobs::get(&mut c, "a").unwrap(), "a transition returns the stored row");
         assert_eq!(completed.logs.as_deref(), Some("tail"));
         let events: Vec<_> =
@@ -492,7 +494,7 @@ mod tests {
             ]
         );
         // A row kept from before a change is stale: writing it back is refused.
-        let err = jobs::transition_row(&mut c, &claimed, JobState::Failed, |_| {}, "stale").unwrap_err();
+        let err = transitions::transition_row(&mut c, &claimed, JobState::Failed, |_| {}, "stale").unwrap_err();
         assert_eq!(conflict_state(&err), Some(JobState::Completed));
     }
 
@@ -504,9 +506,9 @@ mod tests {
         for id in ["a", "b", "c"] {
             jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
         }
-        jobs::claim(&mut c, "b", "n0").unwrap();
+        transitions::claim(&mut c, "b", "n0").unwrap();
         let ids: Vec<String> = ["a", "b", "missing", "c"].iter().map(|s| s.to_string()).collect();
-        let out = jobs::claim_many(&mut c, &ids, "n1").unwrap();
+        let out = transitions::claim_many(&mut c, &ids, "n1").unwrap();
         assert_eq!(out[0].as_ref().unwrap().node_id.as_deref(), Some("n1"));
         assert_eq!(conflict_state(out[1].as_ref().unwrap_err()), Some(JobState::Processing));
         assert!(matches!(out[2], Err(DbError::NotFound)));

@@ -2,7 +2,7 @@
 //! running jobs) and `POST /results/batch` (many results). A batch is one message to
 //! the scheduler (`FromNodeBatch`), which checks each item's node and forwards it to
 //! its job's actor exactly as the single routes do; the transitions the results cause
-//! meet in the same group commit (`db::jobs::transition_many`: multi-row statements).
+//! meet in the same group commit (`db::transitions::transition_many`: multi-row statements).
 //! Every item is answered on its own, in order: `accepted`, `stale` (the lease is gone),
 //! `unknown` (no such job), `refused` (as sent; `error`/`message` say why) or
 //! `unavailable` (not applied now: send it again). Only a malformed batch as a whole

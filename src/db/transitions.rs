@@ -1,0 +1,453 @@
+//! Guarded state changes of stored jobs: one job's transition (`transition_row`), a
+//! group commit's transitions together (`transition_many`), placements (`claim_many`),
+//! progress stamps and an operator's control of a job no actor holds. Every change is
+//! put to the one gate, [`JobState::check_transition`], and written with a `WHERE` on the
+//! state and attempt it was read in, so a stale writer changes nothing.
+
+use super::jobs::{JobRow, NewEvent, get};
+use super::schema::{job_events, jobs};
+use super::{Conn, DbError, DbResult, now_micros};
+use crate::domain::state::{self, JobState, UserAction};
+use diesel::prelude::*;
+use std::collections::HashMap;
+
+/// Move a job from the state of `stored` to `to`, changing what `change` changes, and
+/// log the transition. `stored` is the job as last stored (read in this transaction, or
+/// kept by the job's actor, which is the only writer of a live job).
+///
+/// The move is first put to the one gate, [`JobState::check_transition`]; an illegal
+/// move is a `Conflict` naming the current state and nothing is written. The row is then
+/// written back whole with one statement whose text never varies (prepared once per
+/// connection), and its `WHERE` repeats the state and attempt of `stored`: if the stored
+/// job has moved on since (a stale row, or a second master on the same PostgreSQL
+/// database), nothing is written and the `Conflict` names its current state.
+pub fn transition_row(
+    conn: &mut Conn,
+    stored: &JobRow,
+    to: JobState,
+    change: impl FnOnce(&mut JobRow),
+    reason: &str,
+) -> DbResult<JobRow> {
+    let from = stored.status;
+    from.check_transition(to).map_err(|refused| DbError::job_in(from, refused.to_string()))?;
+    write_row(conn, stored, to, change, reason)
+}
+
+/// One job's transition in a group commit (see [`transition_many`]).
+pub struct Transition {
+    pub stored: JobRow,
+    pub to: JobState,
+    pub change: Box<dyn FnOnce(&mut JobRow) + Send>,
+    pub reason: String,
+}
+
+/// Several jobs' transitions, each gated and guarded exactly as by [`transition_row`]
+/// and answered on its own (a refusal or a conflict leaves the others alone), but what
+/// follows the UPDATEs costs one statement for all of them: their `job_events` rows,
+/// their parents, the completed ones' outputs and their outbox rows. On PostgreSQL, where
+/// every statement is a round trip, a batch of N results costs N + 4 of them, not 5 N.
+/// An error that is not a refusal is returned whole (the batch is rolled back).
+pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<DbResult<JobRow>>> {
+    let now = now_micros();
+    let mut answers: Vec<DbResult<JobRow>> = Vec::with_capacity(batch.len());
+    // (index in `answers`, from, attempt before, reason) of each row to write.
+    let mut pending: Vec<(usize, JobState, i32, String)> = Vec::new();
+    for t in batch {
+        let from = t.stored.status;
+        if let Err(refused) = from.check_transition(t.to) {
+            answers.push(Err(DbError::job_in(from, refused.to_string())));
+            continue;
+        }
+        let mut row = t.stored.clone();
+        (t.change)(&mut row);
+        row.status = t.to;
+        row.updated_at = now;
+        pending.push((answers.len(), from, t.stored.attempt, crate::domain::limits::event_reason(&t.reason)));
+        answers.push(Ok(row));
+    }
+    // The guarded UPDATEs: one statement for all of them on PostgreSQL, one each
+    // (prepared once, no round trip) on SQLite. A row whose state or attempt moved on
+    // is not written, and its answer names the state it is in.
+    let updated: std::collections::HashSet<String> = match conn {
+        Conn::Postgresql(c) => {
+            let rows: Vec<(&JobRow, JobState, i32)> = pending
+                .iter()
+                .map(|(i, from, attempt, _)| (answers[*i].as_ref().expect("a row to write"), *from, *attempt))
+                .collect();
+            update_rows_pg(c, &rows)?
+        }
+        Conn::Sqlite(c) => {
+            let mut done = std::collections::HashSet::new();
+            for (i, from, attempt, _) in &pending {
+                let row = answers[*i].as_ref().expect("a row to write");
+                let update = Cacheable::<_, WholeRowUpdate>::new(
+                    diesel::update(
+                        jobs::table
+                            .filter(jobs::id.eq(&row.id))
+                            .filter(jobs::status.eq(*from))
+                            .filter(jobs::attempt.eq(*attempt)),
+                    )
+                    .set(row),
+                );
+                if update.execute(c)? == 1 {
+                    done.insert(row.id.clone());
+                }
+            }
+            done
+        }
+    };
+    let mut written = Vec::with_capacity(pending.len());
+    for (i, from, _, reason) in pending {
+        let id = answers[i].as_ref().expect("a row to write").id.clone();
+        if updated.contains(&id) {
+            written.push((i, from, reason));
+        } else {
+            let current = get(conn, &id)?;
+            answers[i] = Err(DbError::job_in(current.status, format!("job is '{}', not '{from}'", current.status)));
+        }
+    }
+    if written.is_empty() {
+        return Ok(answers);
+    }
+    let row_at = |i: usize| answers[i].as_ref().expect("a written row");
+    let events: Vec<NewEvent> = written
+        .iter()
+        .map(|(i, from, reason)| {
+            let row = row_at(*i);
+            NewEvent {
+                job_id: row.id.clone(),
+                from_state: Some(*from),
+                to_state: row.status,
+                reason: reason.clone(),
+                attempt: row.attempt,
+                node_id: row.node_id.clone(),
+                at: now,
+            }
+        })
+        .collect();
+    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    let ids: Vec<String> = written.iter().map(|(i, ..)| row_at(*i).id.clone()).collect();
+    let parents = super::events::parents_of(conn, &ids)?;
+    let completed: Vec<String> = written
+        .iter()
+        .map(|(i, ..)| row_at(*i))
+        .filter(|r| r.status == JobState::Completed)
+        .map(|r| r.id.clone())
+        .collect();
+    let mut outputs = super::outputs::list_many(conn, &completed)?;
+    let outbox: Vec<super::events::NewEvent> = written
+        .iter()
+        .map(|(i, from, reason)| {
+            let row = row_at(*i);
+            let mine: Vec<super::outputs::OutputRow> = match row.status {
+                JobState::Completed => outputs
+                    .remove(&row.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o.attempt == row.attempt)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            super::events::job_event(row, Some(*from), reason, parents.get(&row.id).cloned(), &mine, now)
+        })
+        .collect();
+    super::events::append(conn, &outbox)?;
+    Ok(answers)
+}
+
+/// See `update_rows_pg`; its `SET` list is the whole-row changeset's columns (tested).
+pub(crate) const UPDATE_ROWS_PG: &str = "UPDATE jobs AS j SET status = v.status, progress = v.progress, node_id = v.node_id, \
+         attempt = v.attempt, retry_count = v.retry_count, queued_at = v.queued_at, started_at = v.started_at, \
+         last_activity_at = v.last_activity_at, completed_at = v.completed_at, retry_at = v.retry_at, \
+         error = v.error, failure_reason = v.failure_reason, logs = v.logs, metrics = v.metrics, \
+         qoe_score = v.qoe_score, efficiency_score = v.efficiency_score, energy_joules = v.energy_joules, \
+         vmaf_score = v.vmaf_score, updated_at = v.updated_at, retry_base = v.retry_base \
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::float8[], $6::text[], $7::int[], \
+           $8::int[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], \
+           $15::text[], $16::text[], $17::text[], $18::float8[], $19::float8[], $20::float8[], $21::float8[], \
+           $22::bigint[], $23::int[]) \
+           AS v(id, from_status, from_attempt, status, progress, node_id, attempt, retry_count, queued_at, \
+           started_at, last_activity_at, completed_at, retry_at, error, failure_reason, logs, metrics, qoe_score, \
+           efficiency_score, energy_joules, vmaf_score, updated_at, retry_base) \
+         WHERE j.id = v.id AND j.status = v.from_status AND j.attempt = v.from_attempt \
+         RETURNING j.id";
+
+/// The whole-row UPDATE of `transition_many` for many rows in one PostgreSQL statement:
+/// the new values travel as one array per column (`unnest`), each row guarded by the
+/// state and attempt it was read in. Returns the ids written.
+fn update_rows_pg(
+    c: &mut diesel::PgConnection,
+    rows: &[(&JobRow, JobState, i32)],
+) -> QueryResult<std::collections::HashSet<String>> {
+    use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Text};
+    if rows.is_empty() {
+        return Ok(Default::default());
+    }
+    #[derive(QueryableByName)]
+    struct Written {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    macro_rules! column {
+        ($f:expr) => {
+            rows.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let written: Vec<Written> = diesel::sql_query(UPDATE_ROWS_PG)
+        .bind::<Array<Text>, _>(column!(|(r, ..)| r.id.clone()))
+        .bind::<Array<Text>, _>(column!(|(_, from, _)| from.as_str()))
+        .bind::<Array<Integer>, _>(column!(|(_, _, attempt)| *attempt))
+        .bind::<Array<Text>, _>(column!(|(r, ..)| r.status.as_str()))
+        .bind::<Array<Double>, _>(column!(|(r, ..)| r.progress))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.node_id.clone()))
+        .bind::<Array<Integer>, _>(column!(|(r, ..)| r.attempt))
+        .bind::<Array<Integer>, _>(column!(|(r, ..)| r.retry_count))
+        .bind::<Array<BigInt>, _>(column!(|(r, ..)| r.queued_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.started_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.last_activity_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.completed_at))
+        .bind::<Array<Nullable<BigInt>>, _>(column!(|(r, ..)| r.retry_at))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.error.clone()))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.failure_reason.map(|f| f.as_str())))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.logs.clone()))
+        .bind::<Array<Nullable<Text>>, _>(column!(|(r, ..)| r.metrics.clone()))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.qoe_score))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.efficiency_score))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.energy_joules))
+        .bind::<Array<Nullable<Double>>, _>(column!(|(r, ..)| r.vmaf_score))
+        .bind::<Array<BigInt>, _>(column!(|(r, ..)| r.updated_at))
+        .bind::<Array<Integer>, _>(column!(|(r, ..)| r.retry_base))
+        .load(c)?;
+    Ok(written.into_iter().map(|w| w.id).collect())
+}
+
+/// A paused job whose node was lost: it leaves the node and stays paused (logged as a
+/// paused → paused event), so it is not run again until an operator resumes it.
+pub fn leave_node_paused(conn: &mut Conn, stored: &JobRow, reason: &str) -> DbResult<JobRow> {
+    if stored.status != JobState::Paused {
+        return Err(DbError::job_in(stored.status, format!("job is '{}', not 'paused'", stored.status)));
+    }
+    write_row(conn, stored, JobState::Paused, |r| r.node_id = None, reason)
+}
+
+/// The guarded whole-row write and its event (see `transition_row`).
+fn write_row(
+    conn: &mut Conn,
+    stored: &JobRow,
+    to: JobState,
+    change: impl FnOnce(&mut JobRow),
+    reason: &str,
+) -> DbResult<JobRow> {
+    let from = stored.status;
+    let now = now_micros();
+    let mut row = stored.clone();
+    change(&mut row);
+    row.status = to;
+    row.updated_at = now;
+    let update = Cacheable::<_, WholeRowUpdate>::new(
+        diesel::update(
+            jobs::table
+                .filter(jobs::id.eq(&row.id))
+                .filter(jobs::status.eq(from))
+                .filter(jobs::attempt.eq(stored.attempt)),
+        )
+        .set(&row),
+    );
+    let written = crate::on_backend!(conn, |c| update.execute(c))?;
+    if written == 0 {
+        let current = get(conn, &row.id)?;
+        return Err(DbError::job_in(current.status, format!("job is '{}', not '{from}'", current.status)));
+    }
+    let event = NewEvent {
+        job_id: row.id.clone(),
+        from_state: Some(from),
+        to_state: row.status,
+        // Reasons quote worker errors: bounded and single-line before they are stored.
+        reason: crate::domain::limits::event_reason(reason),
+        attempt: row.attempt,
+        node_id: row.node_id.clone(),
+        at: now,
+    };
+    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&event).execute(c))?;
+    // The integration event, in this same transaction (the outbox).
+    let parent = super::events::parent_of(conn, &row.id)?;
+    let outputs = match row.status {
+        JobState::Completed => {
+            super::outputs::list(conn, &row.id)?.into_iter().filter(|o| o.attempt == row.attempt).collect()
+        }
+        _ => Vec::new(),
+    };
+    super::events::append(conn, &[super::events::job_event(&row, Some(from), &event.reason, parent, &outputs, now)])?;
+    Ok(row)
+}
+
+/// Query id of the whole-row UPDATE of `transition_row`.
+struct WholeRowUpdate;
+
+/// A statement whose SQL text depends only on its type, marked so: diesel caches no
+/// UPDATE on its own (a changeset's columns may vary), but a whole-row changeset with
+/// NULLs bound as values always renders the same text, and this is the master's most
+/// frequent statement, so it is prepared once per connection instead of once per write.
+struct Cacheable<Q, Id> {
+    query: Q,
+    id: std::marker::PhantomData<Id>,
+}
+
+impl<Q, Id> Cacheable<Q, Id> {
+    fn new(query: Q) -> Self {
+        Cacheable { query, id: std::marker::PhantomData }
+    }
+}
+
+impl<Q: diesel::query_builder::QueryFragment<DB>, Id, DB: diesel::backend::Backend>
+    diesel::query_builder::QueryFragment<DB> for Cacheable<Q, Id>
+{
+    fn walk_ast<'b>(&'b self, pass: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+}
+
+impl<Q, Id: 'static> diesel::query_builder::QueryId for Cacheable<Q, Id> {
+    type QueryId = Id;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Q, Id, C> RunQueryDsl<C> for Cacheable<Q, Id> {}
+
+/// Progress and activity of a running attempt (no state change), guarded by the attempt.
+pub fn record_activity(conn: &mut Conn, id: &str, attempt: i32, progress: f64, at: i64) -> DbResult<usize> {
+    let now = now_micros();
+    Ok(crate::on_backend!(conn, |c| diesel::update(
+        jobs::table.filter(jobs::id.eq(id)).filter(jobs::attempt.eq(attempt))
+    )
+    .set((jobs::progress.eq(progress), jobs::last_activity_at.eq(at), jobs::updated_at.eq(now)))
+    .execute(c))?)
+}
+
+/// Place a runnable job on a node: pending/queued → processing with a new attempt.
+pub fn claim(conn: &mut Conn, id: &str, node_id: &str) -> DbResult<JobRow> {
+    claim_many(conn, &[id.to_string()], node_id)?.pop().unwrap_or(Err(DbError::NotFound))
+}
+
+/// `claim` for a whole placement round: one SELECT, one UPDATE and one multi-row event
+/// INSERT for any number of jobs, instead of three statements per job. Answers per id,
+/// in order: the claimed row, `NotFound`, or `Conflict` when the job is not runnable
+/// (or another master on the same database claimed it first).
+pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Vec<DbResult<JobRow>>> {
+    let before: HashMap<String, JobState> = crate::on_backend!(conn, |c| jobs::table
+        .filter(jobs::id.eq_any(ids))
+        .select((jobs::id, jobs::status))
+        .load::<(String, JobState)>(c))?
+    .into_iter()
+    .collect();
+    let candidates: Vec<&String> = ids.iter().filter(|id| before.get(*id).is_some_and(|s| s.is_runnable())).collect();
+    let now = now_micros();
+    let mut claimed: HashMap<String, JobRow> = HashMap::new();
+    if !candidates.is_empty() {
+        // RETURNING the rows as updated: under PostgreSQL's READ COMMITTED another master
+        // may have changed a job between the SELECT and this UPDATE. The state guard is
+        // written as NOT IN: with `status IN (pending, queued)` SQLite preferred the
+        // status index for more than a few ids and walked every queued job.
+        let not_runnable: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| !s.is_runnable()).collect();
+        let rows: Vec<JobRow> = crate::on_backend!(conn, |c| diesel::update(
+            jobs::table.filter(jobs::id.eq_any(&candidates)).filter(jobs::status.ne_all(&not_runnable))
+        )
+        .set((
+            jobs::status.eq(JobState::Processing),
+            jobs::node_id.eq(node_id),
+            jobs::attempt.eq(jobs::attempt + 1),
+            jobs::started_at.eq(now),
+            jobs::last_activity_at.eq(now),
+            jobs::progress.eq(0.0),
+            jobs::retry_at.eq(None::<i64>),
+            jobs::updated_at.eq(now),
+        ))
+        .returning(JobRow::as_returning())
+        .get_results(c))?;
+        claimed.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
+    }
+    let events: Vec<NewEvent> = ids
+        .iter()
+        .filter_map(|id| {
+            let row = claimed.get(id)?;
+            Some(NewEvent {
+                job_id: id.clone(),
+                from_state: before.get(id).copied(),
+                to_state: row.status,
+                reason: format!("Assigned to node {node_id} (attempt {})", row.attempt),
+                attempt: row.attempt,
+                node_id: row.node_id.clone(),
+                at: now,
+            })
+        })
+        .collect();
+    if !events.is_empty() {
+        // Multi-row INSERT: only on the concrete connections in diesel.
+        crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+        let parents = super::events::parents_of(conn, &events.iter().map(|e| e.job_id.clone()).collect::<Vec<_>>())?;
+        let outbox: Vec<super::events::NewEvent> = events
+            .iter()
+            .filter_map(|e| {
+                let row = claimed.get(&e.job_id)?;
+                Some(super::events::job_event(row, e.from_state, &e.reason, parents.get(&e.job_id).cloned(), &[], now))
+            })
+            .collect();
+        super::events::append(conn, &outbox)?;
+    }
+    Ok(ids
+        .iter()
+        .map(|id| match (claimed.remove(id), before.get(id)) {
+            (Some(row), _) => Ok(row),
+            (None, None) => Err(DbError::NotFound),
+            (None, Some(status)) if status.is_runnable() => {
+                Err(DbError::job_in(JobState::Processing, "job is 'processing', not runnable (claimed elsewhere)"))
+            }
+            (None, Some(&status)) => Err(DbError::job_in(status, format!("job is '{status}', not runnable"))),
+        })
+        .collect())
+}
+
+/// An operator's control of a job that no actor holds (runnable in the index, or
+/// finished): read it, put the action to the one gate, and apply it. Returns the state
+/// it left and the row as stored.
+///
+/// `held_here` says which states the caller expects the job in (runnable for a job in
+/// the scheduler's index, terminal for one only in the database); a job found in another
+/// state is held elsewhere (a claim by another master, an actor not yet adopted) and is
+/// a `Conflict`, never changed behind its holder's back.
+pub fn control_stored(
+    conn: &mut Conn,
+    id: &str,
+    action: UserAction,
+    held_here: fn(JobState) -> bool,
+) -> DbResult<(JobState, JobRow)> {
+    let row = get(conn, id)?;
+    let from = row.state();
+    let to = state::control(from, row.node_id.is_some(), action).map_err(DbError::Refused)?;
+    if !held_here(from) {
+        return Err(DbError::job_in(from, format!("job is '{from}' and held elsewhere; try again")));
+    }
+    let stored = transition_row(conn, &row, to, |r| apply_control(r, action), action.reason())?;
+    Ok((from, stored))
+}
+
+/// The columns an operator's action resets besides the state: a cancel finishes the job;
+/// a retry makes it a fresh runnable job that remembers its retries.
+pub fn apply_control(row: &mut JobRow, action: UserAction) {
+    match action {
+        UserAction::Cancel => row.completed_at = Some(now_micros()),
+        UserAction::Retry => {
+            row.node_id = None;
+            row.retry_count += 1;
+            // A fresh automatic budget: the operator has looked at the job.
+            row.retry_base = row.retry_count;
+            row.queued_at = now_micros();
+            row.started_at = None;
+            row.completed_at = None;
+            row.error = None;
+            row.failure_reason = None;
+            row.progress = 0.0;
+        }
+        UserAction::Pause | UserAction::Resume => {}
+    }
+}
