@@ -157,6 +157,7 @@ pub struct JobsQueued(pub Vec<QueuedJob>);
 #[rtype(result = "AppResult<(u64, oneshot::Receiver<Vec<Job>>)>")]
 pub struct ClaimJobs {
     pub node_id: String,
+    /// `0`: withdraw the node's parked poll and take nothing (a worker begins to drain).
     pub max: u32,
     /// The node token the request presented.
     pub token: Option<String>,

@@ -487,6 +487,17 @@ impl Handler<ClaimJobs> for SchedulerActor {
         if let Some(ns) = &self.node_supervisor {
             ns.do_send(NodeSeen(m.node_id.clone()));
         }
+        if m.max == 0 {
+            // A draining worker: its parked poll (if any) is answered empty, and nothing is
+            // placed on the node until it asks again.
+            if let Some(old) = self.parked.remove(&m.node_id) {
+                let _ = old.tx.send(Vec::new());
+                self.report_waiting();
+            }
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Vec::new());
+            return Ok((0, rx));
+        }
         if !self.parked.contains_key(&m.node_id) && self.parked.len() >= self.max_parked {
             return Err(AppError::Unavailable {
                 code: "too_many_polls",

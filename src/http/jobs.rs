@@ -440,7 +440,9 @@ pub struct NextQuery {
     pub node_id: Option<String>,
     /// Seconds to hold the request open when nothing fits (0–60, default 0).
     pub wait: Option<f64>,
-    /// Jobs to take at most (1–64, default 1; bounded by the node's free slots).
+    /// Jobs to take at most (1–64, default 1; bounded by the node's free slots). `0`
+    /// withdraws the node's parked poll (answered empty) and takes nothing: a draining
+    /// worker sends it so no job is placed on it while its own poll is still open.
     pub max: Option<u32>,
 }
 
@@ -466,8 +468,8 @@ pub async fn next_job(
         ));
     }
     let max = q.max.unwrap_or(1);
-    if !(1..=64).contains(&max) {
-        return Err(AppError::bad_request("invalid_query", "max must be between 1 and 64"));
+    if max > MAX_JOBS_PER_POLL {
+        return Err(AppError::bad_request("invalid_query", format!("max must be between 0 and {MAX_JOBS_PER_POLL}")));
     }
     let (poll, mut rx) =
         state.h.scheduler.send(ClaimJobs { node_id: node_id.clone(), max, token: node_token(&req) }).await??;

@@ -18,6 +18,10 @@ pub use crate::domain::params::Engine;
 pub use crate::domain::queue::{Priority, QueueName};
 pub use crate::domain::state::{FailureReason, JobState};
 
+/// Most jobs one `GET /jobs/next` may ask for; a worker with more free slots asks for
+/// this many and asks again.
+pub const MAX_JOBS_PER_POLL: u32 = 64;
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Job {

@@ -136,6 +136,8 @@ pub struct WorkerShared {
     running: RefCell<HashMap<String, Running>>,
     slot_freed: Notify,
     stopping: Cell<bool>,
+    /// The claim loop has ended (no poll of this worker is open any more).
+    claiming_ended: Cell<bool>,
     registration: RefCell<NodeRegistration>,
     max_jobs: u32,
     /// Running jobs' progress, sent to the master together once per interval.
@@ -293,6 +295,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
         running: RefCell::new(HashMap::new()),
         slot_freed: Notify::new(),
         stopping: Cell::new(false),
+        claiming_ended: Cell::new(false),
         registration: RefCell::new(registration),
         max_jobs: args.max_concurrent_jobs,
         progress: Default::default(),
@@ -422,14 +425,17 @@ async fn claim_loop(shared: Rc<WorkerShared>) {
             shared.slot_freed.notified().await;
             continue;
         }
-        match shared.client.next_jobs(&shared.node_id, 25.0, free).await {
+        match shared.client.next_jobs(&shared.node_id, 25.0, free.min(MAX_JOBS_PER_POLL)).await {
             Ok(jobs) => {
                 backoff = Duration::from_millis(200);
                 for job in jobs {
                     if shared.stopping.get() {
-                        break;
+                        // Placed while the drain began: give it back at once rather than
+                        // leave it on this node until the master notices.
+                        hand_back(&shared, &job).await;
+                    } else {
+                        start_job(&shared, job);
                     }
-                    start_job(&shared, job);
                 }
             }
             Err(ClientError::Status { status: 404, .. }) => register(&shared).await,
@@ -438,6 +444,18 @@ async fn claim_loop(shared: Rc<WorkerShared>) {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+    shared.claiming_ended.set(true);
+}
+
+/// Return a job placed on this worker that it will not run (it is draining).
+async fn hand_back(shared: &WorkerShared, job: &Job) {
+    let release = LeaseRelease { node_id: shared.node_id.clone(), attempt: job.attempt };
+    match shared.client.release(&job.id, &release).await {
+        Ok(_) => log::info!("draining: handed job {} back", job.id),
+        Err(e) => {
+            log::warn!("draining: job {} not handed back ({e}); the master requeues it when it sees it gone", job.id)
         }
     }
 }
@@ -473,6 +491,19 @@ impl WorkerHandle {
         self.shared.stopping.set(true);
         self.shared.slot_freed.notify_one();
         let until = tokio::time::Instant::now() + deadline;
+        // Withdraw the parked poll, so the master places nothing more here; a claim that
+        // was already committing is handed back by the claim loop.
+        let withdrawn = match self.shared.client.next_jobs(&self.shared.node_id, 0.0, 0).await {
+            Ok(_) => true,
+            Err(e) => {
+                // An older master: its poll ends on its own, and what it places is handed back.
+                log::debug!("withdrawing the poll failed: {e}");
+                false
+            }
+        };
+        while withdrawn && !self.shared.claiming_ended.get() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         while self.running() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -103,3 +103,36 @@ fn a_result_batch_answers_each_item_and_applies_only_the_valid_one() {
     let (s, r) = api.result(&json!({"id": b, "attempt": attempt(&b)}), "n1", "completed", json!({}));
     assert_eq!((s, r["job_status"].as_str()), (200, Some("completed")), "{r}");
 }
+
+#[test]
+fn a_draining_worker_withdraws_its_poll_and_a_big_worker_asks_in_polls_it_may_send() {
+    let master = TestMaster::start(&[]);
+    let api = master.api();
+    // More slots than one poll may ask for (64): the worker asks for 64 at a time.
+    let mut draining = TestWorker::start(
+        &master,
+        &["--executor", "noop", "--noop-ms", "60000", "--max-concurrent-jobs", "100", "--drain-timeout", "60"],
+    );
+    let long = api.submit(json!({}));
+    wait_until(Duration::from_secs(20), "the long job running", || api.status(&long) == "processing");
+    wait_until(Duration::from_secs(20), "its poll parked for the other 99 slots", || {
+        api.metric("ffrtmp_workers_waiting") == 1.0
+    });
+    // SIGTERM: it drains (the long job keeps running) and withdraws its poll at once.
+    unsafe { libc::kill(draining.pid() as i32, libc::SIGTERM) };
+    wait_until(Duration::from_secs(10), "the draining worker's poll withdrawn", || {
+        api.metric("ffrtmp_workers_waiting") == 0.0
+    });
+    let next = api.submit(json!({}));
+    let other = TestWorker::start(&master, &["--executor", "noop"]);
+    let done = wait_terminal(&api, &next, Duration::from_secs(30));
+    assert_eq!(done["status"], "completed", "{done}");
+    let attempts = done["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "never placed on the draining worker: {done}");
+    assert_eq!(attempts[0]["node_id"], other.node_id.as_str(), "{done}");
+    assert_eq!(api.status(&long), "processing", "the draining worker keeps its running job");
+    api.post(&format!("/jobs/{long}/cancel"), json!({}));
+    let status = draining.child.as_mut().unwrap().wait().unwrap();
+    assert!(status.success(), "drained and exited once its job ended: {status:?}");
+    draining.child = None;
+}
