@@ -9,7 +9,7 @@
 //! redirect only to a master URL they were given (their key never goes elsewhere).
 //! Authentication and roles are the leader's (`auth::authorize`, same templates).
 
-use super::auth::{self, ApiKeys};
+use super::auth::ApiKeys;
 use super::jobs::{ListQuery, MAX_TRANSITIONS_SHOWN, find_row, job_filter, operator_view, parse_job_ref};
 use crate::actors::leader::LeaderActor;
 use crate::actors::messages::GetLeadership;
@@ -18,7 +18,6 @@ use crate::error::{AppError, AppResult};
 use crate::wire::{Job, JobList};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 
 pub struct FollowerState {
@@ -69,8 +68,8 @@ pub fn follower_metrics_app(
         .default_service(web::route().to(super::error::not_found))
 }
 
-/// A resource the follower serves itself for GET (with the API's own authorisation);
-/// any other method of it goes to the leader.
+/// A resource the follower serves itself for GET (with the API's own authorisation, as
+/// the leader's [`super::guarded`] resources); any other method of it goes to the leader.
 fn read_only(
     path: &'static str,
 ) -> actix_web::Resource<
@@ -82,11 +81,7 @@ fn read_only(
         InitError = (),
     >,
 > {
-    web::resource(path)
-        .wrap(from_fn(move |req: ServiceRequest, next: Next<actix_web::body::BoxBody>| {
-            auth::authorize(path, req, next)
-        }))
-        .default_service(web::route().to(to_leader))
+    super::guarded(path).default_service(web::route().to(to_leader))
 }
 
 fn routes(cfg: &mut web::ServiceConfig, serve_metrics: bool) {
