@@ -447,6 +447,30 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_row_update_is_prepared_once_per_connection() {
+        use diesel::connection::InstrumentationEvent;
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        let mut c = pool.get().unwrap();
+        let cached: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = cached.clone();
+        let AnyConnection::Sqlite(sqlite) = &mut *c else { unreachable!() };
+        sqlite.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { sql, .. } = event {
+                seen.lock().unwrap().push(sql.to_string());
+            }
+        });
+        for id in ["a", "b", "c"] {
+            jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
+            let running = transitions::claim(&mut c, id, "n").unwrap();
+            transitions::transition_row(&mut c, &running, JobState::Completed, |_| {}, "done").unwrap();
+        }
+        let updates = cached.lock().unwrap().iter().filter(|sql| sql.starts_with("UPDATE `jobs` SET `status`")).count();
+        assert_eq!(updates, 1, "cached once, then reused: {:?}", cached.lock().unwrap());
+    }
+
+    #[test]
     fn guarded_transition_names_the_current_state() {
         let dir = tempfile::tempdir().unwrap();
         let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();

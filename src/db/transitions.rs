@@ -80,16 +80,7 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
             let mut done = std::collections::HashSet::new();
             for (i, from, attempt, _) in &pending {
                 let row = answers[*i].as_ref().expect("a row to write");
-                let update = Cacheable::<_, WholeRowUpdate>::new(
-                    diesel::update(
-                        jobs::table
-                            .filter(jobs::id.eq(&row.id))
-                            .filter(jobs::status.eq(*from))
-                            .filter(jobs::attempt.eq(*attempt)),
-                    )
-                    .set(row),
-                );
-                if update.execute(c)? == 1 {
+                if WholeRowUpdate::new(row, *from, *attempt).execute(c)? == 1 {
                     done.insert(row.id.clone());
                 }
             }
@@ -244,15 +235,7 @@ fn write_row(
     change(&mut row);
     row.status = to;
     row.updated_at = now;
-    let update = Cacheable::<_, WholeRowUpdate>::new(
-        diesel::update(
-            jobs::table
-                .filter(jobs::id.eq(&row.id))
-                .filter(jobs::status.eq(from))
-                .filter(jobs::attempt.eq(stored.attempt)),
-        )
-        .set(&row),
-    );
+    let update = WholeRowUpdate::new(&row, from, stored.attempt);
     let written = crate::on_backend!(conn, |c| update.execute(c))?;
     if written == 0 {
         let current = get(conn, &row.id)?;
@@ -281,38 +264,56 @@ fn write_row(
     Ok(row)
 }
 
-/// Query id of the whole-row UPDATE of `transition_row`.
-struct WholeRowUpdate;
-
-/// A statement whose SQL text depends only on its type, marked so: diesel caches no
-/// UPDATE on its own (a changeset's columns may vary), but a whole-row changeset with
-/// NULLs bound as values always renders the same text, and this is the master's most
-/// frequent statement, so it is prepared once per connection instead of once per write.
-struct Cacheable<Q, Id> {
-    query: Q,
-    id: std::marker::PhantomData<Id>,
+/// The guarded whole-row UPDATE of `transition_row` and `transition_many`: `UPDATE jobs
+/// SET <every changeset column> WHERE id = ? AND status = ? AND attempt = ?`.
+///
+/// The master's most frequent statement, so it must be prepared once per connection.
+/// diesel's own UPDATE never is: it calls every UPDATE unsafe to cache (a changeset's
+/// columns may vary), and was parsed and planned anew for every write. A whole-row
+/// changeset with NULLs bound as values always renders the same text, so this one is
+/// rendered here, from the same changeset and guard, under a static query id.
+struct WholeRowUpdate<'a> {
+    changeset: <&'a JobRow as AsChangeset>::Changeset,
+    guard: Guard<'a>,
 }
 
-impl<Q, Id> Cacheable<Q, Id> {
-    fn new(query: Q) -> Self {
-        Cacheable { query, id: std::marker::PhantomData }
+/// `id = ? AND status = ? AND attempt = ?`: the state and attempt the row was read in.
+type Guard<'a> = diesel::dsl::And<
+    diesel::dsl::And<diesel::dsl::Eq<jobs::id, &'a String>, diesel::dsl::Eq<jobs::status, JobState>>,
+    diesel::dsl::Eq<jobs::attempt, i32>,
+>;
+
+impl<'a> WholeRowUpdate<'a> {
+    /// Write `row` over the stored job if it is still in `from` at `attempt`.
+    fn new(row: &'a JobRow, from: JobState, attempt: i32) -> Self {
+        WholeRowUpdate {
+            changeset: row.as_changeset(),
+            guard: jobs::id.eq(&row.id).and(jobs::status.eq(from)).and(jobs::attempt.eq(attempt)),
+        }
     }
 }
 
-impl<Q: diesel::query_builder::QueryFragment<DB>, Id, DB: diesel::backend::Backend>
-    diesel::query_builder::QueryFragment<DB> for Cacheable<Q, Id>
+impl<'a, DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for WholeRowUpdate<'a>
+where
+    <&'a JobRow as AsChangeset>::Changeset: diesel::query_builder::QueryFragment<DB>,
+    Guard<'a>: diesel::query_builder::QueryFragment<DB>,
 {
-    fn walk_ast<'b>(&'b self, pass: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.query.walk_ast(pass)
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE ");
+        out.push_identifier("jobs")?;
+        out.push_sql(" SET ");
+        self.changeset.walk_ast(out.reborrow())?;
+        out.push_sql(" WHERE ");
+        self.guard.walk_ast(out.reborrow())
     }
 }
 
-impl<Q, Id: 'static> diesel::query_builder::QueryId for Cacheable<Q, Id> {
-    type QueryId = Id;
+impl diesel::query_builder::QueryId for WholeRowUpdate<'_> {
+    type QueryId = WholeRowUpdate<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<Q, Id, C> RunQueryDsl<C> for Cacheable<Q, Id> {}
+impl<C> RunQueryDsl<C> for WholeRowUpdate<'_> {}
 
 /// Progress and activity of a running attempt (no state change), guarded by the attempt.
 pub fn record_activity(conn: &mut Conn, id: &str, attempt: i32, progress: f64, at: i64) -> DbResult<usize> {
