@@ -202,6 +202,15 @@ async fn metric(c: &awc::Client, base: &str, name: &str) -> f64 {
     value_of(&metrics_text(c, base).await, name)
 }
 
+/// The sum of `name`'s series labelled with `route` in a metrics text.
+fn route_sum(text: &str, name: &str, route: &str) -> f64 {
+    let label = format!("route=\"{route}\"");
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{')) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The value of the unlabelled (or exactly labelled) series `name` in a metrics text.
 fn value_of(text: &str, name: &str) -> f64 {
     text.lines()
@@ -356,26 +365,15 @@ async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Result<()> {
         rates.push(rate);
         // What the dispatch cost the master: transactions and worker requests per job.
         let text = metrics_text(&c, &m.url).await;
-        // CPU per job is steadier from run to run than the rate on a shared 2-core
-        // machine: the figure to watch when changing what a job costs.
+        // The CPU a job cost, beside the rate: on a shared 2-core machine the rate also
+        // moves with how the processes happened to be scheduled.
         let master_cpu = cpu_seconds(m.proc.pid()) - master_cpu_before;
         let worker_cpu: f64 = ws.iter().map(|w| cpu_seconds(w.pid())).sum();
         let per_job = |name: &str| (value_of(&text, name) - value_of(&submitted, name)) / n as f64;
-        let requests = |route: &str| {
-            text.lines()
-                .filter(|l| l.starts_with("ffrtmp_http_requests_total{") && l.contains(&format!("route=\"{route}\"")))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>()
-        };
+        let requests = |route: &str| route_sum(&text, "ffrtmp_http_requests_total", route);
         let mean_ms = |route: &str| {
-            let series = |name: &str| {
-                text.lines()
-                    .filter(|l| l.starts_with(name) && l.contains(&format!("route=\"{route}\"")))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>()
-            };
-            1000.0 * series("ffrtmp_http_request_duration_seconds_sum")
-                / series("ffrtmp_http_request_duration_seconds_count")
+            1000.0 * route_sum(&text, "ffrtmp_http_request_duration_seconds_sum", route)
+                / route_sum(&text, "ffrtmp_http_request_duration_seconds_count", route)
         };
         r.add(
             "P2",
