@@ -241,12 +241,29 @@ pub fn oldest(conn: &mut Conn) -> DbResult<Option<i64>> {
     Ok(events::table.select(diesel::dsl::min(events::id)).get_result(conn)?)
 }
 
-/// Forget events older than `before` (µs), except those a webhook has still to deliver.
+/// Most events one retention pass forgets: its write transaction stays short, and the
+/// caller runs passes until one forgets fewer.
+pub const PRUNE_BATCH: usize = 10_000;
+
+/// Forget up to [`PRUNE_BATCH`] events older than `before` (µs), except those a webhook
+/// has still to deliver; how many.
 pub fn prune(conn: &mut Conn, before: i64) -> DbResult<usize> {
     use super::schema::webhook_deliveries as d;
     // Kept from the oldest pending one on, so a webhook's backlog keeps its order.
     let floor: Option<i64> =
         d::table.filter(d::state.eq("pending")).select(diesel::dsl::min(d::event_id)).get_result(conn)?;
-    Ok(diesel::delete(events::table.filter(events::at.lt(before)).filter(events::id.lt(floor.unwrap_or(i64::MAX))))
-        .execute(conn)?)
+    // Ids and times grow together, so what is old enough is the start of the table in
+    // id order: read from there and stop at the first event to keep. No index on `at`
+    // is kept for this (every event would pay for it); an `at` that stepped back (a
+    // clock, a failover) only keeps the events after it a little longer.
+    let oldest: Vec<(i64, i64)> = events::table
+        .filter(events::id.lt(floor.unwrap_or(i64::MAX)))
+        .order(events::id.asc())
+        .select((events::id, events::at))
+        .limit(PRUNE_BATCH as i64)
+        .load(conn)?;
+    match oldest.iter().take_while(|(_, at)| *at < before).last() {
+        Some(&(last, _)) => Ok(diesel::delete(events::table.filter(events::id.le(last))).execute(conn)?),
+        None => Ok(0),
+    }
 }

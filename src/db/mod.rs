@@ -403,6 +403,50 @@ mod tests {
     }
 
     #[test]
+    fn event_retention_forgets_the_old_prefix_in_batches_and_keeps_undelivered_ones() {
+        use super::events::{self, NewEvent, PRUNE_BATCH};
+        use super::schema::events as e;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        let mut c = pool.get().unwrap();
+        let (old, new, cutoff) = (100, 300, 200);
+        let event = |at: i64| NewEvent {
+            kind: "job.state_changed".into(),
+            job_id: None,
+            parent_id: None,
+            node_id: None,
+            at,
+            payload: "{}".into(),
+        };
+        // Ids 1–3 old, 4 new, 5 old again (a clock stepped back), 6 new.
+        events::append(&mut c, &[old, old, old, new, old, new].map(event)).unwrap();
+        let ids = |c: &mut Conn| -> Vec<i64> { e::table.select(e::id).order(e::id).load(c).unwrap() };
+        // Event 2 still owed to a webhook: only what is before it goes.
+        diesel::sql_query(
+            "INSERT INTO webhook_deliveries (webhook_id, event_id, ordering_key, state, next_attempt_at, created_at) \
+             VALUES ('w', 2, '', 'pending', 0, 0)",
+        )
+        .execute(&mut c)
+        .unwrap();
+        assert_eq!(events::prune(&mut c, cutoff).unwrap(), 1);
+        assert_eq!(ids(&mut c), vec![2, 3, 4, 5, 6]);
+        diesel::sql_query("UPDATE webhook_deliveries SET state = 'delivered'").execute(&mut c).unwrap();
+        // The old prefix ends at the first event to keep; the stepped-back one waits.
+        assert_eq!(events::prune(&mut c, cutoff).unwrap(), 2);
+        assert_eq!(ids(&mut c), vec![4, 5, 6]);
+        assert_eq!(events::prune(&mut c, cutoff).unwrap(), 0);
+        assert_eq!(events::prune(&mut c, new + 1).unwrap(), 3);
+        // A backlog goes a batch per pass.
+        let backlog: Vec<NewEvent> = (0..PRUNE_BATCH + 5).map(|_| event(old)).collect();
+        for chunk in backlog.chunks(1_000) {
+            events::append(&mut c, chunk).unwrap();
+        }
+        assert_eq!(events::prune(&mut c, cutoff).unwrap(), PRUNE_BATCH);
+        assert_eq!(events::prune(&mut c, cutoff).unwrap(), 5);
+        assert!(ids(&mut c).is_empty());
+    }
+
+    #[test]
     fn retention_deletes_old_terminal_jobs_and_keeps_counts() {
         let dir = tempfile::tempdir().unwrap();
         let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 2).unwrap();

@@ -368,9 +368,15 @@ impl WebhookDispatcher {
         ctx.spawn(
             async move { db.write(move |c| Ok((db_webhooks::prune(c, before)?, db_events::prune(c, before)?))).await }
                 .into_actor(self)
-                .map(|res, _, _| match res {
+                .map(|res, act, ctx| match res {
                     Ok((0, 0)) => {}
-                    Ok((d, e)) => log::info!("event retention removed {e} events and {d} settled deliveries"),
+                    Ok((d, e)) => {
+                        log::info!("event retention removed {e} events and {d} settled deliveries");
+                        if e == db_events::PRUNE_BATCH {
+                            // More to forget: another pass, behind the writes queued meanwhile.
+                            act.prune(ctx);
+                        }
+                    }
                     Err(e) => log::warn!("event retention failed: {e}"),
                 }),
         );
