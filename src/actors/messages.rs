@@ -163,6 +163,19 @@ pub struct ClaimJobs {
     pub token: Option<String>,
 }
 
+/// A worker's results batch also asks for new work: up to `max` jobs for the slots its
+/// `ending` jobs (those results' jobs) leave, claimed without waiting for the results
+/// to commit — one request and, under load, one group commit per worker cycle.
+#[derive(Message)]
+#[rtype(result = "AppResult<oneshot::Receiver<Vec<Job>>>")]
+pub struct ClaimFreedSlots {
+    pub node_id: String,
+    pub max: u32,
+    pub ending: std::collections::HashSet<Uuid>,
+    /// The node token the request presented.
+    pub token: Option<String>,
+}
+
 /// A long-poll's time is up: withdraw it if it is still waiting (`true`: answer it
 /// empty). `false` means jobs are being claimed for it — wait for the COMMIT instead
 /// of answering empty and handing freshly claimed jobs back.

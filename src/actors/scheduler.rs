@@ -259,14 +259,7 @@ impl SchedulerActor {
                 continue;
             }
             let want = free.min(self.parked[&node_id].max.max(1));
-            let mut picks = Vec::new();
-            for _ in 0..want {
-                let caps = &self.nodes[&node_id].caps;
-                let Some(best) = self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)) else { break };
-                if let Some(taken) = self.take(&best.id) {
-                    picks.push(taken);
-                }
-            }
+            let picks = self.pick_for(&node_id, want, now_ms);
             if picks.is_empty() {
                 fits_nothing.insert(self.nodes[&node_id].caps.clone());
                 continue;
@@ -274,6 +267,19 @@ impl SchedulerActor {
             let p = self.parked.remove(&node_id).expect("candidate is parked");
             self.start_claims(p, picks, ctx);
         }
+    }
+
+    /// Take up to `want` of the best queued jobs `node_id` can run now out of the index.
+    fn pick_for(&mut self, node_id: &str, want: u32, now_ms: u64) -> Vec<Picked> {
+        let mut picks = Vec::new();
+        for _ in 0..want {
+            let caps = &self.nodes[node_id].caps;
+            let Some(best) = self.index.best(now_ms, self.aging_step_ms, |r| caps.can_run_now(r)) else { break };
+            if let Some(taken) = self.take(&best.id) {
+                picks.push(taken);
+            }
+        }
+        picks
     }
 
     fn start_claims(&mut self, poll: Parked, picks: Vec<Picked>, ctx: &mut Context<Self>) {
@@ -518,6 +524,36 @@ impl Handler<ClaimJobs> for SchedulerActor {
         self.dispatch_scope(Dirty::Nodes(HashSet::from([node_id])), ctx);
         self.report_waiting();
         Ok((poll, rx))
+    }
+}
+
+impl Handler<ClaimFreedSlots> for SchedulerActor {
+    type Result = AppResult<oneshot::Receiver<Vec<Job>>>;
+    fn handle(&mut self, m: ClaimFreedSlots, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(node) = self.nodes.get(&m.node_id) else { return Err(AppError::node_not_found(&m.node_id)) };
+        self.verify_node(&m.node_id, m.token.as_deref())?;
+        let (tx, rx) = oneshot::channel();
+        // The slots of this node's jobs whose results came with the claim are free from
+        // the worker's side (their processes ended); the master frees them when those
+        // results commit, which this claim does not wait for.
+        let ending = node.running.iter().filter(|id| m.ending.contains(id)).count();
+        let busy = (node.running.len() - ending) as u32 + node.claiming;
+        let free = node.max_slots.saturating_sub(busy);
+        let want = if node.accepting { m.max.min(free) } else { 0 };
+        // Nodes parked before this one were offered everything they can run, so these
+        // picks take nothing another waiting node could have had.
+        let picks = self.pick_for(&m.node_id, want, (now_micros() / 1000) as u64);
+        if picks.is_empty() {
+            let _ = tx.send(Vec::new());
+            return Ok(rx);
+        }
+        self.next_poll += 1;
+        let poll = Parked { poll: self.next_poll, node_id: m.node_id, max: want, tx };
+        let id = poll.poll;
+        self.start_claims(poll, picks, ctx);
+        // Not a long-poll: if every pick is lost meanwhile it is answered empty, not parked.
+        self.claiming_polls.insert(id, true);
+        Ok(rx)
     }
 }
 

@@ -10,11 +10,16 @@
 
 use super::AppState;
 use super::auth::node_token;
+use super::jobs::CLAIM_COMMIT_WAIT;
 use super::jobs::{progress_message, result_message, settle_progress, settle_result};
-use crate::actors::messages::FromNodeBatch;
+use crate::actors::messages::{ClaimFreedSlots, FromNodeBatch};
 use crate::error::{AppError, AppResult};
-use crate::wire::{BatchAnswers, ItemAnswer, ItemOutcome, MAX_BATCH_ITEMS, NodeProgress, ResultBatch};
+use crate::wire::{
+    BatchAnswers, ItemAnswer, ItemOutcome, MAX_BATCH_ITEMS, MAX_JOBS_PER_POLL, NodeProgress, ResultBatch,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
+use std::collections::HashSet;
+use uuid::Uuid;
 
 fn check_size(n: usize) -> AppResult<()> {
     if n > MAX_BATCH_ITEMS {
@@ -99,7 +104,7 @@ pub async fn node_progress(
     for (i, a) in futures_util::future::join_all(settled).await {
         answers[i] = Some(a);
     }
-    Ok(HttpResponse::Ok().json(BatchAnswers { results: answers.into_iter().flatten().collect() }))
+    Ok(HttpResponse::Ok().json(BatchAnswers { results: answers.into_iter().flatten().collect(), jobs: Vec::new() }))
 }
 
 #[utoipa::path(post, path = "/results/batch", request_body = ResultBatch,
@@ -109,8 +114,14 @@ pub async fn post_results(
     req: HttpRequest,
     body: web::Json<ResultBatch>,
 ) -> AppResult<HttpResponse> {
-    let results = body.into_inner().results;
+    let ResultBatch { results, claim } = body.into_inner();
     check_size(results.len())?;
+    if let Some(c) = claim.as_ref().filter(|c| c.max > MAX_JOBS_PER_POLL || c.node_id.is_empty()) {
+        return Err(AppError::bad_request(
+            "invalid_claim",
+            format!("claim needs a node_id and a max between 0 and {MAX_JOBS_PER_POLL} (got {})", c.max),
+        ));
+    }
     let token = node_token(&req);
     let mut answers: Vec<Option<ItemAnswer>> = vec![None; results.len()];
     let (mut sent, mut messages) = (Vec::new(), Vec::new());
@@ -124,7 +135,17 @@ pub async fn post_results(
             Err(e) => answers[i] = Some(failed(id, e)),
         }
     }
-    let replies = state.h.scheduler.send(FromNodeBatch(messages)).await?;
+    let ending: HashSet<Uuid> = match &claim {
+        Some(c) => messages.iter().filter(|m| m.node_id == c.node_id).map(|m| m.job).collect(),
+        None => HashSet::new(),
+    };
+    // Both are queued now, results first: the claim does not wait for the results to
+    // commit, so under load both are written by the same group commit.
+    let replies = state.h.scheduler.send(FromNodeBatch(messages));
+    let placed = claim.filter(|c| c.max > 0).map(|c| {
+        state.h.scheduler.send(ClaimFreedSlots { node_id: c.node_id, max: c.max, ending, token: token.clone() })
+    });
+    let replies = replies.await?;
     let settled = sent.into_iter().zip(replies).map(|((i, r), reply)| {
         let state = state.clone();
         async move {
@@ -143,5 +164,18 @@ pub async fn post_results(
     for (i, a) in futures_util::future::join_all(settled).await {
         answers[i] = Some(a);
     }
-    Ok(HttpResponse::Ok().json(BatchAnswers { results: answers.into_iter().flatten().collect() }))
+    let jobs = match placed {
+        // Claims are answered after their COMMIT (bounded, in case the database stalls);
+        // jobs whose answer is dropped are handed back by the scheduler.
+        Some(placed) => match placed.await? {
+            Ok(rx) => tokio::time::timeout(CLAIM_COMMIT_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default(),
+            // The results are answered all the same; the worker's own poll learns why.
+            Err(e) => {
+                log::debug!("claim with results refused: {e}");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    Ok(HttpResponse::Ok().json(BatchAnswers { results: answers.into_iter().flatten().collect(), jobs }))
 }

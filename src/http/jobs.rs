@@ -447,7 +447,7 @@ pub struct NextQuery {
 }
 
 /// How long a long-poll whose jobs are being claimed waits for that COMMIT.
-const CLAIM_COMMIT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const CLAIM_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 #[utoipa::path(get, path = "/jobs/next", params(NextQuery), responses((status = 200, body = NextJobResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn next_job(

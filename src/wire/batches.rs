@@ -34,6 +34,18 @@ pub struct JobProgress {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ResultBatch {
     pub results: Vec<JobResult>,
+    /// New work for the slots these results free, in the same request (a master
+    /// without this field ignores it, and the worker's claim poll fills them instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimNext>,
+}
+
+/// Up to `max` (≤ 64) new jobs for `node_id`, placed as a `GET /jobs/next` would
+/// place them; they come back in [`BatchAnswers::jobs`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimNext {
+    pub node_id: String,
+    pub max: u32,
 }
 
 /// What became of one item of a batch.
@@ -77,4 +89,8 @@ pub struct ItemAnswer {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct BatchAnswers {
     pub results: Vec<ItemAnswer>,
+    /// Jobs placed on the node for a results batch's `claim`: the worker runs them as
+    /// if its claim poll had returned them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<super::Job>,
 }

@@ -11,14 +11,15 @@
 //! Results: one batch in flight (`POST /results/batch`); the results that become ready
 //! meanwhile go in the next, so a busy worker sends one request for many and an idle
 //! one waits for nothing. Each delivery keeps its own retries (`worker/delivery.rs`).
+//! A batch also asks for new work for the slots its results free ([`SlotRefill`]).
 //!
 //! A master without the batch routes (404/405: an older one) gets single requests from
 //! then on.
 
 use crate::api_client::{ClientError, MasterClient};
 use crate::wire::{
-    ItemAnswer, ItemOutcome, JobProgress, JobResult, NodeProgress, ProgressReport, ProgressResponse, ResultBatch,
-    ResultResponse,
+    ClaimNext, ItemAnswer, ItemOutcome, Job, JobProgress, JobResult, NodeProgress, ProgressReport, ProgressResponse,
+    ResultBatch, ResultResponse,
 };
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -161,6 +162,16 @@ fn item(answer: Option<ItemAnswer>, job_id: &str) -> Result<ItemAnswer, ClientEr
 
 type ResultAnswer = oneshot::Sender<Result<ResultResponse, ClientError>>;
 
+/// The slots a results batch frees on this worker, and where the jobs the master
+/// places for them go: asking with the results saves the claim's own request and
+/// commit — without it a slot waits for the results' answer, then for a claim.
+pub trait SlotRefill {
+    /// The new work to ask for with `results` (none while draining).
+    fn claim_for(&self, results: &[JobResult]) -> Option<ClaimNext>;
+    /// Run (or, draining, hand back) the jobs placed for that claim.
+    fn placed(&self, jobs: Vec<Job>);
+}
+
 #[derive(Default)]
 pub struct ResultBatcher {
     waiting: RefCell<Vec<(JobResult, ResultAnswer)>>,
@@ -181,26 +192,33 @@ impl ResultBatcher {
     }
 
     /// One batch in flight at a time, each with everything that arrived meanwhile.
-    pub async fn run(&self, client: MasterClient) {
+    pub async fn run(&self, client: MasterClient, refill: &impl SlotRefill) {
         loop {
             self.arrived.notified().await;
             while !self.waiting.borrow().is_empty() {
                 let take = self.waiting.borrow().len().min(crate::wire::MAX_BATCH_ITEMS);
                 let batch: Vec<_> = self.waiting.borrow_mut().drain(..take).collect();
-                self.flush(&client, batch).await;
+                self.flush(&client, batch, refill).await;
             }
         }
     }
 
-    async fn flush(&self, client: &MasterClient, batch: Vec<(JobResult, ResultAnswer)>) {
+    async fn flush(&self, client: &MasterClient, batch: Vec<(JobResult, ResultAnswer)>, refill: &impl SlotRefill) {
         if self.single.get() {
             for (r, tx) in batch {
                 let _ = tx.send(client.result(&r).await);
             }
             return;
         }
-        let body = ResultBatch { results: batch.iter().map(|(r, _)| r.clone()).collect() };
-        match client.results(&body).await {
+        let results: Vec<JobResult> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let claim = refill.claim_for(&results);
+        let mut answered = client.results(&ResultBatch { results, claim }).await;
+        if let Ok(answers) = &mut answered {
+            // Started before the ended jobs give up their slots, so the claim poll never
+            // counts those slots free as well.
+            refill.placed(std::mem::take(&mut answers.jobs));
+        }
+        match answered {
             // Answers come in the order sent.
             Ok(answers) if answers.results.len() == batch.len() => {
                 for ((r, tx), a) in batch.into_iter().zip(answers.results) {

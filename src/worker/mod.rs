@@ -313,7 +313,7 @@ pub async fn start(args: WorkerArgs) -> anyhow::Result<WorkerHandle> {
     });
     actix_rt::spawn({
         let s = shared.clone();
-        async move { s.results.run(s.client.clone()).await }
+        async move { s.results.run(s.client.clone(), &s).await }
     });
     Ok(WorkerHandle { shared, metrics_addr })
 }
@@ -447,6 +447,32 @@ async fn claim_loop(shared: Rc<WorkerShared>) {
         }
     }
     shared.claiming_ended.set(true);
+}
+
+impl batches::SlotRefill for Rc<WorkerShared> {
+    fn claim_for(&self, results: &[JobResult]) -> Option<ClaimNext> {
+        if self.stopping.get() {
+            return None;
+        }
+        // Only this run's jobs hold slots (a recovered attempt's result holds none).
+        let running = self.running.borrow();
+        let ending = results
+            .iter()
+            .filter(|r| running.get(&r.job_id).is_some_and(|j| r.attempt.is_none_or(|a| a == j.attempt)))
+            .count() as u32;
+        (ending > 0).then(|| ClaimNext { node_id: self.node_id.clone(), max: ending.min(MAX_JOBS_PER_POLL) })
+    }
+
+    fn placed(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            if self.stopping.get() {
+                let s = self.clone();
+                actix_rt::spawn(async move { hand_back(&s, &job).await });
+            } else {
+                start_job(self, job);
+            }
+        }
+    }
 }
 
 /// Return a job placed on this worker that it will not run (it is draining).

@@ -105,6 +105,64 @@ fn a_result_batch_answers_each_item_and_applies_only_the_valid_one() {
 }
 
 #[test]
+fn a_results_batch_brings_new_work_for_the_slots_it_frees_and_never_more() {
+    let master = TestMaster::start(&[]);
+    let api = master.api();
+    api.register("n1", json!({"encoders": ["libx264"], "max_concurrent_jobs": 2}));
+    let ids: Vec<String> = (0..5).map(|_| api.submit(json!({}))).collect();
+    let (s, got) = api.get("/jobs/next?node_id=n1&max=2&wait=2");
+    assert_eq!(s, 200, "{got}");
+    let first: Vec<(String, i64)> = got["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["id"].as_str().unwrap().to_string(), j["attempt"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(first.len(), 2, "{got}");
+    // Both slots taken: a claim that frees none gets nothing.
+    let (s, none) = api.post("/results/batch", json!({"results": [], "claim": {"node_id": "n1", "max": 2}}));
+    assert_eq!(s, 200, "{none}");
+    assert!(none.get("jobs").is_none(), "no free slot, no job: {none}");
+    // One result frees one slot; asking for two brings one.
+    let result = |(id, attempt): &(String, i64)| json!({"job_id": id, "node_id": "n1", "attempt": attempt, "status": "completed"});
+    let (s, one) =
+        api.post("/results/batch", json!({"results": [result(&first[0])], "claim": {"node_id": "n1", "max": 2}}));
+    assert_eq!(s, 200, "{one}");
+    assert_eq!(one["results"][0]["outcome"], "accepted", "{one}");
+    let placed = one["jobs"].as_array().unwrap();
+    assert_eq!(placed.len(), 1, "{one}");
+    let next = placed[0]["id"].as_str().unwrap().to_string();
+    assert!(ids.contains(&next) && !first.iter().any(|(id, _)| *id == next), "{one}");
+    assert_eq!(api.status(&first[0].0), "completed");
+    let job = api.job(&next);
+    assert_eq!((job["status"].as_str(), job["node_id"].as_str()), (Some("processing"), Some("n1")), "{job}");
+    // A result of another node's job frees nothing of n1's.
+    let stranger = json!({"job_id": first[1].0, "node_id": "n2", "attempt": first[1].1, "status": "completed"});
+    let (_, r) = api.post("/results/batch", json!({"results": [stranger], "claim": {"node_id": "n1", "max": 2}}));
+    assert!(r.get("jobs").is_none(), "{r}");
+    // A claim beyond what one poll may take is the batch's own error, and applies nothing.
+    let (s, e) =
+        api.post("/results/batch", json!({"results": [result(&first[1])], "claim": {"node_id": "n1", "max": 65}}));
+    assert_eq!((s, e["error"].as_str()), (400, Some("invalid_claim")), "{e}");
+    assert_eq!(api.status(&first[1].0), "processing");
+}
+
+#[test]
+fn a_busy_worker_gets_its_next_jobs_with_its_results_instead_of_polling() {
+    let master = TestMaster::start(&[]);
+    let api = master.api();
+    let ids: Vec<String> = (0..20).map(|_| api.submit(json!({}))).collect();
+    let _w = TestWorker::start(&master, &["--executor", "noop", "--noop-ms", "30", "--max-concurrent-jobs", "2"]);
+    for id in &ids {
+        assert_eq!(wait_terminal(&api, id, Duration::from_secs(30))["status"], "completed");
+    }
+    // Job by job, each freed slot would have cost a poll (≥ 10 for 20 jobs on 2 slots);
+    // refilled with the results, the worker polls at its start and once the queue is empty.
+    let polls = requests(&api, "GET", "/jobs/next");
+    assert!(polls <= 5.0, "{polls} claim polls for 20 jobs");
+}
+
+#[test]
 fn a_draining_worker_withdraws_its_poll_and_a_big_worker_asks_in_polls_it_may_send() {
     let master = TestMaster::start(&[]);
     let api = master.api();
