@@ -7,6 +7,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev && rm
 WORKDIR /src
 # Dependencies first, in their own layer: a source change rebuilds ffrtmp only.
 COPY Cargo.toml Cargo.lock ./
+# The SQLite build flags (the query planner stability guarantee) are set here.
+COPY .cargo ./.cargo
 RUN mkdir -p src tests/e2e assets/ui \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs tests/e2e/main.rs \
  && cargo build --release --locked --bin ffrtmp \

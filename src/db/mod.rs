@@ -403,6 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn the_bundled_sqlite_plans_without_looking_at_bound_values() {
+        // Without the guarantee (`.cargo/config.toml`), every statement with a bound LIMIT
+        // is prepared again each time it runs.
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        #[derive(diesel::QueryableByName)]
+        struct Opt {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            compile_options: String,
+        }
+        let opts: Vec<Opt> = diesel::sql_query("PRAGMA compile_options").load(&mut *pool.get().unwrap()).unwrap();
+        assert!(opts.iter().any(|o| o.compile_options == "ENABLE_QPSG"), "SQLite built without SQLITE_ENABLE_QPSG");
+    }
+
+    #[test]
     fn event_retention_forgets_the_old_prefix_in_batches_and_keeps_undelivered_ones() {
         use super::events::{self, NewEvent, PRUNE_BATCH};
         use super::schema::events as e;
