@@ -10,6 +10,7 @@ mod p13;
 mod p15;
 mod p16;
 mod p17;
+mod p18;
 
 use crate::db::jobs::JobRow;
 use crate::db::{self, now_micros};
@@ -38,7 +39,7 @@ pub struct BenchArgs {
     /// Run only these figures (e.g. --only P1,P3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Also run P1–P5 on PostgreSQL, and P16 (failover of two masters): a URL of an
+    /// Also run P1–P5 and P18 on PostgreSQL, and P16 (failover of two masters): a URL of an
     /// account that may create databases
     /// (e.g. postgres://postgres@127.0.0.1:5432/postgres).
     #[arg(long)]
@@ -1024,6 +1025,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         }
         if want("P2") {
             p2(&mut r, &tmp, store).await?;
+        }
+        if want("P18") {
+            p18::p18(&mut r, &tmp, store).await?;
         }
         if want("P3") {
             p3(&mut r, &tmp, store).await?;

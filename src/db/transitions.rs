@@ -330,43 +330,16 @@ pub fn claim(conn: &mut Conn, id: &str, node_id: &str) -> DbResult<JobRow> {
     claim_many(conn, &[id.to_string()], node_id)?.pop().unwrap_or(Err(DbError::NotFound))
 }
 
-/// `claim` for a whole placement round: one SELECT, one UPDATE and one multi-row event
-/// INSERT for any number of jobs, instead of three statements per job. Answers per id,
+/// `claim` for a whole placement round: the rows placed (per backend, below), then one
+/// multi-row event INSERT, one parents read and one outbox INSERT for all of them. Answers per id,
 /// in order: the claimed row, `NotFound`, or `Conflict` when the job is not runnable
 /// (or another master on the same database claimed it first).
 pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Vec<DbResult<JobRow>>> {
-    let before: HashMap<String, JobState> = crate::on_backend!(conn, |c| jobs::table
-        .filter(jobs::id.eq_any(ids))
-        .select((jobs::id, jobs::status))
-        .load::<(String, JobState)>(c))?
-    .into_iter()
-    .collect();
-    let candidates: Vec<&String> = ids.iter().filter(|id| before.get(*id).is_some_and(|s| s.is_runnable())).collect();
     let now = now_micros();
-    let mut claimed: HashMap<String, JobRow> = HashMap::new();
-    if !candidates.is_empty() {
-        // RETURNING the rows as updated: under PostgreSQL's READ COMMITTED another master
-        // may have changed a job between the SELECT and this UPDATE. The state guard is
-        // written as NOT IN: with `status IN (pending, queued)` SQLite preferred the
-        // status index for more than a few ids and walked every queued job.
-        let not_runnable: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| !s.is_runnable()).collect();
-        let rows: Vec<JobRow> = crate::on_backend!(conn, |c| diesel::update(
-            jobs::table.filter(jobs::id.eq_any(&candidates)).filter(jobs::status.ne_all(&not_runnable))
-        )
-        .set((
-            jobs::status.eq(JobState::Processing),
-            jobs::node_id.eq(node_id),
-            jobs::attempt.eq(jobs::attempt + 1),
-            jobs::started_at.eq(now),
-            jobs::last_activity_at.eq(now),
-            jobs::progress.eq(0.0),
-            jobs::retry_at.eq(None::<i64>),
-            jobs::updated_at.eq(now),
-        ))
-        .returning(JobRow::as_returning())
-        .get_results(c))?;
-        claimed.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
-    }
+    let (before, mut claimed) = match conn {
+        Conn::Sqlite(c) => claim_rows_sqlite(c, ids, node_id, now)?,
+        Conn::Postgresql(c) => claim_rows_pg(c, ids, node_id, now)?,
+    };
     let events: Vec<NewEvent> = ids
         .iter()
         .filter_map(|id| {
@@ -406,6 +379,76 @@ pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Ve
             (None, Some(&status)) => Err(DbError::job_in(status, format!("job is '{status}', not runnable"))),
         })
         .collect())
+}
+
+/// What a claim found (each existing job's state before) and placed (the rows written).
+type ClaimedRows = QueryResult<(HashMap<String, JobState>, HashMap<String, JobRow>)>;
+
+/// The placement of `claim_many` on SQLite: each job read by id and written back whole
+/// with the guarded UPDATE every transition uses — statements of fixed text, prepared
+/// once per connection. One `IN (…)` statement per claim, whose text varies with its
+/// length, was parsed and planned anew each time and cost more than the rows it
+/// changed; with one writer and no network the extra statements cost no round trips.
+fn claim_rows_sqlite(c: &mut diesel::SqliteConnection, ids: &[String], node_id: &str, now: i64) -> ClaimedRows {
+    let (mut before, mut claimed) = (HashMap::new(), HashMap::new());
+    for id in ids {
+        let Some(stored) = jobs::table.filter(jobs::id.eq(id)).select(JobRow::as_select()).first(c).optional()? else {
+            continue;
+        };
+        before.insert(id.clone(), stored.status);
+        if !stored.status.is_runnable() {
+            continue;
+        }
+        let row = JobRow {
+            status: JobState::Processing,
+            node_id: Some(node_id.to_string()),
+            attempt: stored.attempt + 1,
+            started_at: Some(now),
+            last_activity_at: Some(now),
+            progress: 0.0,
+            retry_at: None,
+            updated_at: now,
+            ..stored.clone()
+        };
+        if WholeRowUpdate::new(&row, stored.status, stored.attempt).execute(c)? == 1 {
+            claimed.insert(id.clone(), row);
+        }
+    }
+    Ok((before, claimed))
+}
+
+/// The placement of `claim_many` on PostgreSQL: one SELECT and one guarded
+/// `UPDATE … RETURNING` for all of them (every statement is a round trip).
+fn claim_rows_pg(c: &mut diesel::PgConnection, ids: &[String], node_id: &str, now: i64) -> ClaimedRows {
+    let before: HashMap<String, JobState> = jobs::table
+        .filter(jobs::id.eq_any(ids))
+        .select((jobs::id, jobs::status))
+        .load::<(String, JobState)>(c)?
+        .into_iter()
+        .collect();
+    let candidates: Vec<&String> = ids.iter().filter(|id| before.get(*id).is_some_and(|s| s.is_runnable())).collect();
+    let mut claimed: HashMap<String, JobRow> = HashMap::new();
+    if !candidates.is_empty() {
+        // RETURNING the rows as updated: under PostgreSQL's READ COMMITTED another master
+        // may have changed a job between the SELECT and this UPDATE.
+        let not_runnable: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| !s.is_runnable()).collect();
+        let rows: Vec<JobRow> =
+            diesel::update(jobs::table.filter(jobs::id.eq_any(&candidates)).filter(jobs::status.ne_all(&not_runnable)))
+                .set((
+                    jobs::status.eq(JobState::Processing),
+                    jobs::node_id.eq(node_id),
+                    jobs::attempt.eq(jobs::attempt + 1),
+                    jobs::started_at.eq(now),
+                    jobs::last_activity_at.eq(now),
+                    jobs::progress.eq(0.0),
+                    jobs::retry_at.eq(None::<i64>),
+                    jobs::updated_at.eq(now),
+                ))
+                .returning(JobRow::as_returning())
+                .get_results(c)?;
+        claimed.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
+    }
+    Ok((before, claimed))
 }
 
 /// An operator's control of a job that no actor holds (runnable in the index, or

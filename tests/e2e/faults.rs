@@ -361,7 +361,7 @@ fn bench_harness_quick_mode_produces_every_figure() {
     let dir = tmpdir();
     let out = dir.path().join("bench.json");
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["bench", "--quick", "--only", "P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P11,P12,P15,P16,P17", "--out"]).arg(&out);
+    cmd.args(["bench", "--quick", "--only", "P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P11,P12,P15,P16,P17,P18", "--out"]).arg(&out);
     // P1–P5 side by side on PostgreSQL when a server is at hand.
     let pg = pg_admin_url();
     if let Some(u) = &pg {
@@ -372,13 +372,13 @@ fn bench_harness_quick_mode_produces_every_figure() {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(doc["quick"], true);
     let ids: HashSet<&str> = doc["figures"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
-    for p in ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P15", "P17"] {
+    for p in ["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12", "P15", "P17", "P18"] {
         assert!(ids.contains(p), "{p} missing from {doc}");
     }
     if pg.is_some() {
         assert!(ids.contains("P16"), "failover is measured with a PostgreSQL server: {doc}");
         let names: Vec<&str> = doc["figures"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-        for p in ["P1", "P2", "P3", "P4", "P5"] {
+        for p in ["P1", "P2", "P3", "P4", "P5", "P18"] {
             let on = |b: &str| {
                 doc["figures"]
                     .as_array()
