@@ -361,7 +361,8 @@ fn bench_harness_quick_mode_produces_every_figure() {
     let dir = tmpdir();
     let out = dir.path().join("bench.json");
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["bench", "--quick", "--only", "P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P11,P12,P15,P16,P17,P18", "--out"]).arg(&out);
+    cmd.args(["bench", "--quick", "--only", "P1,P2,P3,P4,P5,P6,P7,P8,P9,P10,P11,P12,P15,P16,P17,P18", "--out"])
+        .arg(&out);
     // P1–P5 side by side on PostgreSQL when a server is at hand.
     let pg = pg_admin_url();
     if let Some(u) = &pg {
