@@ -57,10 +57,35 @@ impl EventRow {
     }
 }
 
-/// Append events (one multi-row INSERT).
+/// Append events, in order: on PostgreSQL one prepared statement for all of them (one
+/// array per column), on SQLite one prepared single-row INSERT each (see
+/// `jobs::insert_job_events`).
 pub fn append(conn: &mut Conn, new: &[NewEvent]) -> DbResult<()> {
-    if !new.is_empty() {
-        crate::on_backend!(conn, |c| diesel::insert_into(events::table).values(new).execute(c))?;
+    match conn {
+        Conn::Postgresql(c) if !new.is_empty() => {
+            use diesel::sql_types::{Array, BigInt, Nullable, Text};
+            /// Names the statement below as a prepared one.
+            struct AppendEvents;
+            super::prepared::Prepared::<AppendEvents>::new(
+                "INSERT INTO events (kind, job_id, parent_id, node_id, at, payload) \
+                 SELECT kind, job_id, parent_id, node_id, at, payload \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
+                 WITH ORDINALITY AS v(kind, job_id, parent_id, node_id, at, payload, n) ORDER BY n",
+            )
+            .bind::<Array<Text>, _>(new.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(new.iter().map(|e| e.job_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(new.iter().map(|e| e.parent_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(new.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(new.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(new.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+            .execute(c)?;
+        }
+        Conn::Postgresql(_) => {}
+        Conn::Sqlite(c) => {
+            for e in new {
+                diesel::insert_into(events::table).values(e).execute(c)?;
+            }
+        }
     }
     Ok(())
 }

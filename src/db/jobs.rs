@@ -119,6 +119,43 @@ pub struct NewEvent {
     pub at: i64,
 }
 
+/// Append transitions to the job log: on PostgreSQL one prepared statement for all of
+/// them (one array per column), on SQLite one prepared single-row INSERT each — a
+/// multi-row `VALUES` list's text varies with its length, so either server would parse
+/// and plan it anew at every group commit.
+pub fn insert_job_events(conn: &mut Conn, events: &[NewEvent]) -> DbResult<()> {
+    match conn {
+        Conn::Postgresql(c) if !events.is_empty() => {
+            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+            /// Names the statement below as a prepared one.
+            struct InsertJobEvents;
+            super::prepared::Prepared::<InsertJobEvents>::new(
+                "INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, node_id, at) \
+                 SELECT job_id, from_state, to_state, reason, attempt, node_id, at \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[]) \
+                 WITH ORDINALITY AS v(job_id, from_state, to_state, reason, attempt, node_id, at, n) ORDER BY n",
+            )
+            .bind::<Array<Text>, _>(events.iter().map(|e| e.job_id.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(
+                events.iter().map(|e| e.from_state.map(|s| s.as_str())).collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(events.iter().map(|e| e.to_state.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(events.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Integer>, _>(events.iter().map(|e| e.attempt).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(events.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(events.iter().map(|e| e.at).collect::<Vec<_>>())
+            .execute(c)?;
+        }
+        Conn::Postgresql(_) => {}
+        Conn::Sqlite(c) => {
+            for e in events {
+                diesel::insert_into(job_events::table).values(e).execute(c)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Insert a job, or return the existing one with the same idempotency key
 /// (`true` = newly created).
 pub fn insert(conn: &mut Conn, new: &JobRow) -> DbResult<(JobRow, bool)> {
@@ -162,7 +199,7 @@ pub fn insert_many(conn: &mut Conn, new: &[JobRow]) -> DbResult<Vec<JobRow>> {
             at: row.created_at,
         })
         .collect();
-    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    insert_job_events(conn, &events)?;
     let outbox: Vec<super::events::NewEvent> = rows
         .iter()
         .zip(&events)

@@ -5,6 +5,7 @@
 //! state and attempt it was read in, so a stale writer changes nothing.
 
 use super::jobs::{JobRow, NewEvent, get};
+use super::prepared::Prepared;
 use super::schema::{job_events, jobs};
 use super::{Conn, DbError, DbResult, now_micros};
 use crate::domain::state::{self, JobState, UserAction};
@@ -68,31 +69,54 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
     // The guarded UPDATEs: one statement for all of them on PostgreSQL, one each
     // (prepared once, no round trip) on SQLite. A row whose state or attempt moved on
     // is not written, and its answer names the state it is in.
-    let updated: std::collections::HashSet<String> = match conn {
+    // Which of `pending` were written (by position: one batch may hold a job twice).
+    let updated: std::collections::HashSet<usize> = match conn {
         Conn::Postgresql(c) => {
-            let rows: Vec<(&JobRow, JobState, i32)> = pending
-                .iter()
-                .map(|(i, from, attempt, _)| (answers[*i].as_ref().expect("a row to write"), *from, *attempt))
-                .collect();
-            update_rows_pg(c, &rows)?
+            // One statement per wave, each job at most once per wave and in batch order:
+            // within one UPDATE every copy of a row would be guarded by the row as it was
+            // before the statement, so a stale second copy would pass as written.
+            let mut done = std::collections::HashSet::new();
+            let mut left: Vec<usize> = (0..pending.len()).collect();
+            while !left.is_empty() {
+                let mut wave: HashMap<&str, usize> = HashMap::new();
+                let mut later = Vec::new();
+                for k in left {
+                    let id = answers[pending[k].0].as_ref().expect("a row to write").id.as_str();
+                    if wave.contains_key(id) {
+                        later.push(k);
+                    } else {
+                        wave.insert(id, k);
+                    }
+                }
+                let rows: Vec<(&JobRow, JobState, i32)> = wave
+                    .values()
+                    .map(|&k| {
+                        let (i, from, attempt, _) = &pending[k];
+                        (answers[*i].as_ref().expect("a row to write"), *from, *attempt)
+                    })
+                    .collect();
+                done.extend(update_rows_pg(c, &rows)?.iter().map(|id| wave[id.as_str()]));
+                left = later;
+            }
+            done
         }
         Conn::Sqlite(c) => {
             let mut done = std::collections::HashSet::new();
-            for (i, from, attempt, _) in &pending {
+            for (k, (i, from, attempt, _)) in pending.iter().enumerate() {
                 let row = answers[*i].as_ref().expect("a row to write");
                 if WholeRowUpdate::new(row, *from, *attempt).execute(c)? == 1 {
-                    done.insert(row.id.clone());
+                    done.insert(k);
                 }
             }
             done
         }
     };
     let mut written = Vec::with_capacity(pending.len());
-    for (i, from, _, reason) in pending {
-        let id = answers[i].as_ref().expect("a row to write").id.clone();
-        if updated.contains(&id) {
+    for (k, (i, from, _, reason)) in pending.into_iter().enumerate() {
+        if updated.contains(&k) {
             written.push((i, from, reason));
         } else {
+            let id = answers[i].as_ref().expect("a row to write").id.clone();
             let current = get(conn, &id)?;
             answers[i] = Err(DbError::job_in(current.status, format!("job is '{}', not '{from}'", current.status)));
         }
@@ -116,7 +140,7 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
             }
         })
         .collect();
-    crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+    super::jobs::insert_job_events(conn, &events)?;
     let ids: Vec<String> = written.iter().map(|(i, ..)| row_at(*i).id.clone()).collect();
     let parents = super::events::parents_of(conn, &ids)?;
     let completed: Vec<String> = written
@@ -184,7 +208,9 @@ fn update_rows_pg(
             rows.iter().map($f).collect::<Vec<_>>()
         };
     }
-    let written: Vec<Written> = diesel::sql_query(UPDATE_ROWS_PG)
+    /// Names `UPDATE_ROWS_PG` as a prepared statement.
+    struct UpdateRows;
+    let written: Vec<Written> = Prepared::<UpdateRows>::new(UPDATE_ROWS_PG)
         .bind::<Array<Text>, _>(column!(|(r, ..)| r.id.clone()))
         .bind::<Array<Text>, _>(column!(|(_, from, _)| from.as_str()))
         .bind::<Array<Integer>, _>(column!(|(_, _, attempt)| *attempt))
@@ -356,8 +382,7 @@ pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Ve
         })
         .collect();
     if !events.is_empty() {
-        // Multi-row INSERT: only on the concrete connections in diesel.
-        crate::on_backend!(conn, |c| diesel::insert_into(job_events::table).values(&events).execute(c))?;
+        super::jobs::insert_job_events(conn, &events)?;
         let parents = super::events::parents_of(conn, &events.iter().map(|e| e.job_id.clone()).collect::<Vec<_>>())?;
         let outbox: Vec<super::events::NewEvent> = events
             .iter()
@@ -399,17 +424,7 @@ fn claim_rows_sqlite(c: &mut diesel::SqliteConnection, ids: &[String], node_id: 
         if !stored.status.is_runnable() {
             continue;
         }
-        let row = JobRow {
-            status: JobState::Processing,
-            node_id: Some(node_id.to_string()),
-            attempt: stored.attempt + 1,
-            started_at: Some(now),
-            last_activity_at: Some(now),
-            progress: 0.0,
-            retry_at: None,
-            updated_at: now,
-            ..stored.clone()
-        };
+        let row = placed_row(&stored, node_id, now);
         if WholeRowUpdate::new(&row, stored.status, stored.attempt).execute(c)? == 1 {
             claimed.insert(id.clone(), row);
         }
@@ -417,38 +432,37 @@ fn claim_rows_sqlite(c: &mut diesel::SqliteConnection, ids: &[String], node_id: 
     Ok((before, claimed))
 }
 
-/// The placement of `claim_many` on PostgreSQL: one SELECT and one guarded
-/// `UPDATE … RETURNING` for all of them (every statement is a round trip).
+/// The placement of `claim_many` on PostgreSQL: one SELECT of the rows and one guarded
+/// whole-row UPDATE for all of them (every statement is a round trip), the prepared one
+/// `transition_many` writes with. Each row is guarded by the state and attempt it was
+/// read in: under READ COMMITTED another master may change a job in between, and such a
+/// job is not written (it is answered as claimed elsewhere).
 fn claim_rows_pg(c: &mut diesel::PgConnection, ids: &[String], node_id: &str, now: i64) -> ClaimedRows {
-    let before: HashMap<String, JobState> = jobs::table
-        .filter(jobs::id.eq_any(ids))
-        .select((jobs::id, jobs::status))
-        .load::<(String, JobState)>(c)?
+    let stored: Vec<JobRow> = jobs::table.filter(jobs::id.eq_any(ids)).select(JobRow::as_select()).load(c)?;
+    let before: HashMap<String, JobState> = stored.iter().map(|r| (r.id.clone(), r.status)).collect();
+    let rows: Vec<(JobRow, JobState, i32)> = stored
         .into_iter()
+        .filter(|r| r.status.is_runnable())
+        .map(|r| (placed_row(&r, node_id, now), r.status, r.attempt))
         .collect();
-    let candidates: Vec<&String> = ids.iter().filter(|id| before.get(*id).is_some_and(|s| s.is_runnable())).collect();
-    let mut claimed: HashMap<String, JobRow> = HashMap::new();
-    if !candidates.is_empty() {
-        // RETURNING the rows as updated: under PostgreSQL's READ COMMITTED another master
-        // may have changed a job between the SELECT and this UPDATE.
-        let not_runnable: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| !s.is_runnable()).collect();
-        let rows: Vec<JobRow> =
-            diesel::update(jobs::table.filter(jobs::id.eq_any(&candidates)).filter(jobs::status.ne_all(&not_runnable)))
-                .set((
-                    jobs::status.eq(JobState::Processing),
-                    jobs::node_id.eq(node_id),
-                    jobs::attempt.eq(jobs::attempt + 1),
-                    jobs::started_at.eq(now),
-                    jobs::last_activity_at.eq(now),
-                    jobs::progress.eq(0.0),
-                    jobs::retry_at.eq(None::<i64>),
-                    jobs::updated_at.eq(now),
-                ))
-                .returning(JobRow::as_returning())
-                .get_results(c)?;
-        claimed.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
-    }
+    let written = update_rows_pg(c, &rows.iter().map(|(r, from, attempt)| (r, *from, *attempt)).collect::<Vec<_>>())?;
+    let claimed = rows.into_iter().filter(|(r, ..)| written.contains(&r.id)).map(|(r, ..)| (r.id.clone(), r)).collect();
     Ok((before, claimed))
+}
+
+/// `stored` placed on `node_id` now: processing, in a new attempt.
+fn placed_row(stored: &JobRow, node_id: &str, now: i64) -> JobRow {
+    JobRow {
+        status: JobState::Processing,
+        node_id: Some(node_id.to_string()),
+        attempt: stored.attempt + 1,
+        started_at: Some(now),
+        last_activity_at: Some(now),
+        progress: 0.0,
+        retry_at: None,
+        updated_at: now,
+        ..stored.clone()
+    }
 }
 
 /// An operator's control of a job that no actor holds (runnable in the index, or

@@ -71,3 +71,87 @@ fn bad_database_urls_fail_fast_with_the_reason() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&o.stderr).contains("s3cret"));
 }
+
+/// The writer's batch statements on PostgreSQL (claims, the guarded whole-row UPDATE,
+/// the job log and the outbox, all one array per column) are parsed once per connection
+/// whatever a batch's size — and still write exactly what they say: a row read before
+/// another change is not written, log and outbox rows keep their order.
+#[test]
+fn batch_statements_are_prepared_once_per_connection_on_postgres() {
+    use diesel::connection::{Connection, InstrumentationEvent};
+    use ffrtmp::db::{AnyConnection, jobs, transitions};
+    use ffrtmp::domain::state::JobState;
+    use std::sync::{Arc, Mutex};
+    let Some(admin) = pg_or_skip() else { return };
+    let url = ffrtmp::db::create_postgres_database(&admin, &format!("ffrtmp_prep_{}", std::process::id())).unwrap();
+    let pool = ffrtmp::db::open(&ffrtmp::db::DatabaseUrl::Postgres(url), ffrtmp::db::Synchronous::Normal, 1).unwrap();
+    let mut c = pool.get().unwrap();
+    let cached: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = cached.clone();
+    let AnyConnection::Postgresql(pg) = &mut *c else { unreachable!() };
+    pg.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::CacheQuery { sql, .. } = event {
+            seen.lock().unwrap().push(sql.to_string());
+        }
+    });
+    let job = |id: String| jobs::JobRow {
+        id,
+        parameters: "{}".into(),
+        status: JobState::Pending,
+        max_retries: 3,
+        ..jobs::JobRow::default()
+    };
+    let first_event = ffrtmp::db::events::head(&mut c).unwrap();
+    let mut all = Vec::new();
+    for (round, size) in [1usize, 3, 5].into_iter().enumerate() {
+        let ids: Vec<String> = (0..size).map(|i| format!("r{round}-j{i}")).collect();
+        let rows: Vec<jobs::JobRow> = ids.iter().cloned().map(job).collect();
+        jobs::insert_many(&mut c, &rows).unwrap();
+        let claimed: Vec<jobs::JobRow> =
+            transitions::claim_many(&mut c, &ids, "n1").unwrap().into_iter().map(Result::unwrap).collect();
+        assert!(claimed.iter().all(|r| r.status == JobState::Processing && r.attempt == 1));
+        // A claim of a job already placed is refused, and writes nothing.
+        assert!(transitions::claim_many(&mut c, &ids[..1], "n2").unwrap()[0].is_err());
+        let mut batch: Vec<transitions::Transition> = claimed
+            .iter()
+            .map(|r| transitions::Transition {
+                stored: r.clone(),
+                to: JobState::Completed,
+                change: Box::new(|r: &mut jobs::JobRow| r.progress = 100.0),
+                reason: "done".into(),
+            })
+            .collect();
+        // The same job again, as read before the first transition: not written.
+        batch.push(transitions::Transition {
+            stored: claimed[0].clone(),
+            to: JobState::Failed,
+            change: Box::new(|_| {}),
+            reason: "stale".into(),
+        });
+        let answers = transitions::transition_many(&mut c, batch).unwrap();
+        assert!(answers[..size].iter().all(|a| a.as_ref().is_ok_and(|r| r.status == JobState::Completed)));
+        assert!(answers[size].is_err(), "the stale copy is refused");
+        for id in &ids {
+            let stored = jobs::get(&mut c, id).unwrap();
+            assert_eq!(
+                (stored.status, stored.node_id.as_deref(), stored.progress),
+                (JobState::Completed, Some("n1"), 100.0)
+            );
+            let log: Vec<JobState> = jobs::events(&mut c, id).unwrap().iter().map(|e| e.to_state).collect();
+            assert_eq!(log, [JobState::Pending, JobState::Processing, JobState::Completed], "{id}");
+        }
+        all.extend(ids);
+    }
+    // The outbox holds each job's events in the order they happened.
+    let outbox = ffrtmp::db::events::after(&mut c, first_event, 1_000).unwrap();
+    for id in &all {
+        let kinds: Vec<&str> =
+            outbox.iter().filter(|e| e.job_id.as_deref() == Some(id.as_str())).map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["job.submitted", "job.started", "job.completed"], "{id}");
+    }
+    let cached = cached.lock().unwrap();
+    for statement in ["UPDATE jobs AS j SET", "INSERT INTO job_events (job_id", "INSERT INTO events (kind"] {
+        let n = cached.iter().filter(|sql| sql.starts_with(statement)).count();
+        assert_eq!(n, 1, "{statement}… prepared once, then reused: {cached:?}");
+    }
+}
