@@ -1,0 +1,1 @@
+CREATE INDEX job_events_state ON job_events (to_state);
