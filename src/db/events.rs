@@ -198,14 +198,29 @@ pub fn parent_of(conn: &mut Conn, job_id: &str) -> DbResult<Option<String>> {
     .flatten())
 }
 
-/// Parents of many jobs at once (jobs with none are absent).
+/// Parents of many jobs at once (jobs with none are absent): one `= ANY($1)` statement on
+/// PostgreSQL (a round trip saved), one prepared lookup per job on SQLite (an `IN (…)`
+/// list's text varies with its length, so it was prepared anew at every group commit).
 pub fn parents_of(conn: &mut Conn, ids: &[String]) -> DbResult<std::collections::HashMap<String, String>> {
-    let rows: Vec<(String, Option<String>)> = crate::on_backend!(conn, |c| job_graph::table
-        .filter(job_graph::job_id.eq_any(ids))
-        .filter(job_graph::parent_id.is_not_null())
-        .select((job_graph::job_id, job_graph::parent_id))
-        .load(c))?;
-    Ok(rows.into_iter().filter_map(|(j, p)| Some((j, p?))).collect())
+    match conn {
+        Conn::Postgresql(c) => {
+            let rows: Vec<(String, Option<String>)> = job_graph::table
+                .filter(job_graph::job_id.eq_any(ids))
+                .filter(job_graph::parent_id.is_not_null())
+                .select((job_graph::job_id, job_graph::parent_id))
+                .load(c)?;
+            Ok(rows.into_iter().filter_map(|(j, p)| Some((j, p?))).collect())
+        }
+        Conn::Sqlite(_) => {
+            let mut parents = std::collections::HashMap::new();
+            for id in ids {
+                if let Some(p) = parent_of(conn, id)? {
+                    parents.insert(id.clone(), p);
+                }
+            }
+            Ok(parents)
+        }
+    }
 }
 
 /// Name the parent on the events of jobs stored with their graph rows in this

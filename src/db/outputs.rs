@@ -101,11 +101,22 @@ pub fn list_many(conn: &mut Conn, job_ids: &[String]) -> DbResult<std::collectio
     if job_ids.is_empty() {
         return Ok(by_job);
     }
-    let rows: Vec<OutputRow> = job_outputs::table
-        .filter(job_outputs::job_id.eq_any(job_ids))
-        .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
-        .select(OutputRow::as_select())
-        .load(conn)?;
+    // One prepared lookup per job on SQLite: an `IN (…)` list's text varies with its
+    // length and was prepared anew at every group commit (see `events::parents_of`).
+    let rows: Vec<OutputRow> = match conn {
+        Conn::Postgresql(c) => job_outputs::table
+            .filter(job_outputs::job_id.eq_any(job_ids))
+            .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
+            .select(OutputRow::as_select())
+            .load(c)?,
+        Conn::Sqlite(_) => {
+            let mut rows = Vec::new();
+            for id in job_ids {
+                rows.extend(list(conn, id)?);
+            }
+            rows
+        }
+    };
     for r in rows {
         by_job.entry(r.job_id.clone()).or_default().push(r);
     }
