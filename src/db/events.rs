@@ -90,6 +90,47 @@ pub fn append(conn: &mut Conn, new: &[NewEvent]) -> DbResult<()> {
     Ok(())
 }
 
+/// A job event's `data`, serialized straight to text (no `Value` tree per event: the
+/// writer builds one per transition). Fields in name order, as a JSON object's keys
+/// come out of `serde_json::Value`, so the stored text is what it was (tested);
+/// absent ones are left out, `node_id` and `previous_status` are always there.
+#[derive(serde::Serialize)]
+struct JobEventData<'a> {
+    attempt: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    efficiency_score: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    energy_joules: Option<f64>,
+    engine: &'a crate::domain::params::Engine,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<&'a crate::domain::state::FailureReason>,
+    max_retries: i32,
+    node_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outputs: Option<Vec<Value>>,
+    previous_status: Option<JobState>,
+    priority: &'a crate::domain::queue::Priority,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    qoe_score: Option<f64>,
+    queue: &'a crate::domain::queue::QueueName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_seconds: Option<f64>,
+    reason: &'a str,
+    retry_count: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    status: JobState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vmaf_score: Option<f64>,
+}
+
 /// The event of a job's move from `from` (None: its submission) to the state of `row`.
 /// A final state carries what an integration acts on: timing, error, scores and, when
 /// completed, the outputs with where to download them.
@@ -101,56 +142,40 @@ pub fn job_event(
     outputs: &[OutputRow],
     at: i64,
 ) -> NewEvent {
-    let mut data = json!({
-        "status": row.status,
-        "previous_status": from,
-        "reason": reason,
-        "attempt": row.attempt,
-        "node_id": row.node_id,
-        "queue": row.queue,
-        "priority": row.priority,
-        "engine": row.engine,
-        "retry_count": row.retry_count,
-        "max_retries": row.max_retries,
-        "created_at": crate::wire::rfc3339(row.created_at),
-    });
-    let obj = data.as_object_mut().expect("an object");
-    if let Some(t) = row.started_at {
-        obj.insert("started_at".into(), json!(crate::wire::rfc3339(t)));
-    }
-    if row.status.is_terminal() || row.status == JobState::Retrying {
-        let end = row.completed_at.unwrap_or(at);
-        obj.insert("completed_at".into(), json!(crate::wire::rfc3339(end)));
-        if let Some(start) = row.started_at {
-            obj.insert("duration_seconds".into(), json!((end - start).max(0) as f64 / 1e6));
-        }
-        obj.insert("queue_seconds".into(), json!((row.started_at.unwrap_or(end) - row.queued_at).max(0) as f64 / 1e6));
-        for (k, v) in [("error", json!(row.error)), ("failure_reason", json!(row.failure_reason))] {
-            if !v.is_null() {
-                obj.insert(k.into(), v);
-            }
-        }
-        for (k, v) in [
-            ("qoe_score", row.qoe_score),
-            ("vmaf_score", row.vmaf_score),
-            ("efficiency_score", row.efficiency_score),
-            ("energy_joules", row.energy_joules),
-        ] {
-            if let Some(v) = v {
-                obj.insert(k.into(), json!(v));
-            }
-        }
-    }
-    if row.status == JobState::Completed {
-        obj.insert("outputs".into(), Value::Array(outputs.iter().map(output_json).collect()));
-    }
+    let ended = row.status.is_terminal() || row.status == JobState::Retrying;
+    let end = row.completed_at.unwrap_or(at);
+    let ended_with = |v: Option<f64>| v.filter(|_| ended);
+    let data = JobEventData {
+        attempt: row.attempt,
+        completed_at: ended.then(|| crate::wire::rfc3339(end)),
+        created_at: crate::wire::rfc3339(row.created_at),
+        duration_seconds: row.started_at.filter(|_| ended).map(|start| (end - start).max(0) as f64 / 1e6),
+        efficiency_score: ended_with(row.efficiency_score),
+        energy_joules: ended_with(row.energy_joules),
+        engine: &row.engine,
+        error: row.error.as_deref().filter(|_| ended),
+        failure_reason: row.failure_reason.as_ref().filter(|_| ended),
+        max_retries: row.max_retries,
+        node_id: row.node_id.as_deref(),
+        outputs: (row.status == JobState::Completed).then(|| outputs.iter().map(output_json).collect()),
+        previous_status: from,
+        priority: &row.priority,
+        qoe_score: ended_with(row.qoe_score),
+        queue: &row.queue,
+        queue_seconds: ended.then(|| (row.started_at.unwrap_or(end) - row.queued_at).max(0) as f64 / 1e6),
+        reason,
+        retry_count: row.retry_count,
+        started_at: row.started_at.map(crate::wire::rfc3339),
+        status: row.status,
+        vmaf_score: ended_with(row.vmaf_score),
+    };
     NewEvent {
         kind: job_kind(from, row.status).into(),
         job_id: Some(row.id.clone()),
         parent_id,
         node_id: row.node_id.clone(),
         at,
-        payload: data.to_string(),
+        payload: serde_json::to_string(&data).unwrap_or_else(|_| "{}".into()),
     }
 }
 
@@ -305,5 +330,98 @@ pub fn prune(conn: &mut Conn, before: i64) -> DbResult<usize> {
     match oldest.iter().take_while(|(_, at)| *at < before).last() {
         Some(&(last, _)) => Ok(diesel::delete(events::table.filter(events::id.le(last))).execute(conn)?),
         None => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::state::FailureReason;
+
+    fn row(status: JobState) -> JobRow {
+        JobRow {
+            id: "j".into(),
+            status,
+            attempt: 2,
+            node_id: Some("n1".into()),
+            created_at: 1_000_000,
+            queued_at: 2_000_000,
+            started_at: Some(3_000_000),
+            updated_at: 3_000_000,
+            ..JobRow::default()
+        }
+    }
+
+    fn keys(payload: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(payload).unwrap();
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn job_event_data_is_canonical_json_with_the_fields_of_its_state() {
+        let output = OutputRow {
+            job_id: "j".into(),
+            name: "out.mp4".into(),
+            attempt: 2,
+            bytes: 10,
+            sha256: "ab".into(),
+            content_type: "video/mp4".into(),
+            location: "j/out.mp4".into(),
+            created_at: 4_000_000,
+        };
+        let completed = JobRow { completed_at: Some(5_500_000), vmaf_score: Some(93.5), ..row(JobState::Completed) };
+        let failed = JobRow {
+            error: Some("ffmpeg exited 1".into()),
+            failure_reason: Some(FailureReason::RuntimeError),
+            completed_at: Some(4_000_000),
+            ..row(JobState::Failed)
+        };
+        let always = [
+            "attempt",
+            "created_at",
+            "engine",
+            "max_retries",
+            "node_id",
+            "previous_status",
+            "priority",
+            "queue",
+            "reason",
+            "retry_count",
+            "started_at",
+            "status",
+        ];
+        let ended = ["completed_at", "duration_seconds", "queue_seconds"];
+        let cases: Vec<(NewEvent, Vec<&str>)> = vec![
+            (job_event(&row(JobState::Processing), Some(JobState::Pending), "placed", None, &[], 9), vec![]),
+            (
+                job_event(&completed, Some(JobState::Processing), "done", None, std::slice::from_ref(&output), 9),
+                [&ended[..], &["outputs", "vmaf_score"]].concat(),
+            ),
+            (
+                job_event(&failed, Some(JobState::Processing), "boom", None, &[], 9),
+                [&ended[..], &["error", "failure_reason"]].concat(),
+            ),
+        ];
+        for (event, extra) in cases {
+            // Keys in name order and the text exactly as a `Value` writes it.
+            let value: Value = serde_json::from_str(&event.payload).unwrap();
+            assert_eq!(value.to_string(), event.payload);
+            let mut want: Vec<String> = always.iter().chain(&extra).map(|k| k.to_string()).collect();
+            want.sort();
+            assert_eq!(keys(&event.payload), want, "{}", event.kind);
+        }
+        let done: Value = serde_json::from_str(
+            &job_event(&completed, Some(JobState::Processing), "done", None, std::slice::from_ref(&output), 9).payload,
+        )
+        .unwrap();
+        assert_eq!(done["duration_seconds"], json!(2.5));
+        assert_eq!(done["queue_seconds"], json!(1.0));
+        assert_eq!(done["completed_at"], json!(crate::wire::rfc3339(5_500_000)));
+        assert_eq!(done["outputs"][0]["download_path"], json!("/api/v1/jobs/j/outputs/out.mp4"));
+        assert_eq!(done["previous_status"], json!("processing"));
+        let failed: Value =
+            serde_json::from_str(&job_event(&failed, Some(JobState::Processing), "boom", None, &[], 9).payload)
+                .unwrap();
+        assert_eq!((failed["error"].as_str(), failed["status"].as_str()), (Some("ffmpeg exited 1"), Some("failed")));
     }
 }
