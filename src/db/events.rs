@@ -90,6 +90,62 @@ pub fn append(conn: &mut Conn, new: &[NewEvent]) -> DbResult<()> {
     Ok(())
 }
 
+/// The job-log rows of a group commit's transitions and their outbox rows, each outbox
+/// row naming its job's graph parent (`outbox` is given the parents by job id). On
+/// PostgreSQL one prepared statement: the log INSERT runs as a data-modifying CTE and the
+/// parent is joined from `job_graph`, so this costs one round trip, not three (log,
+/// parents, outbox); `outbox` then gets no parents and the statement fills them. On
+/// SQLite, with no round trips, the prepared single-row statements.
+pub fn record_transitions(
+    conn: &mut Conn,
+    log: &[super::jobs::NewEvent],
+    outbox: impl FnOnce(&std::collections::HashMap<String, String>) -> Vec<NewEvent>,
+) -> DbResult<()> {
+    match conn {
+        Conn::Postgresql(c) => {
+            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+            let outbox = outbox(&Default::default());
+            if log.is_empty() && outbox.is_empty() {
+                return Ok(());
+            }
+            /// Names the statement below as a prepared one.
+            struct RecordTransitions;
+            super::prepared::Prepared::<RecordTransitions>::new(
+                "WITH logged AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, node_id, at) \
+                 SELECT job_id, from_state, to_state, reason, attempt, node_id, at \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[]) \
+                 WITH ORDINALITY AS v(job_id, from_state, to_state, reason, attempt, node_id, at, n) ORDER BY n) \
+                 INSERT INTO events (kind, job_id, parent_id, node_id, at, payload) \
+                 SELECT v.kind, v.job_id, COALESCE(v.parent_id, g.parent_id), v.node_id, v.at, v.payload \
+                 FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[]) \
+                 WITH ORDINALITY AS v(kind, job_id, parent_id, node_id, at, payload, n) \
+                 LEFT JOIN job_graph g ON g.job_id = v.job_id ORDER BY v.n",
+            )
+            .bind::<Array<Text>, _>(log.iter().map(|e| e.job_id.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(log.iter().map(|e| e.from_state.map(|s| s.as_str())).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(log.iter().map(|e| e.to_state.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(log.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Integer>, _>(log.iter().map(|e| e.attempt).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(log.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(log.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(outbox.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.job_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.parent_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(outbox.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind::<Array<Text>, _>(outbox.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+            .execute(c)?;
+            Ok(())
+        }
+        Conn::Sqlite(_) => {
+            super::jobs::insert_job_events(conn, log)?;
+            let ids: Vec<String> = log.iter().map(|e| e.job_id.clone()).collect();
+            let parents = parents_of(conn, &ids)?;
+            append(conn, &outbox(&parents))
+        }
+    }
+}
+
 /// A job event's `data`, serialized straight to text (no `Value` tree per event: the
 /// writer builds one per transition). Fields in name order, as a JSON object's keys
 /// come out of `serde_json::Value`, so the stored text is what it was (tested);

@@ -140,9 +140,6 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
             }
         })
         .collect();
-    super::jobs::insert_job_events(conn, &events)?;
-    let ids: Vec<String> = written.iter().map(|(i, ..)| row_at(*i).id.clone()).collect();
-    let parents = super::events::parents_of(conn, &ids)?;
     let completed: Vec<String> = written
         .iter()
         .map(|(i, ..)| row_at(*i))
@@ -150,23 +147,24 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
         .map(|r| r.id.clone())
         .collect();
     let mut outputs = super::outputs::list_many(conn, &completed)?;
-    let outbox: Vec<super::events::NewEvent> = written
-        .iter()
-        .map(|(i, from, reason)| {
-            let row = row_at(*i);
-            let mine: Vec<super::outputs::OutputRow> = match row.status {
-                JobState::Completed => outputs
-                    .remove(&row.id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|o| o.attempt == row.attempt)
-                    .collect(),
-                _ => Vec::new(),
-            };
-            super::events::job_event(row, Some(*from), reason, parents.get(&row.id).cloned(), &mine, now)
-        })
-        .collect();
-    super::events::append(conn, &outbox)?;
+    super::events::record_transitions(conn, &events, |parents| {
+        written
+            .iter()
+            .map(|(i, from, reason)| {
+                let row = row_at(*i);
+                let mine: Vec<super::outputs::OutputRow> = match row.status {
+                    JobState::Completed => outputs
+                        .remove(&row.id)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|o| o.attempt == row.attempt)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                super::events::job_event(row, Some(*from), reason, parents.get(&row.id).cloned(), &mine, now)
+            })
+            .collect()
+    })?;
     Ok(answers)
 }
 
@@ -382,16 +380,22 @@ pub fn claim_many(conn: &mut Conn, ids: &[String], node_id: &str) -> DbResult<Ve
         })
         .collect();
     if !events.is_empty() {
-        super::jobs::insert_job_events(conn, &events)?;
-        let parents = super::events::parents_of(conn, &events.iter().map(|e| e.job_id.clone()).collect::<Vec<_>>())?;
-        let outbox: Vec<super::events::NewEvent> = events
-            .iter()
-            .filter_map(|e| {
-                let row = claimed.get(&e.job_id)?;
-                Some(super::events::job_event(row, e.from_state, &e.reason, parents.get(&e.job_id).cloned(), &[], now))
-            })
-            .collect();
-        super::events::append(conn, &outbox)?;
+        super::events::record_transitions(conn, &events, |parents| {
+            events
+                .iter()
+                .filter_map(|e| {
+                    let row = claimed.get(&e.job_id)?;
+                    Some(super::events::job_event(
+                        row,
+                        e.from_state,
+                        &e.reason,
+                        parents.get(&e.job_id).cloned(),
+                        &[],
+                        now,
+                    ))
+                })
+                .collect()
+        })?;
     }
     Ok(ids
         .iter()

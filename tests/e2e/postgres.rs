@@ -73,9 +73,10 @@ fn bad_database_urls_fail_fast_with_the_reason() {
 }
 
 /// The writer's batch statements on PostgreSQL (claims, the guarded whole-row UPDATE,
-/// the job log and the outbox, all one array per column) are parsed once per connection
+/// the job log with the outbox, all one array per column) are parsed once per connection
 /// whatever a batch's size — and still write exactly what they say: a row read before
-/// another change is not written, log and outbox rows keep their order.
+/// another change is not written, log and outbox rows keep their order, outbox rows name
+/// the job's graph parent.
 #[test]
 fn batch_statements_are_prepared_once_per_connection_on_postgres() {
     use diesel::connection::{Connection, InstrumentationEvent};
@@ -107,6 +108,17 @@ fn batch_statements_are_prepared_once_per_connection_on_postgres() {
         let ids: Vec<String> = (0..size).map(|i| format!("r{round}-j{i}")).collect();
         let rows: Vec<jobs::JobRow> = ids.iter().cloned().map(job).collect();
         jobs::insert_many(&mut c, &rows).unwrap();
+        // The first job of each round is a graph child: its outbox rows name its parent.
+        let child = ffrtmp::db::graph::GraphRow {
+            job_id: ids[0].clone(),
+            parent_id: Some(format!("parent-{round}")),
+            after_ids: "[]".into(),
+            is_parent: false,
+            stage: "encode".into(),
+            label: "child".into(),
+            weight: 1.0,
+        };
+        ffrtmp::db::graph::insert(&mut c, &[child]).unwrap();
         let claimed: Vec<jobs::JobRow> =
             transitions::claim_many(&mut c, &ids, "n1").unwrap().into_iter().map(Result::unwrap).collect();
         assert!(claimed.iter().all(|r| r.status == JobState::Processing && r.attempt == 1));
@@ -148,9 +160,18 @@ fn batch_statements_are_prepared_once_per_connection_on_postgres() {
         let kinds: Vec<&str> =
             outbox.iter().filter(|e| e.job_id.as_deref() == Some(id.as_str())).map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["job.submitted", "job.started", "job.completed"], "{id}");
+        let parents: Vec<Option<&str>> = outbox
+            .iter()
+            .filter(|e| e.job_id.as_deref() == Some(id.as_str()) && e.kind != "job.submitted")
+            .map(|e| e.parent_id.as_deref())
+            .collect();
+        let parent = id.strip_suffix("-j0").map(|r| format!("parent-{}", &r[1..]));
+        assert_eq!(parents, vec![parent.as_deref(); 2], "{id}: the parent joined from job_graph");
     }
     let cached = cached.lock().unwrap();
-    for statement in ["UPDATE jobs AS j SET", "INSERT INTO job_events (job_id", "INSERT INTO events (kind"] {
+    for statement in
+        ["UPDATE jobs AS j SET", "WITH logged AS (INSERT INTO job_events", "INSERT INTO job_events (job_id"]
+    {
         let n = cached.iter().filter(|sql| sql.starts_with(statement)).count();
         assert_eq!(n, 1, "{statement}… prepared once, then reused: {cached:?}");
     }
