@@ -58,36 +58,18 @@ impl EventRow {
 }
 
 /// Append events, in order: on PostgreSQL one prepared statement for all of them (one
-/// array per column), on SQLite one prepared single-row INSERT each (see
-/// `jobs::insert_job_events`).
+/// array per column, see [`log_and_outbox_pg`]), on SQLite one prepared single-row
+/// INSERT each (see `jobs::insert_job_events`).
 pub fn append(conn: &mut Conn, new: &[NewEvent]) -> DbResult<()> {
     match conn {
-        Conn::Postgresql(c) if !new.is_empty() => {
-            use diesel::sql_types::{Array, BigInt, Nullable, Text};
-            /// Names the statement below as a prepared one.
-            struct AppendEvents;
-            super::prepared::Prepared::<AppendEvents>::new(
-                "INSERT INTO events (kind, job_id, parent_id, node_id, at, payload) \
-                 SELECT kind, job_id, parent_id, node_id, at, payload \
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
-                 WITH ORDINALITY AS v(kind, job_id, parent_id, node_id, at, payload, n) ORDER BY n",
-            )
-            .bind::<Array<Text>, _>(new.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(new.iter().map(|e| e.job_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(new.iter().map(|e| e.parent_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(new.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(new.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(new.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
-            .execute(c)?;
-        }
-        Conn::Postgresql(_) => {}
+        Conn::Postgresql(c) => Ok(log_and_outbox_pg(c, &[], new)?),
         Conn::Sqlite(c) => {
             for e in new {
                 diesel::insert_into(events::table).values(e).execute(c)?;
             }
+            Ok(())
         }
     }
-    Ok(())
 }
 
 /// The job-log rows of a group commit's transitions and their outbox rows, each outbox
@@ -102,41 +84,7 @@ pub fn record_transitions(
     outbox: impl FnOnce(&std::collections::HashMap<String, String>) -> Vec<NewEvent>,
 ) -> DbResult<()> {
     match conn {
-        Conn::Postgresql(c) => {
-            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
-            let outbox = outbox(&Default::default());
-            if log.is_empty() && outbox.is_empty() {
-                return Ok(());
-            }
-            /// Names the statement below as a prepared one.
-            struct RecordTransitions;
-            super::prepared::Prepared::<RecordTransitions>::new(
-                "WITH logged AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, node_id, at) \
-                 SELECT job_id, from_state, to_state, reason, attempt, node_id, at \
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[]) \
-                 WITH ORDINALITY AS v(job_id, from_state, to_state, reason, attempt, node_id, at, n) ORDER BY n) \
-                 INSERT INTO events (kind, job_id, parent_id, node_id, at, payload) \
-                 SELECT v.kind, v.job_id, COALESCE(v.parent_id, g.parent_id), v.node_id, v.at, v.payload \
-                 FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[]) \
-                 WITH ORDINALITY AS v(kind, job_id, parent_id, node_id, at, payload, n) \
-                 LEFT JOIN job_graph g ON g.job_id = v.job_id ORDER BY v.n",
-            )
-            .bind::<Array<Text>, _>(log.iter().map(|e| e.job_id.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(log.iter().map(|e| e.from_state.map(|s| s.as_str())).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(log.iter().map(|e| e.to_state.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(log.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Integer>, _>(log.iter().map(|e| e.attempt).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(log.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(log.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(outbox.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.job_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.parent_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(outbox.iter().map(|e| e.at).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(outbox.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
-            .execute(c)?;
-            Ok(())
-        }
+        Conn::Postgresql(c) => Ok(log_and_outbox_pg(c, log, &outbox(&Default::default()))?),
         Conn::Sqlite(_) => {
             super::jobs::insert_job_events(conn, log)?;
             let ids: Vec<String> = log.iter().map(|e| e.job_id.clone()).collect();
@@ -144,6 +92,48 @@ pub fn record_transitions(
             append(conn, &outbox(&parents))
         }
     }
+}
+
+/// The job-log rows and outbox rows as one prepared PostgreSQL statement (either may be
+/// empty): the log INSERT as a data-modifying CTE, each outbox row's `parent_id`, where
+/// not given, joined from `job_graph`, both in order. One text for any number of rows.
+pub(super) fn log_and_outbox_pg(
+    c: &mut diesel::PgConnection,
+    log: &[super::jobs::NewEvent],
+    outbox: &[NewEvent],
+) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+    if log.is_empty() && outbox.is_empty() {
+        return Ok(());
+    }
+    /// Names the statement below as a prepared one.
+    struct LogAndOutbox;
+    super::prepared::Prepared::<LogAndOutbox>::new(
+        "WITH logged AS (INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, node_id, at) \
+         SELECT job_id, from_state, to_state, reason, attempt, node_id, at \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[]) \
+         WITH ORDINALITY AS v(job_id, from_state, to_state, reason, attempt, node_id, at, n) ORDER BY n) \
+         INSERT INTO events (kind, job_id, parent_id, node_id, at, payload) \
+         SELECT v.kind, v.job_id, COALESCE(v.parent_id, g.parent_id), v.node_id, v.at, v.payload \
+         FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[]) \
+         WITH ORDINALITY AS v(kind, job_id, parent_id, node_id, at, payload, n) \
+         LEFT JOIN job_graph g ON g.job_id = v.job_id ORDER BY v.n",
+    )
+    .bind::<Array<Text>, _>(log.iter().map(|e| e.job_id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(log.iter().map(|e| e.from_state.map(|s| s.as_str())).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(log.iter().map(|e| e.to_state.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(log.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(log.iter().map(|e| e.attempt).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(log.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(log.iter().map(|e| e.at).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(outbox.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.job_id.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.parent_id.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(outbox.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(outbox.iter().map(|e| e.at).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(outbox.iter().map(|e| e.payload.as_str()).collect::<Vec<_>>())
+    .execute(c)?;
+    Ok(())
 }
 
 /// A job event's `data`, serialized straight to text (no `Value` tree per event: the
@@ -279,29 +269,17 @@ pub fn parent_of(conn: &mut Conn, job_id: &str) -> DbResult<Option<String>> {
     .flatten())
 }
 
-/// Parents of many jobs at once (jobs with none are absent): one `= ANY($1)` statement on
-/// PostgreSQL (a round trip saved), one prepared lookup per job on SQLite (an `IN (…)`
-/// list's text varies with its length, so it was prepared anew at every group commit).
+/// Parents of many jobs (jobs with none are absent), one prepared lookup each: an
+/// `IN (…)` list's text varies with its length, so SQLite prepared it anew at every group
+/// commit. (PostgreSQL joins the parents in `log_and_outbox_pg` instead.)
 pub fn parents_of(conn: &mut Conn, ids: &[String]) -> DbResult<std::collections::HashMap<String, String>> {
-    match conn {
-        Conn::Postgresql(c) => {
-            let rows: Vec<(String, Option<String>)> = job_graph::table
-                .filter(job_graph::job_id.eq_any(ids))
-                .filter(job_graph::parent_id.is_not_null())
-                .select((job_graph::job_id, job_graph::parent_id))
-                .load(c)?;
-            Ok(rows.into_iter().filter_map(|(j, p)| Some((j, p?))).collect())
-        }
-        Conn::Sqlite(_) => {
-            let mut parents = std::collections::HashMap::new();
-            for id in ids {
-                if let Some(p) = parent_of(conn, id)? {
-                    parents.insert(id.clone(), p);
-                }
-            }
-            Ok(parents)
+    let mut parents = std::collections::HashMap::new();
+    for id in ids {
+        if let Some(p) = parent_of(conn, id)? {
+            parents.insert(id.clone(), p);
         }
     }
+    Ok(parents)
 }
 
 /// Name the parent on the events of jobs stored with their graph rows in this

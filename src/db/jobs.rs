@@ -120,33 +120,13 @@ pub struct NewEvent {
 }
 
 /// Append transitions to the job log: on PostgreSQL one prepared statement for all of
-/// them (one array per column), on SQLite one prepared single-row INSERT each — a
+/// them (one array per column, `events::log_and_outbox_pg`), on SQLite one prepared
+/// single-row INSERT each — a
 /// multi-row `VALUES` list's text varies with its length, so either server would parse
 /// and plan it anew at every group commit.
 pub fn insert_job_events(conn: &mut Conn, events: &[NewEvent]) -> DbResult<()> {
     match conn {
-        Conn::Postgresql(c) if !events.is_empty() => {
-            use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
-            /// Names the statement below as a prepared one.
-            struct InsertJobEvents;
-            super::prepared::Prepared::<InsertJobEvents>::new(
-                "INSERT INTO job_events (job_id, from_state, to_state, reason, attempt, node_id, at) \
-                 SELECT job_id, from_state, to_state, reason, attempt, node_id, at \
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bigint[]) \
-                 WITH ORDINALITY AS v(job_id, from_state, to_state, reason, attempt, node_id, at, n) ORDER BY n",
-            )
-            .bind::<Array<Text>, _>(events.iter().map(|e| e.job_id.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(
-                events.iter().map(|e| e.from_state.map(|s| s.as_str())).collect::<Vec<_>>(),
-            )
-            .bind::<Array<Text>, _>(events.iter().map(|e| e.to_state.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Text>, _>(events.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Integer>, _>(events.iter().map(|e| e.attempt).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(events.iter().map(|e| e.node_id.as_deref()).collect::<Vec<_>>())
-            .bind::<Array<BigInt>, _>(events.iter().map(|e| e.at).collect::<Vec<_>>())
-            .execute(c)?;
-        }
-        Conn::Postgresql(_) => {}
+        Conn::Postgresql(c) => super::events::log_and_outbox_pg(c, events, &[])?,
         Conn::Sqlite(c) => {
             for e in events {
                 diesel::insert_into(job_events::table).values(e).execute(c)?;
