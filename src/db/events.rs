@@ -57,47 +57,52 @@ impl EventRow {
     }
 }
 
-/// Append events, in order: on PostgreSQL one prepared statement for all of them (one
-/// array per column, see [`log_and_outbox_pg`]), on SQLite one prepared single-row
-/// INSERT each (see `jobs::insert_job_events`).
+/// Append events, in order (see [`log_and_append`]).
 pub fn append(conn: &mut Conn, new: &[NewEvent]) -> DbResult<()> {
+    log_and_append(conn, &[], new)
+}
+
+/// Append job-log rows and outbox rows, each list in order: on PostgreSQL one prepared
+/// statement for both ([`log_and_outbox_pg`]), on SQLite one prepared single-row INSERT
+/// per row — a multi-row `VALUES` list's text varies with its length, so either server
+/// would parse and plan it anew at every group commit.
+pub fn log_and_append(conn: &mut Conn, log: &[super::jobs::NewEvent], outbox: &[NewEvent]) -> DbResult<()> {
     match conn {
-        Conn::Postgresql(c) => Ok(log_and_outbox_pg(c, &[], new)?),
+        Conn::Postgresql(c) => log_and_outbox_pg(c, log, outbox)?,
         Conn::Sqlite(c) => {
-            for e in new {
+            for e in log {
+                diesel::insert_into(super::schema::job_events::table).values(e).execute(c)?;
+            }
+            for e in outbox {
                 diesel::insert_into(events::table).values(e).execute(c)?;
             }
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// The job-log rows of a group commit's transitions and their outbox rows, each outbox
 /// row naming its job's graph parent (`outbox` is given the parents by job id). On
-/// PostgreSQL one prepared statement: the log INSERT runs as a data-modifying CTE and the
-/// parent is joined from `job_graph`, so this costs one round trip, not three (log,
-/// parents, outbox); `outbox` then gets no parents and the statement fills them. On
-/// SQLite, with no round trips, the prepared single-row statements.
+/// PostgreSQL one round trip, not three (log, parents, outbox): [`log_and_outbox_pg`]
+/// joins the parents, so `outbox` gets none. On SQLite, with no round trips, prepared
+/// single-id parent lookups and single-row INSERTs.
 pub fn record_transitions(
     conn: &mut Conn,
     log: &[super::jobs::NewEvent],
     outbox: impl FnOnce(&std::collections::HashMap<String, String>) -> Vec<NewEvent>,
 ) -> DbResult<()> {
-    match conn {
-        Conn::Postgresql(c) => Ok(log_and_outbox_pg(c, log, &outbox(&Default::default()))?),
-        Conn::Sqlite(_) => {
-            super::jobs::insert_job_events(conn, log)?;
-            let ids: Vec<String> = log.iter().map(|e| e.job_id.clone()).collect();
-            let parents = parents_of(conn, &ids)?;
-            append(conn, &outbox(&parents))
-        }
-    }
+    let parents = match conn {
+        Conn::Postgresql(_) => Default::default(),
+        Conn::Sqlite(_) => parents_of(conn, &log.iter().map(|e| e.job_id.clone()).collect::<Vec<_>>())?,
+    };
+    let outbox = outbox(&parents);
+    log_and_append(conn, log, &outbox)
 }
 
 /// The job-log rows and outbox rows as one prepared PostgreSQL statement (either may be
 /// empty): the log INSERT as a data-modifying CTE, each outbox row's `parent_id`, where
 /// not given, joined from `job_graph`, both in order. One text for any number of rows.
-pub(super) fn log_and_outbox_pg(
+fn log_and_outbox_pg(
     c: &mut diesel::PgConnection,
     log: &[super::jobs::NewEvent],
     outbox: &[NewEvent],

@@ -119,23 +119,6 @@ pub struct NewEvent {
     pub at: i64,
 }
 
-/// Append transitions to the job log: on PostgreSQL one prepared statement for all of
-/// them (one array per column, `events::log_and_outbox_pg`), on SQLite one prepared
-/// single-row INSERT each — a
-/// multi-row `VALUES` list's text varies with its length, so either server would parse
-/// and plan it anew at every group commit.
-pub fn insert_job_events(conn: &mut Conn, events: &[NewEvent]) -> DbResult<()> {
-    match conn {
-        Conn::Postgresql(c) => super::events::log_and_outbox_pg(c, events, &[])?,
-        Conn::Sqlite(c) => {
-            for e in events {
-                diesel::insert_into(job_events::table).values(e).execute(c)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Insert a job, or return the existing one with the same idempotency key
 /// (`true` = newly created).
 pub fn insert(conn: &mut Conn, new: &JobRow) -> DbResult<(JobRow, bool)> {
@@ -179,13 +162,12 @@ pub fn insert_many(conn: &mut Conn, new: &[JobRow]) -> DbResult<Vec<JobRow>> {
             at: row.created_at,
         })
         .collect();
-    insert_job_events(conn, &events)?;
     let outbox: Vec<super::events::NewEvent> = rows
         .iter()
         .zip(&events)
         .map(|(row, e)| super::events::job_event(row, None, &e.reason, None, &[], row.created_at))
         .collect();
-    super::events::append(conn, &outbox)?;
+    super::events::log_and_append(conn, &events, &outbox)?;
     Ok(rows)
 }
 

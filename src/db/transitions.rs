@@ -66,10 +66,10 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
         pending.push((answers.len(), from, t.stored.attempt, crate::domain::limits::event_reason(&t.reason)));
         answers.push(Ok(row));
     }
-    // The guarded UPDATEs: one statement for all of them on PostgreSQL, one each
-    // (prepared once, no round trip) on SQLite. A row whose state or attempt moved on
-    // is not written, and its answer names the state it is in.
-    // Which of `pending` were written (by position: one batch may hold a job twice).
+    // The guarded UPDATEs: one statement for all of them on PostgreSQL (per wave, below),
+    // one each (prepared once, no round trip) on SQLite. A row whose state or attempt
+    // moved on is not written, and its answer names the state it is in. Which of
+    // `pending` were written is kept by position: one batch may hold a job twice.
     let updated: std::collections::HashSet<usize> = match conn {
         Conn::Postgresql(c) => {
             // One statement per wave, each job at most once per wave and in batch order:
