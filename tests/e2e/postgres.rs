@@ -174,3 +174,90 @@ fn batch_statements_are_prepared_once_per_connection_on_postgres() {
         assert_eq!(n, 1, "{statement}… prepared once, then reused: {cached:?}");
     }
 }
+
+/// Issue 19: a job's move into `completed` rewrites its row, and PostgreSQL indexes every
+/// new row version; the listing indexes by status, queue and priority leave completed
+/// jobs out, so that transition writes fewer index entries. Every other listing still
+/// reads those indexes (the planner proves `status = 'failed'` implies the predicate),
+/// and completed jobs stay listable.
+#[test]
+fn listing_indexes_leave_completed_jobs_out_but_serve_every_other_status_on_postgres() {
+    use diesel::RunQueryDsl;
+    use ffrtmp::db::{AnyConnection, jobs};
+    use ffrtmp::domain::state::JobState;
+    let Some(admin) = pg_or_skip() else { return };
+    let url = ffrtmp::db::create_postgres_database(&admin, &format!("ffrtmp_lidx_{}", std::process::id())).unwrap();
+    let pool = ffrtmp::db::open(&ffrtmp::db::DatabaseUrl::Postgres(url), ffrtmp::db::Synchronous::Normal, 1).unwrap();
+    let mut c = pool.get().unwrap();
+    // A farm's table: mostly completed jobs, a few of every other kind.
+    let statuses = [JobState::Failed, JobState::Queued, JobState::Processing];
+    let status_of = |i: usize| if i % 100 < statuses.len() { statuses[i % 100] } else { JobState::Completed };
+    for chunk in (0..3_000).collect::<Vec<usize>>().chunks(500) {
+        let rows: Vec<jobs::JobRow> = chunk
+            .iter()
+            .map(|&i| jobs::JobRow {
+                id: format!("j{i}"),
+                parameters: "{}".into(),
+                status: status_of(i),
+                ..jobs::JobRow::default()
+            })
+            .collect();
+        jobs::insert_many(&mut c, &rows).unwrap();
+    }
+    for (status, n) in [(JobState::Completed, 2_910), (JobState::Failed, 30), (JobState::Queued, 30)] {
+        let filter = jobs::JobFilter { status: Some(status), limit: 5_000, ..jobs::JobFilter::default() };
+        let listed = jobs::list(&mut c, &filter).unwrap();
+        assert_eq!(listed.len(), n, "{status:?}");
+        assert!(listed.iter().all(|r| r.status == status));
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    let AnyConnection::Postgresql(pg) = &mut *c else { unreachable!() };
+    diesel::sql_query(
+        "CREATE FUNCTION plan_of(q text) RETURNS SETOF text LANGUAGE plpgsql AS $$ DECLARE r record; \
+         BEGIN FOR r IN EXECUTE 'EXPLAIN ' || q LOOP RETURN NEXT r.\"QUERY PLAN\"; END LOOP; END $$",
+    )
+    .execute(pg)
+    .unwrap();
+    diesel::sql_query("ANALYZE jobs").execute(pg).unwrap();
+    // Whatever the table's size, a plan that can use the index does once scans cost more.
+    diesel::sql_query("SET enable_seqscan = off").execute(pg).unwrap();
+    let plan = |pg: &mut diesel::PgConnection, query: &str| -> String {
+        let lines: Vec<Line> = diesel::sql_query(format!("SELECT plan_of($1) AS line"))
+            .bind::<diesel::sql_types::Text, _>(query)
+            .load(pg)
+            .unwrap();
+        lines.into_iter().map(|l| l.line).collect::<Vec<_>>().join("\n")
+    };
+    for (query, index) in [
+        ("SELECT * FROM jobs WHERE status = 'failed' ORDER BY seq DESC LIMIT 50", "jobs_status_seq"),
+        ("SELECT * FROM jobs WHERE status = 'queued' ORDER BY seq DESC LIMIT 50", "jobs_status_seq"),
+        ("SELECT * FROM jobs WHERE queue = 'batch' AND status = 'queued' ORDER BY seq DESC LIMIT 50", "jobs_"),
+        (
+            "SELECT queue, priority, count(*) FROM jobs WHERE status IN ('pending', 'queued') GROUP BY 1, 2",
+            "jobs_status_seq",
+        ),
+    ] {
+        let p = plan(pg, query);
+        assert!(p.contains(index), "{query}:\n{p}");
+        assert!(!p.contains("Seq Scan"), "{query}:\n{p}");
+    }
+    // The index entries themselves (VACUUM counts them): the completed jobs have none.
+    diesel::sql_query("SET enable_seqscan = on").execute(pg).unwrap();
+    diesel::sql_query("VACUUM jobs").execute(pg).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Entries {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    for index in ["jobs_status_seq", "jobs_queue_seq", "jobs_priority_seq"] {
+        let e: Entries = diesel::sql_query("SELECT reltuples::bigint AS n FROM pg_class WHERE relname = $1")
+            .bind::<diesel::sql_types::Text, _>(index)
+            .get_result(pg)
+            .unwrap();
+        assert_eq!(e.n, 90, "{index} holds the 90 jobs that are not completed");
+    }
+}
