@@ -162,12 +162,8 @@ impl Handler<CommitBatch> for DbExecutor {
             Ok(())
         })();
         let err = outcome.err();
-        match &err {
-            Some(e) => log::error!("group commit of {n} writes failed: {e}"),
-            None => {
-                self.publish_committed(&mut conn);
-                self.conn = Some(conn);
-            }
+        if let Some(e) = &err {
+            log::error!("group commit of {n} writes failed: {e}");
         }
         for fin in finishers {
             fin(err.as_ref());
@@ -188,6 +184,13 @@ impl Handler<CommitBatch> for DbExecutor {
                     let _ = reply.send(Err(DbError::Unavailable(why.clone())));
                 }
             }
+        }
+        // After the answers: no caller waits for the read-back. A stream that subscribes
+        // in between gets the bus's older head, so it reads these events from the
+        // database and then live — none is missed or doubled.
+        if err.is_none() {
+            self.publish_committed(&mut conn);
+            self.conn = Some(conn);
         }
         n
     }
