@@ -192,6 +192,13 @@ pub struct EndPoll {
 #[rtype(result = "()")]
 pub struct DispatchRound;
 
+/// Tell the node supervisor the jobs of every node whose set changed since the last
+/// report (the scheduler sends it to itself, once, however many jobs start or end
+/// meanwhile: a results batch ends dozens on one node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportNodeJobs;
+
 pub use crate::domain::state::UserAction;
 
 /// A node was heard from other than by a heartbeat (a `/jobs/next` poll, a result):

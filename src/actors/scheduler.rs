@@ -107,6 +107,9 @@ pub struct SchedulerActor {
     dirty: Dirty,
     /// A `DispatchRound` is queued: triggers until it runs coalesce into it.
     round_queued: bool,
+    /// Nodes whose running jobs changed since the supervisor was last told (a
+    /// `ReportNodeJobs` is queued while this is not empty).
+    node_jobs_changed: HashSet<String>,
     /// `--require-node-tokens`: calls for nodes without a token are refused.
     require_tokens: bool,
     claiming: HashMap<Uuid, Deferred>,
@@ -160,6 +163,7 @@ impl SchedulerActor {
             max_parked: DEFAULT_MAX_PARKED_POLLS,
             dirty: Dirty::Nothing,
             round_queued: false,
+            node_jobs_changed: HashSet::new(),
             require_tokens: false,
             claiming: HashMap::new(),
             live: HashMap::new(),
@@ -183,9 +187,15 @@ impl SchedulerActor {
         self.index.remove(id)
     }
 
-    fn notify_node_jobs(&self, node_id: &str) {
-        if let (Some(ns), Some(n)) = (&self.node_supervisor, self.nodes.get(node_id)) {
-            ns.do_send(NodeJobsChanged { node_id: node_id.to_string(), running: n.running.iter().copied().collect() });
+    fn notify_node_jobs(&mut self, node_id: &str, ctx: &mut Context<Self>) {
+        if self.node_supervisor.is_none() {
+            return;
+        }
+        if self.node_jobs_changed.is_empty() {
+            ctx.notify(ReportNodeJobs);
+        }
+        if !self.node_jobs_changed.contains(node_id) {
+            self.node_jobs_changed.insert(node_id.to_string());
         }
     }
 
@@ -382,7 +392,7 @@ impl SchedulerActor {
                 }
             }
         }
-        self.notify_node_jobs(&node_id);
+        self.notify_node_jobs(&node_id, ctx);
         if let Some(g) = self.graph.as_ref().filter(|_| !started.is_empty()) {
             g.do_send(JobsStarted(started));
         }
@@ -466,7 +476,7 @@ impl Handler<AdoptLiveJobs> for SchedulerActor {
                 if let Some(v) = self.nodes.get_mut(&n) {
                     v.running.insert(id);
                 }
-                self.notify_node_jobs(&n);
+                self.notify_node_jobs(&n, ctx);
             }
         }
     }
@@ -746,7 +756,7 @@ impl Handler<JobActorStopped> for SchedulerActor {
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.running.remove(&m.id);
             }
-            self.notify_node_jobs(&node);
+            self.notify_node_jobs(&node, ctx);
             self.want_round(Some(&node), ctx);
         }
         if m.stopping && self.live.get(&m.id).is_some_and(|(_, _, a)| *a == m.attempt) {
@@ -880,6 +890,18 @@ impl Handler<GetSchedulerSnapshot> for SchedulerActor {
             oldest_wait_seconds: self.index.oldest_enqueued_ms().map(|t| now_ms.saturating_sub(t) as f64 / 1000.0),
             live: self.live.values().map(|(a, _, _)| a.clone()).filter(|a| a.connected()).collect(),
         })
+    }
+}
+
+impl Handler<ReportNodeJobs> for SchedulerActor {
+    type Result = ();
+    fn handle(&mut self, _: ReportNodeJobs, _: &mut Context<Self>) {
+        let Some(ns) = &self.node_supervisor else { return };
+        for node_id in std::mem::take(&mut self.node_jobs_changed) {
+            if let Some(n) = self.nodes.get(&node_id) {
+                ns.do_send(NodeJobsChanged { running: n.running.iter().copied().collect(), node_id });
+            }
+        }
     }
 }
 

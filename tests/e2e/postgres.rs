@@ -226,10 +226,8 @@ fn listing_indexes_leave_completed_jobs_out_but_serve_every_other_status_on_post
     // Whatever the table's size, a plan that can use the index does once scans cost more.
     diesel::sql_query("SET enable_seqscan = off").execute(pg).unwrap();
     let plan = |pg: &mut diesel::PgConnection, query: &str| -> String {
-        let lines: Vec<Line> = diesel::sql_query(format!("SELECT plan_of($1) AS line"))
-            .bind::<diesel::sql_types::Text, _>(query)
-            .load(pg)
-            .unwrap();
+        let lines: Vec<Line> =
+            diesel::sql_query("SELECT plan_of($1) AS line").bind::<diesel::sql_types::Text, _>(query).load(pg).unwrap();
         lines.into_iter().map(|l| l.line).collect::<Vec<_>>().join("\n")
     };
     for (query, index) in [
