@@ -15,6 +15,13 @@ fn versions(dir: &str) -> Vec<String> {
     v
 }
 
+/// A one-connection pool on a new database of the harness's PostgreSQL (None: no server).
+fn fresh_pg_pool(name: &str) -> Option<ffrtmp::db::DbPool> {
+    let admin = pg_or_skip()?;
+    let url = ffrtmp::db::create_postgres_database(&admin, &format!("ffrtmp_{name}_{}", std::process::id())).unwrap();
+    Some(ffrtmp::db::open(&ffrtmp::db::DatabaseUrl::Postgres(url), ffrtmp::db::Synchronous::Normal, 1).unwrap())
+}
+
 fn round_trip(url: &ffrtmp::db::DatabaseUrl) {
     let pool = ffrtmp::db::open(url, ffrtmp::db::Synchronous::Normal, 1).unwrap();
     let mut c = pool.get().unwrap();
@@ -83,9 +90,7 @@ fn batch_statements_are_prepared_once_per_connection_on_postgres() {
     use ffrtmp::db::{AnyConnection, jobs, transitions};
     use ffrtmp::domain::state::JobState;
     use std::sync::{Arc, Mutex};
-    let Some(admin) = pg_or_skip() else { return };
-    let url = ffrtmp::db::create_postgres_database(&admin, &format!("ffrtmp_prep_{}", std::process::id())).unwrap();
-    let pool = ffrtmp::db::open(&ffrtmp::db::DatabaseUrl::Postgres(url), ffrtmp::db::Synchronous::Normal, 1).unwrap();
+    let Some(pool) = fresh_pg_pool("prep") else { return };
     let mut c = pool.get().unwrap();
     let cached: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = cached.clone();
@@ -185,9 +190,7 @@ fn listing_indexes_leave_completed_jobs_out_but_serve_every_other_status_on_post
     use diesel::RunQueryDsl;
     use ffrtmp::db::{AnyConnection, jobs};
     use ffrtmp::domain::state::JobState;
-    let Some(admin) = pg_or_skip() else { return };
-    let url = ffrtmp::db::create_postgres_database(&admin, &format!("ffrtmp_lidx_{}", std::process::id())).unwrap();
-    let pool = ffrtmp::db::open(&ffrtmp::db::DatabaseUrl::Postgres(url), ffrtmp::db::Synchronous::Normal, 1).unwrap();
+    let Some(pool) = fresh_pg_pool("lidx") else { return };
     let mut c = pool.get().unwrap();
     // A farm's table: mostly completed jobs, a few of every other kind.
     let statuses = [JobState::Failed, JobState::Queued, JobState::Processing];
