@@ -90,7 +90,7 @@ pub async fn report(
     job: &Job,
     ending: &Ending,
     outcome: Outcome,
-    dir: &Path,
+    dir: Option<&Path>,
     commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
 ) {
     let Some(pending) = result_of(shared, job, ending, outcome) else { return };
@@ -99,7 +99,7 @@ pub async fn report(
         Ending::Failed { .. } => shared.metrics.jobs_failed.inc(),
         _ => shared.metrics.jobs_canceled.inc(),
     }
-    if pending.output.is_some() || pending.output_dir.is_some() {
+    if let Some(dir) = dir.filter(|_| pending.output.is_some() || pending.output_dir.is_some()) {
         // Written before the first delivery attempt: from here on a restart delivers it.
         if let Err(e) = std::fs::write(dir.join(PENDING_RESULT_FILE), serde_json::to_vec(&pending).unwrap_or_default())
         {
@@ -119,7 +119,8 @@ pub enum Delivery {
     Kept,
 }
 
-/// Post a result until the master answers it. Transport errors, 5xx and 429 are the
+/// Post a result until the master answers it. `dir` is the attempt's directory (`None`:
+/// the attempt made no files, so there is nothing to delete or keep). Transport errors, 5xx and 429 are the
 /// master being briefly unavailable (restarting, its database busy): retried with
 /// capped backoff for as long as the lease may still be valid — the worker keeps
 /// listing the job in its heartbeats, so the lease lives until the master answers or
@@ -128,7 +129,7 @@ pub enum Delivery {
 pub async fn deliver(
     shared: &WorkerShared,
     pending: &PendingResult,
-    dir: &Path,
+    dir: Option<&Path>,
     mut commands: Option<&mut mpsc::UnboundedReceiver<JobCommand>>,
 ) -> Delivery {
     let mut pending = pending.clone();
@@ -137,7 +138,7 @@ pub async fn deliver(
         for (name, file) in crate::storage::files_under(&dir) {
             match store_output(shared, &pending.result, &file, &name, pending.destination.as_deref()).await {
                 Stored::Yes(name) => names.push(name),
-                Stored::Stale => return finish(&pending, dir.parent().unwrap_or(&dir), Delivery::Refused),
+                Stored::Stale => return finish(&pending, Some(dir.parent().unwrap_or(&dir)), Delivery::Refused),
                 Stored::No(error, reason, retryable) => {
                     log::error!("job {}: output {name} not stored: {error}", pending.result.job_id);
                     let r = &mut pending.result;
@@ -206,7 +207,7 @@ pub async fn deliver(
                 "result for job {} undelivered for {:?}; keeping {} for the next start",
                 r.job_id,
                 DELIVERY_PATIENCE,
-                dir.display()
+                dir.map(|d| d.display().to_string()).unwrap_or_else(|| "its result".into())
             );
             break Delivery::Kept;
         }
@@ -236,16 +237,18 @@ pub async fn deliver(
 
 /// Delete the attempt's files once the master has the result (and the output), or
 /// has refused the attempt; keep them when it never answered.
-fn finish(pending: &PendingResult, dir: &Path, delivery: Delivery) -> Delivery {
+fn finish(pending: &PendingResult, dir: Option<&Path>, delivery: Delivery) -> Delivery {
     if delivery == Delivery::Kept {
         return delivery;
     }
     if delivery == Delivery::Accepted && (pending.output.is_some() || pending.output_dir.is_some()) {
         log::info!("job {}: output stored on the master", pending.result.job_id);
     }
-    let _ = std::fs::remove_dir_all(dir);
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::remove_dir(parent);
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
     delivery
 }

@@ -81,7 +81,7 @@ pub async fn run_job(
     let (spec, encoder, program, args, output) = match prepared {
         Ok(p) => p,
         Err(ending) => {
-            report(&shared, &job, &ending, Outcome::default(), &dir, Some(&mut commands)).await;
+            report(&shared, &job, &ending, Outcome::default(), Some(&dir), Some(&mut commands)).await;
             return ending;
         }
     };
@@ -106,7 +106,7 @@ pub async fn run_job(
         Ok(p) => p,
         Err(e) => {
             let ending = Ending::failed(e.to_string(), FailureReason::PlatformError, true);
-            report(&shared, &job, &ending, Outcome::default(), &dir, Some(&mut commands)).await;
+            report(&shared, &job, &ending, Outcome::default(), Some(&dir), Some(&mut commands)).await;
             return ending;
         }
     };
@@ -305,7 +305,7 @@ pub async fn run_job(
         output: output_file,
         output_dir,
     };
-    report(&shared, &job, &ending, outcome, &dir, Some(&mut commands)).await;
+    report(&shared, &job, &ending, outcome, Some(&dir), Some(&mut commands)).await;
     ending
 }
 
@@ -313,7 +313,6 @@ pub async fn run_job(
 /// completion. Exercises every master path except the encode itself.
 pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::UnboundedReceiver<JobCommand>) -> Ending {
     let started = Instant::now();
-    let dir = attempt_dir(&shared.cfg, &job);
     let sleep = tokio::time::sleep(shared.cfg.noop);
     tokio::pin!(sleep);
     let ending = loop {
@@ -343,7 +342,8 @@ pub async fn run_noop(shared: Rc<WorkerShared>, job: Job, mut commands: mpsc::Un
     let mut metrics = serde_json::Map::new();
     metrics.insert("processing_seconds".into(), started.elapsed().as_secs_f64().into());
     metrics.insert("engine_used".into(), "noop".into());
-    report(&shared, &job, &ending, Outcome { metrics: Some(metrics), ..Outcome::default() }, &dir, Some(&mut commands))
+    // No attempt directory: a no-op job makes no files, so its end deletes none.
+    report(&shared, &job, &ending, Outcome { metrics: Some(metrics), ..Outcome::default() }, None, Some(&mut commands))
         .await;
     ending
 }

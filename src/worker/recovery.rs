@@ -80,7 +80,7 @@ pub async fn recover_attempts(shared: &Rc<WorkerShared>) {
                 shared.running.borrow_mut().insert(f.job_id.clone(), Running { attempt: f.attempt, tx });
                 let s = shared.clone();
                 actix_rt::spawn(async move {
-                    delivery::deliver(&s, &p, &f.dir, Some(&mut rx)).await;
+                    delivery::deliver(&s, &p, Some(&f.dir), Some(&mut rx)).await;
                     s.running.borrow_mut().remove(&f.job_id);
                     s.slot_freed.notify_one();
                 });

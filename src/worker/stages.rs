@@ -69,7 +69,7 @@ pub async fn run_probe(
         remove_attempt_dir(dir);
         return ending;
     }
-    report(shared, job, &ending, Outcome::default(), dir, Some(commands)).await;
+    report(shared, job, &ending, Outcome::default(), Some(dir), Some(commands)).await;
     ending
 }
 
