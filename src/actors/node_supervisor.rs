@@ -51,6 +51,7 @@ struct NodeEntry {
     hw: Hardware,
     deadline: Instant,
     offline: bool,
+    /// In no order (it changes with every job that starts or ends; readers sort).
     running: Vec<Uuid>,
     commands: Vec<ControlCommand>,
     waiters: Vec<oneshot::Sender<Vec<ControlCommand>>>,
@@ -143,6 +144,12 @@ impl NodeEntry {
         }
     }
 
+    fn running_sorted(&self) -> Vec<String> {
+        let mut ids = self.running.clone();
+        ids.sort_unstable();
+        ids.iter().map(|u| u.to_string()).collect()
+    }
+
     fn to_wire(&self) -> Node {
         let r = &self.row;
         Node {
@@ -162,8 +169,8 @@ impl NodeEntry {
             status: self.status(),
             last_heartbeat: rfc3339(r.last_heartbeat),
             registered_at: rfc3339(r.registered_at),
-            current_job_id: self.running.first().map(|u| u.to_string()),
-            running_jobs: self.running.iter().map(|u| u.to_string()).collect(),
+            current_job_id: self.running.iter().min().map(|u| u.to_string()),
+            running_jobs: self.running_sorted(),
             max_concurrent_jobs: r.max_concurrent_jobs.max(1) as u32,
             encoders: self.hw.encoders.clone(),
             encoders_source: if self.hw.encoders.is_some() { "probed" } else { "declared" }.into(),
@@ -678,7 +685,7 @@ impl Handler<ListNodeSummaries> for NodeSupervisor {
                     node_id: n.row.id.clone(),
                     name: n.row.name.clone(),
                     node_status: n.status(),
-                    running_jobs: n.running.iter().map(|u| u.to_string()).collect(),
+                    running_jobs: n.running_sorted(),
                     max_concurrent_jobs: n.row.max_concurrent_jobs.max(1) as u32,
                     cpu_load_percent: n.row.cpu_load_percent,
                     last_heartbeat: rfc3339(n.row.last_heartbeat),
@@ -731,7 +738,6 @@ impl Handler<NodeJobsChanged> for NodeSupervisor {
     fn handle(&mut self, m: NodeJobsChanged, _: &mut Context<Self>) {
         self.update_counted(&m.node_id, |n| {
             n.running = m.running;
-            n.running.sort();
         });
     }
 }
