@@ -408,6 +408,28 @@ mod tests {
     }
 
     #[test]
+    fn the_guarded_update_sets_exactly_the_changeset_columns() {
+        use super::schema::jobs;
+        let columns = |sql: &str, from: &str, to: &str| -> Vec<String> {
+            let set = sql.split(from).nth(1).unwrap().split(to).next().unwrap();
+            let mut cols: Vec<String> =
+                set.split(", ").map(|a| a.split(' ').next().unwrap().trim_matches('`').to_string()).collect();
+            cols.sort();
+            cols
+        };
+        let row = JobRow::default();
+        let derived =
+            diesel::debug_query::<diesel::sqlite::Sqlite, _>(&diesel::update(jobs::table).set(&row)).to_string();
+        let widest = super::transitions::whole_row_update_sql();
+        assert_eq!(
+            columns(&widest, " SET ", " WHERE "),
+            columns(&derived, " SET ", " -- "),
+            "a column the changeset writes is missing from the guarded UPDATE (or one too many)"
+        );
+        assert!(widest.contains(" WHERE id = ? AND status = ? AND attempt = ?"), "{widest}");
+    }
+
+    #[test]
     fn the_bundled_sqlite_plans_without_looking_at_bound_values() {
         // Without the guarantee (`.cargo/config.toml`), every statement with a bound LIMIT
         // is prepared again each time it runs.
@@ -530,8 +552,60 @@ mod tests {
             let running = transitions::claim(&mut c, id, "n").unwrap();
             transitions::transition_row(&mut c, &running, JobState::Completed, |_| {}, "done").unwrap();
         }
-        let updates = cached.lock().unwrap().iter().filter(|sql| sql.starts_with("UPDATE `jobs` SET `status`")).count();
-        assert_eq!(updates, 1, "cached once, then reused: {:?}", cached.lock().unwrap());
+        // Six UPDATEs in two shapes (a placement sets the node, a result keeps it):
+        // each shape prepared once, then reused.
+        let updates: Vec<String> =
+            cached.lock().unwrap().iter().filter(|sql| sql.starts_with("UPDATE jobs SET status")).cloned().collect();
+        assert_eq!(updates.len(), 2, "cached once per shape, then reused: {:?}", cached.lock().unwrap());
+        assert!(updates[0].contains(" node_id = ") && !updates[1].contains(" node_id = "), "{updates:?}");
+    }
+
+    #[test]
+    fn log_and_outbox_rows_go_in_prepared_multi_row_inserts_in_order() {
+        use diesel::connection::InstrumentationEvent;
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        let mut c = pool.get().unwrap();
+        let cached: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = cached.clone();
+        let AnyConnection::Sqlite(sqlite) = &mut *c else { unreachable!() };
+        sqlite.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { sql, .. } = event {
+                seen.lock().unwrap().push(sql.to_string());
+            }
+        });
+        // Two placements of 37 jobs each: 2 × 16 rows in multi-row statements, 5 alone.
+        let ids: Vec<String> = (0..74).map(|i| format!("j{i:03}")).collect();
+        for id in &ids {
+            jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
+        }
+        let submitted = events::head(&mut c).unwrap();
+        for round in ids.chunks(37) {
+            for answer in transitions::claim_many(&mut c, round, "n").unwrap() {
+                answer.unwrap();
+            }
+        }
+        // A copy: the statements below report to the same lock.
+        let cached = cached.lock().unwrap().clone();
+        for table in ["job_events", "events"] {
+            let mut inserts: Vec<usize> = cached
+                .iter()
+                .filter(|sql| sql.starts_with(&format!("INSERT INTO `{table}` ")))
+                .map(|sql| sql.matches("(?").count())
+                .collect();
+            inserts.sort();
+            assert_eq!(inserts, vec![1, 16], "{table}: each shape (one row, 16 rows) prepared once: {cached:?}");
+        }
+        // Every placement logged once, in order, in both the log and the outbox.
+        for id in &ids {
+            let log = jobs::events(&mut c, id).unwrap();
+            let placed = log.iter().filter(|e| e.to_state == JobState::Processing).count();
+            assert_eq!(placed, 1, "{id}: {log:?}");
+        }
+        let outbox = events::after(&mut c, submitted, 1_000).unwrap();
+        let placed: Vec<&str> = outbox.iter().filter_map(|e| e.job_id.as_deref()).collect();
+        assert_eq!(placed, ids.iter().map(String::as_str).collect::<Vec<_>>(), "outbox order");
     }
 
     #[test]

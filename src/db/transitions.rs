@@ -12,6 +12,21 @@ use crate::domain::state::{self, JobState, UserAction};
 use diesel::prelude::*;
 use std::collections::HashMap;
 
+/// Run the guarded UPDATE of `row` over the stored job read as `stored` (its state and
+/// attempt guard the write), in the narrowest shape: `node_id` and `completed_at` only
+/// where `row` changes them. Returns the rows written (0: the job moved on).
+macro_rules! update_guarded {
+    ($c:expr, $row:expr, $from:expr, $attempt:expr, $stored_node:expr, $stored_end:expr) => {{
+        let (row, from, attempt): (&JobRow, JobState, i32) = ($row, $from, $attempt);
+        match (row.node_id != *$stored_node, row.completed_at != $stored_end) {
+            (true, true) => WholeRowUpdate::<true, true> { row, from, attempt }.execute($c),
+            (true, false) => WholeRowUpdate::<true, false> { row, from, attempt }.execute($c),
+            (false, true) => WholeRowUpdate::<false, true> { row, from, attempt }.execute($c),
+            (false, false) => WholeRowUpdate::<false, false> { row, from, attempt }.execute($c),
+        }
+    }};
+}
+
 /// Move a job from the state of `stored` to `to`, changing what `change` changes, and
 /// log the transition. `stored` is the job as last stored (read in this transaction, or
 /// kept by the job's actor, which is the only writer of a live job).
@@ -51,8 +66,17 @@ pub struct Transition {
 pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<DbResult<JobRow>>> {
     let now = now_micros();
     let mut answers: Vec<DbResult<JobRow>> = Vec::with_capacity(batch.len());
-    // (index in `answers`, from, attempt before, reason) of each row to write.
-    let mut pending: Vec<(usize, JobState, i32, String)> = Vec::new();
+    // Each row to write: its index in `answers`, and what the guarded UPDATE needs of the
+    // row as stored (its state, attempt, node and end), with the event's reason.
+    struct Pending {
+        at: usize,
+        from: JobState,
+        attempt: i32,
+        node: Option<String>,
+        ended: Option<i64>,
+        reason: String,
+    }
+    let mut pending: Vec<Pending> = Vec::new();
     for t in batch {
         let from = t.stored.status;
         if let Err(refused) = from.check_transition(t.to) {
@@ -63,7 +87,14 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
         (t.change)(&mut row);
         row.status = t.to;
         row.updated_at = now;
-        pending.push((answers.len(), from, t.stored.attempt, crate::domain::limits::event_reason(&t.reason)));
+        pending.push(Pending {
+            at: answers.len(),
+            from,
+            attempt: t.stored.attempt,
+            node: t.stored.node_id,
+            ended: t.stored.completed_at,
+            reason: crate::domain::limits::event_reason(&t.reason),
+        });
         answers.push(Ok(row));
     }
     // The guarded UPDATEs: one statement for all of them on PostgreSQL (per wave, below),
@@ -81,7 +112,7 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
                 let mut wave: HashMap<&str, usize> = HashMap::new();
                 let mut later = Vec::new();
                 for k in left {
-                    let id = answers[pending[k].0].as_ref().expect("a row to write").id.as_str();
+                    let id = answers[pending[k].at].as_ref().expect("a row to write").id.as_str();
                     if wave.contains_key(id) {
                         later.push(k);
                     } else {
@@ -91,8 +122,8 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
                 let rows: Vec<(&JobRow, JobState, i32)> = wave
                     .values()
                     .map(|&k| {
-                        let (i, from, attempt, _) = &pending[k];
-                        (answers[*i].as_ref().expect("a row to write"), *from, *attempt)
+                        let p = &pending[k];
+                        (answers[p.at].as_ref().expect("a row to write"), p.from, p.attempt)
                     })
                     .collect();
                 done.extend(update_rows_pg(c, &rows)?.iter().map(|id| wave[id.as_str()]));
@@ -102,9 +133,9 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
         }
         Conn::Sqlite(c) => {
             let mut done = std::collections::HashSet::new();
-            for (k, (i, from, attempt, _)) in pending.iter().enumerate() {
-                let row = answers[*i].as_ref().expect("a row to write");
-                if WholeRowUpdate::new(row, *from, *attempt).execute(c)? == 1 {
+            for (k, p) in pending.iter().enumerate() {
+                let row = answers[p.at].as_ref().expect("a row to write");
+                if update_guarded!(c, row, p.from, p.attempt, &p.node, p.ended)? == 1 {
                     done.insert(k);
                 }
             }
@@ -112,7 +143,7 @@ pub fn transition_many(conn: &mut Conn, batch: Vec<Transition>) -> DbResult<Vec<
         }
     };
     let mut written = Vec::with_capacity(pending.len());
-    for (k, (i, from, _, reason)) in pending.into_iter().enumerate() {
+    for (k, Pending { at: i, from, reason, .. }) in pending.into_iter().enumerate() {
         if updated.contains(&k) {
             written.push((i, from, reason));
         } else {
@@ -259,8 +290,14 @@ fn write_row(
     change(&mut row);
     row.status = to;
     row.updated_at = now;
-    let update = WholeRowUpdate::new(&row, from, stored.attempt);
-    let written = crate::on_backend!(conn, |c| update.execute(c))?;
+    let written = crate::on_backend!(conn, |c| update_guarded!(
+        c,
+        &row,
+        from,
+        stored.attempt,
+        &stored.node_id,
+        stored.completed_at
+    ))?;
     if written == 0 {
         let current = get(conn, &row.id)?;
         return Err(DbError::job_in(current.status, format!("job is '{}', not '{from}'", current.status)));
@@ -288,56 +325,106 @@ fn write_row(
     Ok(row)
 }
 
-/// The guarded whole-row UPDATE of `transition_row` and `transition_many`: `UPDATE jobs
-/// SET <every changeset column> WHERE id = ? AND status = ? AND attempt = ?`.
+/// The guarded UPDATE of every transition: `UPDATE jobs SET <changeset columns> WHERE
+/// id = ? AND status = ? AND attempt = ?`.
 ///
 /// The master's most frequent statement, so it must be prepared once per connection.
 /// diesel's own UPDATE never is: it calls every UPDATE unsafe to cache (a changeset's
-/// columns may vary), and was parsed and planned anew for every write. A whole-row
-/// changeset with NULLs bound as values always renders the same text, so this one is
-/// rendered here, from the same changeset and guard, under a static query id.
-struct WholeRowUpdate<'a> {
-    changeset: <&'a JobRow as AsChangeset>::Changeset,
-    guard: Guard<'a>,
+/// columns may vary), and was parsed and planned anew for every write. This one renders
+/// the whole-row changeset's columns (NULLs bound as values, so the text never varies
+/// with the row) under a static query id per shape.
+///
+/// Two indexed columns are left out when the transition keeps them: SQLite deletes and
+/// re-inserts the index entries of every column an UPDATE sets, even to the same value,
+/// and a placement never sets `completed_at` while a result never moves `node_id`.
+/// Setting them anyway cost every group commit a B-tree walk per job in each index and
+/// about one page in eight it wrote. Hence four shapes, `NODE` and `ENDED` saying
+/// whether `node_id` and `completed_at` are set; each is its own prepared statement.
+struct WholeRowUpdate<'a, const NODE: bool, const ENDED: bool> {
+    row: &'a JobRow,
+    from: JobState,
+    attempt: i32,
 }
 
-/// `id = ? AND status = ? AND attempt = ?`: the state and attempt the row was read in.
-type Guard<'a> = diesel::dsl::And<
-    diesel::dsl::And<diesel::dsl::Eq<jobs::id, &'a String>, diesel::dsl::Eq<jobs::status, JobState>>,
-    diesel::dsl::Eq<jobs::attempt, i32>,
->;
-
-impl<'a> WholeRowUpdate<'a> {
-    /// Write `row` over the stored job if it is still in `from` at `attempt`.
-    fn new(row: &'a JobRow, from: JobState, attempt: i32) -> Self {
-        WholeRowUpdate {
-            changeset: row.as_changeset(),
-            guard: jobs::id.eq(&row.id).and(jobs::status.eq(from)).and(jobs::attempt.eq(attempt)),
+macro_rules! whole_row_update_sql {
+    ($($db:ty),*) => {$(
+        impl<const NODE: bool, const ENDED: bool> diesel::query_builder::QueryFragment<$db>
+            for WholeRowUpdate<'_, NODE, ENDED>
+        {
+            fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, $db>) -> QueryResult<()> {
+                use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
+                let r = self.row;
+                out.push_sql("UPDATE jobs SET status = ");
+                out.push_bind_param::<Text, _>(&r.status)?;
+                out.push_sql(", progress = ");
+                out.push_bind_param::<Double, _>(&r.progress)?;
+                if NODE {
+                    out.push_sql(", node_id = ");
+                    out.push_bind_param::<Nullable<Text>, _>(&r.node_id)?;
+                }
+                out.push_sql(", attempt = ");
+                out.push_bind_param::<Integer, _>(&r.attempt)?;
+                out.push_sql(", retry_count = ");
+                out.push_bind_param::<Integer, _>(&r.retry_count)?;
+                out.push_sql(", queued_at = ");
+                out.push_bind_param::<BigInt, _>(&r.queued_at)?;
+                out.push_sql(", started_at = ");
+                out.push_bind_param::<Nullable<BigInt>, _>(&r.started_at)?;
+                out.push_sql(", last_activity_at = ");
+                out.push_bind_param::<Nullable<BigInt>, _>(&r.last_activity_at)?;
+                if ENDED {
+                    out.push_sql(", completed_at = ");
+                    out.push_bind_param::<Nullable<BigInt>, _>(&r.completed_at)?;
+                }
+                out.push_sql(", retry_at = ");
+                out.push_bind_param::<Nullable<BigInt>, _>(&r.retry_at)?;
+                out.push_sql(", error = ");
+                out.push_bind_param::<Nullable<Text>, _>(&r.error)?;
+                out.push_sql(", failure_reason = ");
+                out.push_bind_param::<Nullable<Text>, _>(&r.failure_reason)?;
+                out.push_sql(", logs = ");
+                out.push_bind_param::<Nullable<Text>, _>(&r.logs)?;
+                out.push_sql(", metrics = ");
+                out.push_bind_param::<Nullable<Text>, _>(&r.metrics)?;
+                out.push_sql(", qoe_score = ");
+                out.push_bind_param::<Nullable<Double>, _>(&r.qoe_score)?;
+                out.push_sql(", efficiency_score = ");
+                out.push_bind_param::<Nullable<Double>, _>(&r.efficiency_score)?;
+                out.push_sql(", energy_joules = ");
+                out.push_bind_param::<Nullable<Double>, _>(&r.energy_joules)?;
+                out.push_sql(", vmaf_score = ");
+                out.push_bind_param::<Nullable<Double>, _>(&r.vmaf_score)?;
+                out.push_sql(", updated_at = ");
+                out.push_bind_param::<BigInt, _>(&r.updated_at)?;
+                out.push_sql(", retry_base = ");
+                out.push_bind_param::<Integer, _>(&r.retry_base)?;
+                out.push_sql(" WHERE id = ");
+                out.push_bind_param::<Text, _>(&r.id)?;
+                out.push_sql(" AND status = ");
+                out.push_bind_param::<Text, _>(&self.from)?;
+                out.push_sql(" AND attempt = ");
+                out.push_bind_param::<Integer, _>(&self.attempt)?;
+                Ok(())
+            }
         }
-    }
+    )*};
 }
+whole_row_update_sql!(diesel::sqlite::Sqlite, diesel::pg::Pg);
 
-impl<'a, DB: diesel::backend::Backend> diesel::query_builder::QueryFragment<DB> for WholeRowUpdate<'a>
-where
-    <&'a JobRow as AsChangeset>::Changeset: diesel::query_builder::QueryFragment<DB>,
-    Guard<'a>: diesel::query_builder::QueryFragment<DB>,
-{
-    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        out.push_sql("UPDATE ");
-        out.push_identifier("jobs")?;
-        out.push_sql(" SET ");
-        self.changeset.walk_ast(out.reborrow())?;
-        out.push_sql(" WHERE ");
-        self.guard.walk_ast(out.reborrow())
-    }
-}
-
-impl diesel::query_builder::QueryId for WholeRowUpdate<'_> {
-    type QueryId = WholeRowUpdate<'static>;
+impl<const NODE: bool, const ENDED: bool> diesel::query_builder::QueryId for WholeRowUpdate<'_, NODE, ENDED> {
+    type QueryId = WholeRowUpdate<'static, NODE, ENDED>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<C> RunQueryDsl<C> for WholeRowUpdate<'_> {}
+impl<C, const NODE: bool, const ENDED: bool> RunQueryDsl<C> for WholeRowUpdate<'_, NODE, ENDED> {}
+
+/// The text of the widest shape, for the test that holds it to the changeset's columns.
+#[cfg(test)]
+pub(crate) fn whole_row_update_sql() -> String {
+    let row = JobRow::default();
+    let q = WholeRowUpdate::<true, true> { row: &row, from: JobState::Queued, attempt: 0 };
+    diesel::debug_query::<diesel::sqlite::Sqlite, _>(&q).to_string()
+}
 
 /// Progress and activity of a running attempt (no state change), guarded by the attempt.
 pub fn record_activity(conn: &mut Conn, id: &str, attempt: i32, progress: f64, at: i64) -> DbResult<usize> {
@@ -429,7 +516,7 @@ fn claim_rows_sqlite(c: &mut diesel::SqliteConnection, ids: &[String], node_id: 
             continue;
         }
         let row = placed_row(&stored, node_id, now);
-        if WholeRowUpdate::new(&row, stored.status, stored.attempt).execute(c)? == 1 {
+        if update_guarded!(c, &row, stored.status, stored.attempt, &stored.node_id, stored.completed_at)? == 1 {
             claimed.insert(id.clone(), row);
         }
     }
