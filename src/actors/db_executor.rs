@@ -80,9 +80,9 @@ impl Actor for DbExecutor {
 }
 
 impl Handler<CommitBatch> for DbExecutor {
-    type Result = usize;
+    type Result = ();
 
-    fn handle(&mut self, CommitBatch(ops): CommitBatch, _: &mut Self::Context) -> usize {
+    fn handle(&mut self, CommitBatch { ops, ended }: CommitBatch, _: &mut Self::Context) {
         let n = ops.len();
         let mut conn = match self.connection() {
             Ok(c) => c,
@@ -90,8 +90,9 @@ impl Handler<CommitBatch> for DbExecutor {
                 // Dropping the writes drops their reply channels: every caller gets
                 // "unavailable" (503), nothing half-applied.
                 drop(ops);
+                let _ = ended.send(());
                 log::error!("database writer cannot get a connection: {e}");
-                return 0;
+                return;
             }
         };
         let mut finishers = Vec::with_capacity(n);
@@ -162,6 +163,9 @@ impl Handler<CommitBatch> for DbExecutor {
             Ok(())
         })();
         let err = outcome.err();
+        // The next batch may come now: answering this one's writes, below, and what
+        // they wake on the actor thread then overlap with its transaction.
+        let _ = ended.send(());
         if let Some(e) = &err {
             log::error!("group commit of {n} writes failed: {e}");
         }
@@ -192,7 +196,6 @@ impl Handler<CommitBatch> for DbExecutor {
             self.publish_committed(&mut conn);
             self.conn = Some(conn);
         }
-        n
     }
 }
 

@@ -3,7 +3,8 @@
 //! At most one batch is in flight. A write arriving while the executor is idle goes
 //! out at once (no added latency when the load is light); writes arriving while a batch
 //! commits wait and form the next batch. Under load this turns N fsyncs into one per
-//! batch without any timer.
+//! batch without any timer. The next batch goes out when the executor says the last
+//! one's transaction ended, which it does before answering that batch's writes.
 //!
 //! [`DbExecutor`]: super::db_executor::DbExecutor
 
@@ -36,12 +37,12 @@ impl GroupCommit {
         let take = self.pending.len().min(MAX_BATCH);
         let batch: Vec<WriteOp> = self.pending.drain(..take).collect();
         self.metrics.do_send(MetricRecorded(MetricEvent::Committed { writes: batch.len() }));
-        self.executor
-            .send(CommitBatch(batch))
-            .into_actor(self)
+        let (ended, rx) = tokio::sync::oneshot::channel();
+        self.executor.do_send(CommitBatch { ops: batch, ended });
+        rx.into_actor(self)
             .map(|res, act, ctx| {
-                if let Err(e) = res {
-                    log::error!("database executor unreachable: {e}");
+                if res.is_err() {
+                    log::error!("database executor unreachable: a batch was dropped unanswered");
                 }
                 act.flush(ctx);
             })

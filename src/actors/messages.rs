@@ -45,10 +45,16 @@ pub enum WriteOp {
 #[rtype(result = "()")]
 pub struct SubmitWrite(pub WriteOp);
 
-/// Apply these writes in one transaction (DbExecutor). Returns how many were applied.
+/// Apply these writes in one transaction (DbExecutor). `ended` is told the moment the
+/// transaction has ended (committed or rolled back), before the writes' callers are
+/// answered: the group commit hands over its next batch while the actor thread is still
+/// busy with this one's answers, so the writer does not wait behind them.
 #[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CommitBatch(pub Vec<WriteOp>);
+#[rtype(result = "()")]
+pub struct CommitBatch {
+    pub ops: Vec<WriteOp>,
+    pub ended: tokio::sync::oneshot::Sender<()>,
+}
 
 // ----- metrics ------------------------------------------------------------------
 
