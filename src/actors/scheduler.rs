@@ -53,6 +53,11 @@ struct NodeView {
     accepting: bool,
     load: f64,
     running: HashSet<Uuid>,
+    /// Of `running`, the jobs whose results came with a claim (`ClaimFreedSlots`): their
+    /// processes ended, so the worker counts their slots free, but they stay in `running`
+    /// until their results commit. Kept across claims, since a worker with two results
+    /// batches in flight claims again before the first batch's results commit.
+    ended: HashSet<Uuid>,
     claiming: u32,
 }
 
@@ -540,14 +545,14 @@ impl Handler<ClaimJobs> for SchedulerActor {
 impl Handler<ClaimFreedSlots> for SchedulerActor {
     type Result = AppResult<oneshot::Receiver<Vec<Job>>>;
     fn handle(&mut self, m: ClaimFreedSlots, ctx: &mut Context<Self>) -> Self::Result {
-        let Some(node) = self.nodes.get(&m.node_id) else { return Err(AppError::node_not_found(&m.node_id)) };
         self.verify_node(&m.node_id, m.token.as_deref())?;
+        let Some(node) = self.nodes.get_mut(&m.node_id) else { return Err(AppError::node_not_found(&m.node_id)) };
         let (tx, rx) = oneshot::channel();
-        // The slots of this node's jobs whose results came with the claim are free from
-        // the worker's side (their processes ended); the master frees them when those
-        // results commit, which this claim does not wait for.
-        let ending = node.running.iter().filter(|id| m.ending.contains(id)).count();
-        let busy = (node.running.len() - ending) as u32 + node.claiming;
+        // The slots of this node's jobs whose results came with this claim or an earlier
+        // one are free from the worker's side (their processes ended); the master frees
+        // them when those results commit, which this claim does not wait for.
+        node.ended.extend(m.ending.into_iter().filter(|id| node.running.contains(id)));
+        let busy = (node.running.len() - node.ended.len()) as u32 + node.claiming;
         let free = node.max_slots.saturating_sub(busy);
         let want = if node.accepting { m.max.min(free) } else { 0 };
         // Nodes parked before this one were offered everything they can run, so these
@@ -755,6 +760,7 @@ impl Handler<JobActorStopped> for SchedulerActor {
         for node in holders {
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.running.remove(&m.id);
+                n.ended.remove(&m.id);
             }
             self.notify_node_jobs(&node, ctx);
             self.want_round(Some(&node), ctx);
@@ -779,6 +785,7 @@ impl Handler<NodeChanged> for SchedulerActor {
             accepting: false,
             load: 0.0,
             running: HashSet::new(),
+            ended: HashSet::new(),
             claiming: 0,
         });
         // Load only orders nodes; a change of what the node can take needs a round.

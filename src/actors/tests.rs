@@ -273,3 +273,34 @@ async fn the_bus_streams_committed_events_and_drops_a_subscriber_that_falls_behi
     assert!(slow.lagged.load(std::sync::atomic::Ordering::Acquire));
     assert!(!sub.lagged.load(std::sync::atomic::Ordering::Acquire));
 }
+
+/// A worker with two results batches in flight claims with the second before the first
+/// one's results commit: the slots the first batch freed stay free for that claim too.
+#[actix_rt::test]
+async fn a_claim_counts_the_slots_freed_by_an_earlier_batch_whose_results_have_not_committed() {
+    let f = farm(Duration::from_secs(5)).await;
+    f.register("n1", false).await; // 4 slots
+    for _ in 0..7 {
+        f.submit().await;
+    }
+    let (_, rx) = f.h.scheduler.send(ClaimJobs { node_id: "n1".into(), max: 4, token: None }).await.unwrap().unwrap();
+    let running = within("the first placement", rx).await.unwrap();
+    assert_eq!(running.len(), 4);
+    let ids: Vec<Uuid> = running.iter().map(|j| j.id.parse().unwrap()).collect();
+    let claim = |ending: &[Uuid], max: u32| ClaimFreedSlots {
+        node_id: "n1".into(),
+        max,
+        ending: ending.iter().copied().collect(),
+        token: None,
+    };
+    // The first batch's results (two jobs) are on their way to the writer; not committed.
+    let rx = f.h.scheduler.send(claim(&ids[..2], 2)).await.unwrap().unwrap();
+    assert_eq!(within("the first batch's claim", rx).await.unwrap().len(), 2);
+    // The second batch ends one more job: one slot is free on the worker, though the
+    // master still holds the first batch's two jobs as running.
+    let rx = f.h.scheduler.send(claim(&ids[2..3], 1)).await.unwrap().unwrap();
+    assert_eq!(within("the second batch's claim", rx).await.unwrap().len(), 1, "the freed slot is filled");
+    // Nothing more: all four slots hold a job the worker runs.
+    let rx = f.h.scheduler.send(claim(&[], 1)).await.unwrap().unwrap();
+    assert_eq!(within("a claim with no slot free", rx).await.unwrap().len(), 0);
+}

@@ -8,10 +8,15 @@
 //! given it. Pause and cancel travel on the control long-poll, not here, so their
 //! latency does not depend on this interval.
 //!
-//! Results: one batch in flight (`POST /results/batch`); the results that become ready
-//! meanwhile go in the next, so a busy worker sends one request for many and an idle
-//! one waits for nothing. Each delivery keeps its own retries (`worker/delivery.rs`).
-//! A batch also asks for new work for the slots its results free ([`SlotRefill`]).
+//! Results: up to [`RESULTS_IN_FLIGHT`] batches in flight (`POST /results/batch`), each
+//! with at most its share of the worker's slots; the results that become ready meanwhile
+//! go in the next, so a busy worker sends one request for many and an idle one waits
+//! for nothing. Two smaller batches instead of one big one keep the master's writer
+//! busy: it commits one while the other travels, where one batch of every result that
+//! ended together made the writer wait for each round trip. Each delivery keeps its own
+//! retries (`worker/delivery.rs`). A batch also asks for new work for the slots its
+//! results free ([`SlotRefill`]); the master counts the slots of every batch whose
+//! results have not committed yet as free for it.
 //!
 //! A master without the batch routes (404/405: an older one) gets single requests from
 //! then on.
@@ -160,12 +165,17 @@ fn item(answer: Option<ItemAnswer>, job_id: &str) -> Result<ItemAnswer, ClientEr
     }
 }
 
+/// Results batches one worker keeps in flight.
+pub const RESULTS_IN_FLIGHT: usize = 2;
+
 type ResultAnswer = oneshot::Sender<Result<ResultResponse, ClientError>>;
 
 /// The slots a results batch frees on this worker, and where the jobs the master
 /// places for them go: asking with the results saves the claim's own request and
 /// commit — without it a slot waits for the results' answer, then for a claim.
 pub trait SlotRefill {
+    /// How many jobs the worker runs at once.
+    fn slots(&self) -> u32;
     /// The new work to ask for with `results` (none while draining).
     fn claim_for(&self, results: &[JobResult]) -> Option<ClaimNext>;
     /// Run (or, draining, hand back) the jobs placed for that claim.
@@ -191,14 +201,25 @@ impl ResultBatcher {
         rx.await.unwrap_or_else(|_| Err(ClientError::Transport("the worker is stopping".into())))
     }
 
-    /// One batch in flight at a time, each with everything that arrived meanwhile.
+    /// Up to [`RESULTS_IN_FLIGHT`] batches in flight, each with everything that arrived
+    /// before it was sent.
     pub async fn run(&self, client: MasterClient, refill: &impl SlotRefill) {
+        use futures_util::StreamExt;
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        // Each request carries at most its share of the slots: results that end
+        // together (a refill's jobs) go as several requests, so the master commits one
+        // while the next is on its way instead of all of them waiting for one commit
+        // and then all coming back at once.
+        let share = (refill.slots() as usize).div_ceil(RESULTS_IN_FLIGHT).clamp(1, crate::wire::MAX_BATCH_ITEMS);
         loop {
-            self.arrived.notified().await;
-            while !self.waiting.borrow().is_empty() {
-                let take = self.waiting.borrow().len().min(crate::wire::MAX_BATCH_ITEMS);
+            while in_flight.len() < RESULTS_IN_FLIGHT && !self.waiting.borrow().is_empty() {
+                let take = self.waiting.borrow().len().min(share);
                 let batch: Vec<_> = self.waiting.borrow_mut().drain(..take).collect();
-                self.flush(&client, batch, refill).await;
+                in_flight.push(self.flush(&client, batch, refill));
+            }
+            tokio::select! {
+                _ = self.arrived.notified(), if in_flight.len() < RESULTS_IN_FLIGHT => {}
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             }
         }
     }

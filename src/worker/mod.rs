@@ -450,6 +450,10 @@ async fn claim_loop(shared: Rc<WorkerShared>) {
 }
 
 impl batches::SlotRefill for Rc<WorkerShared> {
+    fn slots(&self) -> u32 {
+        self.max_jobs
+    }
+
     fn claim_for(&self, results: &[JobResult]) -> Option<ClaimNext> {
         if self.stopping.get() {
             return None;
