@@ -24,6 +24,7 @@ pub mod events;
 pub mod graph;
 pub mod jobs;
 pub mod leader;
+pub(crate) mod lookup;
 pub mod nodes;
 pub mod outputs;
 pub(crate) mod prepared;
@@ -561,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn log_and_outbox_rows_go_in_prepared_multi_row_inserts_in_order() {
+    fn a_placement_reads_and_logs_its_rows_in_prepared_multi_row_statements_in_order() {
         use diesel::connection::InstrumentationEvent;
         use std::sync::{Arc, Mutex};
         let dir = tempfile::tempdir().unwrap();
@@ -597,6 +598,9 @@ mod tests {
             inserts.sort();
             assert_eq!(inserts, vec![1, 16], "{table}: each shape (one row, 16 rows) prepared once: {cached:?}");
         }
+        // The rows are read 16 ids at a time (the last chunk padded), one text.
+        let lookups = cached.iter().filter(|sql| sql.starts_with("SELECT") && sql.contains(" IN (")).count();
+        assert_eq!(lookups, 1, "{cached:?}");
         // Every placement logged once, in order, in both the log and the outbox.
         for id in &ids {
             let log = jobs::events(&mut c, id).unwrap();

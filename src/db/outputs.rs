@@ -101,18 +101,24 @@ pub fn list_many(conn: &mut Conn, job_ids: &[String]) -> DbResult<std::collectio
     if job_ids.is_empty() {
         return Ok(by_job);
     }
-    // One prepared lookup per job on SQLite: an `IN (…)` list's text varies with its
-    // length and was prepared anew at every group commit (see `events::parents_of`).
+    // Sixteen jobs per prepared lookup on SQLite (`db::lookup`): an `IN (…)` list as
+    // long as the batch has a text that varies with its length, prepared anew each time.
     let rows: Vec<OutputRow> = match conn {
         Conn::Postgresql(c) => job_outputs::table
             .filter(job_outputs::job_id.eq_any(job_ids))
             .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
             .select(OutputRow::as_select())
             .load(c)?,
-        Conn::Sqlite(_) => {
+        Conn::Sqlite(c) => {
             let mut rows = Vec::new();
-            for id in job_ids {
-                rows.extend(list(conn, id)?);
+            for chunk in job_ids.chunks(super::lookup::IDS_PER_LOOKUP) {
+                rows.extend(
+                    job_outputs::table
+                        .filter(super::lookup::InIds::new(job_outputs::job_id, chunk))
+                        .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
+                        .select(OutputRow::as_select())
+                        .load(c)?,
+                );
             }
             rows
         }
