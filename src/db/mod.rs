@@ -533,14 +533,15 @@ mod tests {
         assert_eq!(integrity_check(&mut c).unwrap(), "ok");
     }
 
-    #[test]
-    fn the_whole_row_update_is_prepared_once_per_connection() {
+    /// A fresh SQLite connection that notes the text of every statement it prepares
+    /// into its cache (diesel's `CacheQuery` event).
+    fn sqlite_noting_prepared_statements()
+    -> (tempfile::TempDir, PooledConn, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         use diesel::connection::InstrumentationEvent;
-        use std::sync::{Arc, Mutex};
         let dir = tempfile::tempdir().unwrap();
         let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
         let mut c = pool.get().unwrap();
-        let cached: Arc<Mutex<Vec<String>>> = Arc::default();
+        let cached: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
         let seen = cached.clone();
         let AnyConnection::Sqlite(sqlite) = &mut *c else { unreachable!() };
         sqlite.set_instrumentation(move |event: InstrumentationEvent<'_>| {
@@ -548,6 +549,12 @@ mod tests {
                 seen.lock().unwrap().push(sql.to_string());
             }
         });
+        (dir, c, cached)
+    }
+
+    #[test]
+    fn the_whole_row_update_is_prepared_once_per_connection() {
+        let (_dir, mut c, cached) = sqlite_noting_prepared_statements();
         for id in ["a", "b", "c"] {
             jobs::insert(&mut c, &new_job(id, JobState::Pending, 0)).unwrap();
             let running = transitions::claim(&mut c, id, "n").unwrap();
@@ -563,19 +570,7 @@ mod tests {
 
     #[test]
     fn a_placement_reads_and_logs_its_rows_in_prepared_multi_row_statements_in_order() {
-        use diesel::connection::InstrumentationEvent;
-        use std::sync::{Arc, Mutex};
-        let dir = tempfile::tempdir().unwrap();
-        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
-        let mut c = pool.get().unwrap();
-        let cached: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = cached.clone();
-        let AnyConnection::Sqlite(sqlite) = &mut *c else { unreachable!() };
-        sqlite.set_instrumentation(move |event: InstrumentationEvent<'_>| {
-            if let InstrumentationEvent::CacheQuery { sql, .. } = event {
-                seen.lock().unwrap().push(sql.to_string());
-            }
-        });
+        let (_dir, mut c, cached) = sqlite_noting_prepared_statements();
         // Two placements of 37 jobs each: 2 × 16 rows in multi-row statements, 5 alone.
         let ids: Vec<String> = (0..74).map(|i| format!("j{i:03}")).collect();
         for id in &ids {
