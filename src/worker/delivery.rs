@@ -120,12 +120,12 @@ pub enum Delivery {
 }
 
 /// Post a result until the master answers it. `dir` is the attempt's directory (`None`:
-/// the attempt made no files, so there is nothing to delete or keep). Transport errors, 5xx and 429 are the
-/// master being briefly unavailable (restarting, its database busy): retried with
-/// capped backoff for as long as the lease may still be valid — the worker keeps
-/// listing the job in its heartbeats, so the lease lives until the master answers or
-/// a heartbeat names it stale. Output is deleted only after a definite refusal, and
-/// moved into `outputs/` only after acceptance.
+/// the attempt made no files, so there is nothing to delete or keep). Transport errors,
+/// 5xx and 429 are the master being briefly unavailable (restarting, its database
+/// busy): retried with capped backoff for as long as the lease may still be valid — the
+/// worker keeps listing the job in its heartbeats, so the lease lives until the master
+/// answers or a heartbeat names it stale. Output is deleted only after a definite
+/// refusal, and moved into `outputs/` only after acceptance.
 pub async fn deliver(
     shared: &WorkerShared,
     pending: &PendingResult,
@@ -203,12 +203,15 @@ pub async fn deliver(
             break Delivery::Refused;
         }
         if started.elapsed() > DELIVERY_PATIENCE {
-            log::error!(
-                "result for job {} undelivered for {:?}; keeping {} for the next start",
-                r.job_id,
-                DELIVERY_PATIENCE,
-                dir.map(|d| d.display().to_string()).unwrap_or_else(|| "its result".into())
-            );
+            match dir {
+                Some(dir) => log::error!(
+                    "result for job {} undelivered for {:?}; keeping {} for the next start",
+                    r.job_id,
+                    DELIVERY_PATIENCE,
+                    dir.display()
+                ),
+                None => log::error!("result for job {} undelivered for {:?}; giving up", r.job_id, DELIVERY_PATIENCE),
+            }
             break Delivery::Kept;
         }
         log::warn!("result for job {} not delivered ({err}); retrying in {delay:?}", r.job_id);
