@@ -76,24 +76,21 @@ pub fn log_and_append(conn: &mut Conn, log: &[super::jobs::NewEvent], outbox: &[
             // Rows go in statements of `ROWS_PER_INSERT` (one text, prepared once: the
             // array's length is part of its type), the rest one by one; a statement per
             // row cost a group commit more in statement set-up than in the rows it wrote.
-            for chunk in log.chunks(ROWS_PER_INSERT) {
-                match <&[super::jobs::NewEvent; ROWS_PER_INSERT]>::try_from(chunk) {
-                    Ok(rows) => diesel::insert_into(super::schema::job_events::table).values(rows).execute(c)?,
-                    Err(_) => chunk
-                        .iter()
-                        .map(|e| diesel::insert_into(super::schema::job_events::table).values(e).execute(c))
-                        .sum::<QueryResult<usize>>()?,
+            macro_rules! insert_in_chunks {
+                ($table:expr, $rows:expr) => {
+                    for chunk in $rows.chunks(ROWS_PER_INSERT) {
+                        match <&[_; ROWS_PER_INSERT]>::try_from(chunk) {
+                            Ok(full) => diesel::insert_into($table).values(full).execute(c)?,
+                            Err(_) => chunk
+                                .iter()
+                                .map(|e| diesel::insert_into($table).values(e).execute(c))
+                                .sum::<QueryResult<usize>>()?,
+                        };
+                    }
                 };
             }
-            for chunk in outbox.chunks(ROWS_PER_INSERT) {
-                match <&[NewEvent; ROWS_PER_INSERT]>::try_from(chunk) {
-                    Ok(rows) => diesel::insert_into(events::table).values(rows).execute(c)?,
-                    Err(_) => chunk
-                        .iter()
-                        .map(|e| diesel::insert_into(events::table).values(e).execute(c))
-                        .sum::<QueryResult<usize>>()?,
-                };
-            }
+            insert_in_chunks!(super::schema::job_events::table, log);
+            insert_in_chunks!(events::table, outbox);
         }
     }
     Ok(())

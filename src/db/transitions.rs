@@ -12,9 +12,10 @@ use crate::domain::state::{self, JobState, UserAction};
 use diesel::prelude::*;
 use std::collections::HashMap;
 
-/// Run the guarded UPDATE of `row` over the stored job read as `stored` (its state and
-/// attempt guard the write), in the narrowest shape: `node_id` and `completed_at` only
-/// where `row` changes them. Returns the rows written (0: the job moved on).
+/// Run the guarded UPDATE of `row` over the stored job it was made from (`from` and
+/// `attempt` guard the write), in the narrowest shape: `node_id` and `completed_at` only
+/// where `row` changes the stored ones. Returns the rows written (0: the job moved on).
+/// A macro, not a function: each backend's connection runs the same four shapes.
 macro_rules! update_guarded {
     ($c:expr, $row:expr, $from:expr, $attempt:expr, $stored_node:expr, $stored_end:expr) => {{
         let (row, from, attempt): (&JobRow, JobState, i32) = ($row, $from, $attempt);
@@ -337,8 +338,9 @@ fn write_row(
 /// Two indexed columns are left out when the transition keeps them: SQLite deletes and
 /// re-inserts the index entries of every column an UPDATE sets, even to the same value,
 /// and a placement never sets `completed_at` while a result never moves `node_id`.
-/// Setting them anyway cost every group commit a B-tree walk per job in each index and
-/// about one page in eight it wrote. Hence four shapes, `NODE` and `ENDED` saying
+/// Setting them anyway cost every group commit a delete and an insert per job in each
+/// of those indexes (the pages written stayed the same: the neighbouring entries change
+/// in the same commit). Hence four shapes, `NODE` and `ENDED` saying
 /// whether `node_id` and `completed_at` are set; each is its own prepared statement.
 struct WholeRowUpdate<'a, const NODE: bool, const ENDED: bool> {
     row: &'a JobRow,
