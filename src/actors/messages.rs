@@ -525,6 +525,11 @@ pub struct SchedulerSnapshot {
 #[rtype(result = "(u32, u32)")]
 pub struct GetRecentOutcomes;
 
+/// Jobs finished per five minutes over the last hour, oldest first: (completed, failed).
+#[derive(Message)]
+#[rtype(result = "Vec<(u64, u64)>")]
+pub struct GetFinishedSeries;
+
 // ----- job graphs ----------------------------------------------------------------
 
 /// Give the scheduler the graph actor's address (at start).

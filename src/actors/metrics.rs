@@ -6,6 +6,7 @@
 //! appears late or vanishes, and ratios such as the success rate never go empty.
 
 use super::messages::{JobStateChanged, JobsForgotten, MetricEvent, MetricRecorded, RenderMetrics};
+use crate::domain::finished::{FINISHED_INTERVAL_MICROS, FINISHED_INTERVALS, FinishedSeries};
 use crate::domain::node::NodeState;
 use crate::domain::params::Engine;
 use crate::domain::queue::{Priority, QueueName};
@@ -90,6 +91,8 @@ pub struct MetricsActor {
     queued: HashMap<(QueueName, Priority), i64>,
     /// The last RECENT_OUTCOMES final outcomes (true = completed), for the health score.
     recent: std::collections::VecDeque<bool>,
+    /// Completions and failures per five minutes over the last hour (the console's chart).
+    finished: FinishedSeries,
     events: super::event_metrics::EventMetrics,
 }
 
@@ -306,6 +309,7 @@ impl MetricsActor {
             current: HashMap::new(),
             queued: HashMap::new(),
             recent: std::collections::VecDeque::with_capacity(RECENT_OUTCOMES),
+            finished: FinishedSeries::new(FINISHED_INTERVAL_MICROS, FINISHED_INTERVALS),
             events,
         };
         me.current.extend(current.iter().copied());
@@ -314,6 +318,15 @@ impl MetricsActor {
         }
         me.refresh_job_gauges();
         me
+    }
+
+    /// Start the last-hour chart from the job log: (interval number, completed, failed)
+    /// as `db::jobs::finished_since` reads them.
+    pub fn with_finished(mut self, seed: &[(i64, i64, i64)]) -> Self {
+        for &(slot, ok, bad) in seed {
+            self.finished.add(slot, ok.max(0) as u64, bad.max(0) as u64);
+        }
+        self
     }
 
     /// Every family the master exports (all are pre-created, so gathering sees them all).
@@ -363,6 +376,7 @@ impl Handler<JobStateChanged> for MetricsActor {
                 self.recent.pop_front();
             }
             self.recent.push_back(ev.to == JobState::Completed);
+            self.finished.record(crate::db::now_micros(), ev.to == JobState::Completed);
         }
         if ev.to == JobState::Completed {
             self.completed_by_engine.with_label_values(&[ev.engine.as_str()]).inc();
@@ -439,6 +453,13 @@ impl Handler<RenderMetrics> for MetricsActor {
             log::error!("metrics encoding failed: {e}");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Handler<super::messages::GetFinishedSeries> for MetricsActor {
+    type Result = MessageResult<super::messages::GetFinishedSeries>;
+    fn handle(&mut self, _: super::messages::GetFinishedSeries, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.finished.window(crate::db::now_micros()))
     }
 }
 

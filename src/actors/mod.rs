@@ -83,21 +83,25 @@ pub struct MasterHandles {
 /// an actix System.
 pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandles> {
     let load_pool = pool.clone();
-    let (entered, current, queued_counts, node_rows) = actix_rt::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut conn = load_pool.get()?;
-        Ok((
-            db_jobs::state_entry_totals(&mut conn)?,
-            db_jobs::current_counts(&mut conn)?,
-            db_jobs::runnable_counts(&mut conn)?,
-            db_nodes::load_all(&mut conn)?,
-        ))
-    })
-    .await??;
+    let (entered, finished, current, queued_counts, node_rows) =
+        actix_rt::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut conn = load_pool.get()?;
+            use crate::domain::finished::{FINISHED_INTERVAL_MICROS, FINISHED_INTERVALS};
+            let hour = FINISHED_INTERVALS as i64 * FINISHED_INTERVAL_MICROS;
+            Ok((
+                db_jobs::state_entry_totals(&mut conn)?,
+                db_jobs::finished_since(&mut conn, crate::db::now_micros() - hour, FINISHED_INTERVAL_MICROS)?,
+                db_jobs::current_counts(&mut conn)?,
+                db_jobs::runnable_counts(&mut conn)?,
+                db_nodes::load_all(&mut conn)?,
+            ))
+        })
+        .await??;
     let queued_counts: Vec<((QueueName, Priority), i64)> =
         queued_counts.into_iter().map(|(q, p, n)| ((q, p), n)).collect();
 
     let exec_pool = pool.clone();
-    let metrics = MetricsActor::new(&entered, &current, &queued_counts).start();
+    let metrics = MetricsActor::new(&entered, &current, &queued_counts).with_finished(&finished).start();
     // The bus and the dispatcher each have a thread of their own: fanning an event out
     // to a thousand streams, or a thousand webhook requests, never delays a placement.
     let max_streams = cfg.max_event_streams;

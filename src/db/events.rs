@@ -289,17 +289,30 @@ pub fn parent_of(conn: &mut Conn, job_id: &str) -> DbResult<Option<String>> {
     .flatten())
 }
 
-/// Parents of many jobs (jobs with none are absent), one prepared lookup each: an
-/// `IN (…)` list's text varies with its length, so SQLite prepared it anew at every group
-/// commit. (PostgreSQL joins the parents in `log_and_outbox_pg` instead.)
+/// Parents of many jobs (jobs with none are absent). Sixteen jobs per prepared lookup on
+/// SQLite (`db::lookup`): an `IN (…)` list as long as the batch has a text that varies
+/// with its length, prepared anew at every group commit. (PostgreSQL joins the parents
+/// in `log_and_outbox_pg` instead; this is its fallback.)
 pub fn parents_of(conn: &mut Conn, ids: &[String]) -> DbResult<std::collections::HashMap<String, String>> {
-    let mut parents = std::collections::HashMap::new();
-    for id in ids {
-        if let Some(p) = parent_of(conn, id)? {
-            parents.insert(id.clone(), p);
+    let pairs: Vec<(String, Option<String>)> = match conn {
+        Conn::Sqlite(c) => {
+            let mut pairs = Vec::new();
+            for chunk in ids.chunks(super::lookup::IDS_PER_LOOKUP) {
+                pairs.extend(
+                    job_graph::table
+                        .filter(super::lookup::InIds::new(job_graph::job_id, chunk))
+                        .select((job_graph::job_id, job_graph::parent_id))
+                        .load::<(String, Option<String>)>(c)?,
+                );
+            }
+            pairs
         }
-    }
-    Ok(parents)
+        Conn::Postgresql(c) => job_graph::table
+            .filter(job_graph::job_id.eq_any(ids))
+            .select((job_graph::job_id, job_graph::parent_id))
+            .load(c)?,
+    };
+    Ok(pairs.into_iter().filter_map(|(job, parent)| Some((job, parent?))).collect())
 }
 
 /// Name the parent on the events of jobs stored with their graph rows in this

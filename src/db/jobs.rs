@@ -323,9 +323,12 @@ pub fn current_counts(conn: &mut Conn) -> DbResult<Vec<(JobState, i64)>> {
     Ok(jobs::table.group_by(jobs::status).select((jobs::status, count_star())).load(conn)?)
 }
 
-/// Jobs that completed or failed since `since` (micros), per `bucket`-long interval:
-/// (interval index from `since`, completed, failed). What the console charts.
-pub fn finished_per_interval(conn: &mut Conn, since: i64, bucket: i64) -> DbResult<Vec<(i64, i64, i64)>> {
+/// Transitions into `completed` and `failed` logged since `since` (µs), per interval of
+/// `bucket` µs aligned to multiples of it: (interval number = time / bucket, completed,
+/// failed). Seeds the console's last-hour chart at start; read from the job log, whose
+/// ids and times grow together, from the first id at or after `since` (found by a
+/// binary search over ids), so it reads the last hour, not the table.
+pub fn finished_since(conn: &mut Conn, since: i64, bucket: i64) -> DbResult<Vec<(i64, i64, i64)>> {
     use diesel::sql_types::{BigInt, Text};
     #[derive(QueryableByName)]
     struct Row {
@@ -336,11 +339,15 @@ pub fn finished_per_interval(conn: &mut Conn, since: i64, bucket: i64) -> DbResu
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    // Both numbers are ours (integers), so formatting them in is safe; the two
+    let Some(first) = first_event_since(conn, since)? else {
+        return Ok(Vec::new());
+    };
+    // All four numbers are ours (integers), so formatting them in is safe; the two
     // backends would want different placeholder syntax.
+    let bucket = bucket.max(1);
     let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT (completed_at - {since}) / {bucket} AS slot, status, COUNT(*) AS n FROM jobs \
-         WHERE completed_at >= {since} AND status IN ('completed', 'failed') GROUP BY 1, 2"
+        "SELECT at / {bucket} AS slot, to_state AS status, COUNT(*) AS n FROM job_events \
+         WHERE id >= {first} AND at >= {since} AND to_state IN ('completed', 'failed') GROUP BY 1, 2"
     ))
     .load(conn)?;
     let mut out: Vec<(i64, i64, i64)> = Vec::new();
@@ -357,6 +364,35 @@ pub fn finished_per_interval(conn: &mut Conn, since: i64, bucket: i64) -> DbResu
     Ok(out)
 }
 
+/// The first `job_events` id logged at or after `since`, if any: the smallest `x` whose
+/// first row at or after it was logged at or after `since` (the log has gaps where
+/// retention removed jobs).
+fn first_event_since(conn: &mut Conn, since: i64) -> DbResult<Option<i64>> {
+    use diesel::dsl::{max, min};
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        job_events::table.select((min(job_events::id), max(job_events::id))).get_result(conn)?;
+    let (Some(mut lo), Some(hi)) = (lo, hi) else {
+        return Ok(None);
+    };
+    let first_from = |conn: &mut Conn, x: i64| -> DbResult<Option<(i64, i64)>> {
+        Ok(job_events::table
+            .filter(job_events::id.ge(x))
+            .order(job_events::id.asc())
+            .select((job_events::id, job_events::at))
+            .first(conn)
+            .optional()?)
+    };
+    let mut end = hi + 1;
+    while lo < end {
+        let mid = lo + (end - lo) / 2;
+        match first_from(conn, mid)? {
+            Some((_, at)) if at < since => lo = mid + 1,
+            _ => end = mid,
+        }
+    }
+    Ok(first_from(conn, lo)?.map(|(id, _)| id))
+}
+
 /// Delete up to `batch` terminal jobs finished before `cutoff_micros`, folding their
 /// event counts into `state_totals` first. Returns the deleted jobs' states.
 pub fn delete_terminal_before(
@@ -366,10 +402,23 @@ pub fn delete_terminal_before(
 ) -> DbResult<(Vec<JobState>, Vec<super::outputs::OutputRow>)> {
     use diesel::dsl::count_star;
     let terminal: Vec<JobState> = JobState::ALL.iter().copied().filter(|s| s.is_terminal()).collect();
+    // Jobs are walked in submission order (the primary key) up to the first one
+    // submitted at or after the cutoff: none submitted later can have finished before
+    // it, so no index on `completed_at` is needed (every completion paid for one). The
+    // old jobs still running, or finished after the cutoff, are read again by each pass;
+    // they are few. (Submission times grow with `seq`, one writer; where a clock step
+    // broke that, a job past the bound waits for a later pass — never one too young.)
+    let bound: Option<i64> = jobs::table
+        .filter(jobs::created_at.ge(cutoff_micros))
+        .order(jobs::seq.asc())
+        .select(jobs::seq)
+        .first(conn)
+        .optional()?;
     let found: Vec<(String, JobState)> = jobs::table
+        .filter(jobs::seq.lt(bound.unwrap_or(i64::MAX)))
         .filter(jobs::status.eq_any(terminal))
         .filter(jobs::completed_at.lt(cutoff_micros))
-        .order(jobs::completed_at.asc())
+        .order(jobs::seq.asc())
         .limit(batch)
         .select((jobs::id, jobs::status))
         .load(conn)?;

@@ -533,6 +533,87 @@ mod tests {
         assert_eq!(integrity_check(&mut c).unwrap(), "ok");
     }
 
+    #[test]
+    fn retention_walks_the_jobs_submitted_before_its_cutoff_and_no_further() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        let mut c = pool.get().unwrap();
+        let (old, cutoff, young) = (100, 200, 300);
+        // (id, submitted, finished as): in submission order.
+        type Made<'a> = (&'a str, i64, Option<(JobState, i64)>);
+        let jobs_made: [Made; 6] = [
+            ("done-old", old, Some((JobState::Completed, old))),
+            ("running-old", old, None),
+            ("done-late", old, Some((JobState::Completed, young))),
+            ("failed-old", old, Some((JobState::Failed, old + 1))),
+            // Submitted after the cutoff, so it cannot have finished before it: the walk
+            // stops here, and a (clock-stepped) row like it is left for a later pass.
+            ("young", young, Some((JobState::Completed, old))),
+            ("done-old-after-young", old, Some((JobState::Completed, old))),
+        ];
+        for (id, submitted, end) in jobs_made {
+            jobs::insert(&mut c, &new_job(id, JobState::Pending, submitted)).unwrap();
+            let running = transitions::claim(&mut c, id, "n").unwrap();
+            if let Some((state, at)) = end {
+                let change = move |r: &mut JobRow| r.completed_at = Some(at);
+                transitions::transition_row(&mut c, &running, state, change, "end").unwrap();
+            }
+        }
+        let left = |c: &mut Conn| -> Vec<String> {
+            schema::jobs::table.select(schema::jobs::id).order(schema::jobs::seq).load(c).unwrap()
+        };
+        let (first, _) = jobs::delete_terminal_before(&mut c, cutoff, 1).unwrap();
+        assert_eq!(first, vec![JobState::Completed], "a batch at a time, oldest first");
+        let (second, _) = jobs::delete_terminal_before(&mut c, cutoff, 10).unwrap();
+        assert_eq!(second, vec![JobState::Failed]);
+        assert!(jobs::delete_terminal_before(&mut c, cutoff, 10).unwrap().0.is_empty());
+        assert_eq!(left(&mut c), ["running-old", "done-late", "young", "done-old-after-young"]);
+        // With no job submitted after the cutoff, the walk covers the table.
+        let (all, _) = jobs::delete_terminal_before(&mut c, young + 1, 10).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(left(&mut c), ["running-old"]);
+    }
+
+    #[test]
+    fn the_finished_series_is_read_from_the_log_since_a_time_found_by_id() {
+        use super::schema::job_events as je;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        let mut c = pool.get().unwrap();
+        assert!(jobs::finished_since(&mut c, 0, 1000).unwrap().is_empty());
+        // Ids 1–10 logged at 100, 200, … 1000; every third one a failure, the others
+        // completions, and one start (not a finish) at 950.
+        let logged = |i: i64, to_state| jobs::NewEvent {
+            job_id: format!("j{i}"),
+            from_state: Some(JobState::Processing),
+            to_state,
+            reason: String::new(),
+            attempt: 1,
+            node_id: None,
+            at: i,
+        };
+        let mut rows: Vec<jobs::NewEvent> = (1..=10)
+            .map(|i| logged(100 * i, if i % 3 == 0 { JobState::Failed } else { JobState::Completed }))
+            .collect();
+        rows.insert(9, logged(950, JobState::Processing));
+        for row in &rows {
+            diesel::insert_into(je::table).values(row).execute(&mut c).unwrap();
+        }
+        let sorted = |mut v: Vec<(i64, i64, i64)>| {
+            v.sort();
+            v
+        };
+        // since 450: at 500 (ok), 600 (failed), 700, 800 in interval 0; 900 (failed) too;
+        // 1000 in interval 1.
+        assert_eq!(sorted(jobs::finished_since(&mut c, 450, 1000).unwrap()), [(0, 3, 2), (1, 1, 0)]);
+        assert_eq!(sorted(jobs::finished_since(&mut c, 500, 1000).unwrap()), [(0, 3, 2), (1, 1, 0)]);
+        assert_eq!(sorted(jobs::finished_since(&mut c, 0, 500).unwrap()), [(0, 3, 1), (1, 3, 2), (2, 1, 0)]);
+        assert!(jobs::finished_since(&mut c, 1001, 1000).unwrap().is_empty());
+        // Gaps (retention removed jobs) do not change what is found.
+        diesel::delete(je::table.filter(je::id.between(4, 6))).execute(&mut c).unwrap();
+        assert_eq!(sorted(jobs::finished_since(&mut c, 450, 1000).unwrap()), [(0, 2, 1), (1, 1, 0)]);
+    }
+
     /// A fresh SQLite connection that notes the text of every statement it prepares
     /// into its cache (diesel's `CacheQuery` event).
     fn sqlite_noting_prepared_statements()
@@ -593,9 +674,12 @@ mod tests {
             inserts.sort();
             assert_eq!(inserts, vec![1, 16], "{table}: each shape (one row, 16 rows) prepared once: {cached:?}");
         }
-        // The rows are read 16 ids at a time (the last chunk padded), one text.
-        let lookups = cached.iter().filter(|sql| sql.starts_with("SELECT") && sql.contains(" IN (")).count();
-        assert_eq!(lookups, 1, "{cached:?}");
+        // The rows and their graph parents are read 16 ids at a time (the last chunk
+        // padded), one text each.
+        let lookups: Vec<&String> =
+            cached.iter().filter(|sql| sql.starts_with("SELECT") && sql.contains(" IN (")).collect();
+        assert_eq!(lookups.len(), 2, "{cached:?}");
+        assert!(["`jobs`", "`job_graph`"].iter().all(|t| lookups.iter().any(|sql| sql.contains(&format!("FROM {t}")))));
         // Every placement logged once, in order, in both the log and the outbox.
         for id in &ids {
             let log = jobs::events(&mut c, id).unwrap();

@@ -31,6 +31,7 @@ pub mod argv;
 pub mod chunking;
 pub mod credentials;
 pub mod events;
+pub mod finished;
 pub mod graph;
 pub mod health;
 pub mod ladder;

@@ -3,9 +3,8 @@
 
 use super::pages::{self, ago, badge, bar_chart, bytes, column_chart};
 use super::{Viewer, page_error, respond};
-use crate::actors::messages::{GetNodeCounts, GetSchedulerSnapshot, ListNodes};
+use crate::actors::messages::{GetFinishedSeries, GetNodeCounts, GetSchedulerSnapshot, ListNodes};
 use crate::db::jobs as db_jobs;
-use crate::db::now_micros;
 use crate::db::webhooks as db_webhooks;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
@@ -13,10 +12,6 @@ use crate::error::AppError;
 use crate::http::AppState;
 use actix_web::{HttpRequest, HttpResponse};
 use maud::{Markup, html};
-
-/// Five-minute intervals of the last hour, for the throughput chart.
-const INTERVAL_MICROS: i64 = 5 * 60 * 1_000_000;
-const INTERVALS: i64 = 12;
 
 fn failed(e: AppError) -> HttpResponse {
     page_error(503, &format!("The master could not answer: {e}"))
@@ -32,12 +27,9 @@ pub async fn overview(req: &HttpRequest, state: &AppState, viewer: &Viewer) -> H
 async fn overview_main(state: &AppState) -> Result<Markup, AppError> {
     let snap = state.h.scheduler.send(GetSchedulerSnapshot).await?;
     let node_counts = state.h.nodes.send(GetNodeCounts).await?;
-    let since = now_micros() - INTERVALS * INTERVAL_MICROS;
-    let (by_state, finished) = state
-        .h
-        .db
-        .read(move |c| Ok((db_jobs::current_counts(c)?, db_jobs::finished_per_interval(c, since, INTERVAL_MICROS)?)))
-        .await?;
+    let series: Vec<(i64, i64)> =
+        state.h.metrics.send(GetFinishedSeries).await?.into_iter().map(|(a, b)| (a as i64, b as i64)).collect();
+    let by_state = state.h.db.read(db_jobs::current_counts).await?;
     let depth = |q: QueueName, p: Priority| {
         snap.queued.iter().filter(|(a, b, _)| *a == q && *b == p).map(|x| x.2).sum::<usize>()
     };
@@ -46,13 +38,6 @@ async fn overview_main(state: &AppState) -> Result<Markup, AppError> {
         .map(|s| (s.as_str().to_string(), by_state.iter().filter(|(x, _)| x == s).map(|x| x.1).sum()))
         .filter(|(_, n)| *n > 0)
         .collect();
-    let mut series = vec![(0i64, 0i64); INTERVALS as usize];
-    for (i, ok, bad) in finished {
-        if let Some(slot) = series.get_mut(i.clamp(0, INTERVALS - 1) as usize) {
-            slot.0 += ok;
-            slot.1 += bad;
-        }
-    }
     let (ok, bad): (i64, i64) = series.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     let rate = if ok + bad > 0 { format!("{:.1} %", 100.0 * ok as f64 / (ok + bad) as f64) } else { "—".into() };
     let node_rows: Vec<(String, i64)> = ["available", "busy", "draining", "offline"]
