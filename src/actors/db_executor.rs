@@ -11,7 +11,7 @@
 //!
 //! [`GroupCommit`]: super::group_commit::GroupCommit
 
-use super::messages::{CommitBatch, EventsCommitted, SubmitWrite, WriteOp};
+use super::messages::{CommitBatch, OutboxCommitted, SubmitWrite, WriteOp};
 use crate::db::jobs::JobRow;
 use crate::db::{self, Conn, DbError, DbPool, DbResult, PooledConn};
 use actix::prelude::*;
@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 pub struct DbExecutor {
     pool: DbPool,
-    /// Told of every outbox row after its COMMIT, in id order.
-    events: Option<Recipient<EventsCommitted>>,
+    /// Told of every COMMIT's outbox ids, in id order.
+    events: Option<Recipient<OutboxCommitted>>,
     /// The newest outbox id already told (read once, before the first batch).
     last_event: Option<i64>,
     /// The writer keeps one connection between batches: its prepared statements and
@@ -33,34 +33,24 @@ pub struct DbExecutor {
 }
 
 impl DbExecutor {
-    pub fn new(pool: DbPool, events: Option<Recipient<EventsCommitted>>, fence: Option<i64>) -> Self {
+    pub fn new(pool: DbPool, events: Option<Recipient<OutboxCommitted>>, fence: Option<i64>) -> Self {
         DbExecutor { pool, events, last_event: None, conn: None, fence }
     }
 
-    /// Hand the events this COMMIT stored to the event bus. Read back on the writer's
-    /// own connection: ids are assigned in commit order (one writer), so reading
-    /// after the last id seen finds exactly the new ones, whichever write made them.
-    fn publish_committed(&mut self, conn: &mut Conn) {
-        let Some(to) = &self.events else { return };
-        let Some(mut last) = self.last_event else { return };
-        loop {
-            match db::events::after(conn, last, 10_000) {
-                Ok(rows) if rows.is_empty() => break,
-                Ok(rows) => {
-                    let full = rows.len() == 10_000;
-                    last = rows.last().map(|r| r.id).unwrap_or(last);
-                    to.do_send(EventsCommitted(std::sync::Arc::new(rows)));
-                    if !full {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    log::warn!("committed events not read back for the event bus: {e}");
-                    break;
-                }
+    /// Tell the outbox reader which events this COMMIT stored: the ids after the last
+    /// newest id told up to the newest now (one writer assigns them in commit order, so
+    /// whichever write made them, they are exactly the new ones). The reader reads the
+    /// rows on its own thread.
+    fn tell_committed(&mut self, conn: &mut Conn) {
+        let (Some(to), Some(last)) = (&self.events, self.last_event) else { return };
+        match db::events::head(conn) {
+            Ok(head) if head > last => {
+                to.do_send(OutboxCommitted { after: last, upto: head });
+                self.last_event = Some(head);
             }
+            Ok(_) => {}
+            Err(e) => log::warn!("the outbox's newest id not read after a commit: {e}"),
         }
-        self.last_event = Some(last);
     }
 
     fn connection(&mut self) -> Result<PooledConn, DbError> {
@@ -189,11 +179,11 @@ impl Handler<CommitBatch> for DbExecutor {
                 }
             }
         }
-        // After the answers: no caller waits for the read-back. A stream that subscribes
-        // in between gets the bus's older head, so it reads these events from the
-        // database and then live — none is missed or doubled.
+        // After the answers: no caller waits for the events to reach the bus. A stream
+        // that subscribes in between gets the bus's older head, so it reads these
+        // events from the database and then live — none is missed or doubled.
         if err.is_none() {
-            self.publish_committed(&mut conn);
+            self.tell_committed(&mut conn);
             self.conn = Some(conn);
         }
     }

@@ -592,6 +592,15 @@ pub struct ControlGraph {
 #[rtype(result = "()")]
 pub struct EventsCommitted(pub std::sync::Arc<Vec<crate::db::events::EventRow>>);
 
+/// A COMMIT stored the outbox rows with ids in `after + 1 ..= upto` (database writer →
+/// outbox reader, which reads them and tells the bus).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct OutboxCommitted {
+    pub after: i64,
+    pub upto: i64,
+}
+
 /// Publish an event that is not stored (coalesced progress, new log lines).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -8,6 +8,8 @@
 //! - [`node_supervisor::NodeSupervisor`]: nodes, heartbeats, drain, control queues.
 //! - [`metrics::MetricsActor`]: the Prometheus registry, updated from events.
 //! - [`graph::GraphActor`]: jobs waiting for others, parents and their children.
+//! - [`outbox_reader::OutboxReader`] (SyncArbiter, one thread): reads each COMMIT's
+//!   outbox rows back for the bus, off the writer's thread.
 //! - [`events::EventBus`] (own thread): live event streams and their buffers.
 //! - [`webhooks::WebhookDispatcher`] (own thread): webhook subscriptions and deliveries.
 //! - [`leader::LeaderActor`] (own thread, PostgreSQL only): the leader lease; the
@@ -27,6 +29,7 @@ pub mod leader;
 pub mod messages;
 pub mod metrics;
 pub mod node_supervisor;
+pub mod outbox_reader;
 pub mod scheduler;
 pub mod webhooks;
 
@@ -109,7 +112,10 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     let events = events::EventBus::start_in_arbiter(&Arbiter::new().handle(), move |_| {
         events::EventBus::new(bus_metrics, max_streams)
     });
-    let committed = events.clone().recipient();
+    let (reader_pool, to_bus) = (pool.clone(), events.clone().recipient());
+    let committed =
+        SyncArbiter::start(1, move || outbox_reader::OutboxReader::new(reader_pool.clone(), to_bus.clone()))
+            .recipient();
     let executor =
         SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone(), Some(committed.clone()), cfg.fence_epoch));
     let writer = GroupCommit::new(executor, metrics.clone()).start();

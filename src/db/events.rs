@@ -329,6 +329,17 @@ pub fn head(conn: &mut Conn) -> DbResult<i64> {
     Ok(events::table.select(diesel::dsl::max(events::id)).get_result::<Option<i64>>(conn)?.unwrap_or(0))
 }
 
+/// Events after `after` up to `upto`, oldest first, at most `limit`.
+pub fn between(conn: &mut Conn, after: i64, upto: i64, limit: i64) -> DbResult<Vec<EventRow>> {
+    Ok(crate::on_backend!(conn, |c| events::table
+        .filter(events::id.gt(after))
+        .filter(events::id.le(upto))
+        .order(events::id.asc())
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(c))?)
+}
+
 /// Events after `after`, oldest first, at most `limit`.
 pub fn after(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<EventRow>> {
     Ok(crate::on_backend!(conn, |c| events::table
