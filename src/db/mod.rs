@@ -427,7 +427,27 @@ mod tests {
             columns(&derived, " SET ", " -- "),
             "a column the changeset writes is missing from the guarded UPDATE (or one too many)"
         );
-        assert!(widest.contains(" WHERE id = ? AND status = ? AND attempt = ?"), "{widest}");
+        let guard = " WHERE seq = ? AND id = ? AND status = ? AND attempt = ?";
+        assert!(widest.contains(guard), "{widest}");
+        // The guard finds the row by its rowid, not through the UUID index.
+        #[derive(QueryableByName)]
+        struct Step {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            detail: String,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+        let plan: Vec<Step> = diesel::sql_query(format!(
+            "EXPLAIN QUERY PLAN UPDATE jobs SET status = 'queued'{}",
+            guard.replace("seq = ?", "seq = 1").replace('?', "'x'")
+        ))
+        .load(&mut *pool.get().unwrap())
+        .unwrap();
+        assert!(
+            plan.iter().any(|s| s.detail.contains("INTEGER PRIMARY KEY (rowid=?)")),
+            "{:?}",
+            plan.iter().map(|s| &s.detail).collect::<Vec<_>>()
+        );
     }
 
     #[test]

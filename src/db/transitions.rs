@@ -327,7 +327,7 @@ fn write_row(
 }
 
 /// The guarded UPDATE of every transition: `UPDATE jobs SET <changeset columns> WHERE
-/// id = ? AND status = ? AND attempt = ?`.
+/// seq = ? AND id = ? AND status = ? AND attempt = ?`.
 ///
 /// The master's most frequent statement, so it must be prepared once per connection.
 /// diesel's own UPDATE never is: it calls every UPDATE unsafe to cache (a changeset's
@@ -400,7 +400,11 @@ macro_rules! whole_row_update_sql {
                 out.push_bind_param::<BigInt, _>(&r.updated_at)?;
                 out.push_sql(", retry_base = ");
                 out.push_bind_param::<Integer, _>(&r.retry_base)?;
-                out.push_sql(" WHERE id = ");
+                // The row is found by its rowid (`seq`), one B-tree descent; `id` is
+                // still checked, the UUID index is not searched.
+                out.push_sql(" WHERE seq = ");
+                out.push_bind_param::<BigInt, _>(&r.seq)?;
+                out.push_sql(" AND id = ");
                 out.push_bind_param::<Text, _>(&r.id)?;
                 out.push_sql(" AND status = ");
                 out.push_bind_param::<Text, _>(&self.from)?;
