@@ -297,9 +297,12 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous, pool_size: u32) -> any
 /// (SQLite renumbers the split pages through the never-used lock page's number, and the
 /// commit's cache truncation then cannot tell which pages to drop), so at 32 MiB that walk
 /// took a tenth of the writer's time under dispatch load and bench P18 ran ~8 % slower.
+/// And a checkpoint every 4,000 WAL pages (16 MiB) instead of 1,000: the index and tail
+/// pages every commit rewrites are copied into the database once per checkpoint, so
+/// fewer checkpoints copy fewer pages (P18 ~3 % faster, alternating).
 pub fn tune_writer(conn: &mut AnyConnection) -> QueryResult<()> {
     match conn {
-        AnyConnection::Sqlite(c) => c.batch_execute("PRAGMA cache_size = -8192;"),
+        AnyConnection::Sqlite(c) => c.batch_execute("PRAGMA cache_size = -8192; PRAGMA wal_autocheckpoint = 4000;"),
         AnyConnection::Postgresql(_) => Ok(()),
     }
 }
