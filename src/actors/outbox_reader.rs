@@ -21,11 +21,14 @@ pub struct OutboxReader {
     /// time); dropped after an error, so the next read starts on a fresh connection.
     conn: Option<PooledConn>,
     to: Recipient<EventsCommitted>,
+    /// The newest id handed on. After a failed read it stays behind, so the next range
+    /// read starts there and the missed rows are handed on late, not lost.
+    handed_on: Option<i64>,
 }
 
 impl OutboxReader {
     pub fn new(pool: DbPool, to: Recipient<EventsCommitted>) -> Self {
-        OutboxReader { pool, conn: None, to }
+        OutboxReader { pool, conn: None, to, handed_on: None }
     }
 
     fn read(&mut self, mut after: i64, upto: i64) -> Result<(), db::DbError> {
@@ -37,8 +40,10 @@ impl OutboxReader {
             let rows = db::events::between(&mut conn, after, upto, ROWS_PER_READ)?;
             let Some(last) = rows.last().map(|r| r.id) else { break };
             after = last;
+            self.handed_on = Some(last);
             self.to.do_send(EventsCommitted(Arc::new(rows)));
         }
+        self.handed_on = Some(upto);
         self.conn = Some(conn);
         Ok(())
     }
@@ -52,8 +57,12 @@ impl Handler<OutboxCommitted> for OutboxReader {
     type Result = ();
 
     fn handle(&mut self, OutboxCommitted { after, upto }: OutboxCommitted, _: &mut Self::Context) {
-        if let Err(e) = self.read(after, upto) {
-            log::warn!("committed events {after}..={upto} not read back for the event bus: {e}");
+        let from = self.handed_on.map_or(after, |h| h.min(after));
+        self.handed_on = Some(from);
+        if let Err(e) = self.read(from, upto) {
+            log::warn!(
+                "committed events after {from} up to {upto} not read back for the event bus (retried with the next commit's): {e}"
+            );
         }
     }
 }
