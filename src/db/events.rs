@@ -295,18 +295,12 @@ pub fn parent_of(conn: &mut Conn, job_id: &str) -> DbResult<Option<String>> {
 /// in `log_and_outbox_pg` instead; this is its fallback.)
 pub fn parents_of(conn: &mut Conn, ids: &[String]) -> DbResult<std::collections::HashMap<String, String>> {
     let pairs: Vec<(String, Option<String>)> = match conn {
-        Conn::Sqlite(c) => {
-            let mut pairs = Vec::new();
-            for chunk in ids.chunks(super::lookup::IDS_PER_LOOKUP) {
-                pairs.extend(
-                    job_graph::table
-                        .filter(super::lookup::InIds::new(job_graph::job_id, chunk))
-                        .select((job_graph::job_id, job_graph::parent_id))
-                        .load::<(String, Option<String>)>(c)?,
-                );
-            }
-            pairs
-        }
+        Conn::Sqlite(c) => super::lookup::load_in_chunks(ids, |chunk| {
+            job_graph::table
+                .filter(super::lookup::InIds::new(job_graph::job_id, chunk))
+                .select((job_graph::job_id, job_graph::parent_id))
+                .load(c)
+        })?,
         Conn::Postgresql(c) => job_graph::table
             .filter(job_graph::job_id.eq_any(ids))
             .select((job_graph::job_id, job_graph::parent_id))

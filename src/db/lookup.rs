@@ -59,3 +59,16 @@ impl<C: QueryFragment<Sqlite>> QueryFragment<Sqlite> for InIds<'_, C> {
         Ok(())
     }
 }
+
+/// Run `load` on each chunk of at most [`IDS_PER_LOOKUP`] ids (each becomes one
+/// [`InIds`]) and gather the rows, in chunk order.
+pub fn load_in_chunks<'a, T>(
+    ids: &'a [String],
+    mut load: impl FnMut(&'a [String]) -> QueryResult<Vec<T>>,
+) -> QueryResult<Vec<T>> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(IDS_PER_LOOKUP) {
+        rows.extend(load(chunk)?);
+    }
+    Ok(rows)
+}

@@ -109,19 +109,13 @@ pub fn list_many(conn: &mut Conn, job_ids: &[String]) -> DbResult<std::collectio
             .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
             .select(OutputRow::as_select())
             .load(c)?,
-        Conn::Sqlite(c) => {
-            let mut rows = Vec::new();
-            for chunk in job_ids.chunks(super::lookup::IDS_PER_LOOKUP) {
-                rows.extend(
-                    job_outputs::table
-                        .filter(super::lookup::InIds::new(job_outputs::job_id, chunk))
-                        .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
-                        .select(OutputRow::as_select())
-                        .load(c)?,
-                );
-            }
-            rows
-        }
+        Conn::Sqlite(c) => super::lookup::load_in_chunks(job_ids, |chunk| {
+            job_outputs::table
+                .filter(super::lookup::InIds::new(job_outputs::job_id, chunk))
+                .order((job_outputs::job_id.asc(), job_outputs::name.asc()))
+                .select(OutputRow::as_select())
+                .load(c)
+        })?,
     };
     for r in rows {
         by_job.entry(r.job_id.clone()).or_default().push(r);

@@ -512,13 +512,14 @@ type ClaimedRows = QueryResult<(HashMap<String, JobState>, HashMap<String, JobRo
 /// claim, whose text varies with its length, was parsed and planned anew each time and
 /// cost more than the rows it changed.
 fn claim_rows_sqlite(c: &mut diesel::SqliteConnection, ids: &[String], node_id: &str, now: i64) -> ClaimedRows {
-    use super::lookup::{IDS_PER_LOOKUP, InIds};
+    use super::lookup::{InIds, load_in_chunks};
     let (mut before, mut claimed) = (HashMap::new(), HashMap::new());
-    let mut stored_rows: HashMap<String, JobRow> = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(IDS_PER_LOOKUP) {
-        let rows: Vec<JobRow> = jobs::table.filter(InIds::new(jobs::id, chunk)).select(JobRow::as_select()).load(c)?;
-        stored_rows.extend(rows.into_iter().map(|r| (r.id.clone(), r)));
-    }
+    let mut stored_rows: HashMap<String, JobRow> = load_in_chunks(ids, |chunk| {
+        jobs::table.filter(InIds::new(jobs::id, chunk)).select(JobRow::as_select()).load(c)
+    })?
+    .into_iter()
+    .map(|r| (r.id.clone(), r))
+    .collect();
     for id in ids {
         // Taken: a repeated id is answered as the first copy left it.
         let Some(stored) = stored_rows.remove(id) else {
