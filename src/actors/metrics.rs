@@ -62,7 +62,9 @@ pub const CONTROL_ACTIONS: [&str; 3] = ["pause", "resume", "cancel"];
 pub struct MetricsActor {
     registry: Registry,
     started: Instant,
-    jobs_total: IntCounterVec,
+    /// `ffrtmp_jobs_total`'s child per state, resolved once: a label lookup hashes its
+    /// strings, and this counter moves on every transition of every job.
+    entered_counters: Vec<(JobState, IntCounter)>,
     jobs_in_state: IntGaugeVec,
     active_jobs: IntGauge,
     queue_length: IntGauge,
@@ -79,6 +81,10 @@ pub struct MetricsActor {
     control_latency: HistogramVec,
     progress_updates: IntCounter,
     completed_by_engine: IntCounterVec,
+    /// The per-state and per-queue gauges lag `current`/`queued` until the next render:
+    /// recomputing all of them on every transition cost the actor thread (the
+    /// scheduler's) more than the transition's own bookkeeping, and only a scrape reads them.
+    gauges_stale: bool,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     uptime: Gauge,
@@ -282,7 +288,7 @@ impl MetricsActor {
         let mut me = MetricsActor {
             registry: r,
             started: Instant::now(),
-            jobs_total,
+            entered_counters: JobState::ALL.iter().map(|&s| (s, jobs_total.with_label_values(&[s.as_str()]))).collect(),
             jobs_in_state,
             active_jobs,
             queue_length,
@@ -299,6 +305,7 @@ impl MetricsActor {
             control_latency,
             progress_updates,
             completed_by_engine,
+            gauges_stale: false,
             http_requests,
             http_duration,
             uptime,
@@ -360,7 +367,9 @@ impl Handler<JobStateChanged> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, ev: JobStateChanged, _: &mut Context<Self>) {
-        self.jobs_total.with_label_values(&[ev.to.as_str()]).inc();
+        if let Some((_, c)) = self.entered_counters.iter().find(|(s, _)| *s == ev.to) {
+            c.inc();
+        }
         if let Some(from) = ev.from {
             *self.current.entry(from).or_default() -= 1;
             if from.is_runnable() {
@@ -381,7 +390,7 @@ impl Handler<JobStateChanged> for MetricsActor {
         if ev.to == JobState::Completed {
             self.completed_by_engine.with_label_values(&[ev.engine.as_str()]).inc();
         }
-        self.refresh_job_gauges();
+        self.gauges_stale = true;
     }
 }
 
@@ -391,7 +400,7 @@ impl Handler<JobsForgotten> for MetricsActor {
         for (s, n) in m.0 {
             *self.current.entry(s).or_default() -= n;
         }
-        self.refresh_job_gauges();
+        self.gauges_stale = true;
     }
 }
 
@@ -448,6 +457,9 @@ impl Handler<RenderMetrics> for MetricsActor {
 
     fn handle(&mut self, _: RenderMetrics, _: &mut Context<Self>) -> String {
         self.uptime.set(self.started.elapsed().as_secs_f64());
+        if std::mem::take(&mut self.gauges_stale) {
+            self.refresh_job_gauges();
+        }
         let mut buf = Vec::with_capacity(32 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             log::error!("metrics encoding failed: {e}");

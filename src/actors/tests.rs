@@ -304,3 +304,42 @@ async fn a_claim_counts_the_slots_freed_by_an_earlier_batch_whose_results_have_n
     let rx = f.h.scheduler.send(claim(&[], 1)).await.unwrap().unwrap();
     assert_eq!(within("a claim with no slot free", rx).await.unwrap().len(), 0);
 }
+
+#[actix_rt::test]
+async fn the_job_gauges_a_scrape_reads_follow_every_transition_before_it() {
+    use crate::domain::params::Engine;
+    use crate::domain::queue::{Priority, QueueName};
+    use actix::Actor;
+    let metrics =
+        super::metrics::MetricsActor::new(&[], &[(JobState::Pending, 2)], &[((QueueName::Batch, Priority::Low), 2)])
+            .start();
+    let changed = |from, to| JobStateChanged {
+        from: Some(from),
+        to,
+        queue: QueueName::Batch,
+        priority: Priority::Low,
+        engine: Engine::Auto,
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{series} "))).unwrap_or_else(|| panic!("{series}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = metrics.send(RenderMetrics).await.unwrap();
+    assert_eq!(value(&before, "ffrtmp_queue_length"), 2.0);
+    // Placed, then finished: the gauges move at the next scrape, the counters at once.
+    metrics.do_send(changed(JobState::Pending, JobState::Processing));
+    metrics.do_send(changed(JobState::Processing, JobState::Completed));
+    let text = metrics.send(RenderMetrics).await.unwrap();
+    assert_eq!(value(&text, "ffrtmp_queue_length"), 1.0);
+    assert_eq!(value(&text, "ffrtmp_queue_by_type{type=\"batch\"}"), 1.0);
+    assert_eq!(value(&text, "ffrtmp_queue_by_priority{priority=\"low\"}"), 1.0);
+    assert_eq!(value(&text, "ffrtmp_jobs_in_state{state=\"pending\"}"), 1.0);
+    assert_eq!(value(&text, "ffrtmp_jobs_in_state{state=\"completed\"}"), 1.0);
+    assert_eq!(value(&text, "ffrtmp_active_jobs"), 0.0);
+    assert_eq!(value(&text, "ffrtmp_jobs_total{state=\"processing\"}"), 1.0);
+    assert_eq!(value(&text, "ffrtmp_jobs_total{state=\"completed\"}"), 1.0);
+    // Forgotten (retention): the state's gauge follows at the next scrape too.
+    metrics.do_send(JobsForgotten(vec![(JobState::Completed, 1)]));
+    let text = metrics.send(RenderMetrics).await.unwrap();
+    assert_eq!(value(&text, "ffrtmp_jobs_in_state{state=\"completed\"}"), 0.0);
+}
