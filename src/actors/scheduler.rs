@@ -9,6 +9,10 @@
 //!
 //! It also knows which JobActor is live for which job, and routes operator controls
 //! to wherever a job is: the index, a claim in flight, or its JobActor.
+//!
+//! This file holds the index, the rounds and the claims; [`routing`] the messages meant
+//! for one job (controls, worker reports, reconciliation); [`node_mirror`] the nodes'
+//! mirror and the answers read from it.
 
 use super::db_executor::Db;
 use super::job::{JobActor, JobPolicy};
@@ -21,15 +25,18 @@ use crate::db::{DbError, now_micros};
 use crate::domain::credentials::{Digest, check_node_token};
 use crate::domain::params::parse_job_spec;
 use crate::domain::placement::{NodeCaps, Requirements, rank_nodes};
-use crate::domain::queue::{Picked, Priority, QueueName, RunnableIndex};
+use crate::domain::queue::{Picked, RunnableIndex};
 use crate::domain::state::JobState;
 use crate::error::{AppError, AppResult};
-use crate::wire::{ControlResponse, Job, RunningJob};
+use crate::wire::{ControlResponse, Job};
 use actix::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+mod node_mirror;
+mod routing;
 
 /// A runnable row as an index entry (requirements from its parameters).
 pub fn queued_job_from_row(row: &JobRow) -> QueuedJob {
@@ -588,327 +595,6 @@ impl Handler<EndPoll> for SchedulerActor {
             *time_is_up = true;
         }
         false
-    }
-}
-
-impl Handler<ControlJob> for SchedulerActor {
-    type Result = ResponseActFuture<Self, AppResult<ControlResponse>>;
-
-    fn handle(&mut self, m: ControlJob, _: &mut Context<Self>) -> Self::Result {
-        let id = m.id;
-        let action = m.action;
-        if let Some(addr) = self.live_addr(&id) {
-            return Box::pin(
-                async move { addr.send(ApplyControl(action)).await.map_err(AppError::from).and_then(|r| r) }
-                    .into_actor(self),
-            );
-        }
-        if let Some(deferred) = self.claiming.get_mut(&id) {
-            let (tx, rx) = oneshot::channel();
-            deferred.push((action, tx));
-            return Box::pin(
-                async move {
-                    rx.await.unwrap_or_else(|_| {
-                        Err(AppError::Unavailable {
-                            code: "service_unavailable",
-                            message: "placement in progress".into(),
-                        })
-                    })
-                }
-                .into_actor(self),
-            );
-        }
-        // In the index (runnable) or only in the database (finished, or unknown): the
-        // gate decides in the same transaction that writes. A cancel takes the job out
-        // of the index first, so no round places it meanwhile.
-        let in_index = self.index.contains(&id);
-        let taken = if in_index && action == UserAction::Cancel { self.take(&id) } else { None };
-        let held_here: fn(JobState) -> bool = if in_index { JobState::is_runnable } else { JobState::is_terminal };
-        let db = self.db.clone();
-        let sid = id.to_string();
-        Box::pin(
-            async move { db.write(move |c| db_transitions::control_stored(c, &sid, action, held_here)).await }
-                .into_actor(self)
-                .map(move |res, act, ctx| match res {
-                    Ok((from, row)) => {
-                        act.metrics.do_send(JobStateChanged {
-                            from: Some(from),
-                            to: row.status,
-                            queue: row.queue,
-                            priority: row.priority,
-                            engine: row.engine,
-                        });
-                        let retry_count = (action == UserAction::Retry).then_some(row.retry_count);
-                        // (A retry's dependants are revived by the API handler, before it answers.)
-                        if let Some(g) = act.graph.as_ref().filter(|_| row.status.is_terminal()) {
-                            g.do_send(JobsSettled(vec![(row.uuid(), row.status)]));
-                        }
-                        if row.status.is_runnable() {
-                            act.enqueue(queued_job_from_row(&row));
-                            act.want_round(None, ctx);
-                        }
-                        Ok(ControlResponse { job_id: row.id, status: action.done().into(), retry_count })
-                    }
-                    Err(e) => {
-                        if let Some(entry) = taken.filter(|_| matches!(e, DbError::Unavailable(_))) {
-                            act.index.reinsert(&entry);
-                            act.want_round(None, ctx);
-                        }
-                        match e {
-                            DbError::NotFound => Err(AppError::job_not_found(&id.to_string())),
-                            e => Err(e.into()),
-                        }
-                    }
-                }),
-        )
-    }
-}
-
-impl<M> Handler<SendToLiveJob<M>> for SchedulerActor
-where
-    M: Message + Send + 'static,
-    M::Result: Send,
-    JobActor: Handler<M>,
-{
-    type Result = ResponseFuture<Option<M::Result>>;
-    fn handle(&mut self, SendToLiveJob(id, m): SendToLiveJob<M>, _: &mut Context<Self>) -> Self::Result {
-        let addr = self.live_addr(&id);
-        Box::pin(async move { addr?.send(m).await.ok() })
-    }
-}
-
-impl<M> Handler<FromNode<M>> for SchedulerActor
-where
-    M: Message + Send + 'static,
-    M::Result: Send,
-    JobActor: Handler<M>,
-{
-    type Result = ResponseFuture<AppResult<Option<M::Result>>>;
-    fn handle(&mut self, m: FromNode<M>, _: &mut Context<Self>) -> Self::Result {
-        if let Err(e) = self.verify_node(&m.node_id, m.token.as_deref()) {
-            return Box::pin(async move { Err(e) });
-        }
-        if !m.attempt_given && self.nodes.get(&m.node_id).is_some_and(|n| n.token.is_some()) {
-            let e = AppError::bad_request(
-                "missing_attempt",
-                "a node with a node token must send the attempt its lease is for",
-            );
-            return Box::pin(async move { Err(e) });
-        }
-        let addr = self.live_addr(&m.job);
-        let msg = m.msg;
-        Box::pin(async move {
-            let Some(addr) = addr else { return Ok(None) };
-            Ok(addr.send(msg).await.ok())
-        })
-    }
-}
-
-impl<M> Handler<FromNodeBatch<M>> for SchedulerActor
-where
-    M: Message + Send + 'static,
-    M::Result: Send,
-    JobActor: Handler<M>,
-{
-    type Result = ResponseFuture<Vec<AppResult<Option<M::Result>>>>;
-    fn handle(&mut self, m: FromNodeBatch<M>, ctx: &mut Context<Self>) -> Self::Result {
-        let each: Vec<_> = m.0.into_iter().map(|one| <Self as Handler<FromNode<M>>>::handle(self, one, ctx)).collect();
-        Box::pin(futures_util::future::join_all(each))
-    }
-}
-
-impl Handler<GetQueueReason> for SchedulerActor {
-    type Result = Option<String>;
-    fn handle(&mut self, m: GetQueueReason, _: &mut Context<Self>) -> Self::Result {
-        let req = self.index.requirements_of(&m.0)?;
-        let able: Vec<&NodeView> = self.nodes.values().filter(|n| n.caps.can_ever_run(req)).collect();
-        let needs = req.describe();
-        Some(if self.nodes.is_empty() {
-            "no worker node is registered".into()
-        } else if able.is_empty() {
-            format!("no registered node can run it (needs {needs})")
-        } else if !able.iter().any(|n| n.accepting) {
-            "every node that can run it is offline or draining".into()
-        } else {
-            "waiting for a free slot".into()
-        })
-    }
-}
-
-impl Handler<CheckPlaceable> for SchedulerActor {
-    type Result = Option<bool>;
-    fn handle(&mut self, m: CheckPlaceable, _: &mut Context<Self>) -> Self::Result {
-        (!self.nodes.is_empty()).then(|| self.nodes.values().any(|n| n.caps.can_ever_run(&m.0)))
-    }
-}
-
-impl Handler<CountAbleNodes> for SchedulerActor {
-    type Result = usize;
-    fn handle(&mut self, m: CountAbleNodes, _: &mut Context<Self>) -> Self::Result {
-        self.nodes.values().filter(|n| n.accepting && n.caps.can_ever_run(&m.0)).count()
-    }
-}
-
-impl Handler<JobActorStopped> for SchedulerActor {
-    type Result = ();
-    fn handle(&mut self, m: JobActorStopped, ctx: &mut Context<Self>) {
-        // The actor's row may already have dropped its node: release by job id.
-        let holders: Vec<String> = match &m.node_id {
-            Some(n) if self.nodes.get(n).is_some_and(|v| v.running.contains(&m.id)) => vec![n.clone()],
-            _ => self.nodes.iter().filter(|(_, v)| v.running.contains(&m.id)).map(|(k, _)| k.clone()).collect(),
-        };
-        for node in holders {
-            if let Some(n) = self.nodes.get_mut(&node) {
-                n.running.remove(&m.id);
-                n.ended.remove(&m.id);
-            }
-            self.notify_node_jobs(&node, ctx);
-            self.want_round(Some(&node), ctx);
-        }
-        if m.stopping && self.live.get(&m.id).is_some_and(|(_, _, a)| *a == m.attempt) {
-            self.live.remove(&m.id);
-        }
-        if let (Some(state), Some(g)) = (m.settled, &self.graph) {
-            g.do_send(JobsSettled(vec![(m.id, state)]));
-        }
-    }
-}
-
-impl Handler<NodeChanged> for SchedulerActor {
-    type Result = ();
-    fn handle(&mut self, m: NodeChanged, ctx: &mut Context<Self>) {
-        let id = m.node_id.clone();
-        let v = self.nodes.entry(m.node_id).or_insert_with(|| NodeView {
-            caps: NodeCaps::default(),
-            token: None,
-            max_slots: 1,
-            accepting: false,
-            load: 0.0,
-            running: HashSet::new(),
-            ended: HashSet::new(),
-            claiming: 0,
-        });
-        // Load only orders nodes; a change of what the node can take needs a round.
-        let placement_changed = v.caps != m.caps || v.max_slots != m.max_slots || v.accepting != m.accepting;
-        v.token = m.token;
-        v.caps = m.caps;
-        v.max_slots = m.max_slots;
-        v.accepting = m.accepting;
-        v.load = m.load;
-        if placement_changed {
-            self.want_round(Some(&id), ctx);
-        }
-    }
-}
-
-impl Handler<NodeRemoved> for SchedulerActor {
-    type Result = ();
-    fn handle(&mut self, m: NodeRemoved, _: &mut Context<Self>) {
-        self.nodes.remove(&m.0);
-        self.parked.remove(&m.0);
-        self.report_waiting();
-    }
-}
-
-impl Handler<NodeLost> for SchedulerActor {
-    type Result = ();
-    fn handle(&mut self, m: NodeLost, _: &mut Context<Self>) {
-        self.parked.remove(&m.0);
-        self.report_waiting();
-        for (addr, node, _) in self.live.values() {
-            if node.as_deref() == Some(m.0.as_str()) {
-                addr.do_send(LeaseLost { reason: format!("node {} lost (missed heartbeats)", m.0), node_lost: true });
-            }
-        }
-    }
-}
-
-impl Handler<ReconcileNodeJobs> for SchedulerActor {
-    type Result = ResponseFuture<Vec<RunningJob>>;
-    fn handle(&mut self, m: ReconcileNodeJobs, _: &mut Context<Self>) -> Self::Result {
-        let reported: HashMap<Uuid, i32> =
-            m.reported.iter().filter_map(|r| Some((Uuid::parse_str(&r.job_id).ok()?, r.attempt))).collect();
-        let mut stale: Vec<RunningJob> = Vec::new();
-        let mut checks = Vec::new();
-        for r in &m.reported {
-            match Uuid::parse_str(&r.job_id)
-                .ok()
-                .and_then(|id| self.live.get(&id).map(|(a, n, _)| (a.clone(), n.clone())))
-            {
-                Some((addr, Some(node))) if node == m.node_id => checks.push((r.clone(), addr)),
-                _ => stale.push(r.clone()),
-            }
-        }
-        // Jobs leased to this node that it did not report.
-        let mut unreported = Vec::new();
-        if let Some(n) = self.nodes.get(&m.node_id) {
-            for id in &n.running {
-                if !reported.contains_key(id)
-                    && let Some((a, _, _)) = self.live.get(id)
-                {
-                    unreported.push(a.clone());
-                }
-            }
-        }
-        Box::pin(async move {
-            for a in unreported {
-                let _ = a.send(CheckLease { reported_attempt: None }).await;
-            }
-            for (r, addr) in checks {
-                if !addr.send(CheckLease { reported_attempt: Some(r.attempt) }).await.unwrap_or(false) {
-                    stale.push(r);
-                }
-            }
-            stale
-        })
-    }
-}
-
-impl Handler<ReleaseWaiters> for SchedulerActor {
-    type Result = ();
-    fn handle(&mut self, _: ReleaseWaiters, _: &mut Context<Self>) {
-        for (_, p) in self.parked.drain() {
-            let _ = p.tx.send(Vec::new());
-        }
-        self.report_waiting();
-    }
-}
-
-impl Handler<GetSchedulerSnapshot> for SchedulerActor {
-    type Result = MessageResult<GetSchedulerSnapshot>;
-    fn handle(&mut self, _: GetSchedulerSnapshot, _: &mut Context<Self>) -> Self::Result {
-        let mut queued = Vec::new();
-        for q in [QueueName::Live, QueueName::Default, QueueName::Batch] {
-            for p in [Priority::High, Priority::Medium, Priority::Low] {
-                queued.push((q, p, self.index.count(q, p)));
-            }
-        }
-        let unplaceable = self
-            .index
-            .classes_present()
-            .into_iter()
-            .filter(|r| !self.nodes.values().any(|n| n.caps.can_ever_run(r)))
-            .map(|r| r.describe())
-            .collect();
-        let now_ms = (now_micros() / 1000) as u64;
-        MessageResult(SchedulerSnapshot {
-            queued,
-            unplaceable,
-            oldest_wait_seconds: self.index.oldest_enqueued_ms().map(|t| now_ms.saturating_sub(t) as f64 / 1000.0),
-            live: self.live.values().map(|(a, _, _)| a.clone()).filter(|a| a.connected()).collect(),
-        })
-    }
-}
-
-impl Handler<ReportNodeJobs> for SchedulerActor {
-    type Result = ();
-    fn handle(&mut self, _: ReportNodeJobs, _: &mut Context<Self>) {
-        let Some(ns) = &self.node_supervisor else { return };
-        for node_id in std::mem::take(&mut self.node_jobs_changed) {
-            if let Some(n) = self.nodes.get(&node_id) {
-                ns.do_send(NodeJobsChanged { running: n.running.iter().copied().collect(), node_id });
-            }
-        }
     }
 }
 
