@@ -104,6 +104,11 @@ pub struct JobActor {
 }
 
 impl JobActor {
+    pub fn with_events(mut self, to: Option<Recipient<PublishTransient>>) -> Self {
+        self.events = to;
+        self
+    }
+
     pub fn new(
         row: JobRow,
         db: Db,
@@ -413,13 +418,6 @@ impl JobActor {
             },
         );
         ctx.wait(fut);
-    }
-}
-
-impl JobActor {
-    pub fn with_events(mut self, to: Option<Recipient<super::messages::PublishTransient>>) -> Self {
-        self.events = to;
-        self
     }
 }
 
