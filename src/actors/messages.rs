@@ -24,6 +24,7 @@ pub type WriteFn = Box<dyn FnOnce(&mut Conn) -> (bool, AnswerFn) + Send>;
 /// Answers a write's caller once its batch committed (or rolled back: the error).
 pub type AnswerFn = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
+/// One write, sent to the writer's mailbox (`db_executor::WriterMailbox`).
 pub enum WriteOp {
     /// Any write; a batch runs these in arrival order.
     Apply(WriteFn),
@@ -38,22 +39,6 @@ pub enum WriteOp {
         Box<crate::db::transitions::Transition>,
         tokio::sync::oneshot::Sender<crate::db::DbResult<crate::db::jobs::JobRow>>,
     ),
-}
-
-/// Queue one write for the next group commit.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct SubmitWrite(pub WriteOp);
-
-/// Apply these writes in one transaction (DbExecutor). `ended` is told the moment the
-/// transaction has ended (committed or rolled back), before the writes' callers are
-/// answered: the group commit hands over its next batch while the actor thread is still
-/// busy with this one's answers, so the writer does not wait behind them.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CommitBatch {
-    pub ops: Vec<WriteOp>,
-    pub ended: tokio::sync::oneshot::Sender<()>,
 }
 
 // ----- metrics ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! The master's actors. Who owns what (no mutex around shared state):
 //!
-//! - [`db_executor::DbExecutor`] (SyncArbiter, one thread): the only database writer,
-//!   fed batches by [`group_commit::GroupCommit`].
+//! - [`db_executor::DbExecutor`] (own thread): the only database writer; it drains its
+//!   mailbox of writes into one transaction at a time (group commit).
 //! - [`scheduler::SchedulerActor`]: runnable index, placement, parked long-polls, and
 //!   the routing table of live jobs.
 //! - [`job::JobActor`]: one per live job: lease, progress, control, retries.
@@ -23,7 +23,6 @@ pub mod event_metrics;
 pub mod events;
 pub mod graph;
 pub mod graph_plan;
-pub mod group_commit;
 pub mod job;
 pub mod leader;
 pub mod messages;
@@ -39,8 +38,7 @@ use crate::db::nodes as db_nodes;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
 use actix::prelude::*;
-use db_executor::{Db, DbExecutor};
-use group_commit::GroupCommit;
+use db_executor::Db;
 use job::JobPolicy;
 use messages::{AdoptLiveJobs, AdoptNodes, ConnectNodeSupervisor, JobsQueued};
 use metrics::MetricsActor;
@@ -116,9 +114,7 @@ pub async fn start(pool: DbPool, cfg: ActorConfig) -> anyhow::Result<MasterHandl
     let committed =
         SyncArbiter::start(1, move || outbox_reader::OutboxReader::new(reader_pool.clone(), to_bus.clone()))
             .recipient();
-    let executor =
-        SyncArbiter::start(1, move || DbExecutor::new(exec_pool.clone(), Some(committed.clone()), cfg.fence_epoch));
-    let writer = GroupCommit::new(executor, metrics.clone()).start();
+    let writer = db_executor::start_writer(exec_pool, Some(committed), cfg.fence_epoch, metrics.clone())?;
     let db = Db::new(pool.clone(), writer);
     let (hook_db, hook_metrics, hook_cfg) = (db.clone(), metrics.clone(), cfg.webhooks.clone());
     let webhooks = webhooks::WebhookDispatcher::start_in_arbiter(&Arbiter::new().handle(), move |_| {
