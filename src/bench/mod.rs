@@ -126,8 +126,18 @@ impl Report {
     }
 }
 
+/// The binary whose masters and workers are measured: this one, or the build that
+/// `FFRTMP_BENCH_SUBJECT` names — so an older build is measured side by side with this
+/// one by the very same harness (same sizes, clocks and polling).
+pub(super) fn subject() -> anyhow::Result<std::path::PathBuf> {
+    match std::env::var_os("FFRTMP_BENCH_SUBJECT") {
+        Some(p) if !p.is_empty() => Ok(p.into()),
+        _ => Ok(std::env::current_exe()?),
+    }
+}
+
 fn spawn(args: &[&str], ready_prefix: &str) -> anyhow::Result<Proc> {
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = Command::new(subject()?);
     cmd.args(args).env("RUST_LOG", "error").stderr(Stdio::null());
     spawn_ready(cmd, ready_prefix, Duration::from_secs(600)).map_err(|e| anyhow::anyhow!("{args:?} did not start: {e}"))
 }

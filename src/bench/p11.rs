@@ -20,7 +20,7 @@ struct Ladder {
 pub(super) fn worker_on_core(url: &str, dir: &Path, core: u32, inputs: &Path) -> anyhow::Result<Proc> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &core.to_string()])
-        .arg(std::env::current_exe()?)
+        .arg(super::subject()?)
         .args(["worker", "--master", url, "--metrics-port", "0", "--metrics-bind", "127.0.0.1"])
         .args(["--max-concurrent-jobs", "1", "--work-dir"])
         .arg(dir)

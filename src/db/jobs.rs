@@ -280,14 +280,35 @@ pub fn load_unfinished(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<
         .load(conn)?)
 }
 
-/// Time of the first transition into `first` and of the last into `last` (bench: the
-/// span of a dispatch run as the database recorded it).
-pub fn event_span(conn: &mut Conn, first: JobState, last: JobState) -> DbResult<(Option<i64>, Option<i64>)> {
-    use diesel::dsl::{max, min};
-    let start =
-        job_events::table.filter(job_events::to_state.eq(first)).select(min(job_events::at)).get_result(conn)?;
-    let end = job_events::table.filter(job_events::to_state.eq(last)).select(max(job_events::at)).get_result(conn)?;
-    Ok((start, end))
+/// A dispatch run as the database recorded it (bench P2): from the moment every node
+/// that placed jobs had placed its first (the latest of the nodes' first placements) to
+/// the last completion, and the completions after that start. None before any.
+pub fn dispatch_window(conn: &mut Conn) -> DbResult<Option<DispatchWindow>> {
+    use diesel::dsl::{count_star, max, min};
+    let firsts: Vec<Option<i64>> = job_events::table
+        .filter(job_events::to_state.eq(JobState::Processing))
+        .group_by(job_events::node_id)
+        .select(min(job_events::at))
+        .load(conn)?;
+    let Some(start) = firsts.into_iter().flatten().max() else { return Ok(None) };
+    let end: Option<i64> = job_events::table
+        .filter(job_events::to_state.eq(JobState::Completed))
+        .select(max(job_events::at))
+        .get_result(conn)?;
+    let Some(end) = end else { return Ok(None) };
+    let completed: i64 = job_events::table
+        .filter(job_events::to_state.eq(JobState::Completed))
+        .filter(job_events::at.gt(start))
+        .select(count_star())
+        .get_result(conn)?;
+    Ok(Some(DispatchWindow { start, end, completed: completed as u64 }))
+}
+
+/// See [`dispatch_window`]; times in µs since the epoch.
+pub struct DispatchWindow {
+    pub start: i64,
+    pub end: i64,
+    pub completed: u64,
 }
 
 /// All-time number of transitions into each state (log + folded totals).
