@@ -47,7 +47,8 @@ pub fn start_writer(
     metrics: Addr<MetricsActor>,
 ) -> std::io::Result<WriterMailbox> {
     let (tx, rx) = mpsc::channel::<WriteOp>();
-    let mut writer = DbExecutor::new(pool, events, fence);
+    let checkpoints = super::checkpointer::start(pool.clone())?;
+    let mut writer = DbExecutor::new(pool, events, fence).with_checkpointer(checkpoints);
     std::thread::Builder::new().name("db-writer".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut ops = vec![first];
@@ -72,11 +73,18 @@ pub struct DbExecutor {
     /// The leader lease epoch every transaction must still hold (highly available
     /// masters on PostgreSQL; see `db/leader.rs`).
     fence: Option<i64>,
+    /// Told of every COMMIT on SQLite (see `actors::checkpointer`).
+    checkpoints: Option<super::checkpointer::CheckpointMailbox>,
 }
 
 impl DbExecutor {
     pub fn new(pool: DbPool, events: Option<Recipient<OutboxCommitted>>, fence: Option<i64>) -> Self {
-        DbExecutor { pool, events, last_event: None, conn: None, fence }
+        DbExecutor { pool, events, last_event: None, conn: None, fence, checkpoints: None }
+    }
+
+    /// Leave the log's checkpoints (SQLite) to the checkpointer's thread.
+    fn with_checkpointer(self, checkpoints: super::checkpointer::CheckpointMailbox) -> Self {
+        DbExecutor { checkpoints: Some(checkpoints), ..self }
     }
 
     /// Tell the outbox reader which events this COMMIT stored: the ids after the last
@@ -101,6 +109,9 @@ impl DbExecutor {
             None => {
                 let mut c = self.pool.get()?;
                 db::tune_writer(&mut c)?;
+                if self.checkpoints.is_some() {
+                    db::leave_checkpoints_to_another_thread(&mut c)?;
+                }
                 Ok(c)
             }
         }
@@ -214,6 +225,9 @@ impl DbExecutor {
         // that subscribes in between gets the bus's older head, so it reads these
         // events from the database and then live — none is missed or doubled.
         if err.is_none() {
+            if let (Some(checkpoints), Conn::Sqlite(_)) = (&self.checkpoints, &*conn) {
+                checkpoints.committed();
+            }
             self.tell_committed(&mut conn);
             self.conn = Some(conn);
         }

@@ -2,6 +2,8 @@
 //!
 //! - [`db_executor::DbExecutor`] (own thread): the only database writer; it drains its
 //!   mailbox of writes into one transaction at a time (group commit).
+//! - [`checkpointer`] (own thread, SQLite): copies the write-ahead log into the
+//!   database file, off the writer's thread.
 //! - [`scheduler::SchedulerActor`]: runnable index, placement, parked long-polls, and
 //!   the routing table of live jobs.
 //! - [`job::JobActor`]: one per live job: lease, progress, control, retries.
@@ -18,6 +20,7 @@
 //! A job is in exactly one place: the runnable index, a JobActor, or (terminal) only
 //! in the database.
 
+pub mod checkpointer;
 pub mod db_executor;
 pub mod event_metrics;
 pub mod events;

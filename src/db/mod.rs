@@ -307,6 +307,25 @@ pub fn tune_writer(conn: &mut AnyConnection) -> QueryResult<()> {
     }
 }
 
+/// The writer's settings when a checkpointer thread copies the log
+/// (`actors::checkpointer`): its own automatic checkpoint only as a backstop, at 16,000
+/// pages (64 MiB) instead of 4,000.
+pub fn leave_checkpoints_to_another_thread(conn: &mut AnyConnection) -> QueryResult<()> {
+    match conn {
+        AnyConnection::Sqlite(c) => c.batch_execute("PRAGMA wal_autocheckpoint = 16000;"),
+        AnyConnection::Postgresql(_) => Ok(()),
+    }
+}
+
+/// Copy what the write-ahead log holds into the database file without waiting for
+/// readers or the writer (SQLite's passive checkpoint); PostgreSQL checkpoints itself.
+pub fn checkpoint_passive(conn: &mut AnyConnection) -> DbResult<()> {
+    match conn {
+        AnyConnection::Sqlite(c) => Ok(c.batch_execute("PRAGMA wal_checkpoint(PASSIVE);")?),
+        AnyConnection::Postgresql(_) => Ok(()),
+    }
+}
+
 /// Begin the write transaction of a group commit: `BEGIN IMMEDIATE` on SQLite (take the
 /// write lock now, not at the first write), `BEGIN` on PostgreSQL, through diesel's
 /// transaction manager so its bookkeeping stays right.
