@@ -14,8 +14,8 @@
 use crate::db::{self, DbPool};
 use std::sync::mpsc;
 
-/// Commits between two checkpoints: ~4,000 log pages under dispatch load (~60 pages a
-/// commit), the threshold the writer's own checkpoint used.
+/// Commits between two checkpoints: ~3,000–4,000 log pages under dispatch load (a
+/// commit there writes ~50–60), about the threshold the writer's own checkpoint used.
 pub const COMMITS_PER_CHECKPOINT: u32 = 64;
 
 /// Where the writer reports its commits.

@@ -48,7 +48,7 @@ pub fn start_writer(
 ) -> std::io::Result<WriterMailbox> {
     let (tx, rx) = mpsc::channel::<WriteOp>();
     let checkpoints = super::checkpointer::start(pool.clone())?;
-    let mut writer = DbExecutor::new(pool, events, fence).with_checkpointer(checkpoints);
+    let mut writer = DbExecutor::new(pool, events, fence, checkpoints);
     std::thread::Builder::new().name("db-writer".into()).spawn(move || {
         while let Ok(first) = rx.recv() {
             let mut ops = vec![first];
@@ -74,17 +74,17 @@ pub struct DbExecutor {
     /// masters on PostgreSQL; see `db/leader.rs`).
     fence: Option<i64>,
     /// Told of every COMMIT on SQLite (see `actors::checkpointer`).
-    checkpoints: Option<super::checkpointer::CheckpointMailbox>,
+    checkpoints: super::checkpointer::CheckpointMailbox,
 }
 
 impl DbExecutor {
-    pub fn new(pool: DbPool, events: Option<Recipient<OutboxCommitted>>, fence: Option<i64>) -> Self {
-        DbExecutor { pool, events, last_event: None, conn: None, fence, checkpoints: None }
-    }
-
-    /// Leave the log's checkpoints (SQLite) to the checkpointer's thread.
-    fn with_checkpointer(self, checkpoints: super::checkpointer::CheckpointMailbox) -> Self {
-        DbExecutor { checkpoints: Some(checkpoints), ..self }
+    fn new(
+        pool: DbPool,
+        events: Option<Recipient<OutboxCommitted>>,
+        fence: Option<i64>,
+        checkpoints: super::checkpointer::CheckpointMailbox,
+    ) -> Self {
+        DbExecutor { pool, events, last_event: None, conn: None, fence, checkpoints }
     }
 
     /// Tell the outbox reader which events this COMMIT stored: the ids after the last
@@ -109,9 +109,7 @@ impl DbExecutor {
             None => {
                 let mut c = self.pool.get()?;
                 db::tune_writer(&mut c)?;
-                if self.checkpoints.is_some() {
-                    db::leave_checkpoints_to_another_thread(&mut c)?;
-                }
+                db::leave_checkpoints_to_another_thread(&mut c)?;
                 Ok(c)
             }
         }
@@ -225,8 +223,8 @@ impl DbExecutor {
         // that subscribes in between gets the bus's older head, so it reads these
         // events from the database and then live — none is missed or doubled.
         if err.is_none() {
-            if let (Some(checkpoints), Conn::Sqlite(_)) = (&self.checkpoints, &*conn) {
-                checkpoints.committed();
+            if let Conn::Sqlite(_) = &*conn {
+                self.checkpoints.committed();
             }
             self.tell_committed(&mut conn);
             self.conn = Some(conn);
