@@ -251,8 +251,9 @@ impl GraphActor {
                 Ok((jobs, links)) => {
                     let stored = db
                         .write(move |c| {
+                            let since = crate::db::events::head(c)?;
                             let rows = db_jobs::insert_many(c, &jobs)?;
-                            db_graph::insert(c, &links)?;
+                            db_graph::insert(c, since, &links)?;
                             Ok((rows, links))
                         })
                         .await?;

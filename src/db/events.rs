@@ -310,11 +310,18 @@ pub fn parents_of(conn: &mut Conn, ids: &[String]) -> DbResult<std::collections:
 }
 
 /// Name the parent on the events of jobs stored with their graph rows in this
-/// transaction (their submission events were appended before the graph rows).
-pub fn set_parent(conn: &mut Conn, job_ids: &[String], parent_id: &str) -> DbResult<()> {
-    diesel::update(events::table.filter(events::job_id.eq_any(job_ids)).filter(events::parent_id.is_null()))
-        .set(events::parent_id.eq(parent_id))
-        .execute(conn)?;
+/// transaction: their submission events, appended before the graph rows and after
+/// `since` (the outbox's [`head`] when the transaction began its submission). The id
+/// range finds them; the outbox keeps no index on `job_id`.
+pub fn set_parent(conn: &mut Conn, since: i64, job_ids: &[String], parent_id: &str) -> DbResult<()> {
+    diesel::update(
+        events::table
+            .filter(events::id.gt(since))
+            .filter(events::job_id.eq_any(job_ids))
+            .filter(events::parent_id.is_null()),
+    )
+    .set(events::parent_id.eq(parent_id))
+    .execute(conn)?;
     Ok(())
 }
 
@@ -344,8 +351,14 @@ pub fn after(conn: &mut Conn, after: i64, limit: i64) -> DbResult<Vec<EventRow>>
         .load(c))?)
 }
 
-/// Events after `after` up to `upto` that `filter` admits, oldest first, from at most
-/// `limit` rows read, and the id read up to (a job filter is answered from the job index).
+/// Ids one filtered read of the outbox looks through at most: no index serves a
+/// filter (by job, node or parent), so a stream catching up on a long stretch reads it
+/// in bounded steps instead of scanning to the head in one query.
+pub const SCAN_PER_READ: i64 = 20_000;
+
+/// Events after `after` up to `upto` that `filter` admits, oldest first, at most `limit`
+/// of them from at most [`SCAN_PER_READ`] ids, and the id read up to (the caller resumes
+/// after it).
 pub fn matching(
     conn: &mut Conn,
     filter: &EventFilter,
@@ -353,6 +366,7 @@ pub fn matching(
     upto: i64,
     limit: i64,
 ) -> DbResult<(Vec<EventRow>, i64)> {
+    let upto = upto.min(after.saturating_add(SCAN_PER_READ));
     let mut q = events::table.filter(events::id.gt(after)).filter(events::id.le(upto)).into_boxed();
     if !filter.job_ids.is_empty() {
         q = q.filter(events::job_id.eq_any(&filter.job_ids));

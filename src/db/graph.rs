@@ -45,7 +45,9 @@ impl GraphRow {
     }
 }
 
-pub fn insert(conn: &mut Conn, rows: &[GraphRow]) -> DbResult<()> {
+/// Store graph rows of jobs inserted in this transaction after the outbox's head was
+/// `events_since` (its [`super::events::head`] before their submissions were stored).
+pub fn insert(conn: &mut Conn, events_since: i64, rows: &[GraphRow]) -> DbResult<()> {
     if !rows.is_empty() {
         crate::on_backend!(conn, |c| diesel::insert_into(job_graph::table).values(rows).execute(c))?;
     }
@@ -57,7 +59,7 @@ pub fn insert(conn: &mut Conn, rows: &[GraphRow]) -> DbResult<()> {
         }
     }
     for (parent, ids) in by_parent {
-        super::events::set_parent(conn, &ids, parent)?;
+        super::events::set_parent(conn, events_since, &ids, parent)?;
     }
     Ok(())
 }

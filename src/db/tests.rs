@@ -452,3 +452,38 @@ fn a_batch_of_new_jobs_is_stored_in_order_with_its_events() {
     let reasons: Vec<String> = rows.iter().map(|r| jobs::events(&mut c, &r.id).unwrap()[0].reason.clone()).collect();
     assert_eq!(reasons, ["Submitted", "Submitted", "Rejected at submission"]);
 }
+
+#[test]
+fn a_job_filtered_read_of_the_outbox_looks_through_a_bounded_stretch_and_misses_nothing() {
+    use crate::domain::events::EventFilter;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+    let mut c = pool.get().unwrap();
+    let event = |job: &str| events::NewEvent {
+        kind: "job.progressed".into(),
+        job_id: Some(job.into()),
+        parent_id: None,
+        node_id: None,
+        at: 0,
+        payload: "{}".into(),
+    };
+    // The followed job's events at the start, in the middle and at the end of a stretch
+    // longer than one read looks through; other jobs' events everywhere else.
+    let total = 2 * events::SCAN_PER_READ + 10;
+    let rows: Vec<events::NewEvent> = (0..total)
+        .map(|i| event(if i == 0 || i == events::SCAN_PER_READ + 3 || i == total - 1 { "followed" } else { "other" }))
+        .collect();
+    events::append(&mut c, &rows).unwrap();
+    let head = events::head(&mut c).unwrap();
+    let filter = EventFilter::new(&[], &["followed".into()], &[], &[]).unwrap();
+    let (mut cursor, mut found, mut reads) = (0, Vec::new(), 0);
+    while cursor < head {
+        let (page, read_to) = events::matching(&mut c, &filter, cursor, head, 500).unwrap();
+        assert!(read_to > cursor && read_to - cursor <= events::SCAN_PER_READ, "{cursor} → {read_to}");
+        found.extend(page.iter().map(|e| e.id));
+        cursor = read_to;
+        reads += 1;
+    }
+    assert_eq!(found, vec![1, events::SCAN_PER_READ + 4, total]);
+    assert_eq!(reads, 3);
+}

@@ -194,12 +194,13 @@ pub async fn insert_graph_job(state: &AppState, new: JobRow, shape: GraphShape) 
         .h
         .db
         .write(move |c| {
+            let since = crate::db::events::head(c)?;
             let (row, created) = crate::db::jobs::insert(c, &new)?;
             if !created {
                 return Ok((row, false, Vec::new()));
             }
             let members = crate::db::jobs::insert_many(c, &members)?;
-            db_graph::insert(c, &links)?;
+            db_graph::insert(c, since, &links)?;
             Ok((row, true, members))
         })
         .await?;

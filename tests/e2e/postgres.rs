@@ -112,6 +112,7 @@ fn batch_statements_are_prepared_once_per_connection_on_postgres() {
     for (round, size) in [1usize, 3, 5].into_iter().enumerate() {
         let ids: Vec<String> = (0..size).map(|i| format!("r{round}-j{i}")).collect();
         let rows: Vec<jobs::JobRow> = ids.iter().cloned().map(job).collect();
+        let since = ffrtmp::db::events::head(&mut c).unwrap();
         jobs::insert_many(&mut c, &rows).unwrap();
         // The first job of each round is a graph child: its outbox rows name its parent.
         let child = ffrtmp::db::graph::GraphRow {
@@ -123,7 +124,7 @@ fn batch_statements_are_prepared_once_per_connection_on_postgres() {
             label: "child".into(),
             weight: 1.0,
         };
-        ffrtmp::db::graph::insert(&mut c, &[child]).unwrap();
+        ffrtmp::db::graph::insert(&mut c, since, &[child]).unwrap();
         let claimed: Vec<jobs::JobRow> =
             transitions::claim_many(&mut c, &ids, "n1").unwrap().into_iter().map(Result::unwrap).collect();
         assert!(claimed.iter().all(|r| r.status == JobState::Processing && r.attempt == 1));

@@ -1,0 +1,1 @@
+CREATE INDEX events_job ON events (job_id, id);
