@@ -11,8 +11,8 @@
 //! Results: up to [`RESULTS_IN_FLIGHT`] batches in flight (`POST /results/batch`), each
 //! with at most its share of the worker's slots; the results that become ready meanwhile
 //! go in the next, so a busy worker sends one request for many and an idle one waits
-//! for nothing. Two smaller batches instead of one big one keep the master's writer
-//! busy: it commits one while the other travels, where one batch of every result that
+//! for nothing. Several smaller batches instead of one big one keep the master's writer
+//! busy: it commits one while the others travel, where one batch of every result that
 //! ended together made the writer wait for each round trip. Each delivery keeps its own
 //! retries (`worker/delivery.rs`). A batch also asks for new work for the slots its
 //! results free ([`SlotRefill`]); the master counts the slots of every batch whose
@@ -165,8 +165,12 @@ fn item(answer: Option<ItemAnswer>, job_id: &str) -> Result<ItemAnswer, ClientEr
     }
 }
 
-/// Results batches one worker keeps in flight.
-pub const RESULTS_IN_FLIGHT: usize = 2;
+/// Results batches one worker keeps in flight. Four, each with a quarter of the slots:
+/// with two halves a worker's slots waited a whole round trip (HTTP, the commit, the
+/// placed jobs' answer) between batches and the writer sat idle meanwhile: four raised
+/// P2 at 1k queued from 17.6k to 22.3k jobs/s (medians of six alternating runs), and
+/// eight cost the master ~10 % more CPU per job at 100k for no more.
+pub const RESULTS_IN_FLIGHT: usize = 4;
 
 type ResultAnswer = oneshot::Sender<Result<ResultResponse, ClientError>>;
 
