@@ -49,9 +49,10 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
         let database = store.database(tmp, &format!("p2-{n}"))?;
         let m = master_on(&database, &[])?;
         let c = http();
-        submit_many(&c, &m.url, n, 64).await?;
-        let submitted = metrics_text(&c, &m.url).await;
-        let master_cpu_before = cpu_seconds(m.proc.pid());
+        // Both workers up and registered, then drained while the jobs are submitted and
+        // undrained together: the queue is dispatched by two workers from its start,
+        // not by the first one up while the second starts (at 1k queued that was most
+        // of the jobs).
         let mut ws = Vec::new();
         for i in 0..2 {
             ws.push(worker(
@@ -59,6 +60,18 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
                 &tmp.join(format!("p2-{n}-w{i}")),
                 &["--executor", "noop", "--max-concurrent-jobs", "64"],
             )?);
+        }
+        let nodes = registered_nodes(&c, &m.url, ws.len(), Duration::from_secs(60)).await?;
+        for id in &nodes {
+            let (status, body) = post(&c, &format!("{}/nodes/{id}/drain", m.url), &json!({})).await?;
+            anyhow::ensure!(status == 200, "drain {id}: {status} {body}");
+        }
+        submit_many(&c, &m.url, n, 64).await?;
+        let submitted = metrics_text(&c, &m.url).await;
+        let master_cpu_before = cpu_seconds(m.proc.pid());
+        for id in &nodes {
+            let (status, body) = post(&c, &format!("{}/nodes/{id}/undrain", m.url), &json!({})).await?;
+            anyhow::ensure!(status == 200, "undrain {id}: {status} {body}");
         }
         wait_metric(&c, &m.url, "ffrtmp_jobs_total{state=\"completed\"}", n as f64, Duration::from_secs(1800)).await?;
         // The window as the master logged it: from the moment both workers were placing

@@ -307,6 +307,23 @@ async fn wait_metric(
     anyhow::bail!("{name} did not reach {at_least} within {timeout:?}")
 }
 
+/// The ids of the nodes registered with the master at `base`, once there are `count`.
+async fn registered_nodes(c: &awc::Client, base: &str, count: usize, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let (_, list) = get(c, &format!("{base}/nodes")).await?;
+        let ids: Vec<String> = list["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["id"].as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if ids.len() >= count {
+            return Ok(ids);
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("{count} nodes did not register within {timeout:?}")
+}
+
 /// Write `total` jobs (of which `queued` pending, the rest completed) straight into a
 /// database, as a master would have left them.
 pub(super) fn prefill(database: &db::DatabaseUrl, total: usize, queued: usize) -> anyhow::Result<()> {
