@@ -57,6 +57,7 @@ enum Command {
 }
 
 fn main() {
+    ffrtmp::os::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Jobs { .. } | Command::Nodes { .. } | Command::Templates { .. } => "warn",

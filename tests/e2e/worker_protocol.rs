@@ -152,7 +152,7 @@ fn a_busy_worker_gets_its_next_jobs_with_its_results_instead_of_polling() {
     let master = TestMaster::start(&[]);
     let api = master.api();
     let ids: Vec<String> = (0..20).map(|_| api.submit(json!({}))).collect();
-    let _w = TestWorker::start(&master, &["--executor", "noop", "--noop-ms", "30", "--max-concurrent-jobs", "2"]);
+    let w = TestWorker::start(&master, &["--executor", "noop", "--noop-ms", "30", "--max-concurrent-jobs", "2"]);
     for id in &ids {
         assert_eq!(wait_terminal(&api, id, Duration::from_secs(30))["status"], "completed");
     }
@@ -160,6 +160,13 @@ fn a_busy_worker_gets_its_next_jobs_with_its_results_instead_of_polling() {
     // refilled with the results, the worker polls at its start and once the queue is empty.
     let polls = requests(&api, "GET", "/jobs/next");
     assert!(polls <= 5.0, "{polls} claim polls for 20 jobs");
+    // Both processes run without transparent huge pages (zeroing 2 MiB per first touch
+    // cost the master over a quarter of its CPU while it placed a burst of jobs).
+    for pid in [master.child.as_ref().unwrap().id(), w.pid()] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let thp = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(str::trim);
+        assert_eq!(thp, Some("0"), "process {pid}: {status}");
+    }
 }
 
 #[test]
