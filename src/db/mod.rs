@@ -196,10 +196,37 @@ pub struct ConnManager {
     synchronous: Synchronous,
 }
 
+/// SQLite's library-wide settings, once per process, before its first connection:
+/// - Multi-thread mode: no mutex around each connection. The library is built
+///   serialized, so every `bind`, `step` and `column` call locked and unlocked one; but a
+///   pooled connection is only ever used by one thread at a time (diesel's connection is
+///   `!Sync`), so those locks guard nothing here.
+/// - No memory statistics: kept by default, they take a process-wide mutex around
+///   every allocation SQLite makes, and nothing reads them.
+///
+/// Together the two locks were a tenth of the writer's CPU (bench P18, `perf`). Called
+/// after SQLite started (some other code opened a connection first), the settings are
+/// refused and SQLite stays serialized — slower, never wrong.
+fn configure_sqlite_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use libsqlite3_sys as ffi;
+        // SAFETY: sqlite3_config before sqlite3_initialize, with the argument each
+        // option documents (none; one int); from one thread (`Once`).
+        let codes = unsafe {
+            [ffi::sqlite3_config(ffi::SQLITE_CONFIG_MULTITHREAD), ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0)]
+        };
+        if codes.iter().any(|&c| c != ffi::SQLITE_OK) {
+            log::debug!("SQLite was started before it could be configured (codes {codes:?}); it stays serialized");
+        }
+    });
+}
+
 pub(crate) fn connect(url: &DatabaseUrl, synchronous: Synchronous) -> Result<AnyConnection, diesel::ConnectionError> {
     match url {
         DatabaseUrl::Postgres(u) => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(u)?)),
         DatabaseUrl::Sqlite(p) => {
+            configure_sqlite_library();
             let mut c = diesel::SqliteConnection::establish(&p.to_string_lossy())?;
             let sync = match synchronous {
                 Synchronous::Full => "FULL",
