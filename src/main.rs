@@ -57,7 +57,6 @@ enum Command {
 }
 
 fn main() {
-    ffrtmp::os::disable_transparent_huge_pages();
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Jobs { .. } | Command::Nodes { .. } | Command::Templates { .. } => "warn",
@@ -65,6 +64,9 @@ fn main() {
         _ => "info",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_log)).init();
+    // Before any runtime or database starts (it covers what is mapped already, too);
+    // after the logger, so a refusal is logged.
+    ffrtmp::os::disable_transparent_huge_pages();
     let system = actix_web::rt::System::new();
     let code = match cli.command {
         Command::Master(args) => system.block_on(ffrtmp::master::run(args)).map(|_| 0),
