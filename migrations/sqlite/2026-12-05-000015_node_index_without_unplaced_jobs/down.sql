@@ -1,0 +1,2 @@
+DROP INDEX jobs_node_seq;
+CREATE INDEX jobs_node_seq ON jobs (node_id, seq);
