@@ -89,18 +89,21 @@ impl DbExecutor {
 
     /// Tell the outbox reader which events this COMMIT stored: the ids after the last
     /// newest id told up to the newest now (one writer assigns them in commit order, so
-    /// whichever write made them, they are exactly the new ones). The reader reads the
-    /// rows on its own thread.
+    /// whichever write made them, they are exactly the new ones), with the rows
+    /// themselves as this batch appended them when they are exactly those
+    /// (`db::events::take_appended`); otherwise the reader reads them on its own thread.
     fn tell_committed(&mut self, conn: &mut Conn) {
         let (Some(to), Some(last)) = (&self.events, self.last_event) else { return };
         match db::events::head(conn) {
             Ok(head) if head > last => {
-                to.do_send(OutboxCommitted { after: last, upto: head });
+                let rows = db::events::take_appended(last, head).map(std::sync::Arc::new);
+                to.do_send(OutboxCommitted { after: last, upto: head, rows });
                 self.last_event = Some(head);
             }
             Ok(_) => {}
             Err(e) => log::warn!("the outbox's newest id not read after a commit: {e}"),
         }
+        db::events::discard_appended();
     }
 
     fn connection(&mut self) -> Result<PooledConn, DbError> {
@@ -147,6 +150,9 @@ impl DbExecutor {
                 Ok(head) => self.last_event = Some(head),
                 Err(e) => log::warn!("outbox head not read: {e}"),
             }
+        }
+        if self.events.is_some() {
+            db::events::capture_appended();
         }
         let mut inserted = Ok(Vec::new());
         let outcome: Result<(), DbError> = (|| {
@@ -198,6 +204,7 @@ impl DbExecutor {
         let err = outcome.err();
         if let Some(e) = &err {
             log::error!("group commit of {n} writes failed: {e}");
+            db::events::discard_appended();
         }
         for fin in finishers {
             fin(err.as_ref());

@@ -578,12 +578,14 @@ pub struct ControlGraph {
 pub struct EventsCommitted(pub std::sync::Arc<Vec<crate::db::events::EventRow>>);
 
 /// A COMMIT stored the outbox rows with ids in `after + 1 ..= upto` (database writer →
-/// outbox reader, which reads them and tells the bus).
-#[derive(Message, Clone, Copy)]
+/// outbox reader, which tells the bus): the rows themselves when the writer knows them
+/// as stored, else the reader reads them.
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct OutboxCommitted {
     pub after: i64,
     pub upto: i64,
+    pub rows: Option<std::sync::Arc<Vec<crate::db::events::EventRow>>>,
 }
 
 /// Publish an event that is not stored (coalesced progress, new log lines).

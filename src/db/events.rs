@@ -71,7 +71,11 @@ const ROWS_PER_INSERT: usize = 16;
 /// a text that varies with its length, parsed and planned anew at every group commit.
 pub fn log_and_append(conn: &mut Conn, log: &[super::jobs::NewEvent], outbox: &[NewEvent]) -> DbResult<()> {
     match conn {
-        Conn::Postgresql(c) => log_and_outbox_pg(c, log, outbox)?,
+        Conn::Postgresql(c) => {
+            log_and_outbox_pg(c, log, outbox)?;
+            // Parents joined in by the statement: not the rows as given.
+            captured(|c| c.exact = false);
+        }
         Conn::Sqlite(c) => {
             // Rows go in statements of `ROWS_PER_INSERT` (one text, prepared once: the
             // array's length is part of its type), the rest one by one; a statement per
@@ -91,9 +95,72 @@ pub fn log_and_append(conn: &mut Conn, log: &[super::jobs::NewEvent], outbox: &[
             }
             insert_in_chunks!(super::schema::job_events::table, log);
             insert_in_chunks!(events::table, outbox);
+            captured(|c| c.rows.extend_from_slice(outbox));
         }
     }
     Ok(())
+}
+
+/// The outbox rows this thread's transaction appended, kept for the writer
+/// ([`capture_appended`]): after its COMMIT it hands them on with their ids instead of
+/// having them read back (~two rows per job of a group commit, read and decoded again
+/// on another thread; bench P2). A thread-local, not a parameter: every write of a batch
+/// appends through here, from a dozen call sites that know nothing of the batch.
+struct Capture {
+    rows: Vec<NewEvent>,
+    /// False once a row was changed or appended other than as given (a parent set
+    /// afterwards, or PostgreSQL's INSERT joining them in): the rows must be read back.
+    exact: bool,
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+fn captured(f: impl FnOnce(&mut Capture)) {
+    CAPTURE.with(|c| {
+        if let Some(c) = c.borrow_mut().as_mut() {
+            f(c)
+        }
+    })
+}
+
+/// Start keeping the outbox rows this thread appends (dropping any kept before).
+pub fn capture_appended() {
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Capture { rows: Vec::new(), exact: true }));
+}
+
+/// Stop keeping appended outbox rows (a rolled-back batch's, or ones not taken).
+pub fn discard_appended() {
+    CAPTURE.with(|c| *c.borrow_mut() = None);
+}
+
+/// The outbox rows appended since [`capture_appended`], as stored — ids
+/// `after + 1 ..= upto`, given in order — or None when they cannot be known without
+/// reading them (a row changed after its INSERT, or not exactly that many appended).
+/// Stops the capture.
+pub fn take_appended(after: i64, upto: i64) -> Option<Vec<EventRow>> {
+    let c = CAPTURE.with(|c| c.borrow_mut().take())?;
+    // One writer, AUTOINCREMENT ids in INSERT order: the transaction's rows are
+    // exactly the ids above the head before it, if their count matches.
+    if !c.exact || upto - after != c.rows.len() as i64 {
+        return None;
+    }
+    Some(
+        c.rows
+            .into_iter()
+            .zip(after + 1..)
+            .map(|(e, id)| EventRow {
+                id,
+                kind: e.kind,
+                job_id: e.job_id,
+                parent_id: e.parent_id,
+                node_id: e.node_id,
+                at: e.at,
+                payload: e.payload,
+            })
+            .collect(),
+    )
 }
 
 /// The job-log rows of a group commit's transitions and their outbox rows, each outbox
@@ -322,6 +389,7 @@ pub fn set_parent(conn: &mut Conn, since: i64, job_ids: &[String], parent_id: &s
     )
     .set(events::parent_id.eq(parent_id))
     .execute(conn)?;
+    captured(|c| c.exact = false);
     Ok(())
 }
 

@@ -103,6 +103,63 @@ fn the_bundled_sqlite_plans_without_looking_at_bound_values() {
     assert!(opts.iter().any(|o| o.compile_options == "ENABLE_QPSG"), "SQLite built without SQLITE_ENABLE_QPSG");
 }
 
+/// The writer hands a batch's outbox rows on without reading them back only when they
+/// are exactly the rows stored: same ids, same columns. A parent set after the INSERT,
+/// or ids that skip (AUTOINCREMENT after the newest row was deleted), mean a read.
+#[test]
+fn appended_outbox_rows_are_handed_on_as_stored_or_not_at_all() {
+    use super::events::{self, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+    let mut c = pool.get().unwrap();
+    let event = |i: usize| NewEvent {
+        kind: if i.is_multiple_of(2) { "job.processing" } else { "job.completed" }.into(),
+        job_id: Some(format!("job-{}", i / 2)),
+        parent_id: i.is_multiple_of(3).then(|| "parent".to_string()),
+        node_id: (!i.is_multiple_of(4)).then(|| format!("node-{}", i % 4)),
+        at: 1_000 + i as i64,
+        payload: format!("{{\"n\":{i}}}"),
+    };
+    let read_back = |c: &mut Conn, after: i64, upto: i64| events::between(c, after, upto, 1_000).unwrap();
+    // Not capturing: nothing to hand on.
+    events::append(&mut c, &[event(0)]).unwrap();
+    assert_eq!(events::take_appended(0, 1), None);
+    // Several appends (full multi-row statements and single rows): the rows as stored.
+    let before = events::head(&mut c).unwrap();
+    events::capture_appended();
+    let rows: Vec<NewEvent> = (0..37).map(event).collect();
+    events::append(&mut c, &rows[..20]).unwrap();
+    events::append(&mut c, &rows[20..]).unwrap();
+    let upto = events::head(&mut c).unwrap();
+    let handed = events::take_appended(before, upto).expect("the rows as appended");
+    assert_eq!(handed, read_back(&mut c, before, upto));
+    assert_eq!(handed.len(), 37);
+    // Taken once: the capture has stopped.
+    assert_eq!(events::take_appended(before, upto), None);
+    // A parent named on stored rows afterwards: they must be read.
+    let before = upto;
+    events::capture_appended();
+    events::append(&mut c, &[event(3), event(5)]).unwrap();
+    events::set_parent(&mut c, before, &["job-1".to_string(), "job-2".to_string()], "late-parent").unwrap();
+    let upto = events::head(&mut c).unwrap();
+    assert_eq!(events::take_appended(before, upto), None);
+    // The newest row deleted before the batch: AUTOINCREMENT skips its id, so the
+    // count does not match the range and the rows are read.
+    diesel::delete(super::schema::events::table.filter(super::schema::events::id.eq(upto))).execute(&mut c).unwrap();
+    let before = events::head(&mut c).unwrap();
+    events::capture_appended();
+    events::append(&mut c, &[event(7)]).unwrap();
+    let upto = events::head(&mut c).unwrap();
+    assert_eq!(upto, before + 2, "AUTOINCREMENT never reuses the deleted id");
+    assert_eq!(events::take_appended(before, upto), None);
+    // A rolled-back batch's capture is dropped.
+    events::capture_appended();
+    events::append(&mut c, &[event(9)]).unwrap();
+    events::discard_appended();
+    let head = events::head(&mut c).unwrap();
+    assert_eq!(events::take_appended(head - 1, head), None);
+}
+
 #[test]
 fn event_retention_forgets_the_old_prefix_in_batches_and_keeps_undelivered_ones() {
     use super::events::{self, NewEvent, PRUNE_BATCH};
