@@ -104,8 +104,9 @@ pub fn log_and_append(conn: &mut Conn, log: &[super::jobs::NewEvent], outbox: &[
 /// The outbox rows this thread's transaction appended, kept for the writer
 /// ([`capture_appended`]): after its COMMIT it hands them on with their ids instead of
 /// having them read back (~two rows per job of a group commit, read and decoded again
-/// on another thread; bench P2). A thread-local, not a parameter: every write of a batch
-/// appends through here, from a dozen call sites that know nothing of the batch.
+/// on another thread; bench P2). A thread-local, not a parameter: the writes of a batch
+/// append through here from eight call sites (jobs, transitions, outputs, nodes) that
+/// know nothing of the batch.
 struct Capture {
     rows: Vec<NewEvent>,
     /// False once a row was changed or appended other than as given (a parent set
