@@ -103,7 +103,6 @@ impl DbExecutor {
             Ok(_) => {}
             Err(e) => log::warn!("the outbox's newest id not read after a commit: {e}"),
         }
-        db::events::discard_appended();
     }
 
     fn connection(&mut self) -> Result<PooledConn, DbError> {
@@ -204,7 +203,6 @@ impl DbExecutor {
         let err = outcome.err();
         if let Some(e) = &err {
             log::error!("group commit of {n} writes failed: {e}");
-            db::events::discard_appended();
         }
         for fin in finishers {
             fin(err.as_ref());
@@ -236,6 +234,8 @@ impl DbExecutor {
             self.tell_committed(&mut conn);
             self.conn = Some(conn);
         }
+        // Whatever the batch's outcome, its appended rows are not kept past it.
+        db::events::discard_appended();
     }
 }
 
