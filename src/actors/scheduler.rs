@@ -305,6 +305,12 @@ impl SchedulerActor {
     }
 
     fn start_claims(&mut self, poll: Parked, picks: Vec<Picked>, ctx: &mut Context<Self>) {
+        self.start_claims_with(poll, picks, Vec::new(), ctx)
+    }
+
+    /// Claim `picks` for `poll` in the group commit that writes the transitions of
+    /// `with` (the jobs whose results came with the claim), where the writer can.
+    fn start_claims_with(&mut self, poll: Parked, picks: Vec<Picked>, with: Vec<String>, ctx: &mut Context<Self>) {
         let node_id = poll.node_id.clone();
         self.claiming_polls.insert(poll.poll, false);
         if let Some(n) = self.nodes.get_mut(&node_id) {
@@ -317,7 +323,7 @@ impl SchedulerActor {
         let db = self.db.clone();
         let node = node_id.clone();
         async move {
-            db.write(move |c| {
+            db.write_with(with, move |c| {
                 // A claim refused (job no longer runnable) writes nothing; any other
                 // failure spoils the whole batch and is reported for every claim.
                 db_transitions::claim_many(c, &ids, &node)
@@ -558,7 +564,8 @@ impl Handler<ClaimFreedSlots> for SchedulerActor {
         // The slots of this node's jobs whose results came with this claim or an earlier
         // one are free from the worker's side (their processes ended); the master frees
         // them when those results commit, which this claim does not wait for.
-        node.ended.extend(m.ending.into_iter().filter(|id| node.running.contains(id)));
+        let ending: Vec<Uuid> = m.ending.into_iter().filter(|id| node.running.contains(id)).collect();
+        node.ended.extend(ending.iter().copied());
         let busy = (node.running.len() - node.ended.len()) as u32 + node.claiming;
         let free = node.max_slots.saturating_sub(busy);
         let want = if node.accepting { m.max.min(free) } else { 0 };
@@ -572,7 +579,7 @@ impl Handler<ClaimFreedSlots> for SchedulerActor {
         self.next_poll += 1;
         let poll = Parked { poll: self.next_poll, node_id: m.node_id, max: want, tx };
         let id = poll.poll;
-        self.start_claims(poll, picks, ctx);
+        self.start_claims_with(poll, picks, ending.iter().map(Uuid::to_string).collect(), ctx);
         // Not a long-poll: if every pick is lost meanwhile it is answered empty, not parked.
         self.claiming_polls.insert(id, true);
         Ok(rx)

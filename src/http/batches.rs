@@ -140,7 +140,8 @@ pub async fn post_results(
         None => HashSet::new(),
     };
     // Both are queued now, results first: the claim does not wait for the results to
-    // commit, so under load both are written by the same group commit.
+    // commit, so both are written by the same group commit (the writer waits for
+    // results that reach it after their claim: `WriteOp::ApplyWith`).
     let replies = state.h.scheduler.send(FromNodeBatch(messages));
     let placed = claim.filter(|c| c.max > 0).map(|c| {
         state.h.scheduler.send(ClaimFreedSlots { node_id: c.node_id, max: c.max, ending, token: token.clone() })
