@@ -58,8 +58,7 @@ pub fn start_writer(
         while let Ok(first) = rx.recv() {
             let mut ops = vec![first];
             ops.extend(rx.try_iter().take(MAX_BATCH - 1));
-            gather_companions(&rx, &mut ops, &written_last, COMPANION_WAIT);
-            written_last = ops.iter().filter_map(transition_job).map(str::to_owned).collect();
+            written_last = gather_companions(&rx, &mut ops, &written_last, COMPANION_WAIT);
             metrics.do_send(MetricRecorded(MetricEvent::Committed { writes: ops.len() }));
             writer.commit_batch(ops);
         }
@@ -75,24 +74,18 @@ pub fn start_writer(
 /// commits at 1k queued held only claims).
 const COMPANION_WAIT: Duration = Duration::from_millis(1);
 
-/// The job whose transition `op` is, if it is one.
-fn transition_job(op: &WriteOp) -> Option<&str> {
-    match op {
-        WriteOp::Transition(t, _) => Some(t.stored.id.as_str()),
-        _ => None,
-    }
-}
-
 /// Wait, up to `wait`, for the transitions that the batch's `ApplyWith` writes name and
 /// that neither the batch nor the one before it (`written_last`) holds; writes arriving
-/// meanwhile join the batch. Never past [`MAX_BATCH`] writes.
+/// meanwhile join the batch. Never past [`MAX_BATCH`] writes. Returns the jobs whose
+/// transitions the batch holds (the next batch's `written_last`).
 fn gather_companions(
     rx: &mpsc::Receiver<WriteOp>,
     ops: &mut Vec<WriteOp>,
     written_last: &HashSet<String>,
     wait: Duration,
-) {
-    let mut present: HashSet<String> = ops.iter().filter_map(transition_job).map(str::to_owned).collect();
+) -> HashSet<String> {
+    // In batch order: a transition after its claim clears what the claim awaited.
+    let mut present: HashSet<String> = HashSet::new();
     let mut awaited: HashSet<String> = HashSet::new();
     let note = |op: &WriteOp, present: &mut HashSet<String>, awaited: &mut HashSet<String>| match op {
         WriteOp::Transition(t, _) => {
@@ -113,6 +106,7 @@ fn gather_companions(
         note(&op, &mut present, &mut awaited);
         ops.push(op);
     }
+    present
 }
 
 pub struct DbExecutor {
@@ -459,7 +453,8 @@ mod tests {
         ops.iter()
             .map(|op| match op {
                 WriteOp::ApplyWith(_, jobs) => format!("claim with {}", jobs.join(",")),
-                op => transition_job(op).unwrap_or("other").to_string(),
+                WriteOp::Transition(t, _) => t.stored.id.clone(),
+                _ => "other".to_string(),
             })
             .collect()
     }
@@ -497,9 +492,10 @@ mod tests {
         let mut ops = vec![transition("a"), apply_with(&["a", "b"])];
         let written_last = HashSet::from(["b".to_string()]);
         let started = Instant::now();
-        gather_companions(&rx, &mut ops, &written_last, LONG);
+        let written = gather_companions(&rx, &mut ops, &written_last, LONG);
         assert!(started.elapsed() < LONG / 2, "waited for results already written");
         assert_eq!(jobs_of(&ops), ["a", "claim with a,b"]);
+        assert_eq!(written, HashSet::from(["a".to_string()]));
     }
 
     #[test]
