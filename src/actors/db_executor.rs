@@ -7,9 +7,8 @@
 //! Writes arriving while a batch commits form the next one: under load N fsyncs become
 //! one per batch without any timer, and a write arriving while the writer is idle goes
 //! at once — except a claim that rides on a worker's results, which waits up to
-//! [`COMPANION_WAIT`] for those results' transitions to commit with them
-//! ([`WriteOp::ApplyWith`]). The writer drains its mailbox itself the moment a transaction ends: when a
-//! group-commit actor on the actor thread handed it each batch, the writer sat idle for
+//! [`COMPANION_WAIT`] for those results' transitions to commit with them. The writer
+//! drains its mailbox itself the moment a transaction ends: when a group-commit actor on the actor thread handed it each batch, the writer sat idle for
 //! that thread's turn (~0.45 ms per commit, a fifth of its time, under dispatch load).
 //!
 //! A write that is refused for a logical reason (`DbError::is_refusal`) has written
@@ -66,15 +65,15 @@ pub fn start_writer(
     Ok(WriterMailbox(tx))
 }
 
-/// How long a write waits for the transitions it should commit with
-/// ([`WriteOp::ApplyWith`]) before it is committed without them. A worker's results
+/// How long a write waits for the transitions it should commit with (the jobs a
+/// [`WriteOp::Apply`] names) before it is committed without them. A worker's results
 /// reach the writer through their jobs' actors, one hop after the claim that rides on
 /// them: an idle writer used to commit the claim alone and the results right after, so
 /// the request that carried both waited for two commits (bench P2: a fifth of the
 /// commits at 1k queued held only claims).
 const COMPANION_WAIT: Duration = Duration::from_millis(1);
 
-/// Wait, up to `wait`, for the transitions that the batch's `ApplyWith` writes name and
+/// Wait, up to `wait`, for the transitions that the batch's `Apply` writes name and
 /// that neither the batch nor the one before it (`written_last`) holds; writes arriving
 /// meanwhile join the batch. Never past [`MAX_BATCH`] writes. Returns the jobs whose
 /// transitions the batch holds (the next batch's `written_last`).
@@ -92,7 +91,7 @@ fn gather_companions(
             awaited.remove(&t.stored.id);
             present.insert(t.stored.id.clone());
         }
-        WriteOp::ApplyWith(_, jobs) => {
+        WriteOp::Apply(_, jobs) => {
             awaited.extend(jobs.iter().filter(|id| !present.contains(*id) && !written_last.contains(*id)).cloned())
         }
         _ => {}
@@ -185,7 +184,7 @@ impl DbExecutor {
         let mut applies = Vec::with_capacity(n);
         for op in ops {
             match op {
-                WriteOp::Apply(f) | WriteOp::ApplyWith(f, _) => applies.push(Applied::Write(f)),
+                WriteOp::Apply(f, _) => applies.push(Applied::Write(f)),
                 WriteOp::Transition(t, reply) => applies.push(Applied::Transition(t, reply)),
                 WriteOp::InsertJob(job, reply) => {
                     new_jobs.push(*job);
@@ -358,7 +357,7 @@ impl Db {
     }
 
     /// [`Db::write`], committed with the transitions of `jobs` that are on their way
-    /// to the writer where it can ([`WriteOp::ApplyWith`]).
+    /// to the writer where it can ([`WriteOp::Apply`]).
     pub async fn write_with<T, F>(&self, jobs: Vec<String>, f: F) -> DbResult<T>
     where
         T: Send + 'static,
@@ -379,7 +378,7 @@ impl Db {
             });
             (spoils, finish)
         });
-        self.writer.send(if jobs.is_empty() { WriteOp::Apply(op) } else { WriteOp::ApplyWith(op, jobs) });
+        self.writer.send(WriteOp::Apply(op, jobs));
         rx.await.unwrap_or_else(|_| Err(DbError::Unavailable("the database writer could not apply the write".into())))
     }
 
@@ -435,7 +434,7 @@ mod tests {
 
     fn apply_with(jobs: &[&str]) -> WriteOp {
         let write: super::super::messages::WriteFn = Box::new(|_| (false, Box::new(|_| ())));
-        WriteOp::ApplyWith(write, jobs.iter().map(|j| j.to_string()).collect())
+        WriteOp::Apply(write, jobs.iter().map(|j| j.to_string()).collect())
     }
 
     fn transition(job: &str) -> WriteOp {
@@ -452,7 +451,7 @@ mod tests {
     fn jobs_of(ops: &[WriteOp]) -> Vec<String> {
         ops.iter()
             .map(|op| match op {
-                WriteOp::ApplyWith(_, jobs) => format!("claim with {}", jobs.join(",")),
+                WriteOp::Apply(_, jobs) => format!("claim with {}", jobs.join(",")),
                 WriteOp::Transition(t, _) => t.stored.id.clone(),
                 _ => "other".to_string(),
             })

@@ -26,12 +26,11 @@ pub type AnswerFn = Box<dyn FnOnce(Option<&DbError>) + Send>;
 
 /// One write, sent to the writer's mailbox (`db_executor::WriterMailbox`).
 pub enum WriteOp {
-    /// Any write; a batch runs these in arrival order.
-    Apply(WriteFn),
-    /// A write that should commit with the transitions of these jobs, which are on
-    /// their way (a claim riding on a worker's results): if it reaches an idle writer
-    /// first, the writer waits briefly for them instead of committing it alone.
-    ApplyWith(WriteFn, Vec<String>),
+    /// Any write; a batch runs these in arrival order. The jobs it names (a claim
+    /// riding on a worker's results: usually none) have transitions on their way that
+    /// it should commit with: if it reaches an idle writer first, the writer waits
+    /// briefly for them instead of committing it alone.
+    Apply(WriteFn, Vec<String>),
     /// A new job without an idempotency key: the executor stores all of a batch's new
     /// jobs with one multi-row INSERT (and one for their events) before the other
     /// writes, instead of two statements per job — on PostgreSQL each is a round trip.

@@ -140,8 +140,8 @@ pub async fn post_results(
         None => HashSet::new(),
     };
     // Both are queued now, results first: the claim does not wait for the results to
-    // commit, so both are written by the same group commit (the writer waits for
-    // results that reach it after their claim: `WriteOp::ApplyWith`).
+    // commit, so both are written by the same group commit (the claim's write names
+    // the results' jobs, and the writer waits for those that reach it after it).
     let replies = state.h.scheduler.send(FromNodeBatch(messages));
     let placed = claim.filter(|c| c.max > 0).map(|c| {
         state.h.scheduler.send(ClaimFreedSlots { node_id: c.node_id, max: c.max, ending, token: token.clone() })
