@@ -69,11 +69,21 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
         submit_many(&c, &m.url, n, 64).await?;
         let submitted = metrics_text(&c, &m.url).await;
         let master_cpu_before = cpu_seconds(m.proc.pid());
+        let machine = || -> SchedTimes {
+            sched_times(m.proc.pid()) + ws.iter().map(|w| sched_times(w.pid())).sum::<SchedTimes>()
+        };
+        let (machine_before, wall_before) = (machine(), Instant::now());
         for id in &nodes {
             let (status, body) = post(&c, &format!("{}/nodes/{id}/undrain", m.url), &json!({})).await?;
             anyhow::ensure!(status == 200, "undrain {id}: {status} {body}");
         }
         wait_metric(&c, &m.url, "ffrtmp_jobs_total{state=\"completed\"}", n as f64, Duration::from_secs(1800)).await?;
+        // The machine's share: the master's and the workers' threads from the undrain
+        // to the last completion seen — on a CPU, and runnable but waiting for one. The
+        // rate is bound by the writer (one thread, busy through the window): busy cores
+        // short of the machine's count with long runnable waits mean it shares the cores
+        // in bursts (every commit's answers wake the other threads at once).
+        let (spent, wall) = (machine() - machine_before, wall_before.elapsed().as_secs_f64());
         // The window as the master logged it: from the moment both workers were placing
         // (the later of their first placements) to the last completion, and the jobs
         // completed within it. Exact even for runs of a fraction of a second; neither a
@@ -109,6 +119,8 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
                 "completed_in_window": done,
                 "master_cpu_us_per_job": master_cpu * 1e6 / n as f64,
                 "workers_cpu_us_per_job": worker_cpu * 1e6 / n as f64,
+                "cores_busy": spent.on_cpu / wall,
+                "runnable_waiting_us_per_job": spent.waiting * 1e6 / n as f64,
                 "commits_per_job": per_job("ffrtmp_db_commits_total"),
                 "writes_per_job": per_job("ffrtmp_db_writes_total"),
                 "claim_requests_per_job": requests("/jobs/next") / n as f64,

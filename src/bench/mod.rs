@@ -21,7 +21,7 @@ use crate::domain::argv::{self, InputSource, OutputTarget};
 use crate::domain::params::parse_job_spec;
 use crate::domain::queue::{Priority, QueueName};
 use crate::domain::state::JobState;
-use crate::testkit::{Proc, cpu_seconds, rss_bytes, spawn_ready, url_after};
+use crate::testkit::{Proc, SchedTimes, cpu_seconds, rss_bytes, sched_times, spawn_ready, url_after};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
