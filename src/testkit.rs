@@ -108,19 +108,16 @@ impl std::ops::Sub for SchedTimes {
     }
 }
 
-impl std::ops::Add for SchedTimes {
-    type Output = SchedTimes;
-    fn add(self, other: SchedTimes) -> SchedTimes {
-        SchedTimes { on_cpu: self.on_cpu + other.on_cpu, waiting: self.waiting + other.waiting }
-    }
-}
-
 impl std::iter::Sum for SchedTimes {
     fn sum<I: Iterator<Item = SchedTimes>>(it: I) -> SchedTimes {
-        it.fold(SchedTimes::default(), |a, b| a + b)
+        it.fold(SchedTimes::default(), |a, b| SchedTimes {
+            on_cpu: a.on_cpu + b.on_cpu,
+            waiting: a.waiting + b.waiting,
+        })
     }
 }
 
+/// [`SchedTimes`] of the process `pid`: the sum over its live threads.
 pub fn sched_times(pid: u32) -> SchedTimes {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
     tasks

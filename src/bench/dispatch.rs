@@ -69,9 +69,8 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
         submit_many(&c, &m.url, n, 64).await?;
         let submitted = metrics_text(&c, &m.url).await;
         let master_cpu_before = cpu_seconds(m.proc.pid());
-        let machine = || -> SchedTimes {
-            sched_times(m.proc.pid()) + ws.iter().map(|w| sched_times(w.pid())).sum::<SchedTimes>()
-        };
+        let machine =
+            || -> SchedTimes { std::iter::once(m.proc.pid()).chain(ws.iter().map(|w| w.pid())).map(sched_times).sum() };
         let (machine_before, wall_before) = (machine(), Instant::now());
         for id in &nodes {
             let (status, body) = post(&c, &format!("{}/nodes/{id}/undrain", m.url), &json!({})).await?;
@@ -79,10 +78,9 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
         }
         wait_metric(&c, &m.url, "ffrtmp_jobs_total{state=\"completed\"}", n as f64, Duration::from_secs(1800)).await?;
         // The machine's share: the master's and the workers' threads from the undrain
-        // to the last completion seen — on a CPU, and runnable but waiting for one. The
-        // rate is bound by the writer (one thread, busy through the window): busy cores
-        // short of the machine's count with long runnable waits mean it shares the cores
-        // in bursts (every commit's answers wake the other threads at once).
+        // to the last completion seen — on a CPU, and runnable but waiting for one. Busy
+        // cores short of the machine's count beside long runnable waits: the threads
+        // contend in bursts (a commit's answers wake the others at once).
         let (spent, wall) = (machine() - machine_before, wall_before.elapsed().as_secs_f64());
         // The window as the master logged it: from the moment both workers were placing
         // (the later of their first placements) to the last completion, and the jobs
