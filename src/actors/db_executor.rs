@@ -8,8 +8,9 @@
 //! one per batch without any timer, and a write arriving while the writer is idle goes
 //! at once — except a claim that rides on a worker's results, which waits up to
 //! [`COMPANION_WAIT`] for those results' transitions to commit with them. The writer
-//! drains its mailbox itself the moment a transaction ends: when a group-commit actor on the actor thread handed it each batch, the writer sat idle for
-//! that thread's turn (~0.45 ms per commit, a fifth of its time, under dispatch load).
+//! drains its mailbox itself the moment a transaction ends: when a group-commit actor
+//! on the actor thread handed it each batch, the writer sat idle for that thread's turn
+//! (~0.45 ms per commit, a fifth of its time, under dispatch load).
 //!
 //! A write that is refused for a logical reason (`DbError::is_refusal`) has written
 //! nothing — every function in `db` checks before it writes — so its neighbours commit
