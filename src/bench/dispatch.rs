@@ -86,10 +86,13 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
         // (the later of their first placements) to the last completion, and the jobs
         // completed within it. Exact even for runs of a fraction of a second; neither a
         // worker's start-up nor the skew between the two starts counts (at 1k queued the
-        // first worker alone used to run a good part of the span).
+        // first worker alone used to run a good part of the span). The skew itself is
+        // reported: a large one would mean the window starts after the queue's start-up.
         let pool = db::open(&database, db::Synchronous::Normal, 1)?;
-        let (secs, done) = match db::jobs::dispatch_window(&mut *pool.get()?)? {
-            Some(w) if w.end > w.start && w.completed > 0 => ((w.end - w.start) as f64 / 1e6, w.completed),
+        let (secs, done, skew_ms) = match db::jobs::dispatch_window(&mut *pool.get()?)? {
+            Some(w) if w.end > w.start && w.completed > 0 => {
+                ((w.end - w.start) as f64 / 1e6, w.completed, (w.start - w.first) as f64 / 1e3)
+            }
             _ => anyhow::bail!("no placement/completion events recorded"),
         };
         let rate = done as f64 / secs;
@@ -115,6 +118,7 @@ pub(super) async fn p2(r: &mut Report, tmp: &Path, store: &Store) -> anyhow::Res
             json!({
                 "seconds": secs,
                 "completed_in_window": done,
+                "start_skew_ms": skew_ms,
                 "master_cpu_us_per_job": master_cpu * 1e6 / n as f64,
                 "workers_cpu_us_per_job": worker_cpu * 1e6 / n as f64,
                 "cores_busy": spent.on_cpu / wall,

@@ -290,7 +290,8 @@ pub fn dispatch_window(conn: &mut Conn) -> DbResult<Option<DispatchWindow>> {
         .group_by(job_events::node_id)
         .select(min(job_events::at))
         .load(conn)?;
-    let Some(start) = firsts.into_iter().flatten().max() else { return Ok(None) };
+    let firsts: Vec<i64> = firsts.into_iter().flatten().collect();
+    let (Some(&first), Some(&start)) = (firsts.iter().min(), firsts.iter().max()) else { return Ok(None) };
     let end: Option<i64> = job_events::table
         .filter(job_events::to_state.eq(JobState::Completed))
         .select(max(job_events::at))
@@ -301,11 +302,13 @@ pub fn dispatch_window(conn: &mut Conn) -> DbResult<Option<DispatchWindow>> {
         .filter(job_events::at.gt(start))
         .select(count_star())
         .get_result(conn)?;
-    Ok(Some(DispatchWindow { start, end, completed: completed as u64 }))
+    Ok(Some(DispatchWindow { first, start, end, completed: completed as u64 }))
 }
 
 /// See [`dispatch_window`]; times in µs since the epoch.
 pub struct DispatchWindow {
+    /// The earliest node's first placement.
+    pub first: i64,
     pub start: i64,
     pub end: i64,
     pub completed: u64,

@@ -324,6 +324,40 @@ fn the_finished_series_is_read_from_the_log_since_a_time_found_by_id() {
     assert_eq!(sorted(jobs::finished_since(&mut c, 450, 1000).unwrap()), [(0, 2, 1), (1, 1, 0)]);
 }
 
+#[test]
+fn the_dispatch_window_runs_from_the_last_node_to_start_placing_to_the_last_completion() {
+    use super::schema::job_events as je;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = open_sqlite(&dir.path().join("t.db"), Synchronous::Normal, 1).unwrap();
+    let mut c = pool.get().unwrap();
+    assert!(jobs::dispatch_window(&mut c).unwrap().is_none());
+    let logged = |job: &str, to_state, node: &str, at| jobs::NewEvent {
+        job_id: job.into(),
+        from_state: None,
+        to_state,
+        reason: String::new(),
+        attempt: 1,
+        node_id: Some(node.into()),
+        at,
+    };
+    // n1 places at 100 and 300, n2 first at 250: the window starts at 250. The
+    // completion at 200 is before it; the failure at 900 is not a completion.
+    let rows = [
+        logged("a", JobState::Processing, "n1", 100),
+        logged("a", JobState::Completed, "n1", 200),
+        logged("b", JobState::Processing, "n2", 250),
+        logged("c", JobState::Processing, "n1", 300),
+        logged("b", JobState::Completed, "n2", 400),
+        logged("c", JobState::Completed, "n1", 700),
+        logged("d", JobState::Failed, "n2", 900),
+    ];
+    for row in &rows {
+        diesel::insert_into(je::table).values(row).execute(&mut c).unwrap();
+    }
+    let w = jobs::dispatch_window(&mut c).unwrap().unwrap();
+    assert_eq!((w.first, w.start, w.end, w.completed), (100, 250, 700, 2));
+}
+
 /// A fresh SQLite connection that notes the text of every statement it prepares
 /// into its cache (diesel's `CacheQuery` event).
 fn sqlite_noting_prepared_statements() -> (tempfile::TempDir, PooledConn, std::sync::Arc<std::sync::Mutex<Vec<String>>>)
